@@ -1,0 +1,26 @@
+"""Shared pytest fixtures.
+
+The local dataset mirror is found through ``MRCBENCH_DATA_DIR`` (never a hard-coded path); tests that
+need it are skipped with a clear reason when it is not set.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    value = os.environ.get("MRCBENCH_DATA_DIR")
+    if not value or not Path(value).is_dir():
+        pytest.skip("MRCBENCH_DATA_DIR is not set to the local dataset mirror")
+    return Path(value).resolve()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_and_small():
+    """Tests never touch a hub and stay polite on a 2-core machine."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    yield
