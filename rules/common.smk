@@ -1,0 +1,71 @@
+# Shared by every rule file: config validation and the functions that turn config into paths.
+# No other rule file computes paths by hand.
+import os
+
+from snakemake.utils import validate
+
+from mrcbench import config as mrc_config
+
+validate(config, schema="../mrcbench/schemas/config.schema.json")
+# Cross-references the schema cannot express (unknown model/split names, ...), one-line errors.
+mrc_config.validate(config, source="config")
+
+RESULTS = config.get("results_dir", "results")
+# Every command reads this file: the config file(s) plus command-line overrides, validated.
+CONFIG = str(mrc_config.write_resolved(config, f"{RESULTS}/config.resolved.yaml"))
+NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+RUNS = list(mrc_config.runs(config))
+ABLATION = mrc_config.ablation_config(config)
+
+
+wildcard_constraints:
+    model=NAME,
+    train=NAME,
+    eval=NAME,
+    split=NAME,
+    seed=r"\d+",
+    layer=r"\d+",
+
+
+def res(rule_name, key):
+    return mrc_config.resources_for(config, rule_name)[key]
+
+
+def split_json(split):
+    return f"{RESULTS}/data/{split}.json"
+
+
+def model_dir(wildcards):
+    return f"{RESULTS}/models/{wildcards.model}"
+
+
+def finetune_dir(wildcards):
+    return f"{RESULTS}/finetune/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}"
+
+
+def num_layers(model):
+    spec = config["models"][model]
+    if "num_layers" not in spec:
+        raise ValueError(
+            f"config: models.{model}.num_layers is required when ablation.split_by_layer is true"
+        )
+    return int(spec["num_layers"])
+
+
+def grid_parts(wildcards):
+    return expand(
+        f"{RESULTS}/ablation/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}/{wildcards.eval}/parts/layer{{layer}}.parquet",
+        layer=range(num_layers(wildcards.model)),
+    )
+
+
+def final_outputs():
+    out = []
+    for run in RUNS:
+        out.append(f"{RESULTS}/predict/{run.eval_dir}/metrics.json")
+        if run.ablation:
+            out.append(f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet")
+            out.append(f"{RESULTS}/ablation/{run.eval_dir}/grid.parquet")
+    out.append(f"{RESULTS}/stats/deltas.parquet")
+    out.append(config.get("report", {}).get("html", "reports/report.html"))
+    return out

@@ -1,0 +1,25 @@
+# Fine-tuning for span extraction, one job per (model, train split, seed).
+
+
+rule finetune:
+    input:
+        model=model_dir,
+        train=lambda wc: split_json(wc.train),
+    output:
+        directory(f"{RESULTS}/finetune/{{model}}/{{train}}/seed{{seed}}"),
+    params:
+        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
+        training=lambda wc: mrc_config.training_config(config, wc.model, wc.train),
+    log:
+        "logs/finetune/{model}/{train}/seed{seed}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune/{{model}}/{{train}}/seed{{seed}}.tsv"
+    threads: lambda wc: res("finetune", "threads")
+    resources:
+        mem_mb=lambda wc: res("finetune", "mem_mb"),
+        runtime=lambda wc: res("finetune", "runtime"),
+        gpu=lambda wc: res("finetune", "gpu"),
+    shell:
+        "mrcbench finetune --config {CONFIG} --model {wildcards.model} --train {wildcards.train}"
+        " --seed {wildcards.seed} --model-dir {input.model} --train-json {input.train} --out {output}"
+        " > {log} 2>&1"

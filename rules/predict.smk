@@ -1,0 +1,28 @@
+# Prediction and official-equivalent scoring, one job per (model, train split, seed, eval split).
+
+
+rule predict:
+    input:
+        finetuned=finetune_dir,
+        eval=lambda wc: split_json(wc.eval),
+    output:
+        metrics=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/metrics.json",
+        scores=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/scores.parquet",
+        predictions=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/predictions.json",
+    params:
+        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
+        decoding=mrc_config.decoding_config(config),
+        out=lambda wc, output: os.path.dirname(output.metrics),
+    log:
+        "logs/predict/{model}/{train}/seed{seed}/{eval}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.tsv"
+    threads: lambda wc: res("predict", "threads")
+    resources:
+        mem_mb=lambda wc: res("predict", "mem_mb"),
+        runtime=lambda wc: res("predict", "runtime"),
+        gpu=lambda wc: res("predict", "gpu"),
+    shell:
+        "mrcbench predict --config {CONFIG} --model {wildcards.model} --train {wildcards.train}"
+        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
+        " --eval-json {input.eval} --out {params.out} > {log} 2>&1"

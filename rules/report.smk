@@ -1,0 +1,18 @@
+# The paper-style report: reports/report.qmd rendered with Quarto, or with the built-in fallback
+# (nbclient + nbconvert) where the Quarto CLI is missing.
+
+
+rule report:
+    input:
+        qmd=config.get("report", {}).get("qmd", "reports/report.qmd"),
+        stats=f"{RESULTS}/stats/deltas.parquet",
+    output:
+        config.get("report", {}).get("html", "reports/report.html"),
+    log:
+        "logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=lambda wc: res("report", "mem_mb"),
+        runtime=lambda wc: res("report", "runtime"),
+    shell:
+        "mrcbench report --qmd {input.qmd} --results {RESULTS} --out {output} > {log} 2>&1"

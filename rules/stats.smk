@@ -1,0 +1,22 @@
+# Statistical tests over every grid, zone statistics and per-question scores: one job.
+
+
+rule stats:
+    input:
+        grids=[f"{RESULTS}/ablation/{run.eval_dir}/grid.parquet" for run in RUNS if run.ablation],
+        zone_stats=[f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet" for run in RUNS if run.ablation],
+        scores=[f"{RESULTS}/predict/{run.eval_dir}/scores.parquet" for run in RUNS],
+    output:
+        f"{RESULTS}/stats/deltas.parquet",
+    params:
+        stats=mrc_config.stats_config(config),
+    log:
+        "logs/stats.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: res("stats", "mem_mb"),
+        runtime=lambda wc: res("stats", "runtime"),
+    shell:
+        "mrcbench stats --config {CONFIG} --results {RESULTS} --out {RESULTS}/stats > {log} 2>&1"

@@ -1,0 +1,111 @@
+"""Config validation: schema errors name the bad key; cross-references are checked."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mrcbench import config as cfg
+from mrcbench.errors import MrcbenchError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/smoke.yaml", "config/paper.yaml", "config/large.yaml"])
+def test_shipped_configs_validate(path):
+    if not (ROOT / path).exists():
+        pytest.skip(f"{path} not present")
+    config = cfg.load(ROOT / path)
+    assert list(cfg.runs(config))
+
+
+def test_unknown_model_in_experiment_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["experiments"]["english"]["models"] = ["minilm", "bert_huge"]
+    with pytest.raises(MrcbenchError, match=r"experiments\.english\.models: unknown model 'bert_huge'"):
+        cfg.validate(bad)
+
+
+def test_unknown_zone_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["ablation"]["zones"] = ["p2q", "p2x"]
+    with pytest.raises(MrcbenchError, match=r"ablation\.zones\.1: 'p2x' is not one of"):
+        cfg.validate(bad)
+
+
+def test_unknown_key_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["models"]["minilm"]["sauce"] = "package"
+    with pytest.raises(MrcbenchError, match=r"unknown key 'models\.minilm\.sauce'"):
+        cfg.validate(bad)
+
+
+def test_wrong_type_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["training"]["epochs"] = "three"
+    with pytest.raises(MrcbenchError, match=r"training\.epochs"):
+        cfg.validate(bad)
+
+
+def test_unknown_split_and_role_mismatch(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["experiments"]["english"]["eval"] = ["squad_train"]
+    with pytest.raises(MrcbenchError, match=r"split 'squad_train' has role train"):
+        cfg.validate(bad)
+    bad["experiments"]["english"]["eval"] = ["nope"]
+    with pytest.raises(MrcbenchError, match=r"unknown split 'nope'"):
+        cfg.validate(bad)
+
+
+def test_same_model_and_train_split_twice_is_refused(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["experiments"]["again"] = {"models": ["minilm"], "train": "squad_train", "eval": ["xquad_en"]}
+    with pytest.raises(MrcbenchError, match="both fine-tune model 'minilm'"):
+        cfg.validate(bad)
+
+
+def test_models_default_to_train_language(default_config):
+    config = copy.deepcopy(default_config)
+    config["models"]["bert_base_cased"] = {"source": "hub", "id": "bert-base-cased", "languages": ["en"]}
+    del config["experiments"]["english"]["models"]
+    del config["experiments"]["crosslingual"]
+    cfg.validate(config)
+    assert cfg.experiment_models(config, "english") == ["minilm", "e5_small", "bert_base_cased"]
+    assert cfg.experiment_models(config, "chinese") == ["e5_small"]
+
+
+def test_recipe_precedence(default_config):
+    config = copy.deepcopy(default_config)
+    config["models"]["minilm"]["training"] = {"learning_rate": 5e-5}
+    config["experiments"]["english"]["training"] = {"epochs": 4}
+    training = cfg.training_config(config, "minilm", "squad_train")
+    assert training["learning_rate"] == 5e-5 and training["epochs"] == 4
+    assert training["weight_decay"] == 0.01  # from the file
+    assert training["max_grad_norm"] == 1.0  # paper default
+
+
+def test_data_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MRCBENCH_DATA_DIR", str(tmp_path))
+    assert cfg.resolve_data_dir({"data_dir": None}) == tmp_path.resolve()
+    monkeypatch.delenv("MRCBENCH_DATA_DIR")
+    with pytest.raises(MrcbenchError, match="MRCBENCH_DATA_DIR"):
+        cfg.resolve_data_dir({"data_dir": None})
+    with pytest.raises(MrcbenchError, match="data_dir: data directory not found"):
+        cfg.resolve_data_dir({"data_dir": str(tmp_path / "missing")})
+
+
+def test_cli_prints_one_line_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: {}\nsplits: {}\nmodels: {}\nexperiments: {}\nablation: {zones: [p2z]}\n")
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "validate-config", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
