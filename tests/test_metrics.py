@@ -1,0 +1,573 @@
+"""Tests of the official-equivalent scorers.
+
+Expected values are worked out by hand in the comments, following the official scripts
+(evaluate-v1.1.py, evaluate-v2.0.py, cmrc2018_evaluate.py) step by step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mrcbench import metrics
+from mrcbench.errors import MrcbenchError
+from mrcbench.metrics import (
+    METRICS,
+    cmrc2018_evaluate,
+    cmrc_exact,
+    cmrc_f1,
+    cmrc_remove_punctuation,
+    longest_common_substring_length,
+    mixed_segmentation,
+    normalize_answer,
+    per_question_scores,
+    score_files,
+    squad_v1_evaluate,
+    squad_v2_evaluate,
+    squad_v2_exact,
+    squad_v2_f1,
+)
+
+
+def make_dataset(questions: list[tuple[str, list[str]]], title: str = "Article") -> dict:
+    """A one-paragraph SQuAD-format dataset; ``questions`` is [(qid, gold answer texts)]."""
+    qas = [
+        {
+            "id": qid,
+            "question": f"question {qid}?",
+            "answers": [{"text": text, "answer_start": 0} for text in golds],
+            "is_impossible": not golds,
+        }
+        for qid, golds in questions
+    ]
+    return {"version": "test", "data": [{"title": title, "paragraphs": [{"context": "ctx", "qas": qas}]}]}
+
+
+# --------------------------------------------------------------------------------------------------
+# SQuAD normalisation, EM and F1
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # lower -> "the  cat's  hat!" ; drop ASCII punctuation -> "the  cats  hat" ; drop articles and
+        # collapse whitespace -> "cats hat"
+        ("The  Cat's  hat!", "cats hat"),
+        # all three articles go, as whole words only ("theater", "another", "banana" stay)
+        ("An apple, a theater and the banana", "apple theater and banana"),
+        ("another", "another"),
+        # only ASCII punctuation is dropped: typographic quotes and the full-width comma survive
+        ("“Quoted”，text", "“quoted”，text"),
+        # accents are lower-cased but not folded
+        ("Éclair  NAÏVE", "éclair naïve"),
+        ("  \t\n ", ""),
+    ],
+)
+def test_normalize_answer(text: str, expected: str) -> None:
+    assert normalize_answer(text) == expected
+
+
+def test_f1_counts_repeated_tokens_once_per_gold_occurrence() -> None:
+    # gold "the cat sat on the mat" -> [cat, sat, on, mat] (4 tokens)
+    # pred "cat cat sat"            -> [cat, cat, sat]      (3 tokens)
+    # multiset intersection: cat min(1, 2) = 1, sat 1 -> 2 tokens in common
+    # P = 2/3, R = 2/4 -> F1 = 2 * (2/3) * (1/2) / (2/3 + 1/2) = (2/3) / (7/6) = 4/7
+    assert squad_v2_f1("the cat sat on the mat", "cat cat sat") == pytest.approx(4 / 7)
+    assert squad_v2_exact("the cat sat on the mat", "cat cat sat") == 0
+
+
+def test_accented_latin_is_not_folded() -> None:
+    # case differs only: "Éclair" and "éclair" normalise to the same string
+    assert squad_v2_exact("Éclair", "éclair") == 1
+    # accents differ: no token in common -> F1 0
+    assert squad_v2_exact("naïve café", "naive cafe") == 0
+    assert squad_v2_f1("naïve café", "naive cafe") == 0.0
+    # one of two tokens matches: P = 1/2, R = 1/2 -> F1 = 1/2
+    assert squad_v2_f1("naïve café", "naïve cafe") == pytest.approx(0.5)
+
+
+def test_squad_v2_takes_the_max_over_gold_answers() -> None:
+    dataset = make_dataset(
+        [
+            # EM via the second gold: normalize("the Broncos") == normalize("Broncos") == "broncos"
+            ("q1", ["Denver Broncos", "Broncos"]),
+            # pred "Panthers": gold 1 "carolina panthers of nfl" (4 tokens) -> P 1, R 1/4, F1 = 0.4;
+            # gold 2 "panthers team" (2 tokens) -> P 1, R 1/2, F1 = 2/3; max = 2/3, EM 0
+            ("q2", ["Carolina Panthers of NFL", "Panthers team"]),
+        ]
+    )
+    result = squad_v2_evaluate(dataset, {"q1": "the Broncos", "q2": "Panthers"})
+    # exact = 100 * (1 + 0) / 2 = 50 ; f1 = 100 * (1 + 2/3) / 2 = 83.33...
+    assert result["exact"] == pytest.approx(50.0)
+    assert result["f1"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert result["total"] == 2
+    assert result["HasAns_total"] == 2
+    assert "NoAns_total" not in result
+
+
+def test_squad_v2_unanswerable_questions() -> None:
+    dataset = make_dataset(
+        [
+            ("empty_pred", []),  # gold [''] ; pred ""      -> EM 1, F1 1 (both have no tokens)
+            ("article_pred", []),  # pred "the" normalises to "" -> also EM 1, F1 1
+            ("wrong_pred", []),  # pred "Paris" -> EM 0, F1 0
+            # an answer that normalises to nothing is dropped, so the only gold is '' -- but the
+            # question still counts as HasAns (the official has_ans test is bool(answers))
+            ("punct_gold", ["!!!"]),
+        ]
+    )
+    preds = {"empty_pred": "", "article_pred": "the", "wrong_pred": "Paris", "punct_gold": ""}
+    result = squad_v2_evaluate(dataset, preds)
+    # exact = f1 = 100 * (1 + 1 + 0 + 1) / 4 = 75
+    assert result["exact"] == pytest.approx(75.0)
+    assert result["f1"] == pytest.approx(75.0)
+    assert result["HasAns_total"] == 1 and result["HasAns_exact"] == pytest.approx(100.0)
+    # NoAns: (1 + 1 + 0) / 3
+    assert result["NoAns_total"] == 3
+    assert result["NoAns_exact"] == pytest.approx(200 / 3)
+    assert list(result) == [
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+    ]
+
+
+def test_missing_predictions_skipped_by_v2_counted_zero_by_v1() -> None:
+    dataset = make_dataset([("q1", ["Paris"]), ("q2", ["London"]), ("q3", [])])
+    preds = {"q1": "Paris", "q3": ""}  # q2 has no prediction
+    v2 = squad_v2_evaluate(dataset, preds)
+    # v2 skips q2: total 2, both correct -> 100; the splits are over the predicted questions too
+    assert v2["total"] == 2
+    assert v2["exact"] == pytest.approx(100.0)
+    assert v2["HasAns_total"] == 1 and v2["NoAns_total"] == 1
+
+    answerable = make_dataset([("q1", ["Paris"]), ("q2", ["London"])])
+    v1 = squad_v1_evaluate(answerable, {"q1": "Paris"})
+    # v1 counts q2 as 0: 100 * 1 / 2 = 50
+    assert v1 == {"exact_match": pytest.approx(50.0), "f1": pytest.approx(50.0)}
+
+
+def test_squad_v1_empty_strings_and_unanswerable() -> None:
+    # evaluate-v1.1.py has no empty special case: "" vs "" is EM 1 but F1 0 (no common token)
+    dataset = make_dataset([("q1", ["the"])])
+    assert squad_v1_evaluate(dataset, {"q1": ""}) == {"exact_match": 100.0, "f1": 0.0}
+    # ...whereas evaluate-v2.0.py drops the gold "the" (normalises to "") and gives F1 1
+    assert squad_v2_evaluate(dataset, {"q1": ""})["f1"] == 100.0
+    with pytest.raises(MrcbenchError, match="no gold answer.*squad_v2"):
+        squad_v1_evaluate(make_dataset([("q1", [])]), {"q1": ""})
+
+
+def test_squad_v2_no_answer_threshold_and_best_threshold_search() -> None:
+    dataset = make_dataset(
+        [
+            ("a1", ["Paris"]),  # pred "Paris": exact 1, f1 1
+            ("a2", ["big red dog"]),  # pred "red dog": exact 0, f1: P 1, R 2/3 -> 0.8
+            ("n1", []),  # pred "London" (non-empty, wrong): exact 0, f1 0
+            ("n2", []),  # pred "": exact 1, f1 1
+        ]
+    )
+    preds = {"a1": "Paris", "a2": "red dog", "n1": "London", "n2": ""}
+    na_probs = {"a1": 0.1, "a2": 0.5, "n1": 0.6, "n2": 0.9}
+
+    # threshold 1.0: no score exceeds it, raw scores are used
+    # exact = (1 + 0 + 0 + 1) / 4 = 50 ; f1 = (1 + 0.8 + 0 + 1) / 4 = 70
+    result = squad_v2_evaluate(dataset, preds, na_probs=na_probs, na_prob_thresh=1.0)
+    assert result["exact"] == pytest.approx(50.0)
+    assert result["f1"] == pytest.approx(70.0)
+    assert result["HasAns_f1"] == pytest.approx(90.0)  # (1 + 0.8) / 2
+    assert result["NoAns_exact"] == pytest.approx(50.0)  # (0 + 1) / 2
+
+    # find_best_thresh: start at the number of unanswerable questions (2), walk by increasing na_prob
+    #   exact: a1 +1 -> 3 (best, thresh 0.1); a2 +0 -> 3 (not better); n1 -1 -> 2; n2 +0 -> 2
+    #          best_exact = 100 * 3 / 4 = 75 at 0.1
+    #   f1:    a1 +1 -> 3 (0.1); a2 +0.8 -> 3.8 (best, 0.5); n1 -1 -> 2.8; n2 +0 -> 2.8
+    #          best_f1 = 100 * 3.8 / 4 = 95 at 0.5
+    assert result["best_exact"] == pytest.approx(75.0)
+    assert result["best_exact_thresh"] == 0.1
+    assert result["best_f1"] == pytest.approx(95.0)
+    assert result["best_f1_thresh"] == 0.5
+    assert list(result)[-4:] == ["best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+
+    # threshold 0.55: n1 (0.6) and n2 (0.9) are answered "no answer" and both become right:
+    # exact = (1 + 0 + 1 + 1) / 4 = 75 ; f1 = (1 + 0.8 + 1 + 1) / 4 = 95, matching best_f1 above
+    thresholded = squad_v2_evaluate(dataset, preds, na_probs=na_probs, na_prob_thresh=0.55)
+    assert thresholded["exact"] == pytest.approx(75.0)
+    assert thresholded["f1"] == pytest.approx(95.0)
+    # a threshold below every score turns a1 and a2 into (wrong) "no answer"s: (0 + 0 + 1 + 1) / 4
+    everything_null = squad_v2_evaluate(dataset, preds, na_probs=na_probs, na_prob_thresh=0.0)
+    assert everything_null["exact"] == pytest.approx(50.0)
+    assert everything_null["HasAns_f1"] == 0.0
+
+    # without na_probs there are no best_* keys
+    assert "best_f1" not in squad_v2_evaluate(dataset, preds)
+    with pytest.raises(MrcbenchError, match="na_probs has no entry for 1 predicted questions.*'n2'"):
+        squad_v2_evaluate(dataset, preds, na_probs={k: v for k, v in na_probs.items() if k != "n2"})
+
+
+def test_squad_v2_needs_at_least_one_prediction() -> None:
+    with pytest.raises(MrcbenchError, match="none of the 1 questions"):
+        squad_v2_evaluate(make_dataset([("q1", ["x"])]), {"other": "x"})
+
+
+# --------------------------------------------------------------------------------------------------
+# CMRC 2018
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        # each CJK character is a segment; the non-CJK run "2018" is word-tokenised on its own
+        ("北京大学2018年", ["北", "京", "大", "学", "2018", "年"]),
+        # lower-cased English words and numbers between Chinese characters
+        ("iPhone 6s发布", ["iphone", "6s", "发", "布"]),
+        # full-width punctuation from the list is dropped
+        ("《红楼梦》，作者", ["红", "楼", "梦", "作", "者"]),
+        # ASCII , is not in the list: nltk splits it off and it stays a segment
+        ("Hello, World", ["hello", ",", "world"]),
+        # a dropped '-' does not split the run: "e-mail" -> "email"
+        ("e-mail", ["email"]),
+        # '……' is listed as one two-character string, so single '…' chars never match it
+        ("等等……", ["等", "等", "……"]),
+        # pinned Treebank-style tokenisation of nltk's word tokenizer
+        ("it's 3.5% (approx)", ["it", "'s", "3.5", "%", "(", "approx", ")"]),
+        ('"Quoted" can\'t', ["``", "quoted", "''", "ca", "n't"]),
+        ("Café au lait，很好", ["café", "au", "lait", "很", "好"]),
+        ("", []),
+    ],
+)
+def test_mixed_segmentation(text: str, segments: list[str]) -> None:
+    assert mixed_segmentation(text) == segments
+
+
+def test_mixed_segmentation_keeps_punctuation_segments_without_removal() -> None:
+    assert mixed_segmentation("《书》e-mail", remove_punctuation=False) == [
+        "《",
+        "书",
+        "》",
+        "e",
+        "-",
+        "mail",
+    ]
+
+
+def test_cmrc_remove_punctuation_strips_before_removing() -> None:
+    assert cmrc_remove_punctuation(" 《红楼梦》，作者 ") == "红楼梦作者"
+    # strip() runs first, so the space before the removed '-' survives
+    assert cmrc_remove_punctuation("abc -") == "abc "
+    assert cmrc_exact("abc", "abc -") == 0
+    assert cmrc_f1("abc", "abc -") == 1.0  # segments ["abc"] vs ["abc"]
+    # internal whitespace is kept by EM
+    assert cmrc_exact("new york", "newyork") == 0
+
+
+def test_cmrc_ellipsis_quirk() -> None:
+    # "。" is removed, "……" is not: gold "等等"
+    assert cmrc_exact("等等", "等等。") == 1
+    assert cmrc_f1("等等", "等等。") == 1.0
+    assert cmrc_exact("等等", "等等……") == 0
+    # segments [等, 等] vs [等, 等, ……]: L = 2, P = 2/3, R = 1 -> F1 = 2 * (2/3) / (5/3) = 0.8
+    assert cmrc_f1("等等", "等等……") == pytest.approx(0.8)
+
+
+def test_cmrc_f1_uses_longest_common_substring_not_subsequence() -> None:
+    # gold [北, 京, 大, 学] (4), pred [北, 京, 的, 大, 学] (5)
+    # longest common *substring* is 2 (北京 or 大学): P = 2/5, R = 2/4 -> F1 = 0.4 / 0.9 = 4/9
+    # (a subsequence LCS would give 4: P = 4/5, R = 1 -> 8/9)
+    assert longest_common_substring_length(list("北京大学"), list("北京的大学")) == 2
+    assert cmrc_f1("北京大学", "北京的大学") == pytest.approx(4 / 9)
+    # mixed Chinese, English and numbers: gold [2018, 年, iphone, 发, 布] (5), pred [iphone, 发, 布] (3)
+    # L = 3 -> P = 1, R = 3/5 -> F1 = 2 * 0.6 / 1.6 = 0.75
+    assert cmrc_f1("2018年iPhone发布", "iPhone发布") == pytest.approx(0.75)
+    # nothing in common -> 0 (also when the prediction is empty)
+    assert cmrc_f1("北京", "上海") == 0.0
+    assert cmrc_f1("北京", "") == 0.0
+
+
+def _reference_find_lcs_length(first: list[str], second: list[str]) -> int:
+    """The DP of cmrc2018_evaluate.py's find_lcs, to check difflib against."""
+    table = [[0] * (len(second) + 1) for _ in range(len(first) + 1)]
+    best = 0
+    for i, a in enumerate(first):
+        for j, b in enumerate(second):
+            if a == b:
+                table[i + 1][j + 1] = table[i][j] + 1
+                best = max(best, table[i + 1][j + 1])
+    return best
+
+
+def test_longest_common_substring_matches_the_official_dynamic_programme() -> None:
+    rng = random.Random(0)
+    for _ in range(500):
+        first = [rng.choice("abc") for _ in range(rng.randint(0, 9))]
+        second = [rng.choice("abc") for _ in range(rng.randint(0, 9))]
+        assert longest_common_substring_length(first, second) == _reference_find_lcs_length(first, second)
+
+
+def test_cmrc2018_evaluate_counts_missing_as_zero() -> None:
+    dataset = make_dataset(
+        [
+            ("q1", ["北京大学", "北大"]),  # pred "北大": EM 1 via the second gold, F1 1
+            ("q2", ["北京大学"]),  # pred "北京的大学": EM 0, F1 4/9 (see above)
+            ("q3", ["上海"]),  # no prediction: counts 0, reported in SKIP
+        ]
+    )
+    result = cmrc2018_evaluate(dataset, {"q1": "北大", "q2": "北京的大学"})
+    # EM = 100 * 1 / 3 ; F1 = 100 * (1 + 4/9) / 3 ; AVERAGE = (EM + F1) / 2
+    assert result["EM"] == pytest.approx(100 / 3)
+    assert result["F1"] == pytest.approx(100 * (13 / 9) / 3)
+    assert result["AVERAGE"] == pytest.approx((result["EM"] + result["F1"]) / 2)
+    assert (result["TOTAL"], result["SKIP"]) == (3, 1)
+    assert list(result) == ["AVERAGE", "F1", "EM", "TOTAL", "SKIP"]
+
+
+def test_cmrc2018_looks_predictions_up_by_stripped_id() -> None:
+    dataset = make_dataset([(" q1 ", ["北京"])])
+    assert cmrc2018_evaluate(dataset, {"q1": "北京"})["EM"] == 100.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-question scores
+# --------------------------------------------------------------------------------------------------
+
+
+def test_per_question_scores_columns_and_values() -> None:
+    dataset = make_dataset([("q1", ["the cat sat on the mat"]), ("q2", ["x"]), ("q3", [])], title="Cats")
+    frame = per_question_scores("squad_v2", dataset, {"q1": "cat cat sat", "q3": ""})
+    assert list(frame.columns) == ["qid", "article", "question", "has_answer", "predicted", "em", "f1"]
+    assert frame["qid"].tolist() == ["q1", "q2", "q3"]
+    assert frame["article"].tolist() == ["Cats"] * 3
+    assert frame["has_answer"].tolist() == [True, True, False]
+    assert frame["predicted"].tolist() == [True, False, True]
+    assert frame.loc[0, "f1"] == pytest.approx(100 * 4 / 7)
+    assert frame.loc[2, ["em", "f1"]].tolist() == [100.0, 100.0]
+    # squad_v2 skips a missing prediction (NaN); the other two metrics count it as 0
+    assert math.isnan(frame.loc[1, "em"])
+    answerable = make_dataset([("q1", ["北京"]), ("q2", ["上海"])])
+    for metric in ("squad", "cmrc2018"):
+        other = per_question_scores(metric, answerable, {"q1": "北京"})
+        assert other["em"].tolist() == [100.0, 0.0]
+    with pytest.raises(MrcbenchError, match="unknown metric 'bleu'"):
+        per_question_scores("bleu", dataset, {})
+
+
+def _assert_frame_reproduces(metric: str, dataset: dict, preds: dict[str, str]) -> None:
+    frame = per_question_scores(metric, dataset, preds)
+    result = METRICS[metric](dataset, preds)
+    if metric == "squad_v2":
+        assert frame["em"].mean() == pytest.approx(result["exact"])
+        assert frame["f1"].mean() == pytest.approx(result["f1"])
+        assert frame["predicted"].sum() == result["total"]
+        by_answerability = frame[frame["predicted"]].groupby("has_answer")[["em", "f1"]].mean()
+        if "HasAns_total" in result:
+            assert by_answerability.loc[True, "em"] == pytest.approx(result["HasAns_exact"])
+            assert by_answerability.loc[True, "f1"] == pytest.approx(result["HasAns_f1"])
+        if "NoAns_total" in result:
+            assert by_answerability.loc[False, "f1"] == pytest.approx(result["NoAns_f1"])
+    elif metric == "squad":
+        assert frame["em"].mean() == pytest.approx(result["exact_match"])
+        assert frame["f1"].mean() == pytest.approx(result["f1"])
+    else:
+        assert frame["em"].mean() == pytest.approx(result["EM"])
+        assert frame["f1"].mean() == pytest.approx(result["F1"])
+        assert (~frame["predicted"]).sum() == result["SKIP"]
+        assert len(frame) == result["TOTAL"]
+
+
+@pytest.mark.parametrize("metric", ["squad", "squad_v2", "cmrc2018"])
+def test_per_question_frame_reproduces_the_totals(metric: str) -> None:
+    golds = [("q1", ["the big cat", "cat"]), ("q2", ["北京大学"]), ("q3", ["Paris"]), ("q4", ["red dog"])]
+    if metric == "squad_v2":
+        golds.append(("q5", []))
+    preds = {"q1": "a cat", "q2": "北京的大学", "q4": "big red dog", "q5": "x"}
+    _assert_frame_reproduces(metric, make_dataset(golds), preds)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, content: object) -> Path:
+    path.write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> dict[str, Path]:
+    dataset = make_dataset([("a1", ["Paris"]), ("a2", ["big red dog"]), ("n1", [])])
+    return {
+        "data": _write_json(tmp_path / "data.json", dataset),
+        "pred": _write_json(tmp_path / "pred.json", {"a1": "Paris", "a2": "red dog", "n1": "x"}),
+        "na": _write_json(tmp_path / "na.json", {"a1": -2.0, "a2": 0.5, "n1": 3.0}),
+    }
+
+
+def test_cli_prints_official_keys(tiny_files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out_parquet = tmp_path / "sub" / "per_question.parquet"
+    args = ["squad_v2", str(tiny_files["data"]), str(tiny_files["pred"])]
+    status = metrics.main(
+        [*args, "--na-prob-file", str(tiny_files["na"]), "--per-question", str(out_parquet)]
+    )
+    assert status == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == [
+        "exact", "f1", "total",
+        "HasAns_exact", "HasAns_f1", "HasAns_total",
+        "NoAns_exact", "NoAns_f1", "NoAns_total",
+        "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh",
+    ]  # fmt: skip
+    assert printed == score_files("squad_v2", *[tiny_files[k] for k in ("data", "pred", "na")])
+    frame = pd.read_parquet(out_parquet)
+    assert frame["qid"].tolist() == ["a1", "a2", "n1"]
+    assert frame["f1"].mean() == pytest.approx(
+        score_files("squad_v2", tiny_files["data"], tiny_files["pred"])["f1"]
+    )
+
+    # threshold 2.0: only n1 (3.0) becomes "no answer" and is then right -> exact (1 + 0 + 1) / 3
+    assert metrics.main([*args, "--na-prob-file", str(tiny_files["na"]), "--na-prob-thresh", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact"] == pytest.approx(200 / 3)
+
+    assert metrics.main(["cmrc2018", str(tiny_files["data"]), str(tiny_files["pred"])]) == 2
+    captured = capsys.readouterr()
+    # n1 has no gold answer, which the CMRC metric cannot score
+    assert captured.err.startswith("error: scoring") and "no gold answer" in captured.err
+
+
+def test_cli_squad_and_cmrc_keys(tmp_path: Path, capsys) -> None:
+    data = _write_json(tmp_path / "d.json", make_dataset([("q1", ["北京"]), ("q2", ["上海"])]))
+    pred = _write_json(tmp_path / "p.json", {"q1": "北京"})
+    assert metrics.main(["cmrc2018", str(data), str(pred)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "AVERAGE": 50.0, "F1": 50.0, "EM": 50.0, "TOTAL": 2, "SKIP": 1
+    }  # fmt: skip
+    assert metrics.main(["squad", str(data), str(pred)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"exact_match": 50.0, "f1": 50.0}
+
+
+def test_module_entry_point(tiny_files: dict[str, Path]) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mrcbench.metrics",
+            "squad_v2",
+            str(tiny_files["data"]),
+            str(tiny_files["pred"]),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("which", "content", "message"),
+    [
+        ("pred", "{not json", r"prediction file .*pred\.json is not valid JSON"),
+        ("pred", "[1, 2]", r"prediction file .*pred\.json must hold a JSON object"),
+        ("pred", '{"a1": 3}', r"prediction file .*pred\.json: the prediction for 'a1' is a int"),
+        ("data", '{"version": "1"}', r"data\.json: dataset top level: has no 'data' list"),
+        (
+            "data",
+            '{"data": [{"title": "t", "paragraphs": [{"qas": [{"question": "?"}]}]}]}',
+            r"data\.json: dataset data\[0\]\.paragraphs\[0\]\.qas\[0\]: has no string 'id'",
+        ),
+        ("na", '{"a1": "high"}', r"na-prob file .*na\.json: the value for 'a1' is not a finite number"),
+        ("na", '{"a1": 0.1}', r"scoring .*pred\.json with .*na\.json: na_probs has no entry for 2"),
+    ],
+)
+def test_malformed_files_give_one_line_errors(
+    tiny_files: dict[str, Path], which: str, content: str, message: str, capsys
+) -> None:
+    tiny_files[which].write_text(content, encoding="utf-8")
+    paths = [tiny_files["data"], tiny_files["pred"]]
+    with pytest.raises(MrcbenchError, match=message):
+        score_files("squad_v2", *paths, na_prob_path=tiny_files["na"])
+    assert metrics.main(["squad_v2", *map(str, paths), "--na-prob-file", str(tiny_files["na"])]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+
+
+def test_missing_file_unknown_metric_and_misplaced_na_file(
+    tiny_files: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(MrcbenchError, match=r"prediction file .*absent\.json does not exist"):
+        score_files("squad", tiny_files["data"], tmp_path / "absent.json")
+    with pytest.raises(MrcbenchError, match="unknown metric 'squad_v3'"):
+        score_files("squad_v3", tiny_files["data"], tiny_files["pred"])
+    with pytest.raises(MrcbenchError, match="only used by the squad_v2 metric"):
+        score_files("squad", tiny_files["data"], tiny_files["pred"], na_prob_path=tiny_files["na"])
+    with pytest.raises(MrcbenchError, match=r"cannot read dataset file"):
+        score_files("squad", tmp_path, tiny_files["pred"])  # a directory
+
+
+def test_duplicate_question_ids_are_rejected() -> None:
+    with pytest.raises(MrcbenchError, match="duplicate question id 'q1'"):
+        squad_v2_evaluate(make_dataset([("q1", ["a"]), ("q1", ["b"])]), {"q1": "a"})
+
+
+# --------------------------------------------------------------------------------------------------
+# The real mirror: gold answers as predictions
+# --------------------------------------------------------------------------------------------------
+
+
+def _gold_predictions(dataset: dict) -> dict[str, str]:
+    return {
+        qa["id"]: (qa["answers"][0]["text"] if qa["answers"] else "")
+        for article in dataset["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("metric", "relative_path", "score_keys"),
+    [
+        ("squad_v2", "squad_v2/dev-v2.0-half.json", ("HasAns_exact", "HasAns_f1", "NoAns_exact", "exact")),
+        ("squad", "xquad/xquad.en.json", ("exact_match", "f1")),
+        ("squad_v2", "xquad/xquad.zh.json", ("HasAns_exact", "HasAns_f1")),
+        ("cmrc2018", "cmrc2018/cmrc2018_dev.json", ("EM", "F1", "AVERAGE")),
+    ],
+)
+def test_gold_answers_score_100_on_the_mirror(
+    data_dir: Path, tmp_path: Path, metric: str, relative_path: str, score_keys: tuple[str, ...]
+) -> None:
+    data_path = data_dir / relative_path
+    dataset = json.loads(data_path.read_text(encoding="utf-8"))
+    preds = _gold_predictions(dataset)
+    pred_path = _write_json(tmp_path / "pred.json", preds)
+    result = score_files(metric, data_path, pred_path)
+    for key in score_keys:
+        assert result[key] == pytest.approx(100.0), key
+    if metric == "squad_v2" and "NoAns_total" in result:
+        assert result["HasAns_total"] + result["NoAns_total"] == result["total"] == len(preds)
+
+
+def test_per_question_frame_reproduces_totals_on_the_mirror(data_dir: Path) -> None:
+    dataset = json.loads((data_dir / "squad_v2/dev-v2.0-half.json").read_text(encoding="utf-8"))
+    rng = random.Random(7)
+    preds = {}
+    for qid, gold in _gold_predictions(dataset).items():
+        if rng.random() < 0.1:
+            continue  # missing prediction
+        words = gold.split()
+        preds[qid] = " ".join(words[rng.randint(0, len(words)) :]) if words else rng.choice(["", "the", "x"])
+    _assert_frame_reproduces("squad_v2", dataset, preds)
