@@ -5,7 +5,7 @@
 rule prepare_data:
     output:
         splits=expand(f"{RESULTS}/data/{{split}}.json", split=list(config["splits"])),
-        provenance=f"{RESULTS}/data/provenance.json",
+        summaries=expand(f"{RESULTS}/data/{{split}}.summary.json", split=list(config["splits"])),
     params:
         datasets=config["datasets"],
         splits=config["splits"],
