@@ -33,7 +33,7 @@ def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def model_logits(model, features: "feat_mod.EvalFeatures", batch_size: int, desc: str = "predict"):
+def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: str = "predict"):
     """Start/end logits for every window, as [n_windows, max_len] float32 arrays."""
     model.eval()
     starts, ends = [], []
@@ -47,7 +47,7 @@ def model_logits(model, features: "feat_mod.EvalFeatures", batch_size: int, desc
     return stack_logits(starts, width), stack_logits(ends, width)
 
 
-def eval_features(examples, tokenizer, features_cfg: dict) -> "feat_mod.EvalFeatures":
+def eval_features(examples, tokenizer, features_cfg: dict) -> feat_mod.EvalFeatures:
     return feat_mod.prepare_eval_features(
         examples,
         tokenizer,
@@ -58,7 +58,7 @@ def eval_features(examples, tokenizer, features_cfg: dict) -> "feat_mod.EvalFeat
     )
 
 
-def decode(examples, features, start, end, metric: str, decoding_cfg: dict) -> "decoding.Predictions":
+def decode(examples, features, start, end, metric: str, decoding_cfg: dict) -> decoding.Predictions:
     return decoding.postprocess(
         examples,
         features,
@@ -71,10 +71,20 @@ def decode(examples, features, start, end, metric: str, decoding_cfg: dict) -> "
     )
 
 
-def score(metric: str, dataset: dict, answers: dict[str, str], null_odds: dict[str, float] | None) -> dict:
-    if metric == "squad_v2":
-        return metrics.squad_v2_evaluate(dataset, answers, na_probs=null_odds)
-    return metrics.METRICS[metric](dataset, answers)
+def score(metric: str, dataset: dict, preds: decoding.Predictions) -> dict:
+    """The official scorer's numbers for the thresholded answers.
+
+    For SQuAD 2.0 the best-threshold search (``best_*``) runs on the best non-null span of every
+    question with its null-score difference, as the official script expects; running it on
+    answers already thresholded to "" could only ever move the threshold one way (and with HF's
+    constant no-answer probability it means nothing: known-pitfalls.md).
+    """
+    if metric != "squad_v2":
+        return metrics.METRICS[metric](dataset, preds.answers)
+    result = metrics.squad_v2_evaluate(dataset, preds.answers)
+    best = metrics.squad_v2_evaluate(dataset, preds.best_non_null, na_probs=preds.null_score_diff)
+    result.update({k: v for k, v in best.items() if k.startswith("best_")})
+    return result
 
 
 def write_scores(path: Path, frame, keys: dict) -> None:
@@ -99,7 +109,7 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     start, end = model_logits(model, features, batch_size)
     preds = decode(examples, features, start, end, metric, decoding_cfg)
     decoding.save_predictions(preds, out_dir)
-    result = score(metric, dataset, preds.answers, preds.null_score_diff)
+    result = score(metric, dataset, preds)
     result["n_windows"] = len(features.input_ids)
     frame = metrics.per_question_scores(metric, dataset, preds.answers)
     write_scores(out_dir / "scores.parquet", frame, keys)

@@ -49,23 +49,6 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def collate(train: "feat_mod.TrainFeatures", indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    batch = {
-        "input_ids": _pad([train.input_ids[i] for i in indices], pad_id),
-        "attention_mask": _pad([train.attention_mask[i] for i in indices], 0),
-        "start_positions": torch.tensor([train.start_positions[i] for i in indices], dtype=torch.long),
-        "end_positions": torch.tensor([train.end_positions[i] for i in indices], dtype=torch.long),
-    }
-    if train.token_type_ids is not None:
-        batch["token_type_ids"] = _pad([train.token_type_ids[i] for i in indices], 0)
-    return batch
-
-
 def finetune(
     model_dir: Path,
     train_json: Path,
@@ -143,7 +126,7 @@ def finetune(
             n_group = sum(len(b) for b in group)
             loss_sum = 0.0
             for micro_batch in group:
-                batch = collate(train, [order[i] for i in micro_batch], tokenizer.pad_token_id)
+                batch = train.batch([order[i] for i in micro_batch])
                 batch = {k: v.to(model.device) for k, v in batch.items()}
                 loss = model(**batch).loss
                 (loss * len(micro_batch) / n_group).backward()
@@ -173,7 +156,8 @@ def finetune(
         "questions": len(examples),
         "features_total": n_all,
         "features_used": len(order),
-        "unaligned_answers": getattr(train, "stats", {}).get("unaligned", None),
+        "alignment": train.stats,
+        "unaligned_ids": train.unaligned_ids[:50],
         "optimizer_steps": total_steps,
         "warmup_steps": warmup,
         "micro_batch_size": micro,
