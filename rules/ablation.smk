@@ -23,7 +23,7 @@ if not ABLATION["split_by_layer"]:
             decoding=mrc_config.decoding_config(config),
             ablation=ABLATION,
         log:
-            "logs/ablate/{model}/{train}/seed{seed}/{eval}.log",
+            f"{LOGS}/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}.tsv"
         threads: lambda wc: res("ablate", "threads")
@@ -47,7 +47,7 @@ else:
             decoding=mrc_config.decoding_config(config),
             ablation=ABLATION,
         log:
-            "logs/ablate/{model}/{train}/seed{seed}/{eval}/layer{layer}.log",
+            f"{LOGS}/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/layer{{layer}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/layer{{layer}}.tsv"
         threads: lambda wc: res("ablate", "threads")
@@ -64,7 +64,7 @@ else:
         output:
             GRID,
         log:
-            "logs/merge_grid/{model}/{train}/seed{seed}/{eval}.log",
+            f"{LOGS}/merge_grid/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
         threads: 1
         resources:
             mem_mb=lambda wc: res("default", "mem_mb"),

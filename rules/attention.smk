@@ -16,7 +16,7 @@ rule extract_attention:
         attention=mrc_config.attention_config(config),
         out=lambda wc, output: os.path.dirname(output.stats),
     log:
-        "logs/extract_attention/{model}/{train}/seed{seed}/{eval}.log",
+        f"{LOGS}/extract_attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}.tsv"
     threads: lambda wc: res("extract_attention", "threads")

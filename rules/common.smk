@@ -11,6 +11,8 @@ validate(config, schema="../mrcbench/schemas/config.schema.json")
 mrc_config.validate(config, source="config")
 
 RESULTS = config.get("results_dir", "results")
+# Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke.
+LOGS = "logs" + RESULTS[len("results"):] if RESULTS.startswith("results") else f"logs/{RESULTS}"
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
 CONFIG = str(mrc_config.write_resolved(config, f"{RESULTS}/config.resolved.yaml"))
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"

@@ -12,7 +12,7 @@ rule prepare_data:
         seed=config.get("sample_seed"),
         validation=config.get("validation"),
     log:
-        "logs/prepare_data.log",
+        f"{LOGS}/prepare_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data.tsv"
     threads: 1

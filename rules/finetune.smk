@@ -11,7 +11,7 @@ rule finetune:
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         training=lambda wc: mrc_config.training_config(config, wc.model, wc.train),
     log:
-        "logs/finetune/{model}/{train}/seed{seed}.log",
+        f"{LOGS}/finetune/{{model}}/{{train}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/finetune/{{model}}/{{train}}/seed{{seed}}.tsv"
     threads: lambda wc: res("finetune", "threads")

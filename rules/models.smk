@@ -8,7 +8,7 @@ rule prepare_model:
     params:
         spec=lambda wc: config["models"][wc.model],
     log:
-        "logs/prepare_model/{model}.log",
+        f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_model/{{model}}.tsv"
     threads: 1

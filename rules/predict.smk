@@ -14,7 +14,7 @@ rule predict:
         decoding=mrc_config.decoding_config(config),
         out=lambda wc, output: os.path.dirname(output.metrics),
     log:
-        "logs/predict/{model}/{train}/seed{seed}/{eval}.log",
+        f"{LOGS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.tsv"
     threads: lambda wc: res("predict", "threads")

@@ -9,7 +9,7 @@ rule report:
     output:
         config.get("report", {}).get("html", "reports/report.html"),
     log:
-        "logs/report.log",
+        f"{LOGS}/report.log",
     threads: 1
     resources:
         mem_mb=lambda wc: res("report", "mem_mb"),

@@ -11,7 +11,7 @@ rule stats:
     params:
         stats=mrc_config.stats_config(config),
     log:
-        "logs/stats.log",
+        f"{LOGS}/stats.log",
     benchmark:
         f"{RESULTS}/benchmarks/stats.tsv"
     threads: 1

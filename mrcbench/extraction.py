@@ -1,0 +1,230 @@
+"""Attention runs over one eval split: zone statistics, case-study maps and the ablation grid.
+
+The glue between the pipeline's pieces: windows from :mod:`mrcbench.features`, the attention
+controller of :mod:`mrcbench.attention`, the grid of :mod:`mrcbench.ablation`, answers from
+:mod:`mrcbench.decoding` and per-question scores from :mod:`mrcbench.metrics`. Each command reads a
+fine-tuned checkpoint and a prepared split and writes one result file (atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mrcbench import ablation, attention, metrics, predict
+from mrcbench import config as cfg
+from mrcbench import data as data_mod
+from mrcbench.errors import MrcbenchError
+from mrcbench.models import load_for_qa
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _articles(examples: list[dict]) -> dict[str, str]:
+    return {ex["id"]: ex["title"] for ex in examples}
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--eval", required=True, help="eval split name")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--eval-json", required=True, type=Path)
+
+
+class EvalRun:
+    """A fine-tuned model, an eval split and their windows, loaded once per command."""
+
+    def __init__(self, args: argparse.Namespace, max_questions: int | None = None):
+        self.config = cfg.load(args.config)
+        self.args = args
+        self.features_cfg = cfg.features_config(self.config, args.model, args.train)
+        self.training_cfg = cfg.training_config(self.config, args.model, args.train)
+        if self.training_cfg.get("threads"):
+            torch.set_num_threads(int(self.training_cfg["threads"]))
+        self.metric = cfg.split_metric(self.config, args.eval)
+        self.language = cfg.split_language(self.config, args.eval)
+        self.keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
+        self.model, self.tokenizer = load_for_qa(args.checkpoint)
+        self.model.eval()
+        dataset = data_mod.load_squad_json(args.eval_json)
+        if max_questions:
+            # Hash-ranked like the split itself, so parallel XQuAD languages keep the same ids.
+            dataset = data_mod.subsample(dataset, max_questions, self.config.get("sample_seed", 0))
+        self.dataset = dataset
+        self.examples = data_mod.flatten(dataset)
+        self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
+        self.batch_size = int(self.training_cfg["eval_batch_size"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.model.config.num_attention_heads)
+
+
+# --- zone statistics and case studies -------------------------------------------------------------
+
+def choose_case_studies(run: EvalRun, scores: pd.DataFrame | None, wanted: int, explicit: list[str]) -> list[int]:
+    """Feature indices of the case-study questions: explicit ids, else the first correctly answered
+    (then any answerable) questions whose answer lies in their first window."""
+    first_window: dict[str, int] = {}
+    for index, qid in enumerate(run.features.example_ids):
+        first_window.setdefault(qid, index)
+    if explicit:
+        return [first_window[q] for q in explicit if q in first_window]
+    correct = set()
+    if scores is not None and len(scores):
+        correct = set(scores.loc[scores["em"] >= 100, "qid"])
+    answerable = [ex["id"] for ex in run.examples if ex["answers"]["text"]]
+    ordered = [q for q in answerable if q in correct] + [q for q in answerable if q not in correct]
+    chosen = []
+    for qid in ordered:
+        if len(chosen) >= wanted:
+            break
+        if qid in first_window and _answer_tokens(run, first_window[qid]) is not None:
+            chosen.append(first_window[qid])
+    return chosen
+
+
+def _answer_tokens(run: EvalRun, feature: int) -> tuple[int, int] | None:
+    qid = run.features.example_ids[feature]
+    example = next(ex for ex in run.examples if ex["id"] == qid)
+    if not example["answers"]["text"]:
+        return None
+    start_char = example["answers"]["answer_start"][0]
+    end_char = start_char + len(example["answers"]["text"][0])
+    offsets = run.features.offset_mapping[feature]
+    tokens = [i for i, span in enumerate(offsets) if span is not None and span[0] < end_char and span[1] > start_char]
+    return (tokens[0], tokens[-1]) if tokens else None
+
+
+def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: dict) -> dict:
+    cases = choose_case_studies(run, scores, attention_cfg["case_studies"], attention_cfg["case_study_ids"])
+    result = attention.collect_zone_stats(
+        run.model, run.features.batches(run.batch_size), case_study_features=cases, progress=True
+    )
+    frame = attention.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
+    _write_parquet(frame, out_dir / "zone_stats.parquet")
+
+    infos, arrays = [], []
+    width = max((len(run.features.input_ids[f]) for f in cases), default=0)
+    for feature in cases:
+        length = len(run.features.input_ids[feature])
+        maps = result.maps[feature][..., :length, :length]
+        padded = np.zeros((maps.shape[0], maps.shape[1], width, width), dtype=np.float16)
+        padded[:, :, :length, :length] = maps
+        arrays.append(padded)
+        qid = run.features.example_ids[feature]
+        example = next(ex for ex in run.examples if ex["id"] == qid)
+        infos.append({
+            "qid": qid,
+            "article": example["title"],
+            "question": example["question"],
+            "answer": example["answers"]["text"][0] if example["answers"]["text"] else "",
+            "answer_tokens": _answer_tokens(run, feature),
+            "tokens": run.tokenizer.convert_ids_to_tokens(run.features.input_ids[feature]),
+            "zone_ids": list(run.features.zone_ids[feature]),
+            "length": length,
+            "layers": int(maps.shape[0]),
+            "language": run.language,
+            **run.keys,
+        })
+    maps_array = np.stack(arrays) if arrays else np.zeros((0, run.n_layers, run.n_heads, 0, 0), np.float16)
+    tmp = out_dir / "case_studies.tmp.npz"
+    np.savez_compressed(tmp, maps=maps_array)
+    os.replace(tmp, out_dir / "case_studies.npz")
+    (out_dir / "case_studies.json").write_text(json.dumps(infos, ensure_ascii=False, indent=1))
+    return {"questions": int(frame["qid"].nunique()), "windows": len(run.features.input_ids), "case_studies": len(cases)}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mrcbench extract-attention", description=extract_attention.__doc__)
+    _common_arguments(parser)
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    args = parser.parse_args(argv)
+    run = EvalRun(args)
+    scores_path = Path(str(args.out).replace("/attention/", "/predict/")) / "scores.parquet"
+    scores = pd.read_parquet(scores_path) if scores_path.is_file() else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = extract_attention(run, args.out, scores, cfg.attention_config(run.config))
+    print(json.dumps(summary))
+    return 0
+
+
+# --- the ablation grid ----------------------------------------------------------------------------
+
+def grid_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int | None = None) -> list[ablation.Cell]:
+    """The configured cells (baseline first); with ``layer``, only that layer's cells (the baseline
+    goes with layer 0 so that merged parts hold it once)."""
+    cells = [ablation.BASELINE] if layer in (None, 0) else []
+    for mode in ablation_cfg["modes"]:
+        zones = ablation_cfg["head_zones"] if mode == "head" else ablation_cfg["zones"]
+        for cell in ablation.grid_cells(n_layers, n_heads, zones, [mode]):
+            if cell.mode != "baseline" and (layer is None or cell.layer == layer):
+                cells.append(cell)
+    return cells
+
+
+def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: int | None = None) -> pd.DataFrame:
+    if layer is not None and not 0 <= layer < run.n_layers:
+        raise MrcbenchError(f"--layer {layer}: the model has {run.n_layers} layers")
+    cells = grid_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
+
+    def decode(start: np.ndarray, end: np.ndarray) -> dict[str, str]:
+        return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg).answers
+
+    def score(answers: dict[str, str]) -> pd.DataFrame:
+        return metrics.per_question_scores(run.metric, run.dataset, answers)
+
+    frames = [
+        ablation.ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)
+        for variant in ablation_cfg["variants"]
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def main_ablate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
+    _common_arguments(parser)
+    parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
+    parser.add_argument("--layer", type=int, default=None, help="only this layer's cells (cluster split)")
+    args = parser.parse_args(argv)
+    config = cfg.load(args.config)
+    ablation_cfg = cfg.ablation_config(config)
+    run = EvalRun(args, max_questions=ablation_cfg["max_questions"])
+    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), args.layer)
+    _write_parquet(frame, args.out)
+    baseline = frame[frame["mode"] == "baseline"]
+    print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
+                      "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None}))
+    return 0
+
+
+def main_merge(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mrcbench merge-grid", description="Merge per-layer grid parts.")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("parts", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    missing = [p for p in args.parts if not p.is_file()]
+    if missing:
+        raise MrcbenchError(f"grid part not found: {missing[0]}")
+    frame = pd.concat([pd.read_parquet(p) for p in args.parts], ignore_index=True)
+    _write_parquet(frame, args.out)
+    print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
+    return 0
+
