@@ -13,6 +13,15 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+wildcard_constraints:
+    model=NAME,
+    train=NAME,
+    eval=NAME,
+    split=NAME,
+    seed=r"\d+",
+    part=r"all|layer\d+",
+
+
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/finetune.smk"

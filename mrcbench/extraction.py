@@ -182,7 +182,7 @@ def grid_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int | Non
 
 def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: int | None = None) -> pd.DataFrame:
     if layer is not None and not 0 <= layer < run.n_layers:
-        raise MrcbenchError(f"--layer {layer}: the model has {run.n_layers} layers")
+        raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
     cells = grid_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
 
     def decode(start: np.ndarray, end: np.ndarray) -> dict[str, str]:
@@ -202,12 +202,18 @@ def main_ablate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
     _common_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
-    parser.add_argument("--layer", type=int, default=None, help="only this layer's cells (cluster split)")
+    parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
     args = parser.parse_args(argv)
+    if args.part == "all":
+        layer = None
+    elif args.part.startswith("layer") and args.part[5:].isdigit():
+        layer = int(args.part[5:])
+    else:
+        raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
     config = cfg.load(args.config)
     ablation_cfg = cfg.ablation_config(config)
     run = EvalRun(args, max_questions=ablation_cfg["max_questions"])
-    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), args.layer)
+    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
     _write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),

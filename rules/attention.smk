@@ -12,6 +12,7 @@ rule extract_attention:
         maps=f"{RESULTS}/attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}/case_studies.npz",
         cases=f"{RESULTS}/attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}/case_studies.json",
     params:
+        config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         attention=mrc_config.attention_config(config),
         out=lambda wc, output: os.path.dirname(output.stats),
@@ -24,7 +25,9 @@ rule extract_attention:
         mem_mb=lambda wc: res("extract_attention", "mem_mb"),
         runtime=lambda wc: res("extract_attention", "runtime"),
         gpu=lambda wc: res("extract_attention", "gpu"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench extract-attention --config {CONFIG} --model {wildcards.model} --train {wildcards.train}"
+        "mrcbench extract-attention --config {params.config} --model {wildcards.model} --train {wildcards.train}"
         " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
         " --eval-json {input.eval} --out {params.out} > {log} 2>&1"

@@ -1,5 +1,5 @@
-# Shared by every rule file: config validation and the functions that turn config into paths.
-# No other rule file computes paths by hand.
+# Shared by every rules/*.smk file (config validation, and the functions that turn config into
+# paths); no other file computes paths by hand.
 import os
 
 from snakemake.utils import validate
@@ -12,21 +12,12 @@ mrc_config.validate(config, source="config")
 
 RESULTS = config.get("results_dir", "results")
 # Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke.
-LOGS = "logs" + RESULTS[len("results"):] if RESULTS.startswith("results") else f"logs/{RESULTS}"
+LOGS = f"logs{RESULTS[len('results'):]}" if RESULTS.startswith("results") else f"logs/{RESULTS}"
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
 CONFIG = str(mrc_config.write_resolved(config, f"{RESULTS}/config.resolved.yaml"))
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
-
-
-wildcard_constraints:
-    model=NAME,
-    train=NAME,
-    eval=NAME,
-    split=NAME,
-    seed=r"\d+",
-    layer=r"\d+",
 
 
 def res(rule_name, key):
@@ -55,10 +46,12 @@ def num_layers(model):
 
 
 def grid_parts(wildcards):
-    return expand(
-        f"{RESULTS}/ablation/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}/{wildcards.eval}/parts/layer{{layer}}.parquet",
-        layer=range(num_layers(wildcards.model)),
-    )
+    """The parts of one grid: `all`, or one per layer with ablation.split_by_layer."""
+    parts = ["all"]
+    if ABLATION["split_by_layer"]:
+        parts = [f"layer{layer}" for layer in range(num_layers(wildcards.model))]
+    folder = f"{RESULTS}/ablation/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}/{wildcards.eval}"
+    return [f"{folder}/parts/{part}.parquet" for part in parts]
 
 
 def final_outputs():

@@ -7,6 +7,8 @@ rule prepare_data:
         splits=expand(f"{RESULTS}/data/{{split}}.json", split=list(config["splits"])),
         summaries=expand(f"{RESULTS}/data/{{split}}.summary.json", split=list(config["splits"])),
     params:
+        config=CONFIG,
+        out=lambda wc, output: os.path.dirname(output.splits[0]),
         datasets=config["datasets"],
         splits=config["splits"],
         seed=config.get("sample_seed"),
@@ -19,5 +21,7 @@ rule prepare_data:
     resources:
         mem_mb=lambda wc: res("default", "mem_mb"),
         runtime=lambda wc: res("default", "runtime"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench prepare-data --config {CONFIG} --out {RESULTS}/data > {log} 2>&1"
+        "mrcbench prepare-data --config {params.config} --out {params.out} > {log} 2>&1"

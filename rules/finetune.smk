@@ -8,6 +8,7 @@ rule finetune:
     output:
         directory(f"{RESULTS}/finetune/{{model}}/{{train}}/seed{{seed}}"),
     params:
+        config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         training=lambda wc: mrc_config.training_config(config, wc.model, wc.train),
     log:
@@ -19,7 +20,9 @@ rule finetune:
         mem_mb=lambda wc: res("finetune", "mem_mb"),
         runtime=lambda wc: res("finetune", "runtime"),
         gpu=lambda wc: res("finetune", "gpu"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench finetune --config {CONFIG} --model {wildcards.model} --train {wildcards.train}"
+        "mrcbench finetune --config {params.config} --model {wildcards.model} --train {wildcards.train}"
         " --seed {wildcards.seed} --model-dir {input.model} --train-json {input.train} --out {output}"
         " > {log} 2>&1"

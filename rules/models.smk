@@ -6,6 +6,7 @@ rule prepare_model:
     output:
         directory(f"{RESULTS}/models/{{model}}"),
     params:
+        config=CONFIG,
         spec=lambda wc: config["models"][wc.model],
     log:
         f"{LOGS}/prepare_model/{{model}}.log",
@@ -15,5 +16,7 @@ rule prepare_model:
     resources:
         mem_mb=lambda wc: res("prepare_model", "mem_mb"),
         runtime=lambda wc: res("prepare_model", "runtime"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench prepare-model --config {CONFIG} --model {wildcards.model} --out {output} > {log} 2>&1"
+        "mrcbench prepare-model --config {params.config} --model {wildcards.model} --out {output} > {log} 2>&1"

@@ -10,6 +10,7 @@ rule predict:
         scores=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/scores.parquet",
         predictions=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/predictions.json",
     params:
+        config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         decoding=mrc_config.decoding_config(config),
         out=lambda wc, output: os.path.dirname(output.metrics),
@@ -22,7 +23,9 @@ rule predict:
         mem_mb=lambda wc: res("predict", "mem_mb"),
         runtime=lambda wc: res("predict", "runtime"),
         gpu=lambda wc: res("predict", "gpu"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench predict --config {CONFIG} --model {wildcards.model} --train {wildcards.train}"
+        "mrcbench predict --config {params.config} --model {wildcards.model} --train {wildcards.train}"
         " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
         " --eval-json {input.eval} --out {params.out} > {log} 2>&1"

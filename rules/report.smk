@@ -8,11 +8,15 @@ rule report:
         stats=f"{RESULTS}/stats/deltas.parquet",
     output:
         config.get("report", {}).get("html", "reports/report.html"),
+    params:
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats)),
     log:
         f"{LOGS}/report.log",
     threads: 1
     resources:
         mem_mb=lambda wc: res("report", "mem_mb"),
         runtime=lambda wc: res("report", "runtime"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench report --qmd {input.qmd} --results {RESULTS} --out {output} > {log} 2>&1"
+        "mrcbench report --qmd {input.qmd} --results {params.results} --out {output} > {log} 2>&1"

@@ -9,6 +9,9 @@ rule stats:
     output:
         f"{RESULTS}/stats/deltas.parquet",
     params:
+        config=CONFIG,
+        results=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
+        out=lambda wc, output: os.path.dirname(output[0]),
         stats=mrc_config.stats_config(config),
     log:
         f"{LOGS}/stats.log",
@@ -18,5 +21,7 @@ rule stats:
     resources:
         mem_mb=lambda wc: res("stats", "mem_mb"),
         runtime=lambda wc: res("stats", "runtime"),
+    conda:
+        "../envs/mrcbench.yaml"
     shell:
-        "mrcbench stats --config {CONFIG} --results {RESULTS} --out {RESULTS}/stats > {log} 2>&1"
+        "mrcbench stats --config {params.config} --results {params.results} --out {params.out} > {log} 2>&1"

@@ -24,3 +24,16 @@ def _offline_and_small():
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="session")
+def smoke_run(data_dir, tmp_path_factory):
+    """The whole DAG of config/smoke.yaml, run once locally in a scratch copy of the repository."""
+    from workflow import LOCAL_PROFILE, SMOKE_CONFIG, copy_workflow, run_snakemake
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke") / "local")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["MRCBENCH_DATA_DIR"] = str(data_dir)
+    result = run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "2"],
+                           cwd=workdir, env=env, timeout=1800)
+    return workdir, result

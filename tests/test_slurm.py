@@ -17,23 +17,13 @@ accounting database, so the tests add ``--slurm-status-command squeue`` (see doc
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
-import subprocess
-import sys
 import textwrap
-from fnmatch import fnmatch
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 - slurm_cluster is a fixture
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
-LOCAL_PROFILE = REPO_ROOT / "profiles" / "local"
-SMOKE_CONFIG = Path("config") / "smoke.yaml"
+from workflow import REPO_ROOT, SLURM_PROFILE, SMOKE_CONFIG, assert_same_results, copy_workflow, run_snakemake
 
 # Options added to profiles/slurm for the test cluster: it has no slurmdbd, so job states come from
 # squeue; a 1 s first status check keeps the test short (the production default is 40 s).
@@ -84,18 +74,6 @@ TOY_SNAKEFILE = textwrap.dedent('''
 ''')
 
 
-def run_snakemake(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
-                  cluster: SlurmCluster | None = None) -> subprocess.CompletedProcess[str]:
-    """Run Snakemake in ``cwd``; on failure, fail the test with its output (and the daemon logs)."""
-    command = [sys.executable, "-m", "snakemake", *args]
-    result = subprocess.run(command, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        daemon_logs = f"\n{cluster.log_tails()}" if cluster is not None else ""
-        pytest.fail(f"snakemake failed ({result.returncode}): {' '.join(command)}\n"
-                    f"{result.stdout[-3000:]}\n{result.stderr[-8000:]}{daemon_logs}")
-    return result
-
-
 def jobs_named(cluster: SlurmCluster, prefix: str) -> dict[str, str]:
     """``{job id: state}`` of the cluster's jobs whose name starts with ``prefix``."""
     return {job_id: state for job_id, (name, state) in cluster.job_states().items() if name.startswith(prefix)}
@@ -143,60 +121,16 @@ def test_toy_workflow_runs_through_slurm(slurm_cluster: SlurmCluster, tmp_path: 
     assert len(list((workdir / "logs" / "slurm").rglob("*.log"))) == len(job_of_output)
 
 
-def copy_workflow(destination: Path) -> Path:
-    """Copy the repository's workflow sources (no results, logs, caches or VCS data) to ``destination``."""
-    ignored_at_root = {".git", ".snakemake", "results", "logs", "data", "build", ".pytest_cache", ".ruff_cache",
-                       "reports/*.html", "reports/*_files", "reports/.quarto"}
-    ignored_anywhere = {"__pycache__", "*.egg-info"}
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        relative = Path(directory).relative_to(REPO_ROOT)
-        skipped = set()
-        for name in names:
-            path = (relative / name).as_posix()
-            if any(fnmatch(path, pattern) for pattern in ignored_at_root) or any(
-                    fnmatch(name, pattern) for pattern in ignored_anywhere):
-                skipped.add(name)
-        return skipped
-
-    shutil.copytree(REPO_ROOT, destination, ignore=ignore, symlinks=True)
-    return destination
-
-
-def assert_json_close(expected: object, actual: object, where: str) -> None:
-    """Equal structure and strings; floats equal up to float noise (rel 1e-5, abs 1e-6)."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict) and expected.keys() == actual.keys(), where
-        for key in expected:
-            assert_json_close(expected[key], actual[key], f"{where}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(actual, list) and len(expected) == len(actual), where
-        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
-            assert_json_close(left, right, f"{where}[{index}]")
-    elif isinstance(expected, float) or isinstance(actual, float):
-        assert isinstance(actual, (int, float)) and math.isclose(expected, actual, rel_tol=1e-5, abs_tol=1e-6), (
-            f"{where}: local {expected} != slurm {actual}")
-    else:
-        assert expected == actual, f"{where}: local {expected!r} != slurm {actual!r}"
-
-
-def result_files(workdir: Path, pattern: str) -> dict[str, Path]:
-    return {path.relative_to(workdir).as_posix(): path for path in sorted(workdir.glob(pattern))}
-
-
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_smoke_workflow_on_slurm_matches_local_run(slurm_cluster: SlurmCluster, data_dir: Path,  # noqa: F811
-                                                    tmp_path: Path) -> None:
+                                                    smoke_run, tmp_path: Path) -> None:
     if not (REPO_ROOT / "Snakefile").is_file() or not (REPO_ROOT / SMOKE_CONFIG).is_file():
         pytest.skip("the workflow (Snakefile, config/smoke.yaml) is not in this checkout yet")
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env["MRCBENCH_DATA_DIR"] = str(data_dir)
 
-    local_dir = copy_workflow(tmp_path / "local")
-    run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG)],
-                  cwd=local_dir, env=env, timeout=1800)
-
+    local_dir, _ = smoke_run
     slurm_dir = copy_workflow(tmp_path / "slurm")
     slurm_run = run_snakemake(["--workflow-profile", str(SLURM_PROFILE), "--configfile", str(SMOKE_CONFIG),
                                *TEST_CLUSTER_OPTIONS, "--slurm-jobname-prefix", "mrcbench_smoke"],
@@ -208,22 +142,4 @@ def test_smoke_workflow_on_slurm_matches_local_run(slurm_cluster: SlurmCluster, 
     assert submitted > 0 and len(states) == submitted, (submitted, states)
     assert set(states.values()) == {"COMPLETED"}, states
 
-    local_metrics = result_files(local_dir, "results/predict/**/metrics.json")
-    slurm_metrics = result_files(slurm_dir, "results/predict/**/metrics.json")
-    assert local_metrics, "the smoke run wrote no results/predict/**/metrics.json"
-    assert local_metrics.keys() == slurm_metrics.keys()
-    for name, local_path in local_metrics.items():
-        assert_json_close(json.loads(local_path.read_text()), json.loads(slurm_metrics[name].read_text()), name)
-
-    local_grids = result_files(local_dir, "results/ablation/**/grid.parquet")
-    slurm_grids = result_files(slurm_dir, "results/ablation/**/grid.parquet")
-    assert local_grids, "the smoke run wrote no results/ablation/**/grid.parquet"
-    assert local_grids.keys() == slurm_grids.keys()
-    scores = ["em", "f1", "removed_mass"]
-    for name, local_path in local_grids.items():
-        local_grid, slurm_grid = pd.read_parquet(local_path), pd.read_parquet(slurm_grids[name])
-        assert list(local_grid.columns) == list(slurm_grid.columns), name
-        keys = [column for column in local_grid.columns if column not in scores]
-        pd.testing.assert_frame_equal(local_grid.sort_values(keys, ignore_index=True),
-                                      slurm_grid.sort_values(keys, ignore_index=True),
-                                      check_exact=False, rtol=1e-5, atol=1e-6, obj=name)
+    assert_same_results(local_dir, slurm_dir)

@@ -1,0 +1,79 @@
+"""Resumability: a run killed in the middle of fine-tuning, and again in the middle of a grid,
+restarts to the same final results without recomputing anything that had finished."""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from workflow import (
+    LOCAL_PROFILE,
+    SMOKE_CONFIG,
+    SMOKE_RESULTS,
+    assert_same_results,
+    copy_workflow,
+    run_snakemake,
+    snakemake_command,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _start(workdir: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        snakemake_command(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "1"]),
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, condition, timeout: float = 900) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail("the run finished before it could be interrupted")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("timed out waiting for the point of interruption")
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the hardest case: no chance to clean up
+    proc.wait()
+
+
+def _mtimes(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_kill_during_finetune_and_grid_then_resume(smoke_run, data_dir, tmp_path):
+    reference, _ = smoke_run
+    workdir = copy_workflow(tmp_path / "resume")
+    results = workdir / SMOKE_RESULTS
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["MRCBENCH_DATA_DIR"] = str(data_dir)
+    run_dir = results / "finetune" / "minilm" / "squad_train"
+
+    # 1. Kill in the middle of fine-tuning (its temporary folder exists, the checkpoint does not).
+    proc = _start(workdir, env)
+    _kill_when(proc, lambda: (run_dir / "seed7.tmp").is_dir())
+    assert not (run_dir / "seed7" / "checkpoint").exists()
+    before = _mtimes(results / "data") | _mtimes(results / "models")
+    assert before, "data and model preparation had finished before fine-tuning started"
+
+    # 2. Restart; kill in the middle of the second grid, after the first grid has finished.
+    ablate_logs = workdir / "logs" / "smoke" / "ablate"
+    proc = _start(workdir, env)
+    _kill_when(proc, lambda: len(list(results.glob("ablation/**/grid.parquet"))) == 1
+               and len(list(ablate_logs.rglob("*.log"))) == 2)
+    finished = _mtimes(results / "data") | _mtimes(results / "models")
+    assert finished == before, "data or model preparation was recomputed after the first kill"
+    first_grid = next((results / "ablation").glob("**/grid.parquet"))
+    checkpoint = run_dir / "seed7" / "checkpoint" / "model.safetensors"
+    kept = {first_grid: first_grid.stat().st_mtime_ns, checkpoint: checkpoint.stat().st_mtime_ns}
+
+    # 3. Restart to the end: nothing finished is recomputed, and the results equal an uninterrupted run's.
+    run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "2"],
+                  cwd=workdir, env=env, timeout=1800)
+    for path, mtime in kept.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    assert (_mtimes(results / "data") | _mtimes(results / "models")) == before
+    assert_same_results(reference, workdir)

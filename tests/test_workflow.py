@@ -1,0 +1,99 @@
+"""End to end: config/smoke.yaml through the whole Snakemake DAG on the real MiniLM weights."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from workflow import REPO_ROOT, SMOKE_RESULTS
+
+pytestmark = pytest.mark.slow
+
+RUN = "minilm/squad_train/seed7"
+EVALS = ("squad_heldout", "xquad_en")
+
+
+def test_every_stage_wrote_its_files(smoke_run):
+    workdir, _ = smoke_run
+    results = workdir / SMOKE_RESULTS
+    for split in ("squad_train", "squad_heldout", "xquad_en"):
+        summary = json.loads((results / "data" / f"{split}.summary.json").read_text())
+        assert summary
+    checkpoint = results / "finetune" / RUN / "checkpoint"
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "tokenizer.json").is_file()
+    train_summary = json.loads((results / "finetune" / RUN / "train_summary.json").read_text())
+    assert train_summary["optimizer_steps"] >= 3
+    assert (workdir / "logs" / "smoke" / "finetune" / f"{RUN}.log").is_file()
+
+
+@pytest.mark.parametrize("eval_set", EVALS)
+def test_predictions_scores_and_grid(smoke_run, eval_set):
+    workdir, _ = smoke_run
+    results = workdir / SMOKE_RESULTS
+    gold = json.loads((results / "data" / f"{eval_set}.json").read_text())
+    qids = [q["id"] for a in gold["data"] for p in a["paragraphs"] for q in p["qas"]]
+
+    predictions = json.loads((results / "predict" / RUN / eval_set / "predictions.json").read_text())
+    assert set(predictions) == set(qids)
+    metrics = json.loads((results / "predict" / RUN / eval_set / "metrics.json").read_text())
+    expected_keys = {"exact", "f1", "total", "HasAns_exact"} if eval_set == "squad_heldout" else {"exact_match", "f1"}
+    assert expected_keys <= set(metrics)
+    # The official-equivalent scorer on the files the DAG wrote agrees with metrics.json.
+    metric = "squad_v2" if eval_set == "squad_heldout" else "squad"
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "score", metric,
+                           str(results / "data" / f"{eval_set}.json"),
+                           str(results / "predict" / RUN / eval_set / "predictions.json")],
+                          capture_output=True, text=True, check=True)
+    scored = json.loads(proc.stdout)
+    assert scored["f1"] == pytest.approx(metrics["f1"])
+
+    scores = pd.read_parquet(results / "predict" / RUN / eval_set / "scores.parquet")
+    assert sorted(scores["qid"]) == sorted(qids)
+    assert scores["f1"].mean() == pytest.approx(metrics["f1"])
+    assert {"model", "train_set", "eval_set", "seed", "qid", "article", "em", "f1"} <= set(scores.columns)
+
+    grid = pd.read_parquet(results / "ablation" / RUN / eval_set / "grid.parquet")
+    n_layers = 6
+    cells = grid.groupby(["variant", "mode", "layer", "head", "zone"]).size()
+    assert len(cells) == 2 * (1 + 5 * n_layers)  # paper + clean: baseline and 5 zones x 6 layers
+    assert set(grid["zone"]) == {"none", "all", "q2q", "q2p", "p2q", "p2p"}
+    assert (cells == len(qids)).all()
+    baseline = grid[grid["mode"] == "baseline"]
+    for variant in ("paper", "clean"):
+        # The grid's baseline is the prediction step's result, question by question.
+        merged = baseline[baseline["variant"] == variant].merge(scores, on="qid", suffixes=("_grid", ""))
+        assert (merged["f1_grid"] - merged["f1"]).abs().max() < 1e-6
+
+    stats = pd.read_parquet(results / "attention" / RUN / eval_set / "zone_stats.parquet")
+    assert stats["qid"].nunique() == len(qids)
+    assert set(stats["layer"]) == set(range(n_layers)) and stats["head"].nunique() == 12
+    row_sums = stats.groupby(["qid", "layer", "head", "row_zone"], observed=True)["mass"].sum()
+    assert ((row_sums.dropna() - 1).abs() < 1e-4).all()
+    cases = json.loads((results / "attention" / RUN / eval_set / "case_studies.json").read_text())
+    assert len(cases) == 1 and len(cases[0]["tokens"]) == len(cases[0]["zone_ids"])
+
+
+def test_stats_and_report(smoke_run):
+    workdir, _ = smoke_run
+    deltas = pd.read_parquet(workdir / SMOKE_RESULTS / "stats" / "deltas.parquet")
+    assert len(deltas) > 0
+    html = (workdir / SMOKE_RESULTS / "report.html").read_text()
+    assert "<html" in html.lower() and len(html) > 10_000
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/smoke.yaml"],
+                          check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "MRCBENCH_DATA_DIR": "/nonexistent", "HOME": "/tmp"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_paper_config_builds_its_whole_dag_offline():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/paper.yaml", "--quiet", "rules"],
+                          check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HOME": "/tmp"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for rule, count in (("finetune", 18), ("predict", 18), ("ablate_layer", 216), ("merge_grid", 18)):
+        assert any(line.split()[:2] == [rule, str(count)] for line in out.splitlines()), (rule, out[-2000:])
