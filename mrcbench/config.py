@@ -46,7 +46,7 @@ DEFAULT_ABLATION = {
     "split_by_layer": False,
 }
 DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}
-DEFAULT_STATS = {"bootstrap": 1000, "seed": 0, "min_bucket_size": 30, "alpha": 0.05}
+DEFAULT_STATS = {"bootstrap": 1000, "seed": 0, "min_bucket_size": 30, "alpha": 0.05, "permutations": 9999}
 DEFAULT_RESOURCES = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
 DEFAULT_SEEDS = [42]
 
@@ -117,6 +117,10 @@ def _check_references(config: dict, source: str) -> None:
             if model not in models:
                 known = ", ".join(sorted(models))
                 raise MrcbenchError(f"{source}: experiments.{name}.models: unknown model '{model}' (known: {known})")
+        if isinstance(exp.get("ablation"), list):
+            for ev in exp["ablation"]:
+                if ev not in exp["eval"]:
+                    raise MrcbenchError(f"{source}: experiments.{name}.ablation: '{ev}' is not one of its eval splits")
         for model in experiment_models(config, name):
             key = (model, exp["train"])
             if key in trained:
@@ -254,12 +258,17 @@ class Run:
         return f"{self.finetune_dir}/{self.eval}"
 
 
+def ablates(experiment: dict, eval_split: str) -> bool:
+    setting = experiment.get("ablation", True)
+    return eval_split in setting if isinstance(setting, list) else bool(setting)
+
+
 def runs(config: dict) -> Iterator[Run]:
     for name, exp in config["experiments"].items():
         for model in experiment_models(config, name):
             for seed in exp.get("seeds", DEFAULT_SEEDS):
                 for ev in exp["eval"]:
-                    yield Run(name, model, exp["train"], int(seed), ev, bool(exp.get("ablation", True)))
+                    yield Run(name, model, exp["train"], int(seed), ev, ablates(exp, ev))
 
 
 def write_resolved(config: dict, path: str | os.PathLike) -> Path:

@@ -18,6 +18,9 @@ CONFIG = str(mrc_config.write_resolved(config, f"{RESULTS}/config.resolved.yaml"
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
+# Tables written by `mrcbench stats` and read by the report.
+STATS_TABLES = ["baselines", "deltas", "seed_spread", "zone_mass", "correlations", "crosslingual_rank",
+                "crosslingual_question", "question_types", "paper_comparison"]
 
 
 def res(rule_name, key):

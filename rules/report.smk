@@ -5,11 +5,11 @@
 rule report:
     input:
         qmd=config.get("report", {}).get("qmd", "reports/report.qmd"),
-        stats=f"{RESULTS}/stats/deltas.parquet",
+        stats=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
     output:
         config.get("report", {}).get("html", "reports/report.html"),
     params:
-        results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats)),
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats[0])),
     log:
         f"{LOGS}/report.log",
     threads: 1

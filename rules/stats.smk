@@ -7,7 +7,7 @@ rule stats:
         zone_stats=[f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet" for run in RUNS if run.ablation],
         scores=[f"{RESULTS}/predict/{run.eval_dir}/scores.parquet" for run in RUNS],
     output:
-        f"{RESULTS}/stats/deltas.parquet",
+        expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
     params:
         config=CONFIG,
         results=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),

@@ -1,0 +1,332 @@
+"""The report: .qmd parsing, the fallback renderer end to end, the Quarto branch, figure helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_results import write_synthetic_results
+
+from mrcbench import report, stats
+from mrcbench.errors import MrcbenchError
+
+REPO = Path(__file__).resolve().parents[1]
+QMD = REPO / "reports" / "report.qmd"
+SECTIONS = (
+    "Abstract",
+    "Setup",
+    "Baselines",
+    "Zone × layer masking",
+    "Head-level masking",
+    "Attention mass by layer and head",
+    "Correlations between attention and performance",
+    "Cross-lingual consistency",
+    "Question types",
+    "Case studies",
+    "Comparison with the paper",
+    "Appendix: reproducibility",
+)
+
+TINY_QMD = """---
+title: "Tiny"
+execute:
+  echo: false
+---
+
+Intro text.
+
+```{python}
+#| tags: [parameters]
+value = 1
+```
+
+```{python}
+#| label: shown
+#| echo: true
+#| fig-cap: "A caption"
+print(value * 2)
+```
+
+```bash
+echo "not a python cell"
+```
+
+```{python}
+#| include: false
+hidden = True
+```
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing and notebook building
+# --------------------------------------------------------------------------------------------------
+
+
+def test_parse_qmd_splits_front_matter_markdown_and_cells():
+    document = report.parse_qmd(TINY_QMD)
+    assert document.front_matter["title"] == "Tiny"
+    kinds = [chunk.kind for chunk in document.chunks]
+    assert kinds == ["markdown", "code", "code", "markdown", "code"]
+    assert document.chunks[1].options == {"tags": ["parameters"]}
+    assert document.chunks[2].options == {"label": "shown", "echo": True, "fig-cap": "A caption"}
+    assert document.chunks[2].source == "print(value * 2)"
+    assert "not a python cell" in document.chunks[3].source  # other fences stay markdown
+    with pytest.raises(MrcbenchError, match="never closed"):
+        report.parse_qmd("---\ntitle: x\n")
+    with pytest.raises(MrcbenchError, match="never closed"):
+        report.parse_qmd("```{python}\nx = 1\n")
+
+
+def test_notebook_injects_parameters_and_tags_cells():
+    nb = report.qmd_to_notebook(report.parse_qmd(TINY_QMD), {"value": 21})
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code[0].metadata["tags"] == ["parameters", "remove_input"]
+    assert code[1].source == "# Parameters injected by mrcbench.report\nvalue = 21"
+    assert "injected-parameters" in code[1].metadata["tags"]
+    assert "remove_input" not in code[2].metadata["tags"]  # echo: true
+    assert code[2].metadata["mrcbench"]["caption"] == "Figure 1: A caption"
+    assert "remove_cell" in code[3].metadata["tags"]  # include: false
+    assert nb.cells[0].source.startswith("# Tiny")
+
+
+def test_the_report_qmd_has_a_parameters_cell_and_every_section():
+    document = report.parse_qmd(QMD.read_text(encoding="utf-8"))
+    assert document.front_matter["format"]["html"]["embed-resources"] is True
+    parameters = [c for c in document.chunks if "parameters" in (c.options.get("tags") or [])]
+    assert (
+        len(parameters) == 1 and "results_dir" in parameters[0].source and "stats_dir" in parameters[0].source
+    )
+    headings = [
+        line[3:].strip()
+        for chunk in document.chunks
+        if chunk.kind == "markdown"
+        for line in chunk.source.splitlines()
+        if line.startswith("## ")
+    ]
+    assert headings == list(SECTIONS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_tree(tmp_path_factory) -> Path:
+    results = write_synthetic_results(tmp_path_factory.mktemp("report"))
+    stats.run_stats(results, results / "stats")
+    return results
+
+
+@pytest.fixture(scope="module")
+def rendered(synthetic_tree, tmp_path_factory) -> tuple[str, str]:
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    engine = report.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
+    return engine, out.read_text(encoding="utf-8")
+
+
+def test_fallback_renders_one_self_contained_html_with_every_section(rendered, synthetic_tree):
+    engine, document = rendered
+    assert engine.startswith("fallback")
+    for section in SECTIONS:
+        assert re.search(rf"<h2[^>]*>{re.escape(section)}", document), section
+    assert report.external_references(document) == []
+    assert not re.search(r"""<script[^>]+src=["']?https?:""", document)
+    assert not re.search(r"""<link[^>]+href=["']?https?:""", document)
+    assert document.count("window.__mrcbenchDefine = window.define") == 1  # plotly.js inline, once
+    # No cell printed an error or a warning.
+    assert "Traceback" not in document and 'data-mime-type="application/vnd.jupyter.stderr"' not in document
+    # Figures and tables are there, and the abstract quotes the run's own numbers.
+    assert document.count('class="plotly-graph-div"') >= 8
+    assert document.count('class="dataframe mrc-table"') >= 8
+    baselines = pd.read_parquet(synthetic_tree / "stats" / "baselines.parquet")
+    low = baselines[baselines["metric"] == "f1"]["value"].min()
+    assert f"Unmasked F1 ranged from {low:.1f}" in document
+    # One English and one Chinese case study.
+    assert 'id="case-study-0"' in document and 'id="case-study-1"' in document
+    assert "(en):" in document and "(zh):" in document
+    # Parameters were injected, not the defaults of the .qmd.
+    assert "Source: attention/tiny-bert/squad_train/seed1/squad_dev" in document
+
+
+def test_render_rejects_missing_inputs(tmp_path, synthetic_tree):
+    out = tmp_path / "report.html"
+    with pytest.raises(MrcbenchError, match="report source not found"):
+        report.render(tmp_path / "missing.qmd", out, {"results_dir": synthetic_tree})
+    with pytest.raises(MrcbenchError, match="results directory not found"):
+        report.render(QMD, out, {"results_dir": tmp_path / "missing"})
+    (tmp_path / "results").mkdir()
+    with pytest.raises(MrcbenchError, match="run `mrcbench stats` first"):
+        report.render(QMD, out, {"results_dir": tmp_path / "results"})
+    with pytest.raises(MrcbenchError, match="results directory not found"):
+        report.main(["--qmd", str(QMD), "--results", str(tmp_path / "missing"), "--out", str(out)])
+
+
+def test_a_failing_cell_is_reported_with_its_label(tmp_path, synthetic_tree):
+    qmd = tmp_path / "broken.qmd"
+    qmd.write_text('---\ntitle: x\n---\n\n```{python}\n#| label: boom\nraise ValueError("bad input")\n```\n')
+    with pytest.raises(MrcbenchError, match="cell boom failed: ValueError: bad input"):
+        report.render(qmd, tmp_path / "out.html", {"results_dir": synthetic_tree}, engine="fallback")
+
+
+def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, caplog):
+    """A stand-in ``quarto`` records its arguments and writes the page where Quarto would."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.json"
+    fake = bin_dir / "quarto"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "if sys.argv[1:] == ['--version']:\n"
+        "    print('1.9.99'); sys.exit(0)\n"
+        f"json.dump({{'argv': sys.argv[1:], 'pythonpath': os.environ.get('PYTHONPATH', '')}}, "
+        f"open({str(calls)!r}, 'w'))\n"
+        "qmd = sys.argv[2]; name = sys.argv[sys.argv.index('--output') + 1]\n"
+        "open(os.path.join(os.path.dirname(qmd), name), 'w').write('<html><body>quarto</body></html>')\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    qmd = tmp_path / "src" / "report.qmd"
+    qmd.parent.mkdir()
+    qmd.write_text(QMD.read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "out" / "final.html"
+    with caplog.at_level(logging.INFO, logger="mrcbench.report"):
+        engine = report.render(qmd, out, {"results_dir": synthetic_tree})
+    assert engine == "quarto 1.9.99"
+    assert "rendering with quarto 1.9.99" in caplog.text
+    assert out.read_text() == "<html><body>quarto</body></html>"
+    assert not (qmd.parent / "final.html").exists()  # moved, not copied
+    recorded = json.loads(calls.read_text())
+    argv = recorded["argv"]
+    assert argv[:5] == ["render", str(qmd), "--to", "html", "--output"]
+    assert f"results_dir:{synthetic_tree.resolve()}" in argv
+    assert f"stats_dir:{(synthetic_tree / 'stats').resolve()}" in argv
+    assert str(REPO) in recorded["pythonpath"].split(os.pathsep)
+
+
+def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, monkeypatch, caplog):
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    qmd = tmp_path / "tiny.qmd"
+    qmd.write_text(TINY_QMD)
+    with caplog.at_level(logging.INFO, logger="mrcbench.report"):
+        engine = report.render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
+    assert engine.startswith("fallback")
+    assert "quarto not found: rendering with the built-in fallback (nbclient + nbconvert)" in caplog.text
+    document = (tmp_path / "tiny.html").read_text(encoding="utf-8")
+    assert '<p class="mrc-caption">Figure 1: A caption</p>' in document
+    assert '<span class="nb">print</span>' in document and "<pre>2\n</pre>" in document  # echo: true
+    assert "hidden = True" not in document  # include: false
+    assert report.external_references(document) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_external_references_are_detected():
+    assert report.external_references('<script src="https://cdn.example/require.js"></script>')
+    assert report.external_references("<link rel='stylesheet' href='//fonts.example/x.css'>")
+    assert report.external_references("<style>@import url('https://fonts.example/a.css');</style>")
+    assert (
+        report.external_references("<script>var u = 'https://plot.ly';</script><a href='https://x'>x</a>")
+        == []
+    )
+
+
+def test_seismic_colorscale_is_white_at_zero_blue_below_red_above():
+    scale = report.seismic_colorscale(-10.0, 2.0)
+    positions = [position for position, _ in scale]
+    assert positions[0] == 0.0 and positions[-1] == pytest.approx(1.0) and positions == sorted(positions)
+    colours = {round(position, 6): colour for position, colour in scale}
+    assert colours[round(10 / 12, 6)] == "rgb(255,255,255)"
+    low = [int(v) for v in re.findall(r"\d+", scale[0][1])]
+    high = [int(v) for v in re.findall(r"\d+", scale[-1][1])]
+    assert low[2] > low[0] and high[0] > high[2]  # blue at -10, red at +2
+
+
+def test_zone_layer_heatmap_puts_layer_one_at_the_bottom_and_marks_significance():
+    cells = pd.DataFrame(
+        {
+            "layer": [0, 0, 1, 1],
+            "zone": ["p2p", "q2q", "p2p", "q2q"],
+            "delta": [-12.0, 0.1, -1.0, 0.2],
+            "significant_holm": [True, False, False, False],
+            "significant_bh": [True, False, True, False],
+        }
+    )
+    trace = report.zone_layer_heatmap_trace(cells)
+    assert list(trace.x) == ["Q2Q", "P2P"] and list(trace.y) == [1, 2]  # plotly draws y upwards
+    assert trace.z[0][1] == -12.0  # raw value kept beyond the colour range
+    assert trace.text[0][1] == "*" and trace.text[1][1] == "+" and trace.text[0][0] == ""
+    assert (trace.zmin, trace.zmax) == report.DELTA_RANGE
+
+
+def test_crop_tokens_keeps_question_specials_and_the_answer():
+    zone_ids = [1] + [2] * 5 + [1] + [3] * 200 + [1]
+    keep = report.crop_tokens(zone_ids, (150, 152), max_tokens=40)
+    assert len(keep) == 40
+    assert set(range(7)) <= set(keep) and {150, 151, 152, 207} <= set(keep)
+    assert report.crop_tokens(zone_ids[:20], None, max_tokens=40) == list(range(20))
+
+
+def test_case_study_widget_embeds_quantised_maps(tmp_path):
+    maps = np.random.default_rng(0).dirichlet(np.ones(6), size=(2, 3, 6)).astype(np.float32)
+    case = report.CaseStudy(
+        qid="q1",
+        language="en",
+        question="Who?",
+        tokens=["[CLS]", "who", "[SEP]", "a", "b", "[SEP]"],
+        zone_ids=[1, 2, 1, 3, 3, 1],
+        answer_span=(3, 3),
+        maps=maps,
+        source="attention/x",
+    )
+    fragment = report.case_study_html(case, "cs")
+    assert 'id="cs-layer"' in fragment and 'id="cs-head"' in fragment
+    assert fragment.count("<option") == 2 + 4  # layers, then mean + 3 heads
+    payload = json.loads(re.search(r"var P = (\{.*?\});\n", fragment).group(1))
+    assert payload["layers"] == 2 and payload["heads"] == 3 and payload["size"] == 6
+    assert set(payload["zones"]) == {"Q2Q", "Q2P", "P2Q", "P2P"} and payload["answer"] == [3]
+    import base64
+
+    decoded = np.frombuffer(base64.b64decode(payload["data"]), dtype=np.uint8).reshape(2, 4, 6, 6)
+    assert np.abs(decoded[:, 1:] / 255.0 - maps).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(decoded[:, 0] / 255.0 - maps.mean(axis=1)).max() <= 0.5 / 255 + 1e-6
+
+
+def test_appendix_helpers_tolerate_missing_files(tmp_path, synthetic_tree):
+    assert report.data_provenance(tmp_path).empty
+    assert report.benchmark_table(tmp_path).empty
+    assert report.git_commit(tmp_path).startswith("not recorded")
+    provenance = report.data_provenance(synthetic_tree)
+    assert set(provenance["split"]) == {"squad_dev", "xquad_en", "xquad_zh"}
+    assert provenance["sha256"].str.len().eq(64).all() and set(provenance["hash_from"]) == {"provenance.json"}
+    # Without provenance.json the hash is computed from the config's data file, when reachable.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev.json").write_bytes(b"{}")
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "splits": {"dev": {"dataset": "d"}, "gone": {"dataset": "missing"}},
+        "datasets": {"d": {"path": "dev.json"}, "missing": {"path": "nowhere.json"}},
+    }
+    computed = report.data_provenance(tmp_path / "no-results", config).set_index("split")
+    assert computed.loc["dev", "sha256"] == hashlib.sha256(b"{}").hexdigest()
+    assert computed.loc["dev", "hash_from"] == "computed when rendering"
+    assert computed.loc["gone", "sha256"] == "not recorded"
+    benchmarks = report.benchmark_table(synthetic_tree)
+    assert set(benchmarks["rule"]) == {"predict", "finetune"}
+    assert benchmarks.set_index("rule").loc["predict", "jobs"] == 6
+    versions = report.package_versions()
+    assert {"python", "numpy", "plotly"} <= set(versions["package"])

@@ -1,0 +1,535 @@
+"""Statistics on data with known answers: planted effects, clusters, seeds, correlations, languages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from synthetic_results import write_synthetic_results
+
+from mrcbench import stats
+from mrcbench.errors import MrcbenchError
+
+ZONES = ("all", "q2q", "q2p", "p2q", "p2p")
+FAST = stats.StatsSettings(seed=3, n_bootstrap=1000, n_permutations=4999, alpha=0.05)
+
+
+def planted_grid(
+    *,
+    n_articles: int = 20,
+    per_article: int = 10,
+    n_layers: int = 6,
+    effects: dict[tuple[str, int], float] | None = None,
+    noise_sd: float = 8.0,
+    article_sd: float = 0.0,
+    seeds: dict[int, float] | None = None,
+    eval_set: str = "dev",
+    qid_prefix: str = "q",
+    with_articles: bool = True,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """A grid.parquet-shaped frame: masked F1 = baseline + planted effect + noise (+ article shift).
+
+    ``seeds`` maps seed -> an extra delta of that seed in every planted cell (seed-to-seed spread).
+    EM mirrors F1 (100 when F1 >= 50), so EM and F1 deltas have the same sign.
+    """
+    rng = np.random.default_rng(rng_seed)
+    effects = effects or {}
+    seeds = seeds or {0: 0.0}
+    n = n_articles * per_article
+    qids = [f"{qid_prefix}{i:04d}" for i in range(n)]
+    articles = [f"article{i // per_article}" if with_articles else None for i in range(n)]
+    article_shift = np.repeat(rng.normal(0, article_sd, n_articles), per_article)
+    frames = []
+    for seed, seed_shift in seeds.items():
+        baseline = rng.uniform(40, 100, n)
+        keys = {"model": "m", "train_set": "train", "eval_set": eval_set, "seed": seed, "variant": "paper"}
+        frames.append(
+            pd.DataFrame(
+                {
+                    **keys,
+                    "mode": "baseline",
+                    "layer": -1,
+                    "head": -1,
+                    "zone": "none",
+                    "qid": qids,
+                    "article": articles,
+                    "em": 100.0 * (baseline >= 50),
+                    "f1": baseline,
+                    "removed_mass": 0.0,
+                }
+            )
+        )
+        for layer in range(n_layers):
+            for zone in ZONES:
+                effect = effects.get((zone, layer), 0.0)
+                shift = seed_shift if (zone, layer) in effects else 0.0
+                masked = baseline + effect + shift + article_shift + rng.normal(0, noise_sd, n)
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            **keys,
+                            "mode": "layer",
+                            "layer": layer,
+                            "head": -1,
+                            "zone": zone,
+                            "qid": qids,
+                            "article": articles,
+                            "em": 100.0 * (masked >= 50),
+                            "f1": masked,
+                            "removed_mass": rng.uniform(0, 1, n),
+                        }
+                    )
+                )
+    return pd.concat(frames, ignore_index=True)
+
+
+def deltas_for(grid: pd.DataFrame, settings: stats.StatsSettings = FAST) -> pd.DataFrame:
+    deltas, _ = stats.compute_deltas(stats.build_question_matrices(grid), settings)
+    return deltas
+
+
+def f1_cell(deltas: pd.DataFrame, zone: str, layer: int) -> pd.Series:
+    rows = deltas[(deltas["metric"] == "f1") & (deltas["zone"] == zone) & (deltas["layer"] == layer)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Deltas, CIs, tests, corrections
+# --------------------------------------------------------------------------------------------------
+
+
+def test_planted_drop_is_significant_after_holm_and_bh_and_null_cells_are_not():
+    grid = planted_grid(effects={("p2p", 0): -10.0})
+    deltas = deltas_for(grid)
+    f1 = deltas[deltas["metric"] == "f1"]
+    assert len(f1) == 30  # 5 zones x 6 layers
+    planted = f1_cell(deltas, "p2p", 0)
+    assert planted["significant_holm"] and planted["significant_bh"]
+    assert planted["ci_low"] < -10.0 < planted["ci_high"]
+    assert planted["delta"] == pytest.approx(-10.0, abs=1.5)
+    null = f1[~((f1["zone"] == "p2p") & (f1["layer"] == 0))]
+    assert null["significant_holm"].sum() <= 1
+    assert null["significant_bh"].sum() <= 2
+    # The uncorrected test alone is calibrated-ish: few nominal rejections among 29 null cells.
+    assert (null["p_value"] < 0.05).sum() <= 5
+    # The corrections are monotone: Holm is never below BH, and neither is below the raw p-value.
+    assert (f1["p_holm"] >= f1["p_bh"] - 1e-12).all() and (f1["p_bh"] >= f1["p_value"] - 1e-12).all()
+
+
+def test_delta_is_masked_minus_baseline_and_rows_carry_the_design():
+    grid = planted_grid(effects={("p2q", 3): -5.0}, n_articles=12, per_article=5)
+    deltas = deltas_for(grid)
+    cell = f1_cell(deltas, "p2q", 3)
+    masked = grid[(grid["zone"] == "p2q") & (grid["layer"] == 3)]["f1"].mean()
+    baseline = grid[grid["mode"] == "baseline"]["f1"].mean()
+    assert cell["delta"] == pytest.approx(masked - baseline)
+    assert cell["baseline"] == pytest.approx(baseline) and cell["masked"] == pytest.approx(masked)
+    assert cell["resampling"] == "article" and cell["n_clusters"] == 12 and cell["n_questions"] == 60
+    assert cell["test"].startswith("sign-flip, exact")  # 2**12 sign vectors <= 4999 + 1
+
+
+def test_article_clusters_are_resampled_and_widen_the_interval_under_clustering():
+    effects = {("p2p", 0): -4.0}
+    clustered = planted_grid(effects=effects, article_sd=6.0, noise_sd=2.0)
+    no_articles = clustered.assign(article=None)
+    with_articles = f1_cell(deltas_for(clustered), "p2p", 0)
+    without = f1_cell(deltas_for(no_articles), "p2p", 0)
+    assert with_articles["resampling"] == "article" and with_articles["n_clusters"] == 20
+    assert without["resampling"] == "question" and without["n_clusters"] == 200
+    assert with_articles["delta"] == pytest.approx(without["delta"])
+    width_articles = with_articles["ci_high"] - with_articles["ci_low"]
+    width_questions = without["ci_high"] - without["ci_low"]
+    assert width_articles > 2.0 * width_questions
+
+
+def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
+    settings = stats.StatsSettings(seed=11, n_bootstrap=400, n_permutations=99)
+    covered = 0
+    trials = 60
+    for trial in range(trials):
+        rng = np.random.default_rng(trial)
+        articles = np.repeat(np.arange(15), 8)
+        values = (rng.normal(-3.0, 5.0, 120) + np.repeat(rng.normal(0, 2.0, 15), 8))[:, None]
+        design = stats.ResamplingDesign.from_articles(articles, 120)
+        summary = stats.summarize_paired(values, design, settings, rng, with_tests=False)
+        covered += summary.ci_low[0] <= -3.0 <= summary.ci_high[0]
+    assert 0.8 <= covered / trials <= 1.0
+
+
+def test_sign_flip_exact_and_monte_carlo_p_values():
+    design = stats.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4)
+    values = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    p, test = stats.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
+    # Three clusters, all positive: only the identity and the full flip reach |sum| = 7 -> 2/8.
+    assert test.startswith("sign-flip, exact") and p[0] == pytest.approx(0.25)
+    assert p[1] == pytest.approx(1.0)  # all-zero deltas
+    many = stats.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120)
+    shifted = np.random.default_rng(1).normal(2.0, 1.0, (120, 1))
+    p, test = stats.sign_flip_pvalues(shifted, many, n_permutations=999, rng=np.random.default_rng(2))
+    assert "999 random" in test and p[0] == pytest.approx(1 / 1000)
+
+
+def test_holm_adjustment_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(9)
+    for size in (1, 2, 7, 60):
+        p = rng.uniform(0, 0.2, size) ** 2
+        p[: size // 3] = p[0]  # ties
+        assert stats.holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
+
+
+def test_wilcoxon_is_one_for_all_zero_columns_and_matches_scipy_otherwise():
+    rng = np.random.default_rng(4)
+    values = np.column_stack([np.zeros(30), rng.normal(1.0, 1.0, 30)])
+    p = stats.wilcoxon_pvalues(values)
+    assert p[0] == 1.0
+    assert p[1] == pytest.approx(sps.wilcoxon(values[:, 1], zero_method="pratt").pvalue)
+
+
+def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
+    grid = planted_grid(effects={("p2p", 1): -10.0}, seeds={1: 2.0, 2: 0.0, 3: -2.0}, noise_sd=0.0)
+    matrices = stats.build_question_matrices(grid)
+    deltas, seed_rows = stats.compute_deltas(matrices, FAST)
+    cell = f1_cell(deltas, "p2p", 1)
+    assert cell["n_seeds"] == 3
+    assert cell["delta"] == pytest.approx(-10.0)
+    assert cell["seed_delta_min"] == pytest.approx(-12.0) and cell["seed_delta_max"] == pytest.approx(-8.0)
+    assert cell["seed_delta_sd"] == pytest.approx(2.0)
+    per_seed = seed_rows[
+        (seed_rows["zone"] == "p2p") & (seed_rows["layer"] == 1) & (seed_rows["metric"] == "f1")
+    ].set_index("seed")["value"]
+    assert per_seed.to_dict() == pytest.approx({1: -8.0, 2: -10.0, 3: -12.0})
+    # Baselines: per-seed means, their spread, and the seed mean.
+    base = grid[grid["mode"] == "baseline"]
+    scores = base.drop(columns=["variant", "mode", "layer", "head", "zone", "removed_mass"]).assign(
+        question="What is it?"
+    )
+    no_official = pd.DataFrame(columns=[*stats.RUN_KEYS, "seed", "official_em", "official_f1"])
+    tables = stats.ResultTables(grid=grid, scores=scores, zone_stats=None, official=no_official)
+    baselines, baseline_seeds = stats.compute_baselines(tables, None, FAST)
+    f1 = baselines[baselines["metric"] == "f1"].iloc[0]
+    seed_means = base.groupby("seed")["f1"].mean()
+    assert f1["n_seeds"] == 3
+    assert f1["value"] == pytest.approx(seed_means.mean())
+    assert f1["seed_sd"] == pytest.approx(seed_means.std(ddof=1))
+    assert f1["seed_min"] == pytest.approx(seed_means.min()) and f1["grid_baseline"] == pytest.approx(
+        seed_means.mean()
+    )
+    assert set(baseline_seeds["seed"]) == {1, 2, 3}
+
+
+# --------------------------------------------------------------------------------------------------
+# Correlations
+# --------------------------------------------------------------------------------------------------
+
+
+def test_correlation_summary_recovers_a_planted_r():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=3000)
+    y = 0.6 * x + np.sqrt(1 - 0.6**2) * rng.normal(size=3000)
+    result = stats.correlation_summary(x, y)
+    assert result["n"] == 3000
+    assert result["pearson_r"] == pytest.approx(0.6, abs=0.04)
+    assert result["pearson_ci_low"] < 0.6 < result["pearson_ci_high"]
+    assert result["spearman_rho"] == pytest.approx(0.58, abs=0.05)  # 6/pi * asin(r/2) for a normal pair
+    assert result["pearson_p"] < 1e-10
+    reference = sps.pearsonr(x, y).confidence_interval()
+    assert (result["pearson_ci_low"], result["pearson_ci_high"]) == pytest.approx(
+        (reference.low, reference.high)
+    )
+    # Degenerate inputs give NaN, not an exception.
+    assert np.isnan(stats.correlation_summary(np.ones(10), np.arange(10.0))["pearson_r"])
+
+
+def test_cluster_robust_se_exceeds_the_naive_se_under_article_clustering():
+    rng = np.random.default_rng(6)
+    n_articles, per_article = 40, 15
+    groups = np.repeat(np.arange(n_articles), per_article)
+    # Both the regressor and the error share an article component: the textbook case for clustering.
+    x = np.repeat(rng.normal(size=n_articles), per_article) + 0.2 * rng.normal(size=groups.size)
+    y = 0.5 * x + np.repeat(rng.normal(0, 2.0, n_articles), per_article) + rng.normal(0, 0.5, groups.size)
+    fit = stats.ols_cluster(y, x, groups)
+    assert fit["ols_cov_type"] == "cluster(article)" and fit["n_clusters"] == n_articles
+    assert fit["ols_se_cluster"] > 2.0 * fit["ols_se_naive"]
+    fallback = stats.ols_cluster(y, x, None)
+    assert fallback["ols_cov_type"] == "HC1"
+
+
+def test_c1_and_c3_find_planted_relations_between_mass_and_damage():
+    rng = np.random.default_rng(7)
+    n_layers, n = 8, 240
+    qids = [f"q{i}" for i in range(n)]
+    articles = [f"a{i // 6}" for i in range(n)]
+    layer_mass = np.linspace(0.1, 0.8, n_layers)  # p2p mass grows with depth
+    question_mass = np.clip(layer_mass[None, :] + rng.normal(0, 0.1, (n, n_layers)), 0, 1)
+    rows, zone_rows = [], []
+    baseline = rng.uniform(50, 100, n)
+    keys = {"model": "m", "train_set": "t", "eval_set": "dev", "seed": 0, "variant": "paper"}
+    rows.append(
+        pd.DataFrame(
+            {**keys, "mode": "baseline", "layer": -1, "head": -1, "zone": "none", "qid": qids}
+            | {"article": articles, "em": 100.0, "f1": baseline, "removed_mass": 0.0}
+        )
+    )
+    for layer in range(n_layers):
+        # Damage proportional to the question's own mass (C3) and so to the layer's mass (C1).
+        drop = 30.0 * question_mass[:, layer] + rng.normal(0, 2.0, n)
+        rows.append(
+            pd.DataFrame(
+                {**keys, "mode": "layer", "layer": layer, "head": -1, "zone": "p2p", "qid": qids}
+                | {"article": articles, "em": 100.0, "f1": baseline - drop}
+                | {"removed_mass": question_mass[:, layer]}
+            )
+        )
+        zone_rows.append(
+            pd.DataFrame(
+                {k: v for k, v in keys.items() if k != "variant"}
+                | {"qid": qids, "article": articles, "layer": layer, "head": 0}
+                | {"row_zone": "passage", "col_zone": "passage", "mass": question_mass[:, layer]}
+            )
+        )
+    grid, zone_stats = pd.concat(rows), pd.concat(zone_rows)
+    matrices = stats.build_question_matrices(grid)
+    deltas, _ = stats.compute_deltas(matrices, FAST)
+    correlations = stats.compute_correlations(
+        matrices, deltas, stats.compute_zone_mass(zone_stats), stats.question_layer_mass(zone_stats), FAST
+    )
+    c1 = correlations[
+        (correlations["analysis"] == "C1")
+        & (correlations["metric"] == "f1")
+        & (correlations["x_quantity"] == "zone_mass")
+    ]
+    assert len(c1) == 1 and c1.iloc[0]["n"] == n_layers and c1.iloc[0]["pearson_r"] > 0.95
+    c3 = correlations[
+        (correlations["analysis"] == "C3")
+        & (correlations["metric"] == "f1")
+        & (correlations["x_quantity"] == "zone_mass")
+    ]
+    assert len(c3) == n_layers
+    assert (c3["pearson_r"] > 0.6).all() and (c3["ols_coef"] - 30.0).abs().max() < 5.0
+    assert (c3["n"] == n).all() and (c3["n_clusters"] == n // 6).all()
+    c2 = correlations[correlations["analysis"] == "C2"]
+    assert len(c2) == 2 * n_layers  # EM and F1, one row per layer (the variant does not enter)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-lingual consistency
+# --------------------------------------------------------------------------------------------------
+
+
+def test_kendall_tau_b_matches_scipy_with_ties_and_batches():
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 5, 25).astype(float)
+    y = x + rng.integers(0, 3, 25)
+    assert stats.kendall_tau_b(x, y) == pytest.approx(sps.kendalltau(x, y).statistic)
+    batch_x, batch_y = rng.normal(size=(4, 12)), rng.normal(size=(4, 12))
+    expected = [sps.kendalltau(a, b).statistic for a, b in zip(batch_x, batch_y, strict=True)]
+    assert stats.kendall_tau_b(batch_x, batch_y) == pytest.approx(expected)
+
+
+def test_identical_profiles_across_languages_give_tau_one():
+    english = planted_grid(
+        effects={("p2p", 0): -10.0, ("p2q", 4): -5.0, ("q2q", 2): -2.0}, eval_set="xquad_en"
+    )
+    chinese = english.assign(eval_set="xquad_zh")
+    other = planted_grid(eval_set="squad_dev", qid_prefix="s")  # different questions: not parallel
+    matrices = stats.build_question_matrices(pd.concat([english, chinese, other]))
+    languages = {"xquad_en": "en", "xquad_zh": "zh", "squad_dev": "en"}
+    rank, question = stats.compute_crosslingual(matrices, None, languages, FAST)
+    assert set(zip(rank["eval_a"], rank["eval_b"], strict=True)) == {("xquad_en", "xquad_zh")}
+    f1 = rank[rank["metric"] == "f1"].iloc[0]
+    assert f1["kendall_tau"] == pytest.approx(1.0)
+    assert f1["tau_ci_low"] == pytest.approx(1.0) and f1["tau_ci_high"] == pytest.approx(1.0)
+    assert f1["p_permutation"] < 0.001 and f1["n_cells"] == 30 and f1["qid_overlap"] == 1.0
+    assert (f1["language_a"], f1["language_b"]) == ("en", "zh")
+    f1_questions = question[question["metric"] == "f1"]
+    assert (f1_questions["pearson_r"] > 0.999).all() and (f1_questions["hurt_agreement"] == 1.0).all()
+    assert f1_questions["cohen_kappa"].to_numpy() == pytest.approx(np.ones(len(f1_questions)))
+
+
+def test_unrelated_profiles_give_tau_near_zero():
+    english = planted_grid(eval_set="xquad_en", noise_sd=8.0, rng_seed=1)
+    chinese = planted_grid(eval_set="xquad_zh", noise_sd=8.0, rng_seed=2)
+    matrices = stats.build_question_matrices(pd.concat([english, chinese]))
+    rank, _ = stats.compute_crosslingual(matrices, None, {}, FAST)
+    f1 = rank[rank["metric"] == "f1"].iloc[0]
+    assert abs(f1["kendall_tau"]) < 0.35 and f1["p_permutation"] > 0.01
+
+
+# --------------------------------------------------------------------------------------------------
+# Question types and languages
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "bucket"),
+    [
+        ("What is the capital of France?", "what"),
+        ("In what year did the war end?", "what"),
+        ("Which river is the longest?", "which"),
+        ("Whose idea was it?", "who"),
+        ("To whom did he write?", "who"),
+        ("When was it built?", "when"),
+        ("Where is the tower?", "where"),
+        ("Why did they leave?", "why"),
+        ("How did it end?", "how"),
+        ("How many people live there?", "how many/much"),
+        ("How much did it cost?", "how many/much"),
+        ("However, the city grew; what followed?", "what"),
+        ("Name the author of the book.", "other"),
+    ],
+)
+def test_english_question_types(question, bucket):
+    assert stats.english_question_type(question) == bucket
+
+
+@pytest.mark.parametrize(
+    ("question", "bucket"),
+    [
+        ("这条河的名字是什么？", "什么"),
+        ("谁创立了这家公司？", "谁"),
+        ("这座塔在哪里？", "哪"),
+        ("这座塔是什么时候建成的？", "何时-什么时候"),
+        ("条约何时签订？", "何时-什么时候"),
+        ("这个镇有多少人？", "几-多少"),
+        ("他有几个孩子？", "几-多少"),
+        ("他们为什么离开？", "为什么"),
+        ("战争是如何结束的？", "如何-怎么"),
+        ("这个药怎么用？", "如何-怎么"),
+        ("该条约是否有效？", "是否"),
+        ("他几乎赢得了什么比赛？", "什么"),  # 几乎 ("almost") asks nothing
+        ("请说明原因。", "other"),
+    ],
+)
+def test_chinese_question_types(question, bucket):
+    assert stats.chinese_question_type(question) == bucket
+
+
+def test_language_comes_from_the_config_else_from_the_text():
+    config = {"splits": {"dev": {"dataset": "cmrc"}}, "datasets": {"cmrc": {"language": "zh"}}}
+    assert stats.eval_language(config, "dev") == "zh"
+    assert stats.eval_language(None, "dev", ["谁是作者？", "什么时候？"]) == "zh"
+    assert stats.eval_language(None, "xquad_de", ["Wer ist das?"]) == "de"
+    assert stats.eval_language(None, "dev", ["Who is it?"]) == "en"
+
+
+def test_question_type_table_marks_small_buckets():
+    grid = planted_grid(n_articles=10, per_article=6, effects={("p2p", 0): -10.0})
+    qids = grid.drop_duplicates("qid")["qid"].tolist()
+    texts = ["What is it?" if i % 3 else "Who is it?" for i in range(len(qids))]
+    questions = pd.DataFrame({"eval_set": "dev", "qid": qids, "question": texts})
+    settings = stats.StatsSettings(seed=1, n_bootstrap=200, min_bucket_size=30)
+    table = stats.compute_question_types(
+        stats.build_question_matrices(grid), questions, {"dev": "en"}, settings
+    )
+    sizes = table.drop_duplicates(["bucket"]).set_index("bucket")["n_questions"].to_dict()
+    assert sizes == {"what": 40, "who": 20}
+    reported = table.drop_duplicates(["bucket"]).set_index("bucket")["reported"].to_dict()
+    assert reported == {"what": True, "who": False}
+    what = table[
+        (table["bucket"] == "what")
+        & (table["zone"] == "p2p")
+        & (table["layer"] == 0)
+        & (table["metric"] == "f1")
+    ].iloc[0]
+    assert what["ci_low"] < -10.0 < what["ci_high"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Paper comparison
+# --------------------------------------------------------------------------------------------------
+
+
+def test_layer_mapping_by_relative_depth():
+    assert stats.map_layers_by_depth(12) == {layer: [layer] for layer in range(12)}
+    assert stats.map_layers_by_depth(6) == {i: [2 * i, 2 * i + 1] for i in range(6)}
+    deep = stats.map_layers_by_depth(24)
+    assert deep[0] == [0] and deep[1] == [0] and deep[23] == [11]
+
+
+def test_the_paper_grid_agrees_with_itself_and_a_shuffled_grid_does_not():
+    from mrcbench import paper_reference
+
+    paper = paper_reference.paper_grid()
+    assert len(paper) == 60 and paper["layer"].between(0, 11).all()
+    rows = paper.rename(columns={"delta_em": "delta"}).assign(
+        model="m", train_set="t", eval_set="dev", variant="paper", metric="em", mode="layer", head=-1
+    )
+    summary, cells = stats.compare_with_paper(rows, FAST)
+    row = summary.iloc[0]
+    assert row["spearman_rho"] == pytest.approx(1.0) and row["top2_agree"]
+    assert set(row["top2_run"].split(",")) == {"p2p", "p2q"}
+    assert row["run_layers"] == 12 and row["n_cells"] == 60 and "bert-base-cased" in row["model_difference"]
+    assert len(cells) == 60
+    reversed_rows = rows.assign(delta=-rows["delta"])
+    summary, _ = stats.compare_with_paper(reversed_rows, FAST)
+    assert summary.iloc[0]["spearman_rho"] == pytest.approx(-1.0) and not summary.iloc[0]["top2_agree"]
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_stats(tmp_path_factory):
+    results = write_synthetic_results(tmp_path_factory.mktemp("stats"))
+    written = stats.run_stats(results, results / "stats")
+    return results, written
+
+
+def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
+    results, written = synthetic_stats
+    names = {path.name for path in written}
+    for table in (
+        "baselines",
+        "deltas",
+        "seed_spread",
+        "zone_mass",
+        "correlations",
+        "crosslingual_rank",
+        "crosslingual_question",
+        "question_types",
+        "paper_comparison",
+        "paper_comparison_cells",
+    ):
+        assert {f"{table}.parquet", f"{table}.csv"} <= names
+        assert not pd.read_parquet(results / "stats" / f"{table}.parquet").empty, table
+    assert "settings.json" in names
+
+
+def test_run_stats_finds_the_planted_cells_of_the_synthetic_tree(synthetic_stats):
+    results, _ = synthetic_stats
+    deltas = pd.read_parquet(results / "stats" / "deltas.parquet")
+    layer = deltas[(deltas["mode"] == "layer") & (deltas["metric"] == "f1") & (deltas["variant"] == "paper")]
+    planted = layer[(layer["zone"] == "p2p") & (layer["layer"] == 0)]
+    assert len(planted) == 3 and planted["significant_holm"].all() and (planted["delta"] < -8).all()
+    assert layer["significant_holm"].sum() <= 3 + 3  # the planted cells, and little else
+    baselines = pd.read_parquet(results / "stats" / "baselines.parquet")
+    assert (baselines["official"] - baselines["value"]).abs().max() < 1e-9
+    assert set(baselines["language"]) == {"en", "zh"}
+    rank = pd.read_parquet(results / "stats" / "crosslingual_rank.parquet")
+    assert set(rank["eval_a"] + "/" + rank["eval_b"]) == {"xquad_en/xquad_zh"}
+    types = pd.read_parquet(results / "stats" / "question_types.parquet")
+    assert {"什么", "谁", "what", "how many/much"} <= set(types["bucket"])
+
+
+def test_cli_main_and_user_errors(tmp_path, synthetic_stats):
+    results, _ = synthetic_stats
+    out = tmp_path / "stats"
+    assert stats.main(["--results", str(results), "--out", str(out)]) == 0
+    assert (out / "deltas.parquet").is_file()
+    with pytest.raises(MrcbenchError, match="results directory not found"):
+        stats.run_stats(tmp_path / "missing", out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MrcbenchError, match="no ablation"):
+        stats.run_stats(tmp_path / "empty", out)
+    broken = tmp_path / "broken" / "ablation" / "m" / "t" / "seed1" / "dev"
+    broken.mkdir(parents=True)
+    pd.DataFrame({"model": ["m"], "qid": ["q"]}).to_parquet(broken / "grid.parquet")
+    with pytest.raises(MrcbenchError, match=r"grid\.parquet: missing column"):
+        stats.run_stats(tmp_path / "broken", out)
