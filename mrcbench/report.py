@@ -1409,44 +1409,29 @@ def _sha256(path: Path) -> str:
 def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
     """Split, source file, SHA-256 and sizes of every split.
 
-    Hashes come from ``data/provenance.json`` (written when the data were prepared). For a split it
-    does not list, the hash is computed now from the config's local dataset file when that file is
-    reachable (``data_dir`` or ``MRCBENCH_DATA_DIR``); otherwise it is "not recorded".
+    Read from ``data/{split}.summary.json``, written by ``mrcbench prepare-data``: its ``provenance``
+    holds the source file (or hub spec) and the file's SHA-256 taken when the data were prepared,
+    ``counts`` the articles and questions kept.
     """
     results_dir = Path(results_dir)
-    config = config or {}
-    provenance_path = results_dir / "data" / "provenance.json"
-    provenance = json.loads(provenance_path.read_text(encoding="utf-8")) if provenance_path.is_file() else {}
-    summaries = {}
-    for path in sorted((results_dir / "data").glob("*.summary.json")):
-        summaries[path.name.removesuffix(".summary.json")] = json.loads(path.read_text(encoding="utf-8"))
-    splits = set(provenance) | set(summaries) | set(config.get("splits") or {})
-    data_dir = config.get("data_dir") or os.environ.get("MRCBENCH_DATA_DIR")
     rows = []
-    for split in sorted(splits):
-        entry, summary = provenance.get(split, {}), summaries.get(split, {})
-        source_file, sha256, recorded = entry.get("source_file"), entry.get("sha256"), "provenance.json"
-        if not sha256:
-            dataset = ((config.get("splits") or {}).get(split) or {}).get("dataset")
-            relative = ((config.get("datasets") or {}).get(dataset) or {}).get("path")
-            candidate = Path(data_dir) / relative if data_dir and relative else None
-            if candidate is not None and candidate.is_file():
-                source_file, sha256, recorded = relative, _sha256(candidate), "computed when rendering"
-            else:
-                source_file, sha256, recorded = source_file or relative or "not recorded", "not recorded", "-"
+    for path in sorted((results_dir / "data").glob("*.summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        provenance = summary.get("provenance") or {}
+        counts = summary.get("counts") or {}
+        hub = provenance.get("hub") or {}
+        source = provenance.get("local") or " ".join(str(v) for v in (hub.get("path"), hub.get("name"), hub.get("split")) if v)
         rows.append(
             {
-                "split": split,
-                "source_file": source_file,
-                "sha256": sha256,
-                "hash_from": recorded,
-                "articles": summary.get("articles", summary.get("n_articles")),
-                "questions": summary.get("questions", summary.get("n_questions")),
+                "split": path.name.removesuffix(".summary.json"),
+                "source_file": source or "not recorded",
+                "sha256": provenance.get("sha256", "not recorded (hub)" if hub else "not recorded"),
+                "articles": counts.get("articles"),
+                "questions": counts.get("questions"),
+                "answerable": counts.get("answerable"),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["split", "source_file", "sha256", "hash_from", "articles", "questions"]
-    )
+    return pd.DataFrame(rows, columns=["split", "source_file", "sha256", "articles", "questions", "answerable"])
 
 
 def benchmark_table(results_dir: Path) -> pd.DataFrame:

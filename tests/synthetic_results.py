@@ -346,7 +346,6 @@ def write_synthetic_results(
     results.mkdir(parents=True, exist_ok=True)
     config = _config(seeds, n_layers)
     (results / "config.resolved.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    provenance = {}
     masses_by_qid: dict[str, np.ndarray] = {}
     for spec in EVAL_SETS:
         questions = _questions(spec)
@@ -409,23 +408,27 @@ def write_synthetic_results(
             )
         data_dir = results / "data"
         data_dir.mkdir(exist_ok=True)
+        # The format mrcbench.data.prepare_splits writes.
         (data_dir / f"{spec.name}.summary.json").write_text(
             json.dumps(
                 {
                     "split": spec.name,
-                    "articles": spec.n_articles,
-                    "paragraphs": spec.n_articles,
-                    "questions": len(questions),
-                    "unanswerable": 0,
+                    "provenance": {
+                        "source": "local",
+                        "local": config["datasets"][config["splits"][spec.name]["dataset"]]["path"],
+                        "sha256": hashlib.sha256(spec.name.encode()).hexdigest(),
+                    },
+                    "counts": {
+                        "articles": spec.n_articles,
+                        "paragraphs": spec.n_articles,
+                        "questions": len(questions),
+                        "answerable": len(questions),
+                        "unanswerable": 0,
+                    },
                 }
             ),
             encoding="utf-8",
         )
-        provenance[spec.name] = {
-            "source_file": config["datasets"][config["splits"][spec.name]["dataset"]]["path"],
-            "sha256": hashlib.sha256(spec.name.encode()).hexdigest(),
-        }
-    (results / "data" / "provenance.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     bench = results / "benchmarks" / "finetune" / MODEL / f"{TRAIN_SET}.tsv"
     bench.parent.mkdir(parents=True, exist_ok=True)
     bench.write_text(
