@@ -51,7 +51,7 @@ def _load_pretrained(name: str, where: str, local_only: bool, revision: str | No
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, use_fast=True, **kwargs)
         model = AutoModel.from_pretrained(where, use_safetensors=True, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if local_only:
             raise MrcbenchError(f"model '{name}': cannot load a safetensors checkpoint from {where} ({first})") from None
