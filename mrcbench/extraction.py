@@ -122,10 +122,10 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
     _write_parquet(frame, out_dir / "zone_stats.parquet")
 
     infos, arrays = [], []
-    width = max((len(run.features.input_ids[f]) for f in cases), default=0)
+    width = max((result.maps[f].shape[-1] for f in cases), default=0)
     for feature in cases:
-        length = len(run.features.input_ids[feature])
-        maps = result.maps[feature][..., :length, :length]
+        maps = result.maps[feature]  # [layers, heads, t, t], cropped to the real (non-PAD) tokens
+        length = maps.shape[-1]
         padded = np.zeros((maps.shape[0], maps.shape[1], width, width), dtype=np.float16)
         padded[:, :, :length, :length] = maps
         arrays.append(padded)
@@ -137,8 +137,8 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
             "question": example["question"],
             "answer": example["answers"]["text"][0] if example["answers"]["text"] else "",
             "answer_tokens": _answer_tokens(run, feature),
-            "tokens": run.tokenizer.convert_ids_to_tokens(run.features.input_ids[feature]),
-            "zone_ids": list(run.features.zone_ids[feature]),
+            "tokens": run.tokenizer.convert_ids_to_tokens(run.features.input_ids[feature][:length]),
+            "zone_ids": list(run.features.zone_ids[feature][:length]),
             "length": length,
             "layers": int(maps.shape[0]),
             "language": run.language,

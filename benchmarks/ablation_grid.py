@@ -1,0 +1,190 @@
+"""Fast (prefix-reuse) vs naive (one forward per cell) ablation grid, same process, same inputs.
+
+    python benchmarks/ablation_grid.py --quick            # random 12-layer model, < 1 min on 2 cores
+    python benchmarks/ablation_grid.py --model PATH       # a local HF QA checkpoint, synthetic inputs
+
+Prints one JSON line: mean wall-clock seconds of both grids over ABBA-ordered rounds, the speedup, whether every cell's predicted
+start/end positions agree, the largest logit difference, and the number of transformer-layer
+evaluations each method performs (the ideal speedup is their ratio).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mrcbench.ablation import MODES, grid_cells, run_grid, run_grid_naive
+from mrcbench.errors import MrcbenchError
+from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL, VARIANTS, ZONES
+
+
+def synthetic_batches(
+    config, n_sequences: int, seq_len: int, batch_size: int, cls_id: int, sep_id: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
+    """MRC-shaped features: [CLS] question(8-24) [SEP] passage [SEP] PAD, 0-25% padding, padded to seq_len."""
+    rng = np.random.default_rng(seed)
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+    rows, zones, types = [], [], []
+    for _ in range(n_sequences):
+        question = int(rng.integers(8, 25))
+        length = int(rng.integers(int(0.75 * seq_len), seq_len + 1))
+        passage = length - question - 3
+        ids = rng.integers(5, config.vocab_size, question + passage).tolist()
+        rows.append([cls_id, *ids[:question], sep_id, *ids[question:], sep_id] + [pad_id] * (seq_len - length))
+        zones.append([SPECIAL] + [QUESTION] * question + [SPECIAL] + [PASSAGE] * passage + [SPECIAL]
+                     + [PAD] * (seq_len - length))
+        types.append([0] * (question + 2) + [1] * (passage + 1) + [0] * (seq_len - length))
+    batches = []
+    for start in range(0, n_sequences, batch_size):
+        zone_ids = torch.tensor(zones[start : start + batch_size])
+        batch = {
+            "input_ids": torch.tensor(rows[start : start + batch_size]),
+            "attention_mask": (zone_ids != PAD).long(),
+            "zone_ids": zone_ids,
+        }
+        if getattr(config, "type_vocab_size", 0) > 1:
+            batch["token_type_ids"] = torch.tensor(types[start : start + batch_size])
+        batches.append(batch)
+    return batches
+
+
+def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int, int, str]:
+    from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
+
+    if args.model is None:
+        torch.manual_seed(args.seed)
+        config = BertConfig(
+            vocab_size=1000, hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+            intermediate_size=4 * args.hidden, max_position_embeddings=max(512, args.seq_len),
+            initializer_range=0.1,
+        )
+        model = BertForQuestionAnswering(config)
+        return model, 1, 2, f"random-bert-L{args.layers}-H{args.hidden}-A{args.heads}"
+    path = Path(args.model)
+    if not path.is_dir():
+        raise MrcbenchError(f"--model {path} is not a local checkpoint directory")
+    model = AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="eager")
+    cls_id = model.config.bos_token_id if model.config.bos_token_id is not None else 1
+    sep_id = model.config.eos_token_id if model.config.eos_token_id is not None else 2
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    except (OSError, ValueError):
+        pass
+    return model, cls_id, sep_id, str(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small random model (defaults below), < 1 min")
+    parser.add_argument("--model", help="local HF question-answering checkpoint dir (default: random BERT)")
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--n-seqs", type=int, default=None, help="default 32 (--quick) / 256")
+    parser.add_argument("--seq-len", type=int, default=None, help="default 256 (--quick) / 384")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--zones", nargs="+", default=list(ZONES))
+    parser.add_argument("--modes", nargs="+", default=["layer"], choices=[m for m in MODES if m != "baseline"])
+    parser.add_argument("--variant", default="paper", choices=VARIANTS)
+    parser.add_argument("--max-stack", type=int, default=None, help="cells per stacked batch (default: 1 on CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 with --quick)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 2, ABBA)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.n_seqs = args.n_seqs or (8 if args.quick else 256)
+    args.repeats = args.repeats or 2
+    args.seq_len = args.seq_len or (256 if args.quick else 384)
+    # On a shared small CPU box, OpenMP threads spinning against other processes inflate timings
+    # several-fold and erratically; --quick therefore pins one thread unless told otherwise.
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
+
+    model, cls_id, sep_id, name = load_model(args)
+    model = model.to(args.device).eval()
+    config = model.config
+    batches = synthetic_batches(config, args.n_seqs, args.seq_len, args.batch_size, cls_id, sep_id, args.seed)
+    cells = grid_cells(config.num_hidden_layers, config.num_attention_heads, args.zones, args.modes)
+
+    def timed(function):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = function(model, batches, cells, args.variant)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return result, time.perf_counter() - start
+
+    run_grid(model, batches[:1], cells[:2], args.variant)  # warm-up (allocator, kernels) for both methods
+    # ABBA order over the rounds so that drifting machine load hits both methods alike
+    naive_times, fast_times = [], []
+    for round_index in range(args.repeats):
+        order = ("naive", "fast") if round_index % 2 == 0 else ("fast", "naive")
+        for method in order:
+            if method == "naive":
+                naive, seconds = timed(run_grid_naive)
+                naive_times.append(seconds)
+            else:
+                fast, seconds = timed(lambda *a: run_grid(*a, max_stack=args.max_stack))
+                fast_times.append(seconds)
+    naive_seconds, fast_seconds = sum(naive_times) / len(naive_times), sum(fast_times) / len(fast_times)
+
+    identical = all(
+        np.array_equal(fast[cell].start_logits.argmax(1), naive[cell].start_logits.argmax(1))
+        and np.array_equal(fast[cell].end_logits.argmax(1), naive[cell].end_logits.argmax(1))
+        for cell in cells
+    )
+    max_diff = max(
+        float(np.abs(getattr(fast[cell], name) - getattr(naive[cell], name)).max())
+        for cell in cells
+        for name in ("start_logits", "end_logits")
+    )
+    n_layers = config.num_hidden_layers
+    masked = [cell for cell in cells if cell.mode != "baseline"]
+    result = {
+        "benchmark": "ablation_grid",
+        "model": name,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "n_sequences": args.n_seqs,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "max_stack": args.max_stack,
+        "layers": n_layers,
+        "cells": len(cells),
+        "modes": args.modes,
+        "variant": args.variant,
+        "repeats": args.repeats,
+        "naive_seconds": round(naive_seconds, 3),
+        "fast_seconds": round(fast_seconds, 3),
+        "naive_seconds_per_round": [round(t, 3) for t in naive_times],
+        "fast_seconds_per_round": [round(t, 3) for t in fast_times],
+        "speedup": round(naive_seconds / fast_seconds, 3),
+        "identical_predictions": identical,
+        "max_abs_logit_diff": max_diff,
+        "layer_evaluations_naive": len(cells) * n_layers,
+        "layer_evaluations_fast": n_layers + sum(n_layers - cell.layer for cell in masked),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except MrcbenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,417 @@
+"""The zone × layer (× head) ablation grid: mask one zone, re-decode, score every question.
+
+Two equivalent ways to compute the logits of every grid cell:
+
+:func:`run_grid_naive`
+    The reference: one full forward pass per cell and batch with the ``"mrcbench"`` attention function
+    masking the cell's zone (:class:`mrcbench.attention.ZoneAttention`).
+:func:`run_grid`
+    The fast way. Masking layer ``l`` leaves the hidden states entering layers ``0..l`` unchanged, so one
+    baseline pass records the input of every layer (forward pre-hooks on the model's own layer
+    modules), and each cell re-runs only layers ``l..L-1`` (calling those same modules with the
+    arguments they received, i.e. the model's own additive attention mask), several cells of the same
+    starting layer stacked into one batch. For the paper grid (5 zones × 12 layers) this does about
+    half the layer evaluations of the naive way. It works for encoders whose layers sit in
+    ``encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA) and for ALBERT's shared ``albert_layer_groups``;
+    other architectures fall back to the naive way with a warning.
+
+:func:`ablate` wires a grid into decoding and scoring (injected callables) and returns the long
+``grid.parquet`` table of docs/architecture.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
+from mrcbench.errors import MrcbenchError
+from mrcbench.zones import ZONES, check_variant, check_zone
+
+MODES: tuple[str, ...] = ("baseline", "layer", "head", "from_layer")
+"""``layer``: one zone in one layer, all heads (the paper grid); ``head``: one zone in one head of one
+layer; ``from_layer``: one zone in every layer from ``layer`` upward."""
+
+GPU_MAX_STACK = 8
+"""Default number of grid cells stacked into one batch by :func:`run_grid` on a GPU."""
+
+LOGIT_PAD = -10000.0
+"""Fill value for logits beyond a batch's (dynamically padded) length when batches are concatenated."""
+
+GRID_COLUMNS = (
+    *KEY_COLUMNS, "variant", "mode", "layer", "head", "zone", "qid", "article", "em", "f1", "removed_mass",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the ablation grid. The baseline has ``zone=None, layer=None, mode="baseline"``."""
+
+    zone: str | None
+    layer: int | None
+    head: int | None = None
+    mode: str = "layer"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise MrcbenchError(f"unknown ablation mode {self.mode!r}; allowed: {', '.join(MODES)}")
+        if self.mode == "baseline":
+            if (self.zone, self.layer, self.head) != (None, None, None):
+                raise MrcbenchError(f"the baseline cell takes no zone, layer or head, got {self}")
+            return
+        check_zone(self.zone)
+        if not isinstance(self.layer, int) or self.layer < 0:
+            raise MrcbenchError(f"ablation cell {self.zone}/{self.mode} needs a 0-based layer, got {self.layer!r}")
+        if (self.mode == "head") != (self.head is not None):
+            raise MrcbenchError(f"mode {self.mode!r} {'needs' if self.mode == 'head' else 'takes no'} head index")
+
+    def masked_layers(self, n_layers: int) -> list[int]:
+        """The layers this cell masks in a model of ``n_layers`` layers."""
+        if self.mode == "baseline":
+            return []
+        if self.layer >= n_layers:
+            raise MrcbenchError(f"ablation cell layer {self.layer} out of range; the model has {n_layers} layers")
+        return list(range(self.layer, n_layers)) if self.mode == "from_layer" else [self.layer]
+
+    def columns(self) -> dict[str, object]:
+        """This cell's columns of the grid table (layer/head -1 = none/all, zone "none" for the baseline)."""
+        return {
+            "mode": self.mode,
+            "layer": -1 if self.layer is None else self.layer,
+            "head": -1 if self.head is None else self.head,
+            "zone": "none" if self.zone is None else self.zone,
+        }
+
+
+BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
+
+
+def grid_cells(
+    n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",)
+) -> list[Cell]:
+    """The baseline followed by every (mode, layer, [head,] zone) cell."""
+    for zone in zones:
+        check_zone(zone)
+    cells = [BASELINE]
+    for mode in modes:
+        if mode == "baseline":
+            continue
+        if mode not in MODES:
+            raise MrcbenchError(f"unknown ablation mode {mode!r}; allowed: {', '.join(MODES)}")
+        for layer in range(n_layers):
+            heads = range(n_heads) if mode == "head" else [None]
+            cells.extend(Cell(zone, layer, head, mode) for head in heads for zone in zones)
+    return cells
+
+
+class CellOutput(NamedTuple):
+    """Logits ``[N features, T]`` of one cell and the removed attention mass ``[N]`` per feature.
+
+    ``removed_mass`` is measured at the cell's lowest masked layer, where it equals the unmasked model's
+    (see :class:`mrcbench.attention.InterventionResult`); 0 for the baseline, NaN where nothing was
+    blanked. Logits of different batches are right-padded with :data:`LOGIT_PAD` to a common length.
+    """
+
+    start_logits: np.ndarray
+    end_logits: np.ndarray
+    removed_mass: np.ndarray
+
+
+class _Collector:
+    """Per-cell lists of per-batch arrays, concatenated (with padding) at the end."""
+
+    def __init__(self) -> None:
+        self.parts: dict[Cell, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
+
+    def add(self, cell: Cell, start: torch.Tensor, end: torch.Tensor, removed: np.ndarray) -> None:
+        self.parts[cell].append((start.float().cpu().numpy(), end.float().cpu().numpy(), removed))
+
+    def result(self, cells: Sequence[Cell]) -> dict[Cell, CellOutput]:
+        outputs = {}
+        for cell in cells:
+            parts = self.parts[cell]
+            width = max(start.shape[1] for start, _, _ in parts)
+            outputs[cell] = CellOutput(
+                start_logits=np.concatenate([_pad(start, width) for start, _, _ in parts]),
+                end_logits=np.concatenate([_pad(end, width) for _, end, _ in parts]),
+                removed_mass=np.concatenate([removed for _, _, removed in parts]),
+            )
+        return outputs
+
+
+def _pad(logits: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(logits, ((0, 0), (0, width - logits.shape[1])), constant_values=LOGIT_PAD)
+
+
+def _unique_cells(cells: Iterable[Cell]) -> list[Cell]:
+    cells = list(dict.fromkeys(cells))
+    if not cells:
+        raise MrcbenchError("the ablation grid has no cells")
+    return cells
+
+
+# --------------------------------------------------------------------------------------------------
+# naive grid
+# --------------------------------------------------------------------------------------------------
+def run_grid_naive(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    cells: Iterable[Cell],
+    variant: str,
+    progress: bool = False,
+) -> dict[Cell, CellOutput]:
+    """Reference grid: one full forward pass per cell and batch, masking inside the attention function."""
+    check_variant(variant)
+    cells, batches = _unique_cells(cells), list(batches)
+    device = next(model.parameters()).device
+    collector = _Collector()
+    model.eval()
+    with ZoneAttention(model) as controller, torch.inference_mode():
+        for cell in tqdm(cells, desc="ablation grid (naive)", disable=not progress):
+            layers = cell.masked_layers(controller.n_layers)
+            for batch in batches:
+                inputs = model_inputs(batch, device)
+                if cell.mode == "baseline":
+                    outputs = model(**inputs)
+                    removed = np.zeros(batch["input_ids"].shape[0])
+                else:
+                    with controller.intervene(batch["zone_ids"], cell.zone, layers, cell.head, variant) as result:
+                        outputs = model(**inputs)
+                    removed = result.first_masked_layer_mass()
+                collector.add(cell, outputs.start_logits, outputs.end_logits, removed)
+    return collector.result(cells)
+
+
+# --------------------------------------------------------------------------------------------------
+# fast grid
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _Stack:
+    """How to re-run a model from layer ``l``: its per-layer block modules and the span head."""
+
+    blocks: list[nn.Module]
+    head: nn.Linear
+
+
+def _find_stack(model: nn.Module) -> _Stack | None:
+    """Recognise BERT-style (``encoder.layer``) and ALBERT (``encoder.albert_layer_groups``) QA models."""
+    config = model.config
+    head = getattr(model, "qa_outputs", None)
+    if not isinstance(head, nn.Linear) or head.out_features != 2:
+        return None
+    encoder = getattr(getattr(model, "base_model", model), "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if isinstance(layers, nn.ModuleList) and len(layers) == config.num_hidden_layers:
+        return _Stack(blocks=list(layers), head=head)
+    groups = getattr(encoder, "albert_layer_groups", None)
+    if (
+        isinstance(groups, nn.ModuleList)
+        and hasattr(encoder, "embedding_hidden_mapping_in")
+        and getattr(config, "inner_group_num", 1) == 1  # one attention call per layer-group call
+    ):
+        return _Stack(blocks=list(groups), head=head)
+    return None
+
+
+class _LayerCall(NamedTuple):
+    module: nn.Module
+    args: tuple
+    kwargs: dict
+
+
+@contextlib.contextmanager
+def _record_layer_calls(blocks: Sequence[nn.Module]) -> Iterator[list[_LayerCall]]:
+    """Record (module, args, kwargs) of every layer-block call, in call order.
+
+    ALBERT calls its one shared layer group once per layer, so the calls (not the modules) are the layers.
+    """
+    calls: list[_LayerCall] = []
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        calls.append(_LayerCall(module, args, dict(kwargs)))
+
+    handles = [block.register_forward_pre_hook(hook, with_kwargs=True) for block in dict.fromkeys(blocks)]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _repeat_batch(value: object, copies: int, batch: int) -> object:
+    """Tile a per-example tensor argument ``copies`` times along the batch dimension."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or copies == 1:
+        return value
+    if value.shape[0] == batch:
+        return value.repeat(copies, *([1] * (value.dim() - 1)))
+    if value.shape[0] == 1:
+        return value
+    raise MrcbenchError(f"cannot stack a layer argument of shape {tuple(value.shape)} for batch size {batch}")
+
+
+def _replay(calls: Sequence[_LayerCall], start: int, hidden: torch.Tensor, copies: int, batch: int) -> torch.Tensor:
+    """Run the recorded layer calls ``start..`` on ``hidden`` (``copies`` stacked copies of the batch)."""
+    for call in calls[start:]:
+        kwargs = {name: _repeat_batch(value, copies, batch) for name, value in call.kwargs.items()}
+        if call.args:
+            args = (hidden, *(_repeat_batch(value, copies, batch) for value in call.args[1:]))
+        else:
+            args, kwargs["hidden_states"] = (), hidden
+        output = call.module(*args, **kwargs)
+        hidden = output[0] if isinstance(output, tuple) else output
+    return hidden
+
+
+def _chunks(items: Sequence[Cell], size: int) -> Iterator[Sequence[Cell]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_grid(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    cells: Iterable[Cell],
+    variant: str,
+    max_stack: int | None = None,
+    progress: bool = False,
+) -> dict[Cell, CellOutput]:
+    """Fast grid with prefix reuse; same results as :func:`run_grid_naive` up to float rounding.
+
+    ``batches`` are dicts with ``input_ids``, ``attention_mask``, optional ``token_type_ids`` and
+    ``zone_ids`` (as from ``EvalFeatures.batches``). Up to ``max_stack`` cells with the same lowest
+    masked layer are stacked into one batch of ``max_stack × batch size`` rows. Stacking pays off on
+    a GPU; on a CPU the larger tensors cost more in memory traffic than the fewer calls save (measured
+    in benchmarks/README.md), so ``None`` means 1 on CPU and :data:`GPU_MAX_STACK` otherwise.
+    """
+    check_variant(variant)
+    device = next(model.parameters()).device
+    if max_stack is None:
+        max_stack = 1 if device.type == "cpu" else GPU_MAX_STACK
+    if max_stack < 1:
+        raise MrcbenchError(f"max_stack must be at least 1, got {max_stack}")
+    stack = _find_stack(model)
+    if stack is None:
+        warnings.warn(
+            f"{type(model).__name__}: layer stack or qa_outputs head not recognised; "
+            "running the naive ablation grid (one full forward pass per cell)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return run_grid_naive(model, batches, cells, variant, progress=progress)
+    cells, batches = _unique_cells(cells), list(batches)
+    collector = _Collector()
+    model.eval()
+    with ZoneAttention(model) as controller, torch.inference_mode():
+        n_layers = controller.n_layers
+        by_start: dict[int, list[Cell]] = defaultdict(list)
+        for cell in cells:
+            if cell.mode != "baseline":
+                by_start[cell.masked_layers(n_layers)[0]].append(cell)
+        for batch in tqdm(batches, desc="ablation grid (fast)", disable=not progress):
+            batch_size = batch["input_ids"].shape[0]
+            with _record_layer_calls(stack.blocks) as calls:
+                baseline = model(**model_inputs(batch, device))
+            if len(calls) != n_layers:
+                raise MrcbenchError(
+                    f"{type(model).__name__}: recorded {len(calls)} layer calls for {n_layers} layers"
+                )
+            if BASELINE in cells:
+                collector.add(BASELINE, baseline.start_logits, baseline.end_logits, np.zeros(batch_size))
+            for start, start_cells in sorted(by_start.items()):
+                layer_input = calls[start].args[0] if calls[start].args else (
+                    calls[start].kwargs["hidden_states"]
+                )
+                for chunk in _chunks(start_cells, max_stack):
+                    plan = MaskPlan.concat(
+                        [
+                            MaskPlan.build(
+                                batch["zone_ids"], cell.zone, variant, cell.masked_layers(n_layers), cell.head,
+                                n_layers, controller.n_heads,
+                            )
+                            for cell in chunk
+                        ]
+                    )
+                    hidden = _repeat_batch(layer_input, len(chunk), batch_size)
+                    with controller.apply_plan(plan) as result, controller.replay(start):
+                        hidden = _replay(calls, start, hidden, len(chunk), batch_size)
+                    start_logits, end_logits = (
+                        logits.squeeze(-1) for logits in stack.head(hidden).split(1, dim=-1)
+                    )
+                    removed = result.first_masked_layer_mass()
+                    for index, cell in enumerate(chunk):
+                        rows = slice(index * batch_size, (index + 1) * batch_size)
+                        collector.add(cell, start_logits[rows], end_logits[rows], removed[rows])
+            del calls
+    return collector.result(cells)
+
+
+# --------------------------------------------------------------------------------------------------
+# orchestration
+# --------------------------------------------------------------------------------------------------
+def ablate(
+    model: nn.Module,
+    features: object,
+    cells: Iterable[Cell],
+    variant: str,
+    decode: Callable[[np.ndarray, np.ndarray], dict[str, str]],
+    score: Callable[[dict[str, str]], pd.DataFrame],
+    keys: Mapping[str, object],
+    batch_size: int = 32,
+    cells_per_pass: int = 16,
+    max_stack: int | None = None,
+    fast: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the grid and return the long ``grid.parquet`` table (one row per cell and question).
+
+    ``features`` is an ``EvalFeatures`` (``batches(batch_size)`` and ``example_ids``). ``decode`` turns
+    ``[N, T]`` start/end logits into ``{qid: answer text}``; ``score`` turns predictions into a frame
+    with columns qid, article, em, f1. ``keys`` gives model, train_set, eval_set and seed. Cells are
+    processed ``cells_per_pass`` at a time (one baseline pass each) so that only their logits are held
+    in memory. ``removed_mass`` is averaged over a question's windows.
+    """
+    check_variant(variant)
+    missing = [key for key in KEY_COLUMNS if key not in keys]
+    if missing:
+        raise MrcbenchError(f"ablate: keys lacks {missing[0]!r}")
+    if cells_per_pass < 1:
+        raise MrcbenchError(f"cells_per_pass must be at least 1, got {cells_per_pass}")
+    cells = _unique_cells(cells)
+    example_ids = np.asarray(features.example_ids)
+    batches = list(features.batches(batch_size))
+    runner = run_grid if fast else run_grid_naive
+    frames = []
+    with tqdm(total=len(cells), desc=f"ablation grid ({variant})", disable=not progress) as bar:
+        for group in _chunks(cells, cells_per_pass):
+            kwargs = {"max_stack": max_stack} if fast else {}
+            outputs = runner(model, batches, group, variant, **kwargs)
+            for cell in group:
+                output = outputs[cell]
+                if output.start_logits.shape[0] != len(example_ids):
+                    raise MrcbenchError(
+                        f"grid produced {output.start_logits.shape[0]} feature rows for {len(example_ids)} features"
+                    )
+                scores = score(decode(output.start_logits, output.end_logits))
+                lacking = {"qid", "article", "em", "f1"} - set(scores.columns)
+                if lacking:
+                    raise MrcbenchError(f"ablate: the score frame lacks column {min(lacking)!r}")
+                removed = pd.Series(output.removed_mass).groupby(example_ids, sort=False).mean()
+                frame = scores[["qid", "article", "em", "f1"]].copy()
+                frame["removed_mass"] = frame["qid"].map(removed).astype(float)
+                for key in KEY_COLUMNS:
+                    frame[key] = keys[key]
+                frame["variant"] = variant
+                for column, value in cell.columns().items():
+                    frame[column] = value
+                frames.append(frame[list(GRID_COLUMNS)])
+                bar.update(1)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,634 @@
+"""The ``"mrcbench"`` attention implementation: zone masking and zone statistics inside attention.
+
+transformers 5 routes every self-attention of BERT, RoBERTa, XLM-R, ELECTRA and ALBERT through
+``ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)``; the old
+``head_mask`` argument no longer exists. We therefore register one attention function under the name
+``"mrcbench"`` (plus the eager mask factory under the same name, so the model still builds the additive
+``[B, 1, T, T]`` float padding mask) and switch the model to it. The function
+
+* delegates to the model's *own* ``eager_attention_forward`` (looked up in the module's modeling file),
+  so with no intervention the model is bit-identical to ``attn_implementation="eager"``;
+* in the selected layers (and optionally heads) sets the blanked cells of the additive mask to the
+  mask dtype's most negative value with ``torch.where`` (never adding two ``finfo.min``), so
+  ``exp`` underflows to exactly 0 and softmax renormalises over the remaining keys: the paper's
+  "−10000 on the raw scores" operation (paper-method.md §3.2);
+* optionally accumulates zone statistics on the fly (never storing all maps), records full maps for a
+  few case-study features, and records the attention mass the blanked cells carried before masking.
+
+The layer index is counted per forward pass (reset by a pre-hook on the base model) because ALBERT
+calls one shared attention module for every layer; where a module carries ``layer_idx`` (BERT-style
+models) the count is cross-checked against it, and every forward must make exactly
+``num_hidden_layers`` attention calls.
+
+Usage::
+
+    controller = ZoneAttention(model)
+    with controller.intervene(zone_ids, zone="p2q", layers=3, variant="paper") as result:
+        outputs = model(input_ids=..., attention_mask=..., token_type_ids=...)
+    result.removed_mass          # [B, L] numpy, NaN where the layer was not masked
+    with controller.record_stats(zone_ids) as stats:
+        model(...)
+    stats.mass                   # [B, L, H, 3 row zones, 3 column zones]
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mrcbench.errors import MrcbenchError
+from mrcbench.zones import (
+    PAD,
+    STAT_ZONES,
+    blanked_cells,
+    check_variant,
+    check_zone,
+    stat_zone_onehot,
+    unmasks_padding,
+)
+
+if TYPE_CHECKING:
+    from typing import Self  # Python >= 3.11; annotations are never evaluated here
+
+IMPLEMENTATION = "mrcbench"
+"""Name under which the attention function and its mask factory are registered in transformers."""
+
+_CONTROLLERS: weakref.WeakKeyDictionary[nn.Module, ZoneAttention] = weakref.WeakKeyDictionary()
+_EAGER_CACHE: dict[str, Callable] = {}
+
+
+# --------------------------------------------------------------------------------------------------
+# registration and the attention function
+# --------------------------------------------------------------------------------------------------
+def register_attention() -> str:
+    """Register the ``"mrcbench"`` attention function and its (eager, additive float) mask factory.
+
+    Idempotent. Without the mask registration transformers would treat ``"mrcbench"`` as a backend
+    that needs no mask and silently drop the padding mask.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(IMPLEMENTATION, mrcbench_attention_forward)
+    AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    return IMPLEMENTATION
+
+
+def _eager_for(module: nn.Module) -> Callable:
+    """The ``eager_attention_forward`` of the modeling file that defines ``module`` (BERT's as fallback)."""
+    module_name = type(module).__module__
+    eager = _EAGER_CACHE.get(module_name)
+    if eager is None:
+        eager = getattr(sys.modules.get(module_name), "eager_attention_forward", None)
+        if eager is None:
+            from transformers.models.bert.modeling_bert import eager_attention_forward as eager
+        _EAGER_CACHE[module_name] = eager
+    return eager
+
+
+def mrcbench_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention function registered as ``"mrcbench"`` (signature of transformers' attention interface).
+
+    Plain eager attention unless a :class:`ZoneAttention` controller of this module's model has an
+    intervention or a statistics recorder active.
+    """
+    eager = _eager_for(module)
+    controller = _CONTROLLERS.get(module)
+    if controller is None:
+        return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    return controller._attend(eager, module, query, key, value, attention_mask, scaling, dropout, kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# interventions
+# --------------------------------------------------------------------------------------------------
+def _index_mask(selection: int | Sequence[int] | None, size: int, what: str) -> torch.Tensor:
+    """Boolean ``[size]`` selector from an int, a sequence of ints, or None (= all)."""
+    if selection is None:
+        return torch.ones(size, dtype=torch.bool)
+    indices = [selection] if isinstance(selection, int) else list(selection)
+    if not indices:
+        raise MrcbenchError(f"empty {what} selection")
+    bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < size]
+    if bad:
+        raise MrcbenchError(f"{what} index {bad[0]!r} out of range; the model has {size} {what}s (0-based)")
+    selector = torch.zeros(size, dtype=torch.bool)
+    selector[indices] = True
+    return selector
+
+
+@dataclass
+class MaskPlan:
+    """Per batch row: which cells to blank, whether to lift the padding mask, in which layers and heads.
+
+    Rows of one plan may carry different zones, layers and heads; the fast ablation grid stacks several
+    cells of the same starting layer into one batch this way.
+    """
+
+    zone_ids: torch.Tensor  # [B, T] int
+    blanked: torch.Tensor  # [B, T, T] bool (rows = queries, cols = keys)
+    unmask_padding: torch.Tensor  # [B] bool (replicated authors' "all")
+    layers: torch.Tensor  # [B, L] bool
+    heads: torch.Tensor | None  # [B, H] bool, or None = all heads in every row
+
+    @classmethod
+    def build(
+        cls,
+        zone_ids: torch.Tensor,
+        zone: str,
+        variant: str,
+        layers: int | Sequence[int],
+        heads: int | Sequence[int] | None,
+        n_layers: int,
+        n_heads: int,
+    ) -> MaskPlan:
+        """One zone, the same layers and heads for every row of the batch."""
+        zone_ids = torch.as_tensor(zone_ids)
+        batch, device = zone_ids.shape[0], zone_ids.device
+        layer_mask = _index_mask(layers, n_layers, "layer").to(device)
+        head_mask = None if heads is None else _index_mask(heads, n_heads, "head").to(device)
+        plan = cls(
+            zone_ids=zone_ids,
+            blanked=blanked_cells(zone_ids, zone, variant),
+            unmask_padding=torch.full((batch,), unmasks_padding(zone), dtype=torch.bool, device=device),
+            layers=layer_mask.expand(batch, n_layers),
+            heads=None if head_mask is None else head_mask.expand(batch, n_heads),
+        )
+        plan.check_rows_keep_a_key()
+        return plan
+
+    @classmethod
+    def concat(cls, plans: Sequence[MaskPlan]) -> MaskPlan:
+        """Stack plans along the batch dimension (their sequence lengths must agree)."""
+        heads = None
+        if any(plan.heads is not None for plan in plans):
+            heads = torch.cat(
+                [
+                    plan.heads
+                    if plan.heads is not None
+                    else torch.ones(plan.layers.shape[0], _n_heads_of(plans), dtype=torch.bool, device=plan.layers.device)
+                    for plan in plans
+                ]
+            )
+        return cls(
+            zone_ids=torch.cat([plan.zone_ids for plan in plans]),
+            blanked=torch.cat([plan.blanked for plan in plans]),
+            unmask_padding=torch.cat([plan.unmask_padding for plan in plans]),
+            layers=torch.cat([plan.layers for plan in plans]),
+            heads=heads,
+        )
+
+    def check_rows_keep_a_key(self) -> None:
+        """Refuse a plan that would leave a real-token query row with no key to attend to."""
+        keys_allowed = (self.zone_ids != PAD)[:, None, :] | self.unmask_padding[:, None, None]
+        starved = ~(keys_allowed & ~self.blanked).any(-1) & (self.zone_ids != PAD)
+        if starved.any():
+            batch_row, position = (int(i) for i in starved.nonzero()[0])
+            raise MrcbenchError(
+                f"zone mask leaves token {position} of batch row {batch_row} with no key to attend to "
+                "(are the special tokens missing from zone_ids?)"
+            )
+
+    def to(self, device: torch.device) -> MaskPlan:
+        return MaskPlan(
+            zone_ids=self.zone_ids.to(device),
+            blanked=self.blanked.to(device),
+            unmask_padding=self.unmask_padding.to(device),
+            layers=self.layers.to(device),
+            heads=None if self.heads is None else self.heads.to(device),
+        )
+
+    def for_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(blanked ``[B, h, T, T]``, lift-padding ``[B, h]``) for this layer, h = 1 or H; None if idle."""
+        active = self.layers[:, layer]
+        if not bool(active.any()):
+            return None
+        if self.heads is None:
+            row_heads = active[:, None]
+        else:
+            row_heads = active[:, None] & self.heads
+        blank = self.blanked[:, None] & row_heads[:, :, None, None]
+        return blank, self.unmask_padding[:, None] & row_heads
+
+
+def _n_heads_of(plans: Sequence[MaskPlan]) -> int:
+    return next(plan.heads.shape[1] for plan in plans if plan.heads is not None)
+
+
+@dataclass
+class InterventionResult:
+    """Filled while an intervention is active.
+
+    ``removed_mass[b, l]``: in masked layer ``l``, the attention probability the blanked cells carried
+    just before masking (summed over the blanked keys of a row), averaged over the blanked non-PAD
+    rows and the masked heads. NaN where layer ``l`` was not masked for row ``b`` or no cell was
+    blanked (``all_paper_quirk``). The value at the lowest masked layer is exactly the unmasked model's;
+    higher layers (``from_layer`` mode) see inputs already changed by the masking below.
+    """
+
+    removed_mass: np.ndarray
+
+    def first_masked_layer_mass(self) -> np.ndarray:
+        """``[B]``: removed mass at each row's lowest masked layer (NaN if none)."""
+        mass = self.removed_mass
+        first = np.full(mass.shape[0], np.nan)
+        masked = ~np.isnan(mass)
+        has_any = masked.any(axis=1)
+        first[has_any] = mass[has_any, masked[has_any].argmax(axis=1)]
+        return first
+
+
+@dataclass
+class ZoneStats:
+    """Zone statistics of one batch, filled while :meth:`ZoneAttention.record_stats` is active.
+
+    ``mass[b, l, h, r, c]``: mean over the rows of zone ``r`` of feature ``b`` of the attention
+    probability that layer ``l``, head ``h`` puts on the columns of zone ``c``; zones are ordered as
+    :data:`mrcbench.zones.STAT_ZONES` (question, passage, special). NaN where feature ``b`` has no row of
+    zone ``r``. ``maps[b]``: full ``[L, H, t, t]`` maps of requested batch rows, cropped to their ``t``
+    non-PAD tokens.
+    """
+
+    mass: np.ndarray
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def zone_mass_from_probs(probs: torch.Tensor, zone_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, H, 3, 3]`` zone statistics of one layer's attention probabilities ``[B, H, T, T]``.
+
+    Costs one ``[T, T] @ [T, 3]`` product per head; the maps themselves are not kept.
+    """
+    onehot = stat_zone_onehot(zone_ids.to(probs.device))  # [B, T, 3]
+    per_row = torch.matmul(probs.float(), onehot[:, None])  # [B, H, T(row), 3 col zones]
+    summed = torch.einsum("bhtc,btr->bhrc", per_row, onehot)  # [B, H, 3 row zones, 3 col zones]
+    counts = onehot.sum(1)  # [B, 3]
+    return summed / counts[:, None, :, None]  # 0/0 -> NaN for empty row zones
+
+
+class _StatsRecorder:
+    def __init__(self, zone_ids: torch.Tensor, n_layers: int, n_heads: int, maps_for: Sequence[int]):
+        self.zone_ids = zone_ids
+        self.mass = torch.full((zone_ids.shape[0], n_layers, n_heads, 3, 3), float("nan"))
+        self.maps_for = list(maps_for)
+        self.maps: dict[int, list[torch.Tensor | None]] = {row: [None] * n_layers for row in self.maps_for}
+
+    def add(self, layer: int, probs: torch.Tensor) -> None:
+        self.mass[:, layer] = zone_mass_from_probs(probs, self.zone_ids).cpu()
+        for row in self.maps_for:
+            real = (self.zone_ids[row] != PAD).nonzero().flatten().to(probs.device)
+            self.maps[row][layer] = probs[row][:, real][:, :, real].float().cpu()
+
+    def result(self) -> ZoneStats:
+        maps = {}
+        for row, layers in self.maps.items():
+            if any(layer is None for layer in layers):
+                raise MrcbenchError("record_stats: not every layer was run, so the case-study maps are incomplete")
+            maps[row] = torch.stack(layers).numpy()
+        return ZoneStats(mass=self.mass.numpy(), maps=maps)
+
+
+# --------------------------------------------------------------------------------------------------
+# the controller
+# --------------------------------------------------------------------------------------------------
+class ZoneAttention:
+    """Attach zone masking / zone statistics to a transformers encoder (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT).
+
+    Switches ``model`` to the ``"mrcbench"`` attention implementation. The zone ids of the *current*
+    batch are handed over by the context managers; outside them the model behaves exactly like eager
+    attention. :meth:`close` (or leaving ``with ZoneAttention(model) as controller:``) restores the
+    previous implementation.
+    """
+
+    def __init__(self, model: nn.Module):
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "num_hidden_layers"):
+            raise MrcbenchError(f"{type(model).__name__} is not a transformers encoder with num_hidden_layers")
+        register_attention()
+        self.model = model
+        self.n_layers = int(config.num_hidden_layers)
+        self.n_heads = int(config.num_attention_heads)
+        self._previous_implementation = config._attn_implementation
+        model.set_attn_implementation(IMPLEMENTATION)
+        if config._attn_implementation != IMPLEMENTATION:
+            raise MrcbenchError(
+                f"{type(model).__name__} does not route attention through transformers' AttentionInterface; "
+                "zone masking is not possible for it"
+            )
+        for module in model.modules():
+            if module in _CONTROLLERS and _CONTROLLERS[module] is not self:
+                raise MrcbenchError(f"{type(model).__name__} already has a ZoneAttention controller; close it first")
+            _CONTROLLERS[module] = self
+        base = getattr(model, "base_model", model)
+        self._hooks = [
+            base.register_forward_pre_hook(self._start_forward),
+            base.register_forward_hook(self._end_forward),
+        ]
+        self._next_layer = 0
+        self._plan: MaskPlan | None = None
+        self._removed: torch.Tensor | None = None
+        self._stats: _StatsRecorder | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove hooks and restore the model's previous attention implementation."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        for module in self.model.modules():
+            if _CONTROLLERS.get(module) is self:
+                del _CONTROLLERS[module]
+        self.model.set_attn_implementation(self._previous_implementation)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- layer counting ----------------------------------------------------------------------------
+    def _start_forward(self, module: nn.Module, args: tuple) -> None:
+        self._next_layer = 0
+
+    def _end_forward(self, module: nn.Module, args: tuple, output: object) -> None:
+        counted = self._next_layer
+        if counted != self.n_layers:
+            raise MrcbenchError(
+                f"{type(self.model).__name__} made {counted} attention calls in one forward pass but has "
+                f"{self.n_layers} layers; mrcbench needs exactly one self-attention call per layer"
+            )
+
+    @contextlib.contextmanager
+    def replay(self, start_layer: int) -> Iterator[None]:
+        """Count layers from ``start_layer`` while the caller runs the model's layer modules directly.
+
+        Used by the fast ablation grid, which re-runs only layers ``start_layer..L-1``.
+        """
+        if not 0 <= start_layer < self.n_layers:
+            raise MrcbenchError(f"layer {start_layer} out of range; the model has {self.n_layers} layers")
+        self._next_layer = start_layer
+        try:
+            yield
+        finally:
+            self._next_layer = 0
+
+    def _take_layer(self, module: nn.Module) -> int:
+        layer = self._next_layer
+        self._next_layer += 1
+        declared = getattr(module, "layer_idx", None)
+        if isinstance(declared, int) and declared != layer:
+            raise MrcbenchError(
+                f"attention call counted as layer {layer} but {type(module).__name__}.layer_idx is {declared}"
+            )
+        if layer >= self.n_layers:
+            raise MrcbenchError(f"attention call {layer} exceeds the model's {self.n_layers} layers")
+        return layer
+
+    # ---- public contexts ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def intervene(
+        self,
+        zone_ids: torch.Tensor,
+        zone: str,
+        layers: int | Sequence[int],
+        heads: int | Sequence[int] | None = None,
+        variant: str = "paper",
+    ) -> Iterator[InterventionResult]:
+        """Blank ``zone`` (see :mod:`mrcbench.zones`) in ``layers`` (all heads, or only ``heads``).
+
+        The paper grid is ``layers=l, heads=None``; head ablation ``layers=l, heads=h``; masking from
+        layer ``l`` upward ``layers=range(l, L)``. ``zone_ids`` must be the current batch's ``[B, T]``.
+        """
+        check_zone(zone)
+        check_variant(variant)
+        plan = MaskPlan.build(zone_ids, zone, variant, layers, heads, self.n_layers, self.n_heads)
+        with self.apply_plan(plan) as result:
+            yield result
+
+    @contextlib.contextmanager
+    def apply_plan(self, plan: MaskPlan) -> Iterator[InterventionResult]:
+        """Low-level :meth:`intervene` with per-row zones/layers/heads (see :class:`MaskPlan`)."""
+        if self._plan is not None:
+            raise MrcbenchError("an intervention is already active on this model; interventions do not nest")
+        result = InterventionResult(removed_mass=np.full((plan.zone_ids.shape[0], self.n_layers), np.nan))
+        self._plan = plan
+        self._removed = torch.full((plan.zone_ids.shape[0], self.n_layers), float("nan"))
+        try:
+            yield result
+        finally:
+            result.removed_mass = self._removed.numpy().astype(np.float64)
+            self._plan = None
+            self._removed = None
+
+    @contextlib.contextmanager
+    def record_stats(self, zone_ids: torch.Tensor, maps_for: Sequence[int] = ()) -> Iterator[ZoneStats]:
+        """Accumulate zone statistics (and full maps of the batch rows ``maps_for``) during the forward pass.
+
+        May be combined with :meth:`intervene`; the statistics are then those of the masked model.
+        """
+        if self._stats is not None:
+            raise MrcbenchError("zone statistics are already being recorded on this model")
+        zone_ids = torch.as_tensor(zone_ids)
+        bad = [row for row in maps_for if not 0 <= row < zone_ids.shape[0]]
+        if bad:
+            raise MrcbenchError(f"maps_for row {bad[0]} is outside the batch of {zone_ids.shape[0]}")
+        self._stats = _StatsRecorder(zone_ids, self.n_layers, self.n_heads, maps_for)
+        stats = ZoneStats(mass=self._stats.mass.numpy())
+        try:
+            yield stats
+            finished = self._stats.result()
+            stats.mass, stats.maps = finished.mass, finished.maps
+        finally:
+            self._stats = None
+
+    # ---- the attention call ------------------------------------------------------------------------
+    def _attend(
+        self,
+        eager: Callable,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None,
+        dropout: float,
+        kwargs: dict,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self._take_layer(module)
+        plan, stats = self._plan, self._stats
+        edit = None
+        if plan is not None:
+            self._check_batch(plan.zone_ids, query, key, "intervention")
+            if plan.zone_ids.device != query.device:
+                plan = self._plan = plan.to(query.device)
+            edit = plan.for_layer(layer)
+        if edit is None:
+            output, probs = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        else:
+            blank, lift_padding = edit
+            if bool(blank.any()):
+                _, unmasked = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0, **kwargs)
+                self._removed[:, layer] = _removed_mass(unmasked, blank, plan.zone_ids).cpu()
+            mask = _edited_mask(attention_mask, blank, lift_padding, query)
+            output, probs = eager(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+        if stats is not None:
+            self._check_batch(stats.zone_ids, query, key, "record_stats")
+            stats.zone_ids = stats.zone_ids.to(query.device)
+            stats.add(layer, probs)
+        return output, probs
+
+    @staticmethod
+    def _check_batch(zone_ids: torch.Tensor, query: torch.Tensor, key: torch.Tensor, what: str) -> None:
+        if zone_ids.shape[0] != query.shape[0] or zone_ids.shape[1] != key.shape[2]:
+            raise MrcbenchError(
+                f"{what}: zone_ids has shape {tuple(zone_ids.shape)} but the batch is "
+                f"[{query.shape[0]}, {key.shape[2]}]; pass the current batch's zone_ids"
+            )
+
+
+def _edited_mask(
+    attention_mask: torch.Tensor | None, blank: torch.Tensor, lift_padding: torch.Tensor, query: torch.Tensor
+) -> torch.Tensor:
+    """Additive mask with blanked cells set (not added) to the dtype's most negative value."""
+    dtype = attention_mask.dtype if attention_mask is not None else query.dtype
+    if attention_mask is None:  # no padding in the batch: transformers skipped the mask
+        attention_mask = torch.zeros((), dtype=dtype, device=query.device)
+    zero = torch.zeros((), dtype=dtype, device=query.device)
+    if bool(lift_padding.any()):  # all_paper_quirk: PAD keys become attendable in this layer
+        attention_mask = torch.where(lift_padding[:, :, None, None], zero, attention_mask)
+    negative = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=query.device)
+    return torch.where(blank, negative, attention_mask)
+
+
+def _removed_mass(unmasked_probs: torch.Tensor, blank: torch.Tensor, zone_ids: torch.Tensor) -> torch.Tensor:
+    """``[B]`` mean over masked heads and blanked non-PAD rows of the probability on blanked keys."""
+    batch, heads, length, _ = unmasked_probs.shape
+    per_row = (unmasked_probs.float() * blank).sum(-1)  # [B, H, T]
+    rows = (blank.any(-1) & (zone_ids != PAD)[:, None, :]).expand(batch, heads, length)
+    return (per_row * rows).sum((1, 2)) / rows.sum((1, 2))
+
+
+# --------------------------------------------------------------------------------------------------
+# dataset-level statistics
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class ZoneStatsResult:
+    """Zone statistics of a whole feature set: ``mass`` ``[N, L, H, 3, 3]`` and case-study ``maps``."""
+
+    mass: np.ndarray
+    maps: dict[int, np.ndarray]
+
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a feature batch that the model takes, moved to ``device``."""
+    return {key: batch[key].to(device) for key in MODEL_INPUT_KEYS if batch.get(key) is not None}
+
+
+def collect_zone_stats(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    case_study_features: Iterable[int] = (),
+    progress: bool = False,
+) -> ZoneStatsResult:
+    """Zone statistics of every feature (in batch order) plus full maps of ``case_study_features``.
+
+    ``batches`` are dicts with ``input_ids``, ``attention_mask``, optional ``token_type_ids`` and
+    ``zone_ids`` (as from ``EvalFeatures.batches``); ``case_study_features`` are global feature indices.
+    """
+    wanted = set(case_study_features)
+    device = next(model.parameters()).device
+    masses, maps, offset = [], {}, 0
+    model.eval()
+    with ZoneAttention(model) as controller, torch.inference_mode():
+        for batch in tqdm(batches, desc="zone stats", disable=not progress):
+            size = batch["input_ids"].shape[0]
+            rows = sorted(feature - offset for feature in wanted if offset <= feature < offset + size)
+            with controller.record_stats(batch["zone_ids"], maps_for=rows) as stats:
+                model(**model_inputs(batch, device))
+            masses.append(stats.mass)
+            maps.update({offset + row: value for row, value in stats.maps.items()})
+            offset += size
+    missing = sorted(wanted - set(maps))
+    if missing:
+        raise MrcbenchError(f"case-study feature {missing[0]} is beyond the {offset} features")
+    mass = np.concatenate(masses) if masses else np.empty((0, 0, 0, 3, 3), dtype=np.float32)
+    return ZoneStatsResult(mass=mass, maps=maps)
+
+
+KEY_COLUMNS = ("model", "train_set", "eval_set", "seed")
+
+
+def zone_stats_frame(
+    mass: np.ndarray,
+    example_ids: Sequence[str],
+    keys: Mapping[str, object],
+    articles: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Long zone-statistics table of architecture.md (``zone_stats.parquet``).
+
+    ``mass`` is ``[N features, L, H, 3, 3]``; features of the same question (``example_ids``) are
+    averaged (windows of one question count equally; NaN entries, i.e. a window without rows of that
+    zone, are skipped). ``keys`` gives model, train_set, eval_set and seed.
+    """
+    missing = [key for key in KEY_COLUMNS if key not in keys]
+    if missing:
+        raise MrcbenchError(f"zone_stats_frame: keys lacks {missing[0]!r}")
+    if mass.ndim != 5 or mass.shape[-2:] != (3, 3) or mass.shape[0] != len(example_ids):
+        raise MrcbenchError(
+            f"zone_stats_frame: mass has shape {mass.shape}, expected [{len(example_ids)}, layers, heads, 3, 3]"
+        )
+    _, n_layers, n_heads, _, _ = mass.shape
+    flat = pd.DataFrame(mass.reshape(len(example_ids), -1).astype(np.float64))
+    per_question = flat.groupby(np.asarray(example_ids), sort=False).mean()
+    n_questions, n_values = per_question.shape
+    layer, head, row_zone, col_zone = np.unravel_index(np.arange(n_values), (n_layers, n_heads, 3, 3))
+    qids = per_question.index.to_numpy()
+    articles = articles or {}
+    frame = pd.DataFrame(
+        {
+            **{key: pd.Categorical([keys[key]] * (n_questions * n_values)) for key in KEY_COLUMNS},
+            "qid": pd.Categorical(np.repeat(qids, n_values)),
+            "article": pd.Categorical(np.repeat([articles.get(qid, "") for qid in qids], n_values)),
+            "layer": np.tile(layer, n_questions).astype(np.int16),
+            "head": np.tile(head, n_questions).astype(np.int16),
+            "row_zone": pd.Categorical.from_codes(np.tile(row_zone, n_questions), STAT_ZONES),
+            "col_zone": pd.Categorical.from_codes(np.tile(col_zone, n_questions), STAT_ZONES),
+            "mass": per_question.to_numpy().reshape(-1),
+        }
+    )
+    return frame
+
+
+def save_case_studies(
+    maps: Mapping[str, np.ndarray], info: Mapping[str, Mapping[str, object]], npz_path: Path, json_path: Path
+) -> None:
+    """Write case-study maps (``[L, H, t, t]`` per key) to ``npz_path`` and their metadata to ``json_path``.
+
+    ``info[key]`` holds JSON-serialisable metadata such as qid, tokens and zone ids.
+    """
+    if set(maps) != set(info):
+        raise MrcbenchError("save_case_studies: maps and info must have the same keys")
+    np.savez_compressed(npz_path, **{key: value.astype(np.float32) for key, value in maps.items()})
+    Path(json_path).write_text(json.dumps({key: dict(value) for key, value in info.items()}, indent=1))

@@ -1,0 +1,207 @@
+"""The ablation grid: fast (prefix reuse) == naive (one forward per cell), cells, and the grid table."""
+import copy
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from transformers import (
+    AlbertConfig,
+    AlbertForQuestionAnswering,
+    BertConfig,
+    BertForQuestionAnswering,
+    ElectraConfig,
+    ElectraForQuestionAnswering,
+    RobertaConfig,
+    RobertaForQuestionAnswering,
+    XLMRobertaConfig,
+    XLMRobertaForQuestionAnswering,
+)
+
+from mrcbench.ablation import BASELINE, GRID_COLUMNS, Cell, ablate, grid_cells, run_grid, run_grid_naive
+from mrcbench.errors import MrcbenchError
+from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
+
+N_LAYERS, N_HEADS = 3, 4
+COMMON = {
+    "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": N_LAYERS, "num_attention_heads": N_HEADS,
+    "intermediate_size": 64, "max_position_embeddings": 64, "initializer_range": 0.2,
+}
+ARCHS = {
+    "bert": (BertForQuestionAnswering, lambda: BertConfig(**COMMON)),
+    "roberta": (RobertaForQuestionAnswering, lambda: RobertaConfig(**COMMON, pad_token_id=1, type_vocab_size=1)),
+    "xlm-roberta": (
+        XLMRobertaForQuestionAnswering, lambda: XLMRobertaConfig(**COMMON, pad_token_id=1, type_vocab_size=1)
+    ),
+    "electra": (ElectraForQuestionAnswering, lambda: ElectraConfig(**COMMON, embedding_size=16)),
+    "albert": (AlbertForQuestionAnswering, lambda: AlbertConfig(**COMMON, embedding_size=16)),
+    "albert-3-groups": (
+        AlbertForQuestionAnswering, lambda: AlbertConfig(**COMMON, embedding_size=16, num_hidden_groups=3)
+    ),
+}
+
+
+def tiny_model(arch: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model_class, make_config = ARCHS[arch]
+    model = model_class(make_config()).eval()
+    model.set_attn_implementation("eager")  # the reference the "mrcbench" attention is bit-identical to
+    return model
+
+
+def make_batches(config, seed: int = 0):
+    """Two dynamically padded batches of [CLS] q [SEP] p [SEP] PAD features (as EvalFeatures.batches)."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for layouts in (((3, 8, 2), (2, 11, 0)), ((4, 5, 3), (2, 4, 6), (3, 9, 0))):
+        rows, zones, types = [], [], []
+        for question, passage, pad in layouts:
+            ids = torch.randint(5, config.vocab_size, (question + passage,), generator=generator).tolist()
+            rows.append([3, *ids[:question], 4, *ids[question:], 4] + [config.pad_token_id or 0] * pad)
+            zones.append([SPECIAL] + [QUESTION] * question + [SPECIAL] + [PASSAGE] * passage + [SPECIAL] + [PAD] * pad)
+            types.append([0] * (question + 2) + [1] * (passage + 1) + [0] * pad)
+        zone_ids = torch.tensor(zones)
+        batch = {"input_ids": torch.tensor(rows), "attention_mask": (zone_ids != PAD).long(), "zone_ids": zone_ids}
+        if config.type_vocab_size > 1:
+            batch["token_type_ids"] = torch.tensor(types)
+        batches.append(batch)
+    return batches
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_same_grid(fast, naive):
+    assert fast.keys() == naive.keys()
+    for cell in naive:
+        for name in ("start_logits", "end_logits"):
+            ours, reference = getattr(fast[cell], name), getattr(naive[cell], name)
+            np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0, err_msg=f"{cell} {name}")
+            np.testing.assert_array_equal(ours.argmax(1), reference.argmax(1), err_msg=f"{cell} {name} predictions")
+        np.testing.assert_allclose(fast[cell].removed_mass, naive[cell].removed_mass, atol=1e-6, err_msg=str(cell))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_grid_equals_naive_grid(arch):
+    model = tiny_model(arch)
+    batches = make_batches(model.config)
+    cells = grid_cells(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, modes=("layer", "head", "from_layer"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fast path must not fall back for these architectures
+        fast = run_grid(model, batches, cells, "paper", max_stack=5)
+    naive = run_grid_naive(model, batches, cells, "paper")
+    assert_same_grid(fast, naive)
+    # masking changes the answer logits, and the baseline is the plain model
+    assert not np.allclose(fast[Cell("p2p", 0)].start_logits, fast[BASELINE].start_logits)
+    with torch.no_grad():
+        plain = model(**{k: v for k, v in batches[1].items() if k != "zone_ids"}).start_logits
+    np.testing.assert_array_equal(fast[BASELINE].start_logits[2:, : plain.shape[1]], plain)
+
+
+def test_fast_grid_equals_naive_grid_clean_variant():
+    model = tiny_model("bert", seed=3)
+    batches = make_batches(model.config, seed=3)
+    cells = grid_cells(N_LAYERS, N_HEADS, ("q2p", "p2q", "all"), modes=("layer", "head", "from_layer"))
+    assert_same_grid(run_grid(model, batches, cells, "clean", max_stack=1), run_grid_naive(model, batches, cells, "clean"))
+
+
+def test_unrecognised_architecture_falls_back_to_naive():
+    model = tiny_model("bert")
+    model.qa_outputs = nn.Sequential(model.qa_outputs)  # not the recognised nn.Linear span head
+    batches = make_batches(model.config)
+    cells = [BASELINE, Cell("p2q", 1)]
+    with pytest.warns(RuntimeWarning, match="running the naive ablation grid"):
+        fast = run_grid(model, batches, cells, "paper")
+    assert_same_grid(fast, run_grid_naive(model, batches, cells, "paper"))
+
+
+def test_grid_leaves_the_model_as_it_was():
+    model = tiny_model("bert")
+    reference = copy.deepcopy(model)
+    batches = make_batches(model.config)
+    run_grid(model, batches, [BASELINE, Cell("p2q", 1)], "paper")
+    assert model.config._attn_implementation == "eager"
+    inputs = {k: v for k, v in batches[0].items() if k != "zone_ids"}
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).start_logits, reference(**inputs).start_logits)
+
+
+def test_grid_cells_and_cell_validation():
+    cells = grid_cells(12, 12, modes=("layer", "head", "from_layer"))
+    assert cells[0] == BASELINE
+    assert len(cells) == 1 + 5 * 12 + 5 * 12 * 12 + 5 * 12
+    assert len(set(cells)) == len(cells)
+    assert Cell("p2q", 3, mode="from_layer").masked_layers(6) == [3, 4, 5]
+    assert Cell("p2q", 3, head=2, mode="head").masked_layers(6) == [3]
+    assert Cell("p2q", 3, head=2, mode="head").columns() == {"mode": "head", "layer": 3, "head": 2, "zone": "p2q"}
+    assert BASELINE.columns() == {"mode": "baseline", "layer": -1, "head": -1, "zone": "none"}
+    with pytest.raises(MrcbenchError, match="unknown attention zone"):
+        Cell("q3p", 1)
+    with pytest.raises(MrcbenchError, match="unknown ablation mode"):
+        Cell("p2q", 1, mode="neuron")
+    with pytest.raises(MrcbenchError, match="needs head index"):
+        Cell("p2q", 1, mode="head")
+    with pytest.raises(MrcbenchError, match="out of range"):
+        Cell("p2q", 7).masked_layers(6)
+    with pytest.raises(MrcbenchError, match="unknown zone variant"):
+        run_grid(tiny_model("bert"), [], [BASELINE], "exact")
+
+
+class FakeFeatures:
+    """Stands in for features.EvalFeatures: q1 has two windows, q2 and q3 one each, ..."""
+
+    def __init__(self, batches, example_ids):
+        self._batches, self.example_ids = batches, example_ids
+
+    def batches(self, batch_size):
+        return iter(self._batches)
+
+
+def test_ablate_returns_the_long_grid_table():
+    model = tiny_model("bert")
+    batches = make_batches(model.config)
+    example_ids = ["q1", "q1", "q2", "q3", "q3"]
+    features = FakeFeatures(batches, example_ids)
+    articles = {"q1": "A", "q2": "A", "q3": "B"}
+
+    def decode(start_logits, end_logits):  # best window by start score, answer = "start-end" positions
+        best = {}
+        for qid, start, end in zip(example_ids, start_logits, end_logits, strict=True):
+            candidate = (start.max(), f"{start.argmax()}-{end.argmax()}")
+            best[qid] = max(best.get(qid, candidate), candidate)
+        return {qid: text for qid, (_, text) in best.items()}
+
+    baseline_predictions = {}
+
+    def score(predictions):
+        if not baseline_predictions:
+            baseline_predictions.update(predictions)
+        em = [float(predictions[qid] == baseline_predictions[qid]) for qid in predictions]
+        return pd.DataFrame({"qid": list(predictions), "article": [articles[q] for q in predictions], "em": em,
+                             "f1": em})
+
+    cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "p2p", "all_paper_quirk"), modes=("layer", "from_layer"))
+    keys = {"model": "tiny-bert", "train_set": "squad", "eval_set": "squad-dev", "seed": 7}
+    frame = ablate(model, features, cells, "paper", decode, score, keys, cells_per_pass=4, progress=False)
+    assert tuple(frame.columns) == GRID_COLUMNS
+    assert len(frame) == len(cells) * 3
+    baseline = frame[frame["mode"] == "baseline"]
+    assert (baseline.layer == -1).all() and (baseline["head"] == -1).all() and (baseline.zone == "none").all()
+    assert (baseline.em == 1).all() and (baseline.removed_mass == 0).all()
+    assert set(frame.zone) == {"none", "p2q", "p2p", "all_paper_quirk"}
+    assert frame.loc[frame.zone == "all_paper_quirk", "removed_mass"].isna().all()
+    grid = run_grid(model, batches, [Cell("p2q", 1)], "paper")[Cell("p2q", 1)]
+    q1 = frame[(frame.zone == "p2q") & (frame.layer == 1) & (frame["mode"] == "layer") & (frame.qid == "q1")]
+    assert q1.removed_mass.item() == pytest.approx(grid.removed_mass[:2].mean())
+    assert 0 < q1.removed_mass.item() < 1
+    assert (frame.variant == "paper").all() and (frame.model == "tiny-bert").all() and (frame.seed == 7).all()
+    naive = ablate(model, features, cells, "paper", decode, score, keys, fast=False, progress=False)
+    pd.testing.assert_frame_equal(frame.drop(columns="removed_mass"), naive.drop(columns="removed_mass"))
+    np.testing.assert_allclose(frame.removed_mass, naive.removed_mass, atol=1e-6)
