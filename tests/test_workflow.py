@@ -95,5 +95,5 @@ def test_paper_config_builds_its_whole_dag_offline():
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HOME": "/tmp"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    for rule, count in (("finetune", 18), ("predict", 18), ("ablate_layer", 216), ("merge_grid", 18)):
+    for rule, count in (("finetune", 18), ("predict", 18), ("ablate", 216), ("merge_grid", 18)):
         assert any(line.split()[:2] == [rule, str(count)] for line in out.splitlines()), (rule, out[-2000:])
