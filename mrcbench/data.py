@@ -58,6 +58,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 
 SquadDataset = dict[str, Any]
@@ -681,21 +682,6 @@ def flatten(dataset: SquadDataset) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def resolve_data_dir(config: Mapping[str, Any]) -> Path:
-    """``config["data_dir"]``, else env ``MRCBENCH_DATA_DIR``; it must be an existing directory."""
-    value = config.get("data_dir") or os.environ.get("MRCBENCH_DATA_DIR")
-    origin = "data_dir" if config.get("data_dir") else "MRCBENCH_DATA_DIR"
-    if not value:
-        raise MrcbenchError(
-            "no data directory: set data_dir in the config or the environment variable "
-            "MRCBENCH_DATA_DIR to the folder holding the local SQuAD JSON files"
-        )
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise MrcbenchError(f"{origin}: not a directory: {path}")
-    return path
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     key: str
@@ -831,7 +817,7 @@ class _DatasetLoader:
         if path.is_absolute():
             return path
         if self.data_dir is None:
-            self.data_dir = resolve_data_dir(self.config)
+            self.data_dir = cfg.resolve_data_dir(self.config)
         return self.data_dir / path
 
     def load(self, key: str) -> tuple[SquadDataset, ValidationReport, dict[str, Any]]:
@@ -1036,24 +1022,6 @@ def _write_json_atomic(path: Path, payload: Any, indent: int | None = None) -> N
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read the YAML config (schema validation is ``mrcbench.config``'s job)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise MrcbenchError(f"--config: file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise MrcbenchError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(config, dict):
-        raise MrcbenchError(f"{path}: expected a mapping at the top level")
-    return config
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mrcbench prepare-data`` (shared with ``mrcbench.cli``)."""
     parser.add_argument("--config", required=True, type=Path, help="the YAML config")
@@ -1067,7 +1035,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Path]:
-    config = load_yaml_config(args.config)
+    config = cfg.load(args.config)
     # None: resolved from the config or MRCBENCH_DATA_DIR only if some dataset reads a relative local file.
     return prepare_splits(config, None, args.out, splits=args.splits)
 

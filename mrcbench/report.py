@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mrcbench.config import DEFAULT_SEEDS
 from mrcbench.errors import MrcbenchError
 
 log = logging.getLogger(__name__)
@@ -1509,6 +1510,7 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
                 "train": spec.get("train"),
                 "eval": ", ".join(spec.get("eval", [])),
                 "models": ", ".join(spec.get("models", [])) or "(all of the language)",
+                "seeds": ", ".join(map(str, spec.get("seeds", DEFAULT_SEEDS))),
             }
             for name, spec in (config.get("experiments") or {}).items()
         ]
@@ -1523,10 +1525,6 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
                     "value": ", ".join(map(str, value)) if isinstance(value, list) else str(value),
                 }
             )
-    if config.get("seeds") is not None:
-        knobs.append(
-            {"section": "(top level)", "key": "seeds", "value": ", ".join(map(str, config["seeds"]))}
-        )
     return {
         "models": models,
         "splits": splits,

