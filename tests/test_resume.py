@@ -20,18 +20,25 @@ from workflow import (
 pytestmark = pytest.mark.slow
 
 
+ARGS = ["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG)]
+
+
+def _unlock(workdir: Path, env: dict) -> None:
+    """A SIGKILLed Snakemake leaves its lock behind; `--unlock` is what a user runs (README)."""
+    subprocess.run(snakemake_command([*ARGS, "--unlock"]), cwd=workdir, env=env, check=True, capture_output=True)
+
+
 def _start(workdir: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        snakemake_command(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "1"]),
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    log = (workdir / "run.log").open("a")
+    return subprocess.Popen(snakemake_command([*ARGS, "--cores", "1"]), cwd=workdir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill_when(proc: subprocess.Popen, condition, timeout: float = 900) -> None:
+def _kill_when(proc: subprocess.Popen, workdir: Path, condition, timeout: float = 900) -> None:
     deadline = time.time() + timeout
     while not condition():
         if proc.poll() is not None:
-            pytest.fail("the run finished before it could be interrupted")
+            pytest.fail("the run ended before it could be interrupted:\n" + (workdir / "run.log").read_text()[-4000:])
         if time.time() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("timed out waiting for the point of interruption")
@@ -54,15 +61,16 @@ def test_kill_during_finetune_and_grid_then_resume(smoke_run, data_dir, tmp_path
 
     # 1. Kill in the middle of fine-tuning (its temporary folder exists, the checkpoint does not).
     proc = _start(workdir, env)
-    _kill_when(proc, lambda: (run_dir / "seed7.tmp").is_dir())
+    _kill_when(proc, workdir, lambda: (run_dir / "seed7.tmp").is_dir())
     assert not (run_dir / "seed7" / "checkpoint").exists()
     before = _mtimes(results / "data") | _mtimes(results / "models")
     assert before, "data and model preparation had finished before fine-tuning started"
 
     # 2. Restart; kill in the middle of the second grid, after the first grid has finished.
     ablate_logs = workdir / "logs" / "smoke" / "ablate"
+    _unlock(workdir, env)
     proc = _start(workdir, env)
-    _kill_when(proc, lambda: len(list(results.glob("ablation/**/grid.parquet"))) == 1
+    _kill_when(proc, workdir, lambda: len(list(results.glob("ablation/**/grid.parquet"))) == 1
                and len(list(ablate_logs.rglob("*.log"))) == 2)
     finished = _mtimes(results / "data") | _mtimes(results / "models")
     assert finished == before, "data or model preparation was recomputed after the first kill"
@@ -71,7 +79,8 @@ def test_kill_during_finetune_and_grid_then_resume(smoke_run, data_dir, tmp_path
     kept = {first_grid: first_grid.stat().st_mtime_ns, checkpoint: checkpoint.stat().st_mtime_ns}
 
     # 3. Restart to the end: nothing finished is recomputed, and the results equal an uninterrupted run's.
-    run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "2"],
+    _unlock(workdir, env)
+    run_snakemake([*ARGS, "--cores", "2"],
                   cwd=workdir, env=env, timeout=1800)
     for path, mtime in kept.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
