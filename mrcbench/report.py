@@ -531,7 +531,10 @@ def load_report_data(results_dir: str | Path, stats_dir: str | Path | None = Non
     for name in STATS_TABLES:
         path = stats_dir / f"{name}.parquet"
         tables[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-    config_path = results_dir / "config.resolved.yaml"
+    # The config `mrcbench stats` ran with (written beside its tables), else a results-level copy.
+    config_path = stats_dir / "config.resolved.yaml"
+    if not config_path.is_file():
+        config_path = results_dir / "config.resolved.yaml"
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     settings_path = stats_dir / "settings.json"
     settings = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 import statsmodels.api as sm
+import yaml
 from scipy import stats as sps
 from statsmodels.stats.inter_rater import cohens_kappa
 from statsmodels.stats.multitest import multipletests
@@ -1637,6 +1638,12 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
     if config is None and (results_dir / "config.resolved.yaml").is_file():
         config = cfg.load(results_dir / "config.resolved.yaml")
     settings = StatsSettings.from_config(config)
+    if config is not None:
+        # The report reads the config of the run beside the tables it describes.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.resolved.yaml").write_text(
+            yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
     tables = load_results(results_dir)
     if tables.grid is None and tables.scores is None:
         raise MrcbenchError(

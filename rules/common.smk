@@ -14,7 +14,7 @@ RESULTS = config.get("results_dir", "results")
 # Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke.
 LOGS = f"logs{RESULTS[len('results'):]}" if RESULTS.startswith("results") else f"logs/{RESULTS}"
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
-CONFIG = str(mrc_config.write_resolved(config, f"{RESULTS}/config.resolved.yaml"))
+CONFIG = str(mrc_config.write_resolved(config, RESULTS))
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
