@@ -32,6 +32,10 @@ include: "rules/stats.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    mrc_config.write_resolved(config, CONFIG)
+
+
 rule all:
     input:
         final_outputs(),

@@ -9,7 +9,6 @@ on the same split with different recipes) live here too.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -272,18 +271,18 @@ def runs(config: dict) -> Iterator[Run]:
                     yield Run(name, model, exp["train"], int(seed), ev, ablates(exp, ev))
 
 
-def write_resolved(config: dict, results_dir: str | os.PathLike) -> Path:
+def write_resolved(config: dict, path: str | os.PathLike) -> Path:
     """Write the config every command of a run reads: the file(s) plus command-line overrides.
 
-    The file is content-addressed (``RESULTS/config/resolved-<sha1>.yaml``), so a dry run or a
-    lint of another profile can never change the config under jobs that are running, and an
-    unchanged config never touches the file. Which results a change invalidates is decided per
-    rule by Snakemake's ``params`` (each rule declares the sub-config it depends on).
+    Called from the workflow's ``onstart`` handler, i.e. only when jobs really run (never by a dry
+    run or a lint, which could otherwise change the config under running jobs; Snakemake's lock
+    keeps two runs out of one results folder). Rewritten only when its content changes. Which
+    results a change invalidates is decided per rule by Snakemake's ``params`` (each rule declares
+    the sub-config it depends on), not by this file.
     """
+    path = Path(path)
     text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False, allow_unicode=True)
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
-    path = Path(results_dir) / "config" / f"resolved-{digest}.yaml"
-    if not path.is_file():
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")

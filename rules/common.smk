@@ -14,7 +14,8 @@ RESULTS = config.get("results_dir", "results")
 # Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke.
 LOGS = f"logs{RESULTS[len('results'):]}" if RESULTS.startswith("results") else f"logs/{RESULTS}"
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
-CONFIG = str(mrc_config.write_resolved(config, RESULTS))
+# Written when the run starts (onstart, in the Snakefile), never by a dry run or a lint.
+CONFIG = f"{RESULTS}/config.resolved.yaml"
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
