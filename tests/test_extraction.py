@@ -1,0 +1,56 @@
+"""The ablation command's cell selection (modes, head zones, per-layer parts) and the grid merge."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from mrcbench import config as cfg
+from mrcbench import extraction
+
+
+def _ablation(**overrides):
+    return cfg.deep_merge(cfg.DEFAULT_ABLATION, overrides)
+
+
+def test_every_mode_and_the_head_zones():
+    cells = extraction.grid_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
+    assert cells[0] == extraction.ablation.BASELINE
+    by_mode = pd.Series([c.mode for c in cells]).value_counts().to_dict()
+    assert by_mode == {"baseline": 1, "layer": 5 * 4, "head": 1 * 4 * 3, "from_layer": 5 * 4}
+    assert {c.zone for c in cells if c.mode == "head"} == {"p2q"}
+    assert len(set(cells)) == len(cells)
+
+
+def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
+    settings = _ablation(modes=["layer", "head", "from_layer"])
+    whole = extraction.grid_cells(3, 2, settings)
+    parts = [extraction.grid_cells(3, 2, settings, layer=layer) for layer in range(3)]
+    assert sorted(map(repr, whole)) == sorted(repr(c) for part in parts for c in part)
+    assert sum(c.mode == "baseline" for part in parts for c in part) == 1
+    assert all(c.layer == 1 for c in parts[1])
+
+
+def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
+    for layer in range(2):
+        pd.DataFrame({"layer": [layer], "zone": ["p2q"], "f1": [50.0]}).to_parquet(tmp_path / f"layer{layer}.parquet")
+    out = tmp_path / "grid.parquet"
+    assert extraction.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
+    assert pd.read_parquet(out)["layer"].tolist() == [0, 1]
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "merge-grid", "--out", str(out),
+                           str(tmp_path / "layer7.parquet")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "layer7.parquet" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_part_name_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "ablate", "--config", "config/smoke.yaml",
+                           "--model", "minilm", "--train", "squad_train", "--seed", "7", "--eval", "xquad_en",
+                           "--checkpoint", str(tmp_path), "--eval-json", str(tmp_path / "x.json"),
+                           "--part", "layers3", "--out", str(tmp_path / "o.parquet")],
+                          capture_output=True, text=True, check=False, cwd=cfg.Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and "--part 'layers3'" in proc.stderr
+
+
+@pytest.mark.parametrize("setting,expected", [(True, True), (False, False), (["xquad_en"], True), (["zh"], False)])
+def test_experiment_ablation_setting(setting, expected):
+    assert cfg.ablates({"ablation": setting}, "xquad_en") is expected
