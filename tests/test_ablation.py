@@ -6,41 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import architectures
 from torch import nn
-from transformers import (
-    AlbertConfig,
-    AlbertForQuestionAnswering,
-    BertConfig,
-    BertForQuestionAnswering,
-    ElectraConfig,
-    ElectraForQuestionAnswering,
-    RobertaConfig,
-    RobertaForQuestionAnswering,
-    XLMRobertaConfig,
-    XLMRobertaForQuestionAnswering,
-)
 
 from mrcbench.ablation import BASELINE, GRID_COLUMNS, Cell, ablate, grid_cells, run_grid, run_grid_naive
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
 
 N_LAYERS, N_HEADS = 3, 4
-COMMON = {
-    "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": N_LAYERS, "num_attention_heads": N_HEADS,
-    "intermediate_size": 64, "max_position_embeddings": 64, "initializer_range": 0.2,
-}
-ARCHS = {
-    "bert": (BertForQuestionAnswering, lambda: BertConfig(**COMMON)),
-    "roberta": (RobertaForQuestionAnswering, lambda: RobertaConfig(**COMMON, pad_token_id=1, type_vocab_size=1)),
-    "xlm-roberta": (
-        XLMRobertaForQuestionAnswering, lambda: XLMRobertaConfig(**COMMON, pad_token_id=1, type_vocab_size=1)
-    ),
-    "electra": (ElectraForQuestionAnswering, lambda: ElectraConfig(**COMMON, embedding_size=16)),
-    "albert": (AlbertForQuestionAnswering, lambda: AlbertConfig(**COMMON, embedding_size=16)),
-    "albert-3-groups": (
-        AlbertForQuestionAnswering, lambda: AlbertConfig(**COMMON, embedding_size=16, num_hidden_groups=3)
-    ),
-}
+ARCHS = architectures(N_LAYERS, N_HEADS, albert_groups=True)
 
 
 def tiny_model(arch: str, seed: int = 0):

@@ -5,37 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import (
-    AlbertConfig,
-    AlbertForQuestionAnswering,
-    BertConfig,
-    BertForQuestionAnswering,
-    ElectraConfig,
-    ElectraForQuestionAnswering,
-    RobertaConfig,
-    RobertaForQuestionAnswering,
-    XLMRobertaConfig,
-    XLMRobertaForQuestionAnswering,
-)
+from tiny_models import architectures, common_config
+from transformers import AlbertConfig, AlbertForQuestionAnswering
 
 from mrcbench.attention import ZoneAttention, collect_zone_stats, save_case_studies, zone_stats_frame
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
 
 N_LAYERS, N_HEADS = 4, 4
-COMMON = {
-    "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": N_LAYERS, "num_attention_heads": N_HEADS,
-    "intermediate_size": 64, "max_position_embeddings": 64, "initializer_range": 0.2,
-}
-ARCHS = {
-    "bert": (BertForQuestionAnswering, lambda: BertConfig(**COMMON)),
-    "roberta": (RobertaForQuestionAnswering, lambda: RobertaConfig(**COMMON, pad_token_id=1, type_vocab_size=1)),
-    "xlm-roberta": (
-        XLMRobertaForQuestionAnswering, lambda: XLMRobertaConfig(**COMMON, pad_token_id=1, type_vocab_size=1)
-    ),
-    "electra": (ElectraForQuestionAnswering, lambda: ElectraConfig(**COMMON, embedding_size=16)),
-    "albert": (AlbertForQuestionAnswering, lambda: AlbertConfig(**COMMON, embedding_size=16)),
-}
+COMMON = common_config(N_LAYERS, N_HEADS)
+ARCHS = architectures(N_LAYERS, N_HEADS)
 
 
 def tiny_model(arch: str, seed: int = 0):
