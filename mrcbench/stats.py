@@ -118,6 +118,7 @@ BASELINE_COLUMNS = [
     "seed_max",
     "official",
     "grid_baseline",
+    "scores_on_grid_questions",
     "source",
 ]
 SEED_COLUMNS = ["quantity", *RUN_KEYS, "variant", *CELL_KEYS, "metric", "seed", "n_questions", "value"]
@@ -782,14 +783,10 @@ def compute_baselines(
             return pd.DataFrame(columns=BASELINE_COLUMNS), pd.DataFrame(columns=SEED_COLUMNS)
         source = tables.grid[tables.grid["mode"] == "baseline"].drop_duplicates([*RUN_KEYS, "seed", "qid"])
         source_name = "grid.parquet (baseline rows)"
-    grid_base = None
+    grid_base = grid_rows = None
     if tables.grid is not None:
-        grid_base = (
-            tables.grid[tables.grid["mode"] == "baseline"]
-            .drop_duplicates([*RUN_KEYS, "seed", "qid"])
-            .groupby(RUN_KEYS)[list(METRICS)]
-            .mean()
-        )
+        grid_rows = tables.grid[tables.grid["mode"] == "baseline"].drop_duplicates([*RUN_KEYS, "seed", "qid"])
+        grid_base = grid_rows.groupby(RUN_KEYS)[list(METRICS)].mean()
     official = tables.official.groupby(RUN_KEYS)[["official_em", "official_f1"]].mean()
     rows, seed_rows = [], []
     for (model, train_set, eval_set), run in source.groupby(RUN_KEYS, sort=True):
@@ -814,6 +811,16 @@ def compute_baselines(
                 if grid_base is not None
                 else np.nan
             )
+            # The grid may run on a sub-sample (ablation.max_questions): compare on its questions.
+            on_grid_questions = np.nan
+            if grid_rows is not None:
+                grid_qids = grid_rows.loc[
+                    (grid_rows["model"] == model) & (grid_rows["train_set"] == train_set)
+                    & (grid_rows["eval_set"] == eval_set), "qid"
+                ]
+                shared = run[run["qid"].isin(set(grid_qids))]
+                if len(shared):
+                    on_grid_questions = float(shared.groupby("seed")[metric].mean().mean())
             rows.append(
                 {
                     "model": model,
@@ -833,6 +840,7 @@ def compute_baselines(
                     "seed_max": float(per_seed.max()),
                     "official": official_value,
                     "grid_baseline": grid_value,
+                    "scores_on_grid_questions": on_grid_questions,
                     "source": source_name,
                 }
             )

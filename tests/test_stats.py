@@ -220,6 +220,13 @@ def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
         seed_means.mean()
     )
     assert set(baseline_seeds["seed"]) == {1, 2, 3}
+    # A grid on a sub-sample of the questions is compared with the prediction scores of those questions.
+    kept = sorted(scores["qid"].unique())[: len(scores["qid"].unique()) // 2]
+    sub = stats.ResultTables(grid=grid[grid["qid"].isin(kept)], scores=scores, zone_stats=None, official=no_official)
+    sub_f1 = stats.compute_baselines(sub, None, FAST)[0].query("metric == 'f1'").iloc[0]
+    on_kept = scores[scores["qid"].isin(kept)].groupby("seed")["f1"].mean().mean()
+    assert sub_f1["scores_on_grid_questions"] == pytest.approx(on_kept)
+    assert sub_f1["value"] == pytest.approx(seed_means.mean())
 
 
 # --------------------------------------------------------------------------------------------------
