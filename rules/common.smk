@@ -28,6 +28,12 @@ def res(rule_name, key):
     return mrc_config.resources_for(config, rule_name)[key]
 
 
+def model_source(model):
+    """Where a model's weights come from; its training/features recipe does not change them."""
+    spec = config["models"][model]
+    return {key: value for key, value in spec.items() if key not in ("training", "features")}
+
+
 def split_json(split):
     return f"{RESULTS}/data/{split}.json"
 

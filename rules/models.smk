@@ -7,7 +7,7 @@ rule prepare_model:
         directory(f"{RESULTS}/models/{{model}}"),
     params:
         config=CONFIG,
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: model_source(wc.model),
     log:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
