@@ -23,25 +23,8 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.models import load_for_qa
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _articles(examples: list[dict]) -> dict[str, str]:
     return {ex["id"]: ex["title"] for ex in examples}
-
-
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--seed", required=True, type=int)
-    parser.add_argument("--eval", required=True, help="eval split name")
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--eval-json", required=True, type=Path)
 
 
 class EvalRun:
@@ -119,7 +102,7 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
         run.model, run.features.batches(run.batch_size), case_study_features=cases, progress=True
     )
     frame = attention.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
-    _write_parquet(frame, out_dir / "zone_stats.parquet")
+    predict.write_parquet(frame, out_dir / "zone_stats.parquet")
 
     infos, arrays = [], []
     width = max((result.maps[f].shape[-1] for f in cases), default=0)
@@ -154,7 +137,7 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench extract-attention", description=extract_attention.__doc__)
-    _common_arguments(parser)
+    predict.add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     args = parser.parse_args(argv)
     run = EvalRun(args)
@@ -200,7 +183,7 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
 
 def main_ablate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
-    _common_arguments(parser)
+    predict.add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
     parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
     args = parser.parse_args(argv)
@@ -214,7 +197,7 @@ def main_ablate(argv: list[str]) -> int:
     ablation_cfg = cfg.ablation_config(config)
     run = EvalRun(args, max_questions=ablation_cfg["max_questions"])
     frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
-    _write_parquet(frame, args.out)
+    predict.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
                       "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None}))
@@ -230,7 +213,7 @@ def main_merge(argv: list[str]) -> int:
     if missing:
         raise MrcbenchError(f"grid part not found: {missing[0]}")
     frame = pd.concat([pd.read_parquet(p) for p in args.parts], ignore_index=True)
-    _write_parquet(frame, args.out)
+    predict.write_parquet(frame, args.out)
     print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
     return 0
 

@@ -87,13 +87,31 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions) -> dict:
     return result
 
 
+def write_parquet(frame, path: Path) -> None:
+    """Write atomically: an interrupted job never leaves a file that looks finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def write_scores(path: Path, frame, keys: dict) -> None:
     frame = frame.copy()
     for i, (key, value) in enumerate(keys.items()):
         frame.insert(i, key, value)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_parquet(frame, path)
+
+
+def add_run_arguments(parser) -> None:
+    """The arguments naming one (model, train split, seed, eval split) run and its inputs."""
+    parser.add_argument("--config", required=True, help="resolved config (results/config.resolved.yaml)")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--train", required=True, help="train split name")
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--eval", required=True, help="eval split name")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned checkpoint directory")
+    parser.add_argument("--eval-json", required=True, type=Path, help="prepared eval split (SQuAD JSON)")
 
 
 def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: dict,
@@ -123,13 +141,7 @@ def main(argv: list[str]) -> int:
     from mrcbench import config as cfg
 
     parser = argparse.ArgumentParser(prog="mrcbench predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--seed", required=True, type=int)
-    parser.add_argument("--eval", required=True, help="eval split name")
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--eval-json", required=True, type=Path)
+    add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     config = cfg.load(args.config)
