@@ -169,7 +169,7 @@ def resolve_data_dir(config: dict) -> Path:
     value = config.get("data_dir") or os.environ.get("MRCBENCH_DATA_DIR")
     if not value:
         raise MrcbenchError(
-            "no data directory: set MRCBENCH_DATA_DIR (e.g. MRCBENCH_DATA_DIR=../shared/data) or config key data_dir"
+            "no data directory: set MRCBENCH_DATA_DIR to the folder of SQuAD-format files or config key data_dir"
         )
     path = Path(os.path.expandvars(os.path.expanduser(value)))
     if not path.is_dir():
