@@ -139,10 +139,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench extract-attention", description=extract_attention.__doc__)
     predict.add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--scores", type=Path, help="the prediction step's scores.parquet (case-study choice)")
     args = parser.parse_args(argv)
     run = EvalRun(args)
-    scores_path = Path(str(args.out).replace("/attention/", "/predict/")) / "scores.parquet"
-    scores = pd.read_parquet(scores_path) if scores_path.is_file() else None
+    if args.scores is not None and not args.scores.is_file():
+        raise MrcbenchError(f"--scores: file not found: {args.scores}")
+    scores = pd.read_parquet(args.scores) if args.scores is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     summary = extract_attention(run, args.out, scores, cfg.attention_config(run.config))
     print(json.dumps(summary))

@@ -30,4 +30,4 @@ rule extract_attention:
     shell:
         "mrcbench extract-attention --config {params.config} --model {wildcards.model} --train {wildcards.train}"
         " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
-        " --eval-json {input.eval} --out {params.out} > {log} 2>&1"
+        " --eval-json {input.eval} --scores {input.scores} --out {params.out} > {log} 2>&1"
