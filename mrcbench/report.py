@@ -40,6 +40,7 @@ import yaml
 
 from mrcbench.config import DEFAULT_SEEDS
 from mrcbench.errors import MrcbenchError
+from mrcbench.stats import TABLES as STATS_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -487,18 +488,6 @@ def main(argv: list[str] | None = None) -> int:
 # Inputs of the report
 # ==================================================================================================
 
-STATS_TABLES = (
-    "baselines",
-    "deltas",
-    "seed_spread",
-    "zone_mass",
-    "correlations",
-    "crosslingual_rank",
-    "crosslingual_question",
-    "question_types",
-    "paper_comparison",
-    "paper_comparison_cells",
-)
 
 
 @dataclass

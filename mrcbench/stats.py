@@ -57,6 +57,21 @@ from mrcbench.errors import MrcbenchError
 
 log = logging.getLogger(__name__)
 
+#: The tables `run_stats` writes (``NAME.parquet`` and ``NAME.csv``), in order; the report and the
+#: workflow's rules read this list rather than repeating it.
+TABLES = (
+    "baselines",
+    "deltas",
+    "seed_spread",
+    "zone_mass",
+    "correlations",
+    "crosslingual_rank",
+    "crosslingual_question",
+    "question_types",
+    "paper_comparison",
+    "paper_comparison_cells",
+)
+
 METRICS = ("em", "f1")
 RUN_KEYS = ["model", "train_set", "eval_set"]
 CELL_KEYS = ["mode", "layer", "head", "zone"]
@@ -1694,18 +1709,9 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
         ignore_index=True,
     )
     written: list[Path] = []
-    for name, frame in (
-        ("baselines", baselines),
-        ("deltas", deltas),
-        ("seed_spread", seed_spread),
-        ("zone_mass", zone_mass),
-        ("correlations", correlations),
-        ("crosslingual_rank", cross_rank),
-        ("crosslingual_question", cross_question),
-        ("question_types", question_types),
-        ("paper_comparison", paper),
-        ("paper_comparison_cells", paper_cells),
-    ):
+    frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, correlations, cross_rank,
+                               cross_question, question_types, paper, paper_cells), strict=True))
+    for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
     settings_path.write_text(

@@ -5,6 +5,7 @@ import os
 from snakemake.utils import validate
 
 from mrcbench import config as mrc_config
+from mrcbench.stats import TABLES
 
 validate(config, schema="../mrcbench/schemas/config.schema.json")
 # Cross-references the schema cannot express (unknown model/split names, ...), one-line errors.
@@ -19,9 +20,8 @@ CONFIG = f"{RESULTS}/config.resolved.yaml"
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
-# Tables written by `mrcbench stats` and read by the report.
-STATS_TABLES = ["baselines", "deltas", "seed_spread", "zone_mass", "correlations", "crosslingual_rank",
-                "crosslingual_question", "question_types", "paper_comparison"]
+# Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats.py).
+STATS_TABLES = list(TABLES)
 
 
 def res(rule_name, key):

@@ -105,7 +105,7 @@ def test_cli_prints_one_line_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("datasets: {}\nsplits: {}\nmodels: {}\nexperiments: {}\nablation: {zones: [p2z]}\n")
     proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "validate-config", str(bad)],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr

@@ -67,7 +67,7 @@ def test_cli_error_has_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "mrcbench.cli", "prepare-model", "--config", str(cfg), "--model", "hubmodel",
          "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        check=False, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "hubmodel" in proc.stderr and "Traceback" not in proc.stderr
