@@ -79,7 +79,39 @@ def validate(config: dict, source: str = "config") -> dict:
             raise MrcbenchError(f"{source}: unknown key '{key}' (see mrcbench/schemas/config.schema.json)")
         raise MrcbenchError(f"{source}: {_key_path(err)}: {err.message}")
     _check_references(config, source)
+    _check_init_from(config, source)
     return config
+
+
+def _check_init_from(config: dict, source: str) -> None:
+    """``training.init_from.train`` names a split the same model is fine-tuned on, with the same seeds,
+    and the chain of such stages has no cycle."""
+    for name, exp in config["experiments"].items():
+        for model in experiment_models(config, name):
+            seen = [exp["train"]]
+            train = exp["train"]
+            while True:
+                init = training_config(config, model, train).get("init_from")
+                if not init:
+                    break
+                where = f"{source}: experiments.{experiment_of(config, model, train)}.training.init_from.train"
+                try:
+                    init_exp = config["experiments"][experiment_of(config, model, init["train"])]
+                except MrcbenchError:
+                    raise MrcbenchError(
+                        f"{where}: no experiment fine-tunes model '{model}' on split '{init['train']}'"
+                    ) from None
+                if init["train"] in seen:
+                    chain = " -> ".join([*seen, init["train"]])
+                    raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({chain})")
+                missing = set(config["experiments"][experiment_of(config, model, train)].get("seeds", DEFAULT_SEEDS))
+                missing -= set(init_exp.get("seeds", DEFAULT_SEEDS))
+                if missing:
+                    raise MrcbenchError(
+                        f"{where}: seeds {sorted(missing)} of model '{model}' are not fine-tuned on '{init['train']}'"
+                    )
+                seen.append(init["train"])
+                train = init["train"]
 
 
 def _check_references(config: dict, source: str) -> None:
@@ -207,6 +239,12 @@ def training_config(config: dict, model: str, train: str) -> dict:
     out = deep_merge(DEFAULT_TRAINING, config.get("training"))
     out = deep_merge(out, config["models"][model].get("training"))
     return deep_merge(out, exp.get("training"))
+
+
+def init_from(config: dict, model: str, train: str) -> str | None:
+    """The train split whose fine-tuned checkpoint (same model, same seed) starts this fine-tuning."""
+    init = training_config(config, model, train).get("init_from")
+    return init["train"] if init else None
 
 
 def decoding_config(config: dict) -> dict:

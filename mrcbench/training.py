@@ -49,6 +49,58 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
+def select_windows(
+    train: feat_mod.TrainFeatures, impossible: set[str], answerless_keep: float, cap: int | None, seed: int
+) -> tuple[list[int], dict]:
+    """Indices of the training windows used, and counts of what was dropped.
+
+    ``answerless_keep`` is the probability of keeping a window that lacks the gold answer of an
+    *answerable* question (labelled with the [CLS] position). Such windows are most of a long
+    passage's windows (CMRC 2018 at 256 tokens), teach only "not here", and cost as much as a window
+    with the answer; downsampling them is the usual remedy (e.g. Natural Questions baselines).
+    Windows of unanswerable questions are always kept (they teach the null answer). Then ``cap``
+    windows are drawn without replacement (seeded). Both draws use ``seed`` only, so a recipe picks
+    the same windows on every machine.
+    """
+    rng = np.random.default_rng(seed)
+    n_all = len(train.input_ids)
+    keep = []
+    answerless = dropped = 0
+    for i in range(n_all):
+        is_answerless = train.start_positions[i] == 0 and train.example_ids[i] not in impossible
+        if is_answerless:
+            answerless += 1
+            if answerless_keep < 1.0 and rng.random() >= answerless_keep:
+                dropped += 1
+                continue
+        keep.append(i)
+    if cap and cap < len(keep):
+        keep = sorted(np.asarray(keep)[rng.choice(len(keep), size=cap, replace=False)].tolist())
+    counts = {
+        "windows_total": n_all,
+        "answerless_windows_of_answerable_questions": answerless,
+        "answerless_windows_dropped": dropped,
+        "windows_used": len(keep),
+        "answerless_windows_used": sum(
+            1 for i in keep if train.start_positions[i] == 0 and train.example_ids[i] not in impossible
+        ),
+    }
+    return keep, counts
+
+
+def freeze_word_embeddings(model: torch.nn.Module) -> int:
+    """Freeze the input (word-piece) embedding matrix; returns its number of parameters.
+
+    For a multilingual model with a large vocabulary (multilingual-e5-small: 250k x 384, 80% of its
+    weights) this saves the optimizer's work on rows a small English or Chinese training set barely
+    touches, and keeps the pre-trained cross-lingual alignment of the embeddings intact, which
+    zero-shot transfer relies on. Position/type embeddings and every layer stay trainable.
+    """
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
+
+
 def finetune(
     model_dir: Path,
     train_json: Path,
@@ -56,8 +108,13 @@ def finetune(
     features_cfg: dict,
     training_cfg: dict,
     seed: int,
+    init_checkpoint: Path | None = None,
 ) -> dict:
     """Fine-tune ``model_dir`` on the SQuAD-format file ``train_json``; write ``out_dir``.
+
+    ``init_checkpoint`` (a fine-tuned QA checkpoint, config key ``training.init_from``) replaces the
+    pre-trained weights as the starting point: a second fine-tuning stage, e.g. CMRC 2018 after
+    English SQuAD. Its tokenizer must be the model's own.
 
     ``out_dir`` receives ``checkpoint/`` (``save_pretrained``: config, safetensors, tokenizer),
     ``training_log.jsonl`` (one line per optimizer step: step, epoch, loss, lr) and
@@ -73,7 +130,8 @@ def finetune(
         torch.set_num_threads(int(training_cfg["threads"]))
     set_seed(seed)
 
-    model, tokenizer = load_for_qa(model_dir)
+    model, tokenizer = load_for_qa(init_checkpoint or model_dir)
+    frozen = freeze_word_embeddings(model) if training_cfg.get("freeze_embeddings") else 0
     dataset = data_mod.load_squad_json(train_json)
     examples = [ex for ex in data_mod.flatten(dataset)]
     if not examples:
@@ -86,10 +144,11 @@ def finetune(
         max_query_length=features_cfg["max_query_length"],
     )
     n_all = len(train.input_ids)
-    order = list(range(n_all))
-    cap = training_cfg.get("max_train_features")
-    if cap and cap < n_all:
-        order = sorted(np.random.default_rng(seed).choice(n_all, size=cap, replace=False).tolist())
+    impossible = {str(ex["id"]) for ex in examples if ex.get("is_impossible") or not ex["answers"]["text"]}
+    order, window_counts = select_windows(
+        train, impossible, float(training_cfg.get("answerless_window_keep", 1.0)),
+        training_cfg.get("max_train_features"), seed,
+    )
     lengths = [len(train.input_ids[i]) for i in order]
 
     micro = int(training_cfg["micro_batch_size"])
@@ -156,6 +215,9 @@ def finetune(
         "questions": len(examples),
         "features_total": n_all,
         "features_used": len(order),
+        "windows": window_counts,
+        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+        "frozen_embedding_parameters": frozen,
         "alignment": train.stats,
         "unaligned_ids": train.unaligned_ids[:50],
         "optimizer_steps": total_steps,
@@ -189,6 +251,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--train-json", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument(
+        "--init-checkpoint", type=Path, default=None,
+        help="start from this fine-tuned checkpoint instead of the pre-trained model (training.init_from)",
+    )
     args = parser.parse_args(argv)
     config = cfg.load(args.config)
     summary = finetune(
@@ -196,6 +262,7 @@ def main(argv: list[str]) -> int:
         cfg.features_config(config, args.model, args.train),
         cfg.training_config(config, args.model, args.train),
         args.seed,
+        init_checkpoint=args.init_checkpoint,
     )
     print(json.dumps({k: summary[k] for k in ("questions", "features_used", "optimizer_steps", "final_loss", "seconds")}))
     return 0

@@ -46,6 +46,18 @@ def finetune_dir(wildcards):
     return f"{RESULTS}/finetune/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}"
 
 
+def init_finetune_dir(wildcards):
+    """training.init_from: the first stage's fine-tuned folder (same model and seed), else nothing."""
+    init = mrc_config.init_from(config, wildcards.model, wildcards.train)
+    if init is None:
+        return []
+    return f"{RESULTS}/finetune/{wildcards.model}/{init}/seed{wildcards.seed}"
+
+
+def init_checkpoint_arg(wildcards, input):
+    return f"--init-checkpoint {input.init}/checkpoint" if input.init else ""
+
+
 def num_layers(model):
     spec = config["models"][model]
     if "num_layers" not in spec:

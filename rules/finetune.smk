@@ -1,16 +1,19 @@
-# Fine-tuning for span extraction, one job per (model, train split, seed).
+# Fine-tuning for span extraction, one job per (model, train split, seed); with training.init_from
+# a job starts from another train split's fine-tuned checkpoint (same model and seed), a DAG edge.
 
 
 rule finetune:
     input:
         model=model_dir,
         train=lambda wc: split_json(wc.train),
+        init=init_finetune_dir,
     output:
         directory(f"{RESULTS}/finetune/{{model}}/{{train}}/seed{{seed}}"),
     params:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         training=lambda wc: mrc_config.training_config(config, wc.model, wc.train),
+        init=init_checkpoint_arg,
     log:
         f"{LOGS}/finetune/{{model}}/{{train}}/seed{{seed}}.log",
     benchmark:
@@ -25,4 +28,4 @@ rule finetune:
     shell:
         "mrcbench finetune --config {params.config} --model {wildcards.model} --train {wildcards.train}"
         " --seed {wildcards.seed} --model-dir {input.model} --train-json {input.train} --out {output}"
-        " > {log} 2>&1"
+        " {params.init} > {log} 2>&1"

@@ -109,3 +109,23 @@ def test_cli_prints_one_line_error(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_init_from_must_name_a_first_stage_of_the_same_model(default_config):
+    good = copy.deepcopy(default_config)
+    good["experiments"]["chinese"]["training"] = {"init_from": {"train": "squad_train"}}
+    cfg.validate(good)
+    assert cfg.init_from(good, "e5_small", "cmrc_train") == "squad_train"
+    assert cfg.init_from(good, "e5_small", "squad_train") is None
+    unknown = copy.deepcopy(good)
+    unknown["experiments"]["chinese"]["training"] = {"init_from": {"train": "cmrc_dev"}}
+    with pytest.raises(MrcbenchError, match=r"experiments\.chinese\.training\.init_from\.train: no experiment"):
+        cfg.validate(unknown)
+    cycle = copy.deepcopy(good)
+    cycle["experiments"]["crosslingual"]["training"] = {"init_from": {"train": "cmrc_train"}}
+    with pytest.raises(MrcbenchError, match="form a cycle"):
+        cfg.validate(cycle)
+    seeds = copy.deepcopy(good)
+    seeds["experiments"]["chinese"]["seeds"] = [42, 7]
+    with pytest.raises(MrcbenchError, match=r"seeds \[7\]"):
+        cfg.validate(seeds)

@@ -72,3 +72,59 @@ def test_weight_decay_excludes_bias_and_layernorm(setup):
     assert all(n.endswith("weight") and "LayerNorm" not in n for n in decay_names)
     assert decay["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
     assert no_decay("encoder.layer.0.output.LayerNorm.weight", torch.nn.Parameter(torch.ones(2)))
+
+
+def _long_squad(path):
+    """Two answerable questions on a passage long enough for several 64-token windows."""
+    filler = " ".join(f"Sentence number {i} says nothing about the answer at all." for i in range(30))
+    context = "The capital of France is Paris. " + filler + " The river of Paris is the Seine."
+    qas = [("What is the capital of France?", "Paris"), ("Which river runs through Paris?", "the Seine")]
+    data = {"version": "v2.0", "data": [{"title": "Paris", "paragraphs": [{"context": context, "qas": [
+        {"id": f"q{i}", "question": q, "answers": [{"text": a, "answer_start": context.index(a)}], "is_impossible": False}
+        for i, (q, a) in enumerate(qas)]}]}]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_answerless_windows_are_downsampled_and_counted(setup):
+    from mrcbench import data as data_mod
+    from mrcbench import features as feat_mod
+    from mrcbench.training import select_windows
+
+    root, model_dir, _, features, _ = setup
+    _, tokenizer = load_for_qa(model_dir)
+    examples = data_mod.flatten(data_mod.load_squad_json(_long_squad(root / "long.json")))
+    train = feat_mod.prepare_train_features(examples, tokenizer, 64, 32, 16, progress=False)
+    answerless = [i for i, s in enumerate(train.start_positions) if s == 0]
+    with_answer = [i for i, s in enumerate(train.start_positions) if s != 0]
+    assert len(answerless) > 4 and with_answer
+    everything, counts = select_windows(train, set(), 1.0, None, seed=0)
+    assert everything == list(range(len(train))) and counts["answerless_windows_dropped"] == 0
+    none, counts = select_windows(train, set(), 0.0, None, seed=0)
+    assert none == with_answer and counts["answerless_windows_dropped"] == len(answerless)
+    half, counts = select_windows(train, set(), 0.5, None, seed=0)
+    assert set(with_answer) <= set(half) and 0 < counts["answerless_windows_used"] < len(answerless)
+    assert half == select_windows(train, set(), 0.5, None, seed=0)[0]
+    # Windows of unanswerable questions always stay: they teach the null answer.
+    kept, _ = select_windows(train, {"q0", "q1"}, 0.0, None, seed=0)
+    assert kept == list(range(len(train)))
+    capped, counts = select_windows(train, set(), 0.0, 2, seed=0)
+    assert len(capped) == 2 and set(capped) <= set(with_answer) and counts["windows_used"] == 2
+
+
+def test_second_stage_starts_from_first_stage_with_frozen_embeddings(setup):
+    root, model_dir, train_json, features, training = setup
+    # Stage 1 moves far from the pre-trained weights (large steps); stage 2 takes tiny steps.
+    finetune(model_dir, train_json, root / "stage1", features, dict(training, learning_rate=1e-2), seed=3)
+    recipe = dict(training, freeze_embeddings=True, epochs=1, learning_rate=1e-7)
+    summary = finetune(model_dir, train_json, root / "stage2", features, recipe, seed=3,
+                       init_checkpoint=root / "stage1" / "checkpoint")
+    first = load_file(str(root / "stage1" / "checkpoint" / "model.safetensors"))
+    second = load_file(str(root / "stage2" / "checkpoint" / "model.safetensors"))
+    pretrained = {n: p.detach() for n, p in load_for_qa(model_dir)[0].named_parameters()}
+    word = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(first[word], second[word])            # frozen in stage 2
+    assert not torch.equal(first[word], pretrained[word])     # trained in stage 1
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    assert (second[query] - first[query]).abs().max() < 1e-5 < (first[query] - pretrained[query]).abs().max()
+    assert summary["init_checkpoint"].endswith("checkpoint") and summary["frozen_embedding_parameters"] > 0
