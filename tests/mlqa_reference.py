@@ -8,6 +8,9 @@ out, the Arabic pattern is written as a raw string (the original's ``'\\sال^|�
 with an invalid-escape warning), and the stderr message of an unanswered question is not printed.
 """
 
+# Kept as written in the original, hence not restyled:
+# ruff: noqa: TRY002, UP032, C417
+
 from __future__ import annotations
 
 import re
@@ -122,7 +125,9 @@ def evaluate(dataset, predictions, lang):
                     continue  # the original prints "Unanswered question ... will receive score 0."
                 ground_truths = list(map(lambda x: x["text"], qa["answers"]))
                 prediction = predictions[qa["id"]]
-                exact_match += metric_max_over_ground_truths(exact_match_score, prediction, ground_truths, lang)
+                exact_match += metric_max_over_ground_truths(
+                    exact_match_score, prediction, ground_truths, lang
+                )
                 f1 += metric_max_over_ground_truths(f1_score, prediction, ground_truths, lang)
 
     exact_match = 100.0 * exact_match / total
