@@ -109,3 +109,24 @@ def test_cli_prints_one_line_error(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/smoke.yaml", "config/paper.yaml", "config/large.yaml"])
+def test_every_xquad_dataset_is_scored_with_mlqa_in_its_language(path):
+    config = cfg.load(ROOT / path)
+    for name, dataset in config["datasets"].items():
+        if "xquad" in name or "xquad" in str(dataset.get("local", "")):
+            assert dataset["metric"] == "mlqa", name
+            assert f"xquad.{dataset['language']}." in dataset["local"], name
+
+
+def test_mlqa_dataset_needs_a_supported_language(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["datasets"]["xquad_de"]["language"] = "fr"
+    with pytest.raises(MrcbenchError, match=r"datasets\.xquad_de\.language: .*'fr'; supported: en es hi vi de ar zh"):
+        cfg.validate(bad)
+    good = copy.deepcopy(default_config)
+    good["datasets"]["xquad_de"]["language"] = "th"  # our extension is accepted
+    cfg.validate(good)
+    assert cfg.split_metric(default_config, "xquad_zh") == "mlqa"
+    assert cfg.split_language(default_config, "xquad_zh") == "zh"

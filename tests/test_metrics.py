@@ -884,3 +884,15 @@ def test_mlqa_on_the_xquad_mirror(data_dir: Path, language: str) -> None:
         assert result == mlqa_reference.evaluate(dataset["data"], preds, language)
     frame = per_question_scores("mlqa", dataset, preds, language)
     assert frame["f1"].mean() == pytest.approx(result["f1"])
+
+
+def test_predict_scores_mlqa_in_the_dataset_language() -> None:
+    from mrcbench import decoding, predict
+
+    dataset = make_dataset([("q1", ["北京2008年奥运会"]), ("q2", ["上海"])])
+    preds = decoding.Predictions(answers={"q1": "2008年北京", "q2": "上海"})
+    assert predict.score("mlqa", dataset, preds, "zh") == mlqa_evaluate(dataset, preds.answers, "zh")
+    # whitespace tokens would make the Chinese answer one token: F1 (0 + 1) / 2
+    assert predict.score("squad", dataset, preds, "zh")["f1"] == 50.0
+    with pytest.raises(MrcbenchError, match="needs the answer language"):
+        predict.score("mlqa", dataset, preds)
