@@ -116,6 +116,14 @@ def _check_init_from(config: dict, source: str) -> None:
 
 def _check_references(config: dict, source: str) -> None:
     datasets, splits, models = config["datasets"], config["splits"], config["models"]
+    for name, dataset in datasets.items():
+        if dataset["metric"] == "mlqa":
+            from mrcbench.metrics import check_mlqa_language  # the scorer owns its language list
+
+            try:
+                check_mlqa_language(dataset["language"])
+            except MrcbenchError as exc:
+                raise MrcbenchError(f"{source}: datasets.{name}.language: {exc}") from None
     for name, split in splits.items():
         if split["dataset"] not in datasets:
             raise MrcbenchError(f"{source}: splits.{name}.dataset: unknown dataset '{split['dataset']}'")

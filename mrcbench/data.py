@@ -65,12 +65,13 @@ SquadDataset = dict[str, Any]
 """A SQuAD-format dict: ``{"version": str, "data": [article, ...]}``."""
 
 ON_BAD_CHOICES = ("skip", "drop_answer", "fail")
-METRICS = ("squad", "squad_v2", "cmrc2018")
+METRICS = ("squad", "squad_v2", "cmrc2018", "mlqa")
 ROLES = ("train", "eval")
 PARTS = ("train", "eval")
 
 # The version string each metric's official data files carry; used for datasets converted from the hub.
-_HUB_VERSION = {"squad": "1.1", "squad_v2": "v2.0", "cmrc2018": "v1.0"}
+# (mlqa: the datasets scored with it here are XQuAD, whose files say 1.1; MLQA's own files say 1.0.)
+_HUB_VERSION = {"squad": "1.1", "squad_v2": "v2.0", "cmrc2018": "v1.0", "mlqa": "1.1"}
 
 _DATASET_KEYS = {"local", "hub", "source", "metric", "language", "article_split"}
 _HUB_KEYS = {"path", "name", "split", "revision"}

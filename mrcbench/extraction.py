@@ -174,7 +174,7 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
         return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg).answers
 
     def score(answers: dict[str, str]) -> pd.DataFrame:
-        return metrics.per_question_scores(run.metric, run.dataset, answers)
+        return metrics.per_question_scores(run.metric, run.dataset, answers, run.language)
 
     frames = [
         ablation.ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)

@@ -1,4 +1,4 @@
-"""Official-equivalent scorers for extractive MRC: SQuAD v1.1, SQuAD v2.0 and CMRC 2018.
+"""Official-equivalent scorers for extractive MRC: SQuAD v1.1, SQuAD v2.0, CMRC 2018 and MLQA.
 
 Each scorer reproduces the arithmetic of the official evaluation script so that our numbers can be put
 next to published ones (paper-method.md §2.4):
@@ -8,6 +8,11 @@ next to published ones (paper-method.md §2.4):
 * ``squad`` -- ``evaluate-v1.1.py``. Questions without a prediction count as 0.
 * ``cmrc2018`` -- ``cmrc2018_evaluate.py`` (Python 2 + nltk). Questions without a prediction count as 0
   and are reported as ``SKIP``.
+* ``mlqa`` -- ``mlqa_evaluation_v1.py`` (facebookresearch/MLQA), per answer language: Unicode
+  punctuation removal, per-language article removal, whitespace tokens or, for zh, mixed segmentation
+  (one token per CJK character). Questions without a prediction count as 0. Official languages: en es
+  hi vi de ar zh. **Our extension** (not official) for the other XQuAD languages: el ru tr ro split on
+  whitespace without article removal, th gets one token per character.
 
 Deliberate, documented deviations from the scripts (they only matter for inputs on which the scripts
 crash or cannot run offline):
@@ -20,6 +25,9 @@ crash or cannot run offline):
   We call the same word tokenizer with ``preserve_line=True`` (no sentence splitting, no data). The two
   differ only when a non-Chinese run contains a sentence boundary; since the script lower-cases before
   tokenising, punkt's capitalisation cues almost never fire on answer-length strings.
+* ``mlqa``: the script's stderr warning for a dataset ``version`` other than "1.0" is not printed (XQuAD
+  files say "1.1"; the numbers do not depend on it).
+* Every scorer reports missing predictions in one summary line on stderr, not one line per question.
 * Malformed inputs (no questions, no matching predictions, a question without gold answers where the
   metric needs one) raise :class:`~mrcbench.errors.MrcbenchError` instead of a bare Python exception.
 
@@ -39,14 +47,16 @@ import math
 import re
 import string
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mrcbench.errors import MrcbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +330,122 @@ def _cmrc_question(question: Question, prediction: str) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------------------------------
+# MLQA answer comparison (per answer language)
+# --------------------------------------------------------------------------------------------------
+
+#: The languages of the official MLQA script (mlqa_evaluation_v1.py).
+MLQA_OFFICIAL_LANGUAGES: tuple[str, ...] = ("en", "es", "hi", "vi", "de", "ar", "zh")
+#: XQuAD languages the official script does not cover: OUR EXTENSION, not the official scorer. Greek,
+#: Russian, Turkish and Romanian are tokenised on whitespace with no article list; Thai, written
+#: without spaces between words, gets one token per character (like the zh branch for CJK characters).
+MLQA_EXTENSION_LANGUAGES: tuple[str, ...] = ("el", "ru", "tr", "ro", "th")
+MLQA_LANGUAGES: tuple[str, ...] = MLQA_OFFICIAL_LANGUAGES + MLQA_EXTENSION_LANGUAGES
+
+#: ``remove_articles`` of the script: the regex replaced by one space, per language (None: nothing).
+#: Arabic's pattern is kept verbatim: its first alternative (``\s`` then ``ال`` then start-of-string)
+#: can never match, so every occurrence of ``ال`` becomes a space, also inside words.
+_MLQA_ARTICLES: dict[str, re.Pattern[str] | None] = {
+    "en": re.compile(r"\b(a|an|the)\b"),
+    "es": re.compile(r"\b(un|una|unos|unas|el|la|los|las)\b"),
+    "hi": None,
+    "vi": re.compile(r"\b(của|là|cái|chiếc|những)\b"),
+    "de": re.compile(r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b"),
+    "ar": re.compile(r"\sال^|ال"),
+    "zh": None,
+    "el": None,
+    "ru": None,
+    "tr": None,
+    "ro": None,
+    "th": None,
+}
+
+
+def _split_whitespace(text: str) -> list[str]:
+    return text.split()
+
+
+def mlqa_mixed_segmentation(text: str) -> list[str]:
+    """The script's ``mixed_segmentation`` (zh): a character in U+4E00..U+9FA5 is a token of its own, runs
+    of other characters are split on whitespace. "北京2008年" -> 北 京 2008 年; CJK extension A or
+    full-width digits stay inside runs. (The script also isolates punctuation characters here, but
+    normalisation has removed them before this step, so the branch never fires on normalised text.)"""
+    tokens: list[str] = []
+    run: list[str] = []
+    for char in text:
+        if _is_cjk_unified(char):
+            tokens.extend("".join(run).split())
+            run = []
+            tokens.append(char)
+        else:
+            run.append(char)
+    tokens.extend("".join(run).split())
+    return tokens
+
+
+def _split_characters(text: str) -> list[str]:
+    """Our Thai extension: every non-whitespace character is a token."""
+    return [char for char in text if not char.isspace()]
+
+
+_MLQA_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+    **dict.fromkeys(("en", "es", "hi", "vi", "de", "ar", "el", "ru", "tr", "ro"), _split_whitespace),
+    "zh": mlqa_mixed_segmentation,
+    "th": _split_characters,
+}
+
+
+def check_mlqa_language(language: str | None) -> str:
+    """Return ``language`` if the mlqa metric supports it, else raise a one-line error naming it."""
+    if language not in _MLQA_TOKENIZERS:
+        raise MrcbenchError(
+            f"the mlqa metric does not support language {language!r}; supported: "
+            f"{' '.join(MLQA_OFFICIAL_LANGUAGES)} (official) and {' '.join(MLQA_EXTENSION_LANGUAGES)} "
+            "(our extension)"
+        )
+    return language
+
+
+def _is_punctuation(char: str) -> bool:
+    """The script's ``PUNCT``: every character of a Unicode category P*, plus ``string.punctuation``
+    (whose ``$ + < = > ^ ` | ~`` are symbols, not punctuation, in Unicode)."""
+    return char in _ASCII_PUNCTUATION or unicodedata.category(char).startswith("P")
+
+
+def mlqa_normalize(text: str, language: str) -> str:
+    """``normalize_answer`` of mlqa_evaluation_v1.py: lower-case, remove punctuation, replace the
+    language's articles by a space, tokenise for the language, join the tokens with single spaces."""
+    check_mlqa_language(language)
+    lowered = text.lower()
+    no_punctuation = "".join(char for char in lowered if not _is_punctuation(char))
+    articles = _MLQA_ARTICLES[language]
+    no_articles = articles.sub(" ", no_punctuation) if articles is not None else no_punctuation
+    return " ".join(token for token in _MLQA_TOKENIZERS[language](no_articles) if token.strip())
+
+
+def mlqa_exact(gold: str, prediction: str, language: str) -> int:
+    """``exact_match_score`` of mlqa_evaluation_v1.py: equality of the normalised strings (two answers
+    that both normalise to nothing are equal)."""
+    return int(mlqa_normalize(gold, language) == mlqa_normalize(prediction, language))
+
+
+def mlqa_f1(gold: str, prediction: str, language: str) -> float:
+    """``f1_score`` of mlqa_evaluation_v1.py: bag-of-tokens F1 of the normalised strings, 0 when nothing
+    is in common (so also 0 when both normalise to nothing, although their EM is 1)."""
+    return _overlap_f1(mlqa_normalize(gold, language).split(), mlqa_normalize(prediction, language).split())
+
+
+def _mlqa_question(question: Question, prediction: str, language: str) -> tuple[float, float]:
+    """``metric_max_over_ground_truths``: the maximum over every listed gold answer (duplicates allowed)."""
+    if not question.gold_answers:
+        raise MrcbenchError(f"question {question.qid!r} has no gold answer; the mlqa metric needs one")
+    normalized = mlqa_normalize(prediction, language)  # the same for every gold answer: normalise once
+    golds = [mlqa_normalize(gold, language) for gold in question.gold_answers]
+    exact = max(float(gold == normalized) for gold in golds)
+    f1 = max(_overlap_f1(gold.split(), normalized.split()) for gold in golds)
+    return exact, f1
+
+
+# --------------------------------------------------------------------------------------------------
 # Per-question scores shared by all metrics
 # --------------------------------------------------------------------------------------------------
 
@@ -341,6 +467,20 @@ _RULES: dict[str, _MetricRule] = {
 }
 
 
+def _mlqa_rule(language: str | None) -> _MetricRule:
+    if language is None:
+        raise MrcbenchError(
+            "the mlqa metric needs the answer language (--language, or the dataset's language)"
+        )
+    return _MetricRule(
+        functools.partial(_mlqa_question, language=check_mlqa_language(language)), missing_counts_as_zero=True
+    )
+
+
+#: Metrics whose rule depends on the answer language: name -> rule factory.
+_LANGUAGE_RULES: dict[str, Callable[[str | None], _MetricRule]] = {"mlqa": _mlqa_rule}
+
+
 @dataclass(frozen=True)
 class _ScoredQuestion:
     question: Question
@@ -350,9 +490,9 @@ class _ScoredQuestion:
 
 
 def _score_questions(
-    metric: str, dataset: Mapping[str, Any], preds: Mapping[str, str]
+    metric: str, dataset: Mapping[str, Any], preds: Mapping[str, str], language: str | None = None
 ) -> list[_ScoredQuestion]:
-    rule = _rule(metric)
+    rule = _rule(metric, language)
     scored = []
     for question in iter_questions(dataset):
         key = question.qid.strip() if rule.strip_prediction_key else question.qid
@@ -365,22 +505,32 @@ def _score_questions(
     return scored
 
 
-def _rule(metric: str) -> _MetricRule:
-    if metric not in _RULES:
-        raise MrcbenchError(f"unknown metric {metric!r}; choose one of {', '.join(sorted(_RULES))}")
-    return _RULES[metric]
+def _rule(metric: str, language: str | None = None) -> _MetricRule:
+    """The rule of ``metric``; ``language`` is used by (and required for) the language-dependent ones."""
+    if metric in _RULES:
+        return _RULES[metric]
+    if metric in _LANGUAGE_RULES:
+        return _LANGUAGE_RULES[metric](language)
+    raise MrcbenchError(
+        f"unknown metric {metric!r}; choose one of {', '.join(sorted([*_RULES, *_LANGUAGE_RULES]))}"
+    )
 
 
-def per_question_scores(metric: str, dataset: Mapping[str, Any], preds: Mapping[str, str]) -> pd.DataFrame:
+def per_question_scores(
+    metric: str, dataset: Mapping[str, Any], preds: Mapping[str, str], language: str | None = None
+) -> pd.DataFrame:
     """One row per question, in dataset order: qid, article, question, has_answer, predicted, em, f1.
 
     ``em`` and ``f1`` are on the 0-100 scale. A question without a prediction gets the value its metric
-    gives it: NaN for ``squad_v2`` (the official script skips it) and 0 for ``squad``/``cmrc2018`` (they
-    count it as wrong). Hence ``frame[["em", "f1"]].mean()`` (which skips NaN) reproduces the scorer's
-    ``exact``/``f1`` (``exact_match``/``f1``, ``EM``/``F1``) for every metric. No null-probability
-    threshold is applied: the predictions are taken as they are.
+    gives it: NaN for ``squad_v2`` (the official script skips it) and 0 for ``squad``/``cmrc2018``/``mlqa``
+    (they count it as wrong). Hence ``frame[["em", "f1"]].mean()`` (which skips NaN) reproduces the
+    scorer's ``exact``/``f1`` (``exact_match``/``f1``, ``EM``/``F1``) for every metric. No null-probability
+    threshold is applied: the predictions are taken as they are. ``language`` is the answer language,
+    needed by ``mlqa`` and ignored by the others.
     """
-    rule = _rule(metric)
+    import pandas as pd  # imported here: the config check reads this module's language tables
+
+    rule = _rule(metric, language)
     missing_value = 0.0 if rule.missing_counts_as_zero else math.nan
     rows = [
         {
@@ -392,7 +542,7 @@ def per_question_scores(metric: str, dataset: Mapping[str, Any], preds: Mapping[
             "em": 100.0 * item.exact if item.exact is not None else missing_value,
             "f1": 100.0 * item.f1 if item.f1 is not None else missing_value,
         }
-        for item in _score_questions(metric, dataset, preds)
+        for item in _score_questions(metric, dataset, preds, language)
     ]
     columns = ["qid", "article", "question", "has_answer", "predicted", "em", "f1"]
     frame = pd.DataFrame(rows, columns=columns)
@@ -504,6 +654,19 @@ def squad_v2_evaluate(
     return result
 
 
+def _percent_over_all_questions(scored: Sequence[_ScoredQuestion]) -> tuple[float, float]:
+    """100 x mean EM and F1 over every question, a question without a prediction counting 0.
+
+    Accumulated question by question with ``+=``, as the official scripts do: from Python 3.12 on,
+    ``sum`` of floats is compensated and can differ from that in the last bit.
+    """
+    exact = f1 = 0.0
+    for item in scored:
+        exact += item.exact or 0.0
+        f1 += item.f1 or 0.0
+    return 100.0 * exact / len(scored), 100.0 * f1 / len(scored)
+
+
 def squad_v1_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> dict[str, Any]:
     """The official SQuAD v1.1 evaluation (evaluate-v1.1.py): ``{"exact_match", "f1"}`` ×100, where a
     question without a prediction scores 0."""
@@ -511,11 +674,29 @@ def squad_v1_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> d
     if not scored:
         raise MrcbenchError("the dataset has no questions")
     _warn_missing("squad", [i.question.qid for i in scored if i.prediction is None], len(scored), "scored 0")
-    total = len(scored)
-    return {
-        "exact_match": 100.0 * sum(item.exact or 0.0 for item in scored) / total,
-        "f1": 100.0 * sum(item.f1 or 0.0 for item in scored) / total,
-    }
+    exact_match, f1 = _percent_over_all_questions(scored)
+    return {"exact_match": exact_match, "f1": f1}
+
+
+def mlqa_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str], language: str) -> dict[str, Any]:
+    """The official MLQA evaluation (mlqa_evaluation_v1.py DATASET PREDICTIONS LANGUAGE) of ``preds``
+    (``{qid: answer text}``): ``{"exact_match", "f1"}`` ×100 over every question of the dataset, where a
+    question without a prediction scores 0.
+
+    ``language`` is the answer language: one of :data:`MLQA_OFFICIAL_LANGUAGES` (the script's own), or
+    one of :data:`MLQA_EXTENSION_LANGUAGES` -- el, ru, tr, ro (whitespace tokens, no articles) and th
+    (one token per character) -- which are our extension for XQuAD, not the official scorer. Deliberate
+    deviations: the dataset's ``version`` is not checked (the script only prints a warning when it is not
+    "1.0"; XQuAD files say "1.1"), missing predictions are reported in one summary line instead of one
+    line each, and malformed inputs raise :class:`~mrcbench.errors.MrcbenchError`.
+    """
+    scored = _score_questions("mlqa", dataset, preds, language)
+    if not scored:
+        raise MrcbenchError("the dataset has no questions")
+    missing = [item.question.qid for item in scored if item.prediction is None]
+    _warn_missing(f"mlqa ({language})", missing, len(scored), "scored 0")
+    exact_match, f1 = _percent_over_all_questions(scored)
+    return {"exact_match": exact_match, "f1": f1}
 
 
 def cmrc2018_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> dict[str, Any]:
@@ -530,19 +711,34 @@ def cmrc2018_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> d
         raise MrcbenchError("the dataset has no questions")
     skipped = [item.question.qid for item in scored if item.prediction is None]
     _warn_missing("cmrc2018", skipped, len(scored), "scored 0")
-    total = len(scored)
-    f1 = 100.0 * sum(item.f1 or 0.0 for item in scored) / total
-    em = 100.0 * sum(item.exact or 0.0 for item in scored) / total
-    return {"AVERAGE": (em + f1) * 0.5, "F1": f1, "EM": em, "TOTAL": total, "SKIP": len(skipped)}
+    em, f1 = _percent_over_all_questions(scored)
+    return {"AVERAGE": (em + f1) * 0.5, "F1": f1, "EM": em, "TOTAL": len(scored), "SKIP": len(skipped)}
 
 
 #: Metric name -> aggregate scorer ``(dataset, preds) -> dict``; ``squad_v2`` also accepts
-#: ``na_probs`` and ``na_prob_thresh``.
+#: ``na_probs`` and ``na_prob_thresh``; the metrics of :data:`LANGUAGE_METRICS` take the answer language
+#: as a third argument (:func:`evaluate` dispatches both kinds).
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "squad": squad_v1_evaluate,
     "squad_v2": squad_v2_evaluate,
     "cmrc2018": cmrc2018_evaluate,
+    "mlqa": mlqa_evaluate,
 }
+LANGUAGE_METRICS = frozenset(_LANGUAGE_RULES)
+
+
+def evaluate(
+    metric: str, dataset: Mapping[str, Any], preds: Mapping[str, str], language: str | None = None
+) -> dict[str, Any]:
+    """The aggregate scorer of ``metric`` on ``preds`` (``squad_v2`` without no-answer scores).
+
+    ``language`` is the dataset's answer language: required by the metrics of :data:`LANGUAGE_METRICS`
+    (``mlqa``), ignored by the others, which are language-independent.
+    """
+    _rule(metric, language)
+    if metric in LANGUAGE_METRICS:
+        return METRICS[metric](dataset, preds, language)
+    return METRICS[metric](dataset, preds)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,15 +804,20 @@ def _evaluate_loaded(
     na_probs: Mapping[str, float] | None,
     na_prob_path: str | Path | None,
     na_prob_thresh: float,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    _rule(metric)
+    _rule(metric, language)
+    if language is not None and metric not in LANGUAGE_METRICS:
+        raise MrcbenchError(
+            f"--language is only used by the {', '.join(sorted(LANGUAGE_METRICS))} metric, not {metric}"
+        )
     if metric != "squad_v2":
         if na_prob_path is not None:
             raise MrcbenchError(
                 f"na-prob file {na_prob_path} is only used by the squad_v2 metric, not {metric}"
             )
         try:
-            return METRICS[metric](dataset, preds)
+            return evaluate(metric, dataset, preds, language)
         except MrcbenchError as error:
             raise MrcbenchError(f"scoring {pred_path}: {error}") from None
     context = f"scoring {pred_path}" + (f" with {na_prob_path}" if na_prob_path is not None else "")
@@ -632,24 +833,35 @@ def score_files(
     pred_path: str | Path,
     na_prob_path: str | Path | None = None,
     na_prob_thresh: float = 1.0,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """Score a prediction file against a dataset file, like running the official script on them."""
-    _rule(metric)
+    """Score a prediction file against a dataset file, like running the official script on them
+    (``language``: the answer language, for ``mlqa`` only)."""
+    _rule(metric, language)
     dataset = load_dataset_file(data_path)
     preds = load_predictions_file(pred_path)
     na_probs = load_na_probs_file(na_prob_path) if na_prob_path is not None else None
-    return _evaluate_loaded(metric, dataset, preds, pred_path, na_probs, na_prob_path, na_prob_thresh)
+    return _evaluate_loaded(
+        metric, dataset, preds, pred_path, na_probs, na_prob_path, na_prob_thresh, language
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrcbench score",
-        description="Score predictions with an official-equivalent SQuAD v1.1 / v2.0 or CMRC 2018 scorer "
-        "and print the result as JSON.",
+        description="Score predictions with an official-equivalent SQuAD v1.1 / v2.0, CMRC 2018 or MLQA "
+        "scorer and print the result as JSON.",
     )
     parser.add_argument("metric", choices=sorted(METRICS), help="which official script to reproduce")
     parser.add_argument("data_file", type=Path, help="SQuAD-format dataset JSON")
     parser.add_argument("pred_file", type=Path, help="predictions JSON {qid: answer text}")
+    parser.add_argument(
+        "--language",
+        default=None,
+        help=f"mlqa only (required): the answer language, one of {' '.join(MLQA_OFFICIAL_LANGUAGES)} "
+        f"(official script) or {' '.join(MLQA_EXTENSION_LANGUAGES)} (our extension for XQuAD, not "
+        "official: el ru tr ro split on whitespace with no article removal, th one token per character)",
+    )
     parser.add_argument(
         "--na-prob-file", type=Path, default=None, help="squad_v2 only: JSON {qid: no-answer score}"
     )
@@ -677,10 +889,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         preds = load_predictions_file(args.pred_file)
         na_probs = load_na_probs_file(args.na_prob_file) if args.na_prob_file is not None else None
         result = _evaluate_loaded(
-            args.metric, dataset, preds, args.pred_file, na_probs, args.na_prob_file, args.na_prob_thresh
+            args.metric,
+            dataset,
+            preds,
+            args.pred_file,
+            na_probs,
+            args.na_prob_file,
+            args.na_prob_thresh,
+            args.language,
         )
         if args.per_question is not None:
-            frame = per_question_scores(args.metric, dataset, preds)
+            frame = per_question_scores(args.metric, dataset, preds, args.language)
             try:
                 args.per_question.parent.mkdir(parents=True, exist_ok=True)
                 frame.to_parquet(args.per_question, index=False)

@@ -71,8 +71,9 @@ def decode(examples, features, start, end, metric: str, decoding_cfg: dict) -> d
     )
 
 
-def score(metric: str, dataset: dict, preds: decoding.Predictions) -> dict:
-    """The official scorer's numbers for the thresholded answers.
+def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str | None = None) -> dict:
+    """The official scorer's numbers for the thresholded answers (``language``: the dataset's answer
+    language, used by the mlqa metric).
 
     For SQuAD 2.0 the best-threshold search (``best_*``) runs on the best non-null span of every
     question with its null-score difference, as the official script expects; running it on
@@ -80,7 +81,7 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions) -> dict:
     constant no-answer probability it means nothing: known-pitfalls.md).
     """
     if metric != "squad_v2":
-        return metrics.METRICS[metric](dataset, preds.answers)
+        return metrics.evaluate(metric, dataset, preds.answers, language)
     result = metrics.squad_v2_evaluate(dataset, preds.answers)
     best = metrics.squad_v2_evaluate(dataset, preds.best_non_null, na_probs=preds.null_score_diff)
     result.update({k: v for k, v in best.items() if k.startswith("best_")})
@@ -115,7 +116,7 @@ def add_run_arguments(parser) -> None:
 
 
 def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: dict,
-            decoding_cfg: dict, batch_size: int, keys: dict) -> dict:
+            decoding_cfg: dict, batch_size: int, keys: dict, language: str | None = None) -> dict:
     from mrcbench.models import load_for_qa
 
     out_dir = Path(out_dir)
@@ -127,9 +128,9 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     start, end = model_logits(model, features, batch_size)
     preds = decode(examples, features, start, end, metric, decoding_cfg)
     decoding.save_predictions(preds, out_dir)
-    result = score(metric, dataset, preds)
+    result = score(metric, dataset, preds, language)
     result["n_windows"] = len(features.input_ids)
-    frame = metrics.per_question_scores(metric, dataset, preds.answers)
+    frame = metrics.per_question_scores(metric, dataset, preds.answers, language)
     write_scores(out_dir / "scores.parquet", frame, keys)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     return result
@@ -152,7 +153,7 @@ def main(argv: list[str]) -> int:
     result = predict(
         args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
         cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),
-        training_cfg["eval_batch_size"], keys,
+        training_cfg["eval_batch_size"], keys, language=cfg.split_language(config, args.eval),
     )
     print(json.dumps(result, ensure_ascii=False))
     return 0

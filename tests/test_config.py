@@ -129,3 +129,24 @@ def test_init_from_must_name_a_first_stage_of_the_same_model(default_config):
     seeds["experiments"]["chinese"]["seeds"] = [42, 7]
     with pytest.raises(MrcbenchError, match=r"seeds \[7\]"):
         cfg.validate(seeds)
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/smoke.yaml", "config/paper.yaml", "config/large.yaml"])
+def test_every_xquad_dataset_is_scored_with_mlqa_in_its_language(path):
+    config = cfg.load(ROOT / path)
+    for name, dataset in config["datasets"].items():
+        if "xquad" in name or "xquad" in str(dataset.get("local", "")):
+            assert dataset["metric"] == "mlqa", name
+            assert f"xquad.{dataset['language']}." in dataset["local"], name
+
+
+def test_mlqa_dataset_needs_a_supported_language(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["datasets"]["xquad_de"]["language"] = "fr"
+    with pytest.raises(MrcbenchError, match=r"datasets\.xquad_de\.language: .*'fr'; supported: en es hi vi de ar zh"):
+        cfg.validate(bad)
+    good = copy.deepcopy(default_config)
+    good["datasets"]["xquad_de"]["language"] = "th"  # our extension is accepted
+    cfg.validate(good)
+    assert cfg.split_metric(default_config, "xquad_zh") == "mlqa"
+    assert cfg.split_language(default_config, "xquad_zh") == "zh"

@@ -1,7 +1,9 @@
 """Tests of the official-equivalent scorers.
 
 Expected values are worked out by hand in the comments, following the official scripts
-(evaluate-v1.1.py, evaluate-v2.0.py, cmrc2018_evaluate.py) step by step.
+(evaluate-v1.1.py, evaluate-v2.0.py, cmrc2018_evaluate.py, mlqa_evaluation_v1.py) step by step. The MLQA
+scorer is also compared with a transcription of the official script (tests/mlqa_reference.py) on random
+multilingual data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlqa_reference
 import pandas as pd
 import pytest
 
@@ -20,12 +23,18 @@ from mrcbench import metrics
 from mrcbench.errors import MrcbenchError
 from mrcbench.metrics import (
     METRICS,
+    MLQA_EXTENSION_LANGUAGES,
+    MLQA_OFFICIAL_LANGUAGES,
     cmrc2018_evaluate,
     cmrc_exact,
     cmrc_f1,
     cmrc_remove_punctuation,
     longest_common_substring_length,
     mixed_segmentation,
+    mlqa_evaluate,
+    mlqa_exact,
+    mlqa_f1,
+    mlqa_normalize,
     normalize_answer,
     per_question_scores,
     score_files,
@@ -571,3 +580,319 @@ def test_per_question_frame_reproduces_totals_on_the_mirror(data_dir: Path) -> N
         words = gold.split()
         preds[qid] = " ".join(words[rng.randint(0, len(words)) :]) if words else rng.choice(["", "the", "x"])
     _assert_frame_reproduces("squad_v2", dataset, preds)
+
+
+# --------------------------------------------------------------------------------------------------
+# MLQA (mlqa_evaluation_v1.py), per answer language
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        # en: lower, drop punctuation, whole-word a/an/the -> " "; "theater" stays
+        ("The Eiffel Tower, an icon!", "en", "eiffel tower icon"),
+        ("A theater", "en", "theater"),
+        # es: "¡" and "," are Unicode punctuation; los/el are articles, "ángeles" is not folded
+        ("¡Los Ángeles, el río!", "es", "ángeles río"),
+        # de: der/die/das go, "und" stays
+        ("Der Rhein, die Donau und das Meer", "de", "rhein donau und meer"),
+        # ar: every "ال" becomes a space, at the start of a word ...
+        ("الكتاب", "ar", "كتاب"),
+        # ... and inside one (the script's quirk): م ا ل ك -> "م" + " " + "ك"
+        ("مالك", "ar", "م ك"),
+        ("ال", "ar", ""),
+        # hi: the danda "।" is punctuation (Po); no articles
+        ("भारत की राजधानी।", "hi", "भारत की राजधानी"),
+        # vi: cái/của are removed as whole words, "làm" keeps its "là"
+        ("Cái bàn của tôi", "vi", "bàn tôi"),
+        ("làm", "vi", "làm"),
+        # zh: mixed segmentation, one token per U+4E00..U+9FA5 character, other runs split on whitespace
+        ("北京2008年奥运会", "zh", "北 京 2008 年 奥 运 会"),
+        ("《红楼梦》作者", "zh", "红 楼 梦 作 者"),
+        ("iPhone 手机", "zh", "iphone 手 机"),
+        # full-width digits, CJK extension A (U+3400..) and U+9FA6 (past the range) stay inside runs
+        ("２００８年", "zh", "２００８ 年"),
+        ("㐀㐁北\u9fa6\u9fa7", "zh", "㐀㐁 北 \u9fa6\u9fa7"),
+        # ASCII symbols are in string.punctuation, hence removed; the ideographic space separates
+        ("$5+3=8\u3000元", "zh", "538 元"),
+        # el, ru, tr, ro (our extension): whitespace tokens, no article list ("η" stays)
+        ("Η Αθήνα, η πρωτεύουσα;", "el", "η αθήνα η πρωτεύουσα"),
+        ("Москва — столица России.", "ru", "москва столица россии"),
+        # str.lower turns "İ" into "i" + U+0307 (a mark, not punctuation); the apostrophe goes
+        ("İstanbul'un nüfusu", "tr", "i\u0307stanbulun nüfusu"),
+        ("București, România", "ro", "bucurești românia"),
+        # th (our extension): one token per non-space character, combining vowels included
+        ("กข คง", "th", "ก ข ค ง"),
+        ("สวัสดี", "th", "ส ว ั ส ด ี"),
+        # punctuation-only answers normalise to nothing in every language
+        ("!!! …", "en", ""),
+        ("。，“”", "zh", ""),
+        ("$+<=>^`|~", "th", ""),
+    ],
+)
+def test_mlqa_normalize(text: str, language: str, expected: str) -> None:
+    assert mlqa_normalize(text, language) == expected
+
+
+@pytest.mark.parametrize(
+    ("gold", "prediction", "language", "exact", "f1"),
+    [
+        # en: gold [eiffel, tower], prediction [eiffel] -> P 1, R 1/2, F1 2/3
+        ("the Eiffel Tower", "Eiffel", "en", 0, 2 / 3),
+        # es: gold [río, amazonas] (el removed), prediction [amazonas]
+        ("el río Amazonas", "Amazonas", "es", 0, 2 / 3),
+        # de: gold [vertrag, von, versailles], prediction [vertrag, versailles] -> P 1, R 2/3, F1 0.8
+        ("der Vertrag von Versailles", "Vertrag Versailles", "de", 0, 0.8),
+        # ar: "الطالب" loses its article and, by the quirk, the "ال" inside "طالب" too: gold "كتاب الطالب"
+        # -> [كتاب, ط, ب], prediction -> [ط, ب]: P 1, R 2/3, F1 0.8
+        ("كتاب الطالب", "الطالب", "ar", 0, 0.8),
+        # ar: with and without the article both normalise to "مدينة"
+        ("المدينة", "مدينة", "ar", 1, 1.0),
+        # hi: gold 3 tokens, prediction 1 of them -> P 1, R 1/3, F1 1/2
+        ("भारत की राजधानी", "राजधानी", "hi", 0, 0.5),
+        # vi: "những cái bàn" loses both words -> "bàn"
+        ("những cái bàn", "bàn", "vi", 1, 1.0),
+        # zh: gold 北 京 2008 年 奥 运 会 (7), prediction 2008 年 北 京 (4, all shared) -> P 1, R 4/7, F1 8/11
+        ("北京2008年奥运会", "2008年北京", "zh", 0, 8 / 11),
+        # zh: gold 北 京 大 学 (4), prediction 北 京 的 大 学 (5), 4 shared -> P 4/5, R 1, F1 8/9
+        ("北京大学", "北京的大学", "zh", 0, 8 / 9),
+        # el: no article removal in the extension, so "η" counts: gold [η, αθήνα], prediction [αθήνα]
+        ("η Αθήνα", "Αθήνα", "el", 0, 2 / 3),
+        ("в Москве", "Москве", "ru", 0, 2 / 3),
+        ("Türkiye'nin başkenti", "başkenti", "tr", 0, 2 / 3),
+        ("Marea Neagră", "Neagră.", "ro", 0, 2 / 3),
+        # th: gold ก ร ุ ง เ ท พ (7 characters), prediction ก ร ุ ง (4) -> P 1, R 4/7, F1 8/11
+        ("กรุงเทพ", "กรุง", "th", 0, 8 / 11),
+        # punctuation-only: both sides empty -> EM 1 but F1 0 (nothing in common)
+        ("!!!", "?", "en", 1, 0.0),
+        ("“”", "。", "zh", 1, 0.0),
+        # gold made only of articles normalises to nothing, like an empty prediction
+        ("the", "a", "en", 1, 0.0),
+        ("los", "", "es", 1, 0.0),
+        ("ال", "", "ar", 1, 0.0),
+        # empty prediction against a non-empty gold, and the other way round
+        ("Paris", "...", "en", 0, 0.0),
+        ("—", "x", "ru", 0, 0.0),
+    ],
+)
+def test_mlqa_exact_and_f1(gold: str, prediction: str, language: str, exact: int, f1: float) -> None:
+    assert mlqa_exact(gold, prediction, language) == exact
+    assert mlqa_f1(gold, prediction, language) == pytest.approx(f1)
+
+
+def test_mlqa_chinese_f1_is_not_the_squad_f1() -> None:
+    # The reason for the metric: SQuAD v1.1 sees each Chinese answer as one token, so its F1 equals EM.
+    dataset = make_dataset([("q1", ["北京2008年奥运会"]), ("q2", ["北京大学"])])
+    preds = {"q1": "2008年北京", "q2": "北京的大学"}
+    assert squad_v1_evaluate(dataset, preds) == {"exact_match": 0.0, "f1": 0.0}
+    assert mlqa_evaluate(dataset, preds, "zh")["f1"] == pytest.approx(100 * (8 / 11 + 8 / 9) / 2)
+
+
+def test_mlqa_evaluate_counts_missing_predictions_as_zero(caplog) -> None:
+    # q1 right (EM 1, F1 1), q2 half (gold [red, dog], prediction [dog]: F1 2/3), q3 and q4 unanswered
+    dataset = make_dataset(
+        [("q1", ["Paris", "paris!"]), ("q2", ["the red dog"]), ("q3", ["x"]), ("q4", ["y"])]
+    )
+    with caplog.at_level("WARNING", logger="mrcbench.metrics"):
+        result = mlqa_evaluate(dataset, {"q1": "Paris", "q2": "a dog", "other": "z"}, "en")
+    assert result == {"exact_match": pytest.approx(100 * 1 / 4), "f1": pytest.approx(100 * (1 + 2 / 3) / 4)}
+    assert list(result) == ["exact_match", "f1"]
+    assert "2 of 4 questions have no prediction" in caplog.text and "'q3'" in caplog.text
+
+
+def test_mlqa_max_over_gold_answers_with_duplicates() -> None:
+    # golds [cat] [cat] [black cat]; prediction "black" -> F1 max(0, 0, 2/3), EM 0
+    dataset = make_dataset([("q1", ["cat", "cat", "black cat"])])
+    assert mlqa_evaluate(dataset, {"q1": "black"}, "en") == {"exact_match": 0.0, "f1": pytest.approx(200 / 3)}
+    assert mlqa_evaluate(dataset, {"q1": "The cat."}, "en") == {"exact_match": 100.0, "f1": 100.0}
+
+
+def test_mlqa_unknown_or_missing_language_is_one_line_error() -> None:
+    dataset = make_dataset([("q1", ["x"])])
+    with pytest.raises(
+        MrcbenchError, match=r"language 'fr'; supported: en es hi vi de ar zh .*el ru tr ro th"
+    ) as info:
+        mlqa_evaluate(dataset, {"q1": "x"}, "fr")
+    assert "\n" not in str(info.value)
+    with pytest.raises(MrcbenchError, match="language 'fr'"):
+        mlqa_normalize("x", "fr")
+    with pytest.raises(MrcbenchError, match="needs the answer language"):
+        per_question_scores("mlqa", dataset, {"q1": "x"})
+    with pytest.raises(MrcbenchError, match="has no gold answer; the mlqa metric needs one"):
+        mlqa_evaluate(make_dataset([("q1", [])]), {"q1": "x"}, "en")
+
+
+def test_mlqa_per_question_scores_reproduce_the_total() -> None:
+    dataset = make_dataset(
+        [("q1", ["北京2008年奥运会"]), ("q2", ["北京大学", "北大"]), ("q3", ["上海"]), ("q4", ["“”"])]
+    )
+    preds = {"q1": "2008年北京", "q2": "北京的大学", "q4": "。"}
+    frame = per_question_scores("mlqa", dataset, preds, "zh")
+    assert frame["em"].tolist() == [0.0, 0.0, 0.0, 100.0]
+    assert frame["f1"].tolist() == pytest.approx([100 * 8 / 11, 100 * 8 / 9, 0.0, 0.0])
+    assert frame["predicted"].tolist() == [True, True, False, True]
+    result = mlqa_evaluate(dataset, preds, "zh")
+    assert frame["em"].mean() == pytest.approx(result["exact_match"])
+    assert frame["f1"].mean() == pytest.approx(result["f1"])
+    assert metrics.evaluate("mlqa", dataset, preds, "zh") == result
+    # the other metrics ignore the language
+    assert metrics.evaluate("squad", dataset, preds, "zh") == squad_v1_evaluate(dataset, preds)
+
+
+def test_mlqa_cli(tmp_path: Path, capsys) -> None:
+    data = _write_json(tmp_path / "d.json", make_dataset([("q1", ["北京2008年奥运会"]), ("q2", ["上海"])]))
+    pred = _write_json(tmp_path / "p.json", {"q1": "2008年北京"})
+    out = tmp_path / "per_question.parquet"
+    assert metrics.main(["mlqa", str(data), str(pred), "--language", "zh", "--per-question", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"exact_match": 0.0, "f1": pytest.approx(100 * (8 / 11) / 2)}
+    assert pd.read_parquet(out)["f1"].mean() == pytest.approx(printed["f1"])
+    for argv, message in [
+        (["mlqa", str(data), str(pred)], "needs the answer language"),
+        (["mlqa", str(data), str(pred), "--language", "xx"], "does not support language 'xx'"),
+        (["squad", str(data), str(pred), "--language", "zh"], "--language is only used by the mlqa metric"),
+    ]:
+        assert metrics.main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1
+
+
+# --- equivalence with a transcription of the official script ----------------------------------------
+
+# Pieces random answers are made of: words and articles of every language, characters at the edges of
+# the script's CJK range, full-width digits, Unicode and ASCII punctuation, symbols, odd whitespace.
+# fmt: off
+_PIECES = {
+    "latin": ["Paris", "the", "The", "a", "An", "theater", "cat", "İstanbul", "Straße", "ÉCOLE", "x2", "O'Neil"],
+    "es": ["el", "la", "Los", "unas", "río", "Ángeles", "ñandú", "un"],
+    "de": ["der", "Die", "das", "einem", "Rhein", "Vertrag", "des", "dessen"],
+    "vi": ["của", "là", "làm", "cái", "chiếc", "những", "Hà", "Nội", "bàn"],
+    "ar": ["ال", "الكتاب", "مالك", "مدينة", "كتاب", "والقلم", "١٢"],
+    "hi": ["भारत", "की", "राजधानी", "।", "दिल्ली"],
+    # U+4E00 and U+9FA5 end the script's range; U+9FA6 and U+4DFF lie just outside it
+    "zh": ["北", "京", "北京", "奥运会", "年", "\u4e00", "\u9fa5", "\u9fa6", "\u4dff", "㐀", "２００８", "ＡＢ", "𠀀"],
+    "other": ["Αθήνα", "η", "Москва", "столица", "Türkiye", "București", "กรุงเทพ", "ฯ", "12", "3.5"],
+    "punct": [",", ".", "!", "?", "'", '"', "-", "—", "…", "，", "。", "《", "》", "“", "”", "¡", "¿", "«", "»", "·"],
+    "symbol": ["$", "+", "<", "=", ">", "^", "`", "|", "~", "%", "€", "°", "©"],
+}
+# fmt: on
+_SEPARATORS = [" ", " ", " ", "", "  ", "\t", "\n", "\u3000", "\xa0", " - "]
+
+
+def _random_answer(rng: random.Random) -> str:
+    kinds = list(_PIECES)
+    pieces = [rng.choice(_PIECES[rng.choice(kinds)]) for _ in range(rng.randint(0, 6))]
+    text = ""
+    for piece in pieces:
+        text += rng.choice(_SEPARATORS) + piece
+    return text if rng.random() > 0.1 else text.upper()
+
+
+def _random_prediction(rng: random.Random, golds: list[str]) -> str:
+    roll = rng.random()
+    if roll < 0.25:
+        return rng.choice(golds)
+    if roll < 0.6:  # a slice of a gold answer: partial overlaps
+        gold = rng.choice(golds)
+        start = rng.randint(0, len(gold))
+        return gold[start : rng.randint(start, len(gold))]
+    if roll < 0.8:
+        return rng.choice(golds) + rng.choice(_SEPARATORS) + _random_answer(rng)
+    return _random_answer(rng)
+
+
+def _random_case(rng: random.Random) -> tuple[dict, dict[str, str]]:
+    questions, preds = [], {}
+    for index in range(rng.randint(1, 6)):
+        golds = [_random_answer(rng) for _ in range(rng.randint(1, 3))]
+        if rng.random() < 0.2:
+            golds.append(golds[0])  # duplicates are allowed
+        qid = f"q{index}"
+        questions.append((qid, golds))
+        if rng.random() > 0.15:
+            preds[qid] = _random_prediction(rng, golds)
+    return make_dataset(questions), preds
+
+
+def _reference_normalize_extension(text: str, language: str) -> str:
+    """Our extension in terms of the official functions: Hindi's treatment (whitespace tokens, no
+    articles) for el/ru/tr/ro; for th the same, then one token per non-space character."""
+    normalized = mlqa_reference.normalize_answer(text, "hi")
+    if language == "th":
+        return " ".join(char for char in normalized if not char.isspace())
+    return normalized
+
+
+@pytest.mark.parametrize("language", MLQA_OFFICIAL_LANGUAGES)
+def test_mlqa_equals_the_official_script_on_random_data(language: str) -> None:
+    rng = random.Random(f"mlqa-{language}")
+    compared = 0
+    for _ in range(60):
+        dataset, preds = _random_case(rng)
+        assert mlqa_evaluate(dataset, preds, language) == mlqa_reference.evaluate(
+            dataset["data"], preds, language
+        )
+        for qa in dataset["data"][0]["paragraphs"][0]["qas"]:
+            prediction = preds.get(qa["id"], _random_answer(rng))
+            for answer in qa["answers"]:
+                gold = answer["text"]
+                assert mlqa_normalize(gold, language) == mlqa_reference.normalize_answer(gold, language)
+                assert mlqa_exact(gold, prediction, language) == mlqa_reference.exact_match_score(
+                    prediction, gold, language
+                )
+                assert mlqa_f1(gold, prediction, language) == mlqa_reference.f1_score(
+                    prediction, gold, language
+                )
+                compared += 1
+    assert compared > 300
+
+
+@pytest.mark.parametrize("language", MLQA_EXTENSION_LANGUAGES)
+def test_mlqa_extension_languages_follow_the_official_hindi_branch(language: str) -> None:
+    rng = random.Random(f"mlqa-{language}")
+    for _ in range(300):
+        text = _random_answer(rng)
+        assert mlqa_normalize(text, language) == _reference_normalize_extension(text, language)
+
+
+def test_mlqa_sum_is_accumulated_like_the_official_script() -> None:
+    # Many questions with F1 values whose float sum depends on the order and method of accumulation.
+    rng = random.Random(11)
+    questions = [(f"q{i}", ["a b c d e f g"[: 2 * rng.randint(1, 7) - 1]]) for i in range(500)]
+    preds = {qid: "a b c d e f g"[: 2 * rng.randint(1, 7) - 1] for qid, _ in questions}
+    dataset = make_dataset(questions)
+    assert mlqa_evaluate(dataset, preds, "hi") == mlqa_reference.evaluate(dataset["data"], preds, "hi")
+
+
+@pytest.mark.parametrize("language", ["en", "es", "de", "ar", "vi", "zh", "el", "ru", "tr", "ro"])
+def test_mlqa_on_the_xquad_mirror(data_dir: Path, language: str) -> None:
+    """Gold answers score 100; perturbed answers score as the official script (official languages)."""
+    dataset = json.loads((data_dir / f"xquad/xquad.{language}.json").read_text(encoding="utf-8"))
+    golds = _gold_predictions(dataset)
+    assert mlqa_evaluate(dataset, golds, language) == {"exact_match": 100.0, "f1": 100.0}
+    rng = random.Random(language)
+    preds = {}
+    for qid, gold in golds.items():
+        if rng.random() < 0.1:
+            continue
+        start = rng.randint(0, len(gold) // 2)
+        preds[qid] = gold[start : rng.randint(len(gold) // 2, len(gold))]
+    result = mlqa_evaluate(dataset, preds, language)
+    assert 0 < result["exact_match"] < result["f1"] < 100
+    if language in MLQA_OFFICIAL_LANGUAGES:
+        assert result == mlqa_reference.evaluate(dataset["data"], preds, language)
+    frame = per_question_scores("mlqa", dataset, preds, language)
+    assert frame["f1"].mean() == pytest.approx(result["f1"])
+
+
+def test_predict_scores_mlqa_in_the_dataset_language() -> None:
+    from mrcbench import decoding, predict
+
+    dataset = make_dataset([("q1", ["北京2008年奥运会"]), ("q2", ["上海"])])
+    preds = decoding.Predictions(answers={"q1": "2008年北京", "q2": "上海"})
+    assert predict.score("mlqa", dataset, preds, "zh") == mlqa_evaluate(dataset, preds.answers, "zh")
+    # whitespace tokens would make the Chinese answer one token: F1 (0 + 1) / 2
+    assert predict.score("squad", dataset, preds, "zh")["f1"] == 50.0
+    with pytest.raises(MrcbenchError, match="needs the answer language"):
+        predict.score("mlqa", dataset, preds)

@@ -91,7 +91,7 @@ def test_answerless_windows_are_downsampled_and_counted(setup):
     from mrcbench import features as feat_mod
     from mrcbench.training import select_windows
 
-    root, model_dir, _, features, _ = setup
+    root, model_dir, *_ = setup
     _, tokenizer = load_for_qa(model_dir)
     examples = data_mod.flatten(data_mod.load_squad_json(_long_squad(root / "long.json")))
     train = feat_mod.prepare_train_features(examples, tokenizer, 64, 32, 16, progress=False)
