@@ -97,3 +97,17 @@ def test_paper_config_builds_its_whole_dag_offline():
     out = proc.stdout + proc.stderr
     for rule, count in (("finetune", 18), ("predict", 18), ("ablate", 216), ("merge_grid", 18)):
         assert any(line.split()[:2] == [rule, str(count)] for line in out.splitlines()), (rule, out[-2000:])
+
+
+def test_init_from_is_a_dag_edge_of_the_default_config():
+    """The Chinese leg's fine-tuning starts from the e5 checkpoint fine-tuned on English SQuAD."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--printshellcmds",
+                           "results/finetune/e5_small/cmrc_train/seed42"],
+                          check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MRCBENCH_DATA_DIR": "/nonexistent"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    first = "--out results/finetune/e5_small/squad_train/seed42"
+    second = "--init-checkpoint results/finetune/e5_small/squad_train/seed42/checkpoint"
+    assert first in out and second in out, out[-3000:]
+    assert out.index(first) < out.index(second)
