@@ -206,7 +206,8 @@ def compare_training(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer questions, 2 zones in the grid, one thread")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS),
+                        help="models to compare at inference (none: only --train-steps)")
     parser.add_argument("--checkpoint", nargs="*", default=[], metavar="NAME=DIR", help="fine-tuned checkpoint")
     parser.add_argument("--model-dir", nargs="*", default=[], metavar="NAME=DIR",
                         help="already prepared encoder (e.g. results/models/minilm); default: prepare into --work")
