@@ -276,11 +276,13 @@ class ZoneStats:
 def zone_mass_from_probs(probs: torch.Tensor, zone_ids: torch.Tensor) -> torch.Tensor:
     """``[B, H, 3, 3]`` zone statistics of one layer's attention probabilities ``[B, H, T, T]``.
 
-    Costs one ``[T, T] @ [T, 3]`` product per head; the maps themselves are not kept.
+    Costs one ``[T, T] @ [T, 3]`` product per head; the maps themselves are not kept. Accumulated in
+    fp32 also under bf16 autocast (which would otherwise run both products in bf16).
     """
     onehot = stat_zone_onehot(zone_ids.to(probs.device))  # [B, T, 3]
-    per_row = torch.matmul(probs.float(), onehot[:, None])  # [B, H, T(row), 3 col zones]
-    summed = torch.einsum("bhtc,btr->bhrc", per_row, onehot)  # [B, H, 3 row zones, 3 col zones]
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        per_row = torch.matmul(probs.float(), onehot[:, None])  # [B, H, T(row), 3 col zones]
+        summed = torch.einsum("bhtc,btr->bhrc", per_row, onehot)  # [B, H, 3 row zones, 3 col zones]
     counts = onehot.sum(1)  # [B, 3]
     return summed / counts[:, None, :, None]  # 0/0 -> NaN for empty row zones
 

@@ -45,6 +45,7 @@ DEFAULT_ABLATION = {
     "max_questions": None,
     "split_by_layer": False,
 }
+DEFAULT_INFERENCE = {"precision": "auto"}
 DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}
 DEFAULT_STATS = {"bootstrap": 1000, "seed": 0, "min_bucket_size": 30, "alpha": 0.05, "permutations": 9999}
 DEFAULT_RESOURCES = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
@@ -257,6 +258,10 @@ def init_from(config: dict, model: str, train: str) -> str | None:
 
 def decoding_config(config: dict) -> dict:
     return deep_merge(DEFAULT_DECODING, config.get("decoding"))
+
+
+def inference_config(config: dict) -> dict:
+    return deep_merge(DEFAULT_INFERENCE, config.get("inference"))
 
 
 def ablation_config(config: dict) -> dict:

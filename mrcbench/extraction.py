@@ -19,6 +19,7 @@ import torch
 from mrcbench import ablation, attention, metrics, predict
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
+from mrcbench import precision as precision_mod
 from mrcbench.errors import MrcbenchError
 from mrcbench.models import load_for_qa
 
@@ -42,6 +43,8 @@ class EvalRun:
         self.keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
         self.model, self.tokenizer = load_for_qa(args.checkpoint)
         self.model.eval()
+        # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.
+        self.precision = precision_mod.resolve(cfg.inference_config(self.config)["precision"], self.model.device)
         dataset = data_mod.load_squad_json(args.eval_json)
         if max_questions:
             # Hash-ranked like the split itself, so parallel XQuAD languages keep the same ids.
@@ -98,10 +101,12 @@ def _answer_tokens(run: EvalRun, feature: int) -> tuple[int, int] | None:
 
 def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: dict) -> dict:
     cases = choose_case_studies(run, scores, attention_cfg["case_studies"], attention_cfg["case_study_ids"])
-    result = attention.collect_zone_stats(
-        run.model, run.features.batches(run.batch_size), case_study_features=cases, progress=True
-    )
+    with precision_mod.autocast(run.precision, run.model.device):
+        result = attention.collect_zone_stats(
+            run.model, run.features.batches(run.batch_size), case_study_features=cases, progress=True
+        )
     frame = attention.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
+    frame["precision"] = run.precision
     predict.write_parquet(frame, out_dir / "zone_stats.parquet")
 
     infos, arrays = [], []
@@ -132,7 +137,8 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
     np.savez_compressed(tmp, maps=maps_array)
     os.replace(tmp, out_dir / "case_studies.npz")
     (out_dir / "case_studies.json").write_text(json.dumps(infos, ensure_ascii=False, indent=1))
-    return {"questions": int(frame["qid"].nunique()), "windows": len(run.features.input_ids), "case_studies": len(cases)}
+    return {"questions": int(frame["qid"].nunique()), "windows": len(run.features.input_ids), "case_studies": len(cases),
+            "precision": run.precision}
 
 
 def main(argv: list[str]) -> int:
@@ -176,11 +182,14 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
     def score(answers: dict[str, str]) -> pd.DataFrame:
         return metrics.per_question_scores(run.metric, run.dataset, answers, run.language)
 
-    frames = [
-        ablation.ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)
-        for variant in ablation_cfg["variants"]
-    ]
-    return pd.concat(frames, ignore_index=True)
+    with precision_mod.autocast(run.precision, run.model.device):
+        frames = [
+            ablation.ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)
+            for variant in ablation_cfg["variants"]
+        ]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["precision"] = run.precision
+    return frame
 
 
 def main_ablate(argv: list[str]) -> int:
@@ -202,7 +211,8 @@ def main_ablate(argv: list[str]) -> int:
     predict.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
-                      "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None}))
+                      "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None,
+                      "precision": run.precision}))
     return 0
 
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from mrcbench import data as data_mod
 from mrcbench import decoding, metrics
 from mrcbench import features as feat_mod
+from mrcbench import precision as precision_mod
 
 #: Logit given to positions past a window's end when windows are stacked into one array.
 PAD_LOGIT = -1e4
@@ -33,14 +34,20 @@ def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: str = "predict"):
-    """Start/end logits for every window, as [n_windows, max_len] float32 arrays."""
+def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: str = "predict",
+                 precision: str = "fp32"):
+    """Start/end logits for every window, as [n_windows, max_len] float32 arrays.
+
+    ``precision`` (``fp32`` or ``bf16``, see :mod:`mrcbench.precision`) is that of the forward
+    passes; the logits are returned as fp32 either way.
+    """
     model.eval()
     starts, ends = [], []
     n_batches = (len(features.input_ids) + batch_size - 1) // batch_size
     for batch in tqdm(features.batches(batch_size), total=n_batches, desc=desc, unit="batch", dynamic_ncols=True):
         inputs = {k: v.to(model.device) for k, v in batch.items() if k != "zone_ids"}
-        out = model(**inputs)
+        with precision_mod.autocast(precision, model.device):
+            out = model(**inputs)
         starts.append(out.start_logits)
         ends.append(out.end_logits)
     width = max(len(ids) for ids in features.input_ids)
@@ -116,7 +123,11 @@ def add_run_arguments(parser) -> None:
 
 
 def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: dict,
-            decoding_cfg: dict, batch_size: int, keys: dict, language: str | None = None) -> dict:
+            decoding_cfg: dict, batch_size: int, keys: dict, language: str | None = None,
+            precision: str = "fp32") -> dict:
+    """Predict, score and write one run's files; ``precision`` is ``inference.precision`` (``auto``
+    is resolved for the model's device and the result recorded in ``metrics.json``); ``language``
+    is the eval dataset's (the mlqa metric needs it)."""
     from mrcbench.models import load_for_qa
 
     out_dir = Path(out_dir)
@@ -125,11 +136,13 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     dataset = data_mod.load_squad_json(eval_json)
     examples = data_mod.flatten(dataset)
     features = eval_features(examples, tokenizer, features_cfg)
-    start, end = model_logits(model, features, batch_size)
+    used = precision_mod.resolve(precision, model.device)
+    start, end = model_logits(model, features, batch_size, precision=used)
     preds = decode(examples, features, start, end, metric, decoding_cfg)
     decoding.save_predictions(preds, out_dir)
     result = score(metric, dataset, preds, language)
     result["n_windows"] = len(features.input_ids)
+    result["precision"] = used
     frame = metrics.per_question_scores(metric, dataset, preds.answers, language)
     write_scores(out_dir / "scores.parquet", frame, keys)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
@@ -154,6 +167,7 @@ def main(argv: list[str]) -> int:
         args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
         cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),
         training_cfg["eval_batch_size"], keys, language=cfg.split_language(config, args.eval),
+        precision=cfg.inference_config(config)["precision"],
     )
     print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -13,6 +13,7 @@ rule ablate:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         decoding=mrc_config.decoding_config(config),
+        inference=mrc_config.inference_config(config),
         ablation=ABLATION,
     log:
         f"{LOGS}/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/{{part}}.log",

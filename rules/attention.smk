@@ -15,6 +15,7 @@ rule extract_attention:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         attention=mrc_config.attention_config(config),
+        inference=mrc_config.inference_config(config),
         out=lambda wc, output: os.path.dirname(output.stats),
     log:
         f"{LOGS}/extract_attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",

@@ -13,6 +13,7 @@ rule predict:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
         decoding=mrc_config.decoding_config(config),
+        inference=mrc_config.inference_config(config),
         out=lambda wc, output: os.path.dirname(output.metrics),
     log:
         f"{LOGS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
