@@ -1469,6 +1469,17 @@ def benchmark_table(results_dir: Path) -> pd.DataFrame:
     )
 
 
+def _starting_point(config: dict[str, Any], experiment: str) -> str:
+    """What an experiment's fine-tuning starts from: the pre-trained weights, or (training.init_from)
+    the same model already fine-tuned on another split."""
+    from mrcbench import config as cfg
+
+    train = config["experiments"][experiment]["train"]
+    starts = {cfg.init_from(config, model, train) for model in cfg.experiment_models(config, experiment)}
+    return "; ".join(sorted(f"fine-tuned on {init} (training.init_from)" if init else "pre-trained weights"
+                            for init in starts))
+
+
 def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Models, datasets/splits, experiments and recipe knobs from the resolved config."""
     models = pd.DataFrame(
@@ -1503,6 +1514,7 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
                 "eval": ", ".join(spec.get("eval", [])),
                 "models": ", ".join(spec.get("models", [])) or "(all of the language)",
                 "seeds": ", ".join(map(str, spec.get("seeds", DEFAULT_SEEDS))),
+                "starts from": _starting_point(config, name),
             }
             for name, spec in (config.get("experiments") or {}).items()
         ]
