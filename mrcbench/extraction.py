@@ -30,7 +30,9 @@ def _articles(examples: list[dict]) -> dict[str, str]:
 class EvalRun:
     """A fine-tuned model, an eval split and their windows, loaded once per command."""
 
-    def __init__(self, args: argparse.Namespace, max_questions: int | None = None):
+    def __init__(
+        self, args: argparse.Namespace, max_questions: int | None = None, answerable_only: bool = False
+    ):
         self.config = cfg.load(args.config)
         self.args = args
         self.features_cfg = cfg.features_config(self.config, args.model, args.train)
@@ -43,9 +45,16 @@ class EvalRun:
         self.model, self.tokenizer = load_for_qa(args.checkpoint)
         self.model.eval()
         dataset = data_mod.load_squad_json(args.eval_json)
+        if answerable_only:
+            dataset = data_mod.answerable_only(dataset)
+            if not data_mod.question_ids(dataset):
+                raise MrcbenchError(f"{args.eval_json}: no answerable questions (ablation.answerable_only)")
         if max_questions:
-            # Hash-ranked like the split itself, so parallel XQuAD languages keep the same ids.
-            dataset = data_mod.subsample(dataset, max_questions, self.config.get("sample_seed", 0))
+            # Round-robin over articles, hash-ranked by question id: parallel XQuAD languages keep the
+            # same ids, and the questions spread over as many articles as the split has.
+            dataset = data_mod.subsample_across_articles(
+                dataset, max_questions, self.config.get("sample_seed", 0)
+            )
         self.dataset = dataset
         self.examples = data_mod.flatten(dataset)
         self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
@@ -197,11 +206,14 @@ def main_ablate(argv: list[str]) -> int:
         raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
     config = cfg.load(args.config)
     ablation_cfg = cfg.ablation_config(config)
-    run = EvalRun(args, max_questions=ablation_cfg["max_questions"])
+    run = EvalRun(
+        args, max_questions=ablation_cfg["max_questions"], answerable_only=ablation_cfg["answerable_only"]
+    )
     frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
     predict.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
+                      "articles": int(frame["article"].nunique()),
                       "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None}))
     return 0
 
