@@ -160,7 +160,7 @@ def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
 
 
 def test_sign_flip_exact_and_monte_carlo_p_values():
-    design = stats.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4)
+    design = stats.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4, min_clusters=2)
     values = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
     p, test = stats.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
     # Three clusters, all positive: only the identity and the full flip reach |sum| = 7 -> 2/8.
@@ -492,7 +492,7 @@ def synthetic_stats(tmp_path_factory):
 def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     results, written = synthetic_stats
     names = {path.name for path in written}
-    assert len(stats.TABLES) == 10
+    assert len(stats.TABLES) == 11
     for table in stats.TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         assert not pd.read_parquet(results / "stats" / f"{table}.parquet").empty, table
