@@ -27,6 +27,20 @@ def _articles(examples: list[dict]) -> dict[str, str]:
     return {ex["id"]: ex["title"] for ex in examples}
 
 
+def select_grid_questions(
+    dataset: dict, max_questions: int | None, answerable_only: bool, seed: int, source: str = "eval split"
+) -> dict:
+    """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
+    ``max_questions`` of them taken round-robin over the articles
+    (:func:`mrcbench.data.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
+    languages keep the same ids, and spread over as many articles as the split has)."""
+    if answerable_only:
+        dataset = data_mod.answerable_only(dataset)
+        if not data_mod.question_ids(dataset):
+            raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
+    return data_mod.subsample_across_articles(dataset, max_questions, seed)
+
+
 class EvalRun:
     """A fine-tuned model, an eval split and their windows, loaded once per command."""
 
@@ -45,15 +59,9 @@ class EvalRun:
         self.model, self.tokenizer = load_for_qa(args.checkpoint)
         self.model.eval()
         dataset = data_mod.load_squad_json(args.eval_json)
-        if answerable_only:
-            dataset = data_mod.answerable_only(dataset)
-            if not data_mod.question_ids(dataset):
-                raise MrcbenchError(f"{args.eval_json}: no answerable questions (ablation.answerable_only)")
-        if max_questions:
-            # Round-robin over articles, hash-ranked by question id: parallel XQuAD languages keep the
-            # same ids, and the questions spread over as many articles as the split has.
-            dataset = data_mod.subsample_across_articles(
-                dataset, max_questions, self.config.get("sample_seed", 0)
+        if answerable_only or max_questions:
+            dataset = select_grid_questions(
+                dataset, max_questions, answerable_only, self.config.get("sample_seed", 0), str(args.eval_json)
             )
         self.dataset = dataset
         self.examples = data_mod.flatten(dataset)
