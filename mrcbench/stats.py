@@ -1753,10 +1753,10 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
 
     ``verdict`` (the same on the rows of one grid) compares the top two with the paper's P2Q + P2P:
 
+    * ``no significant drop``: neither of the top two drops is significant after Holm (whatever the zones);
     * ``agrees``: the same two zones, both with a drop significant after Holm;
-    * ``same zones, not significant``: the same two zones, at least one drop not significant;
-    * ``differs``: another zone is among the top two and at least one top drop is significant;
-    * ``no significant drop``: another zone is among the top two and neither drop is significant.
+    * ``same zones, one significant``: the same two zones, only one drop significant;
+    * ``differs``: another zone is among the top two and at least one top drop is significant.
     """
     if deltas.empty:
         return pd.DataFrame(columns=HEADLINE_COLUMNS)
@@ -1772,10 +1772,12 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
         top_zones = list(worst["zone"])
         significant = (worst["significant_holm"].astype(bool) & (worst["delta"] < 0)).to_numpy()
         agrees = len(top_zones) == len(PAPER_ZONES) and set(top_zones) == set(PAPER_ZONES)
-        if agrees:
-            verdict = "agrees" if significant.all() else "same zones, not significant"
+        if not significant.any():
+            verdict = "no significant drop"
+        elif agrees:
+            verdict = "agrees" if significant.all() else "same zones, one significant"
         else:
-            verdict = "differs" if significant.any() else "no significant drop"
+            verdict = "differs"
         for rank, (_, cell) in enumerate(worst.iterrows(), start=1):
             rows.append(
                 {
