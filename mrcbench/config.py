@@ -43,11 +43,19 @@ DEFAULT_ABLATION = {
     "modes": ["layer"],
     "head_zones": ["p2q", "p2p"],
     "max_questions": None,
+    "answerable_only": True,
     "split_by_layer": False,
 }
 DEFAULT_INFERENCE = {"precision": "auto"}
 DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}
-DEFAULT_STATS = {"bootstrap": 1000, "seed": 0, "min_bucket_size": 30, "alpha": 0.05, "permutations": 9999}
+DEFAULT_STATS = {
+    "bootstrap": 1000,
+    "seed": 0,
+    "min_bucket_size": 30,
+    "alpha": 0.05,
+    "permutations": 9999,
+    "min_clusters": 10,
+}
 DEFAULT_RESOURCES = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
 DEFAULT_SEEDS = [42]
 

@@ -544,6 +544,36 @@ def subsample(dataset: SquadDataset, n: int | None, seed: int) -> SquadDataset:
     return _filter(dataset, keep_question=lambda qa: qa["id"] in keep)
 
 
+def subsample_across_articles(dataset: SquadDataset, n: int | None, seed: int) -> SquadDataset:
+    """Keep ``n`` questions spread over as many articles as possible: round-robin over the articles.
+
+    Questions are ranked within their article by :func:`subsample_rank`; articles are visited in the
+    order of their best-ranked question (a seeded hash order that, like :func:`subsample`, depends only
+    on the question ids, so parallel XQuAD languages keep the same questions). Round ``r`` takes the
+    ``r``-th question of every article that still has one, until ``n`` are kept: 100 questions from a
+    split of 30 articles come from all 30, not from the few articles a plain hash sample favours.
+    Keeps everything when ``n`` is None or at least the number of questions; structure and file order
+    are preserved.
+    """
+    ids = question_ids(dataset)
+    if n is None or n >= len(ids):
+        return _filter(dataset)
+    if n < 0:
+        raise MrcbenchError(f"max_questions must be >= 0, got {n}")
+    ranked: list[list[str]] = []
+    for article in dataset["data"]:
+        qids = [qa["id"] for par in article["paragraphs"] for qa in par["qas"]]
+        if qids:
+            ranked.append(sorted(qids, key=lambda qid: subsample_rank(seed, qid)))
+    # Articles sharing a title stay separate lists; their order is the rank of their first question.
+    ranked.sort(key=lambda qids: subsample_rank(seed, qids[0]))
+    order = sorted(
+        ((position, article, qid) for article, qids in enumerate(ranked) for position, qid in enumerate(qids))
+    )
+    keep = {qid for _, _, qid in order[:n]}
+    return _filter(dataset, keep_question=lambda qa: qa["id"] in keep)
+
+
 def normalize_title(title: str) -> str:
     """Titles match across sources case-insensitively, with ``_`` as space (``Super_Bowl_50``)."""
     return " ".join(title.replace("_", " ").split()).casefold()

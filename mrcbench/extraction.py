@@ -28,10 +28,26 @@ def _articles(examples: list[dict]) -> dict[str, str]:
     return {ex["id"]: ex["title"] for ex in examples}
 
 
+def select_grid_questions(
+    dataset: dict, max_questions: int | None, answerable_only: bool, seed: int, source: str = "eval split"
+) -> dict:
+    """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
+    ``max_questions`` of them taken round-robin over the articles
+    (:func:`mrcbench.data.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
+    languages keep the same ids, and spread over as many articles as the split has)."""
+    if answerable_only:
+        dataset = data_mod.answerable_only(dataset)
+        if not data_mod.question_ids(dataset):
+            raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
+    return data_mod.subsample_across_articles(dataset, max_questions, seed)
+
+
 class EvalRun:
     """A fine-tuned model, an eval split and their windows, loaded once per command."""
 
-    def __init__(self, args: argparse.Namespace, max_questions: int | None = None):
+    def __init__(
+        self, args: argparse.Namespace, max_questions: int | None = None, answerable_only: bool = False
+    ):
         self.config = cfg.load(args.config)
         self.args = args
         self.features_cfg = cfg.features_config(self.config, args.model, args.train)
@@ -46,9 +62,10 @@ class EvalRun:
         # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.
         self.precision = precision_mod.resolve(cfg.inference_config(self.config)["precision"], self.model.device)
         dataset = data_mod.load_squad_json(args.eval_json)
-        if max_questions:
-            # Hash-ranked like the split itself, so parallel XQuAD languages keep the same ids.
-            dataset = data_mod.subsample(dataset, max_questions, self.config.get("sample_seed", 0))
+        if answerable_only or max_questions:
+            dataset = select_grid_questions(
+                dataset, max_questions, answerable_only, self.config.get("sample_seed", 0), str(args.eval_json)
+            )
         self.dataset = dataset
         self.examples = data_mod.flatten(dataset)
         self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
@@ -206,11 +223,14 @@ def main_ablate(argv: list[str]) -> int:
         raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
     config = cfg.load(args.config)
     ablation_cfg = cfg.ablation_config(config)
-    run = EvalRun(args, max_questions=ablation_cfg["max_questions"])
+    run = EvalRun(
+        args, max_questions=ablation_cfg["max_questions"], answerable_only=ablation_cfg["answerable_only"]
+    )
     frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
     predict.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
+                      "articles": int(frame["article"].nunique()),
                       "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None,
                       "precision": run.precision}))
     return 0

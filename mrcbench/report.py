@@ -868,13 +868,20 @@ def correlation_figure(rows: pd.DataFrame, title: str):
             .reindex(columns=zones)
             .sort_index()
         )
+        corrected = [v for v in ("pearson_p_holm", "pearson_p_bh") if v in cells.columns]
         custom = np.stack(
             [
-                cells.pivot_table(index="layer", columns="zone", values=v).reindex_like(pivot).to_numpy()
-                for v in ("pearson_ci_low", "pearson_ci_high", "pearson_p", "n")
+                cells.pivot_table(index="layer", columns="zone", values=v, dropna=False)
+                .reindex_like(pivot)
+                .to_numpy(dtype=float)
+                for v in ("pearson_ci_low", "pearson_ci_high", "pearson_p", "n", *corrected)
             ],
             axis=-1,
         )
+        marks = np.full(pivot.shape, "", dtype=object)
+        if len(corrected) == 2:
+            holm, bh = custom[..., 4], custom[..., 5]
+            marks = np.where(holm < 0.05, "*", np.where(bh < 0.05, "+", ""))
         n_layers = max(n_layers, len(pivot))
         fig.add_trace(
             go.Heatmap(
@@ -882,6 +889,8 @@ def correlation_figure(rows: pd.DataFrame, title: str):
                 x=[zone_label(z) for z in zones],
                 y=[layer + 1 for layer in pivot.index],
                 customdata=custom,
+                text=marks,
+                texttemplate="%{text}",
                 colorscale="RdBu",
                 reversescale=True,
                 zmin=-1,
@@ -892,7 +901,9 @@ def correlation_figure(rows: pd.DataFrame, title: str):
                 colorbar={"title": {"text": "r"}},
                 hovertemplate=(
                     "layer %{y}, %{x}<br>r = %{z:.3f} [%{customdata[0]:.2f}, %{customdata[1]:.2f}]"
-                    "<br>p = %{customdata[2]:.3g}, n = %{customdata[3]}<extra></extra>"
+                    "<br>p = %{customdata[2]:.3g}, n = %{customdata[3]}"
+                    + ("<br>Holm p = %{customdata[4]:.3g}, BH p = %{customdata[5]:.3g}" if len(corrected) == 2 else "")
+                    + "<extra></extra>"
                 ),
             ),
             row=1,
@@ -1275,6 +1286,89 @@ _CASE_STUDY_JS = r"""
 # ==================================================================================================
 
 
+def grid_counts(rows: pd.DataFrame, min_clusters: int | None = None) -> str:
+    """Questions, article clusters and resampling unit of a grid, read from its stats rows.
+
+    E.g. "100 questions from 4 articles; resampled over questions (fewer than 10 articles)".
+    Several grids (rows of several runs) give ranges.
+    """
+    if rows is None or rows.empty or "n_questions" not in rows:
+        return "numbers of questions and articles not recorded"
+
+    def span(column: str) -> str:
+        values = pd.to_numeric(rows[column], errors="coerce").dropna().astype(int)
+        if values.empty:
+            return "?"
+        low, high = int(values.min()), int(values.max())
+        return f"{low}" if low == high else f"{low}–{high}"
+
+    text = f"{span('n_questions')} questions from {span('n_clusters')} articles"
+    units = sorted(set(rows["resampling"].dropna())) if "resampling" in rows else []
+    if units == ["article"]:
+        return text + "; resampled over articles"
+    if units == ["question"]:
+        below = f" (fewer than {min_clusters} articles)" if min_clusters else ""
+        return text + f"; resampled over questions{below}"
+    if units:
+        return text + "; resampled over articles or questions (see the resampling column)"
+    return text
+
+
+def _effect_phrase(row: pd.Series | dict, metric: str) -> str:
+    """ "P2P in layer 1 (ΔF1 = −12.3 [−15.0, −9.8], significant after Holm correction, p < 0.001)"."""
+    delta = fmt_ci(row["delta"], row["ci_low"], row["ci_high"])
+    p = fmt_p(row["p_holm"])
+    p_text = f"p {p}" if p.startswith("<") else f"p = {p}"
+    covers_zero = not bool(row["ci_excludes_zero"])
+    if covers_zero:
+        verdict = f"no significant difference, Holm {p_text}"
+    elif bool(row["significant_holm"]):
+        verdict = f"significant after Holm correction, {p_text}"
+    else:
+        verdict = f"not significant after Holm correction, {p_text}"
+    return f"{zone_label(row['zone'])} in layer {int(row['layer']) + 1} (Δ{metric.upper()} = {delta}, {verdict})"
+
+
+VERDICT_SENTENCES = {
+    "agrees": "This agrees with the paper's answer, P2Q + P2P.",
+    "same zones, one significant": (
+        "These are the paper's two zones, P2Q and P2P, but only one drop is significant, so this grid "
+        "confirms the paper's answer only in part."
+    ),
+    "differs": "This differs from the paper's answer, P2Q + P2P.",
+    "no significant drop": (
+        "Neither drop is significant, so this grid can neither confirm nor refute the paper's answer, P2Q + P2P."
+    ),
+}
+
+
+def headline_sentences(
+    headline: pd.DataFrame, variant: str = "paper", metric: str = "f1", min_clusters: int | None = None
+) -> list[str]:
+    """One sentence per leg (model, train set, eval set) from :func:`mrcbench.stats.headline_zones`:
+    the two zones whose masking hurts most, with CIs and corrected significance, and whether they are
+    the paper's P2Q + P2P."""
+    if headline is None or headline.empty:
+        return []
+    rows = headline[(headline["metric"] == metric)]
+    if variant in set(rows["variant"]):
+        rows = rows[rows["variant"] == variant]
+    else:
+        rows = rows[rows["variant"] == min(rows["variant"])] if not rows.empty else rows
+    sentences = []
+    for (model, train_set, eval_set), leg in rows.groupby(["model", "train_set", "eval_set"], sort=True):
+        leg = leg.sort_values("rank")
+        effects = [_effect_phrase(row, metric) for _, row in leg.iterrows()]
+        zones = " and ".join(effects)
+        verdict = VERDICT_SENTENCES.get(leg["verdict"].iloc[0], "")
+        counts = grid_counts(leg.head(1), min_clusters)
+        sentences.append(
+            f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): the zones whose masking hurts "
+            f"most are {zones}. {verdict}"
+        )
+    return sentences
+
+
 def abstract_markdown(data: ReportData) -> str:
     """The abstract, written from the run's own numbers."""
     deltas, baselines = data.deltas, data.baselines
@@ -1313,13 +1407,25 @@ def abstract_markdown(data: ReportData) -> str:
             f"grids), {len(significant)} show a drop that survives Holm correction; {len(passage)} of them "
             "are P2Q or P2P, the zones the paper singles out."
         )
+    legs = headline_sentences(
+        data.tables.get("headline", pd.DataFrame()), min_clusters=data.settings.get("min_clusters")
+    )
+    if legs:
+        parts.append(
+            "Per grid, a zone's damage is its most damaging layer (ΔF1 with its bootstrap CI; corrected "
+            "over the grid's cells):\n\n" + "\n".join(f"- {sentence}" for sentence in legs) + "\n\n"
+        )
     corr = data.correlations
     if not corr.empty:
         c1 = corr[(corr["analysis"] == "C1") & (corr["x_quantity"] == "zone_mass") & (corr["metric"] == "f1")]
         if not c1.empty and c1["pearson_r"].notna().any():
+            significant = int(c1["significant_holm"].fillna(False).astype(bool).sum()) if (
+                "significant_holm" in c1
+            ) else 0
             parts.append(
                 f"Across layers, a zone's attention mass and the F1 drop from masking it correlate with "
-                f"median Pearson r = {c1['pearson_r'].median():.2f} over {len(c1)} zone × grid pairs (C1)."
+                f"median Pearson r = {c1['pearson_r'].median():.2f} over {len(c1)} zone × grid pairs (C1); "
+                f"{significant} of them are significant after Holm correction."
             )
     rank = data.crosslingual_rank
     if not rank.empty:

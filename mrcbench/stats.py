@@ -10,15 +10,27 @@ and ``*.csv``). The choices below decide how those numbers are read, so they are
   eval set (the population the claim is about); the seed-to-seed spread (sd, min, max of the per-seed
   mean deltas) is reported beside them, not folded in.
 * **Resampling unit.** SQuAD-style questions are clustered in articles (several questions share one
-  passage), so questions are not independent. When article ids exist the bootstrap resamples
-  *articles* (cluster bootstrap of the mean over questions) and the test flips signs of article sums;
-  otherwise both work on questions. The column ``resampling`` says which.
+  passage), so questions are not independent. When a grid's questions come from at least
+  ``stats.min_clusters`` (default 10) articles, the bootstrap resamples *articles* (cluster bootstrap
+  of the mean over questions) and the test flips signs of article sums. With fewer articles (or no
+  article ids) both work on *questions*: a cluster bootstrap over 4 articles under-covers (about 81%
+  at a nominal 95% in a simulation) and an exact sign-flip test over k articles cannot go below
+  2/2**k. Question-level resampling ignores the within-article correlation, so its intervals are
+  optimistic; the tables say which unit was used (``resampling``: article|question) beside
+  ``n_questions`` and ``n_clusters`` (the number of articles the questions come from; without article
+  ids, every question is its own cluster).
 * **Tests.** The primary p-value is a two-sided paired sign-flip permutation test at the resampling
   unit (exact enumeration when there are few clusters). A Wilcoxon signed-rank test on questions
   (Pratt's zero handling; it ignores clustering) is reported as a second opinion. Holm (family-wise)
   and Benjamini-Hochberg (false discovery rate) corrections run over the cells of one grid: one
   family per (model, train set, eval set, variant, mode, metric). Mode is part of the family so that
-  the 100+ head-level cells do not dilute the 60 zone x layer cells.
+  the 100+ head-level cells do not dilute the 60 zone x layer cells. Correlation p-values (Pearson,
+  Spearman and the clustered OLS slope) are corrected the same way within one family per (analysis,
+  model, train set, eval set, variant, metric, x quantity): the layer x zone cells of one C2/C3 map,
+  the zones of one C1 grid.
+* **Answerable questions.** The zone deltas use answerable questions only: grids are built on them
+  by default (``ablation.answerable_only``), and questions that ``scores.parquet`` marks as without an
+  answer are left out of the matrices in any case (counted in the log).
 * **Determinism.** Each resampling generator is seeded from ``stats.seed`` and a CRC32 of the table
   key, so a result does not depend on the order in which runs are processed.
 
@@ -70,6 +82,7 @@ TABLES = (
     "question_types",
     "paper_comparison",
     "paper_comparison_cells",
+    "headline",
 )
 
 METRICS = ("em", "f1")
@@ -89,6 +102,10 @@ FOUR_ZONES: dict[str, tuple[str, str]] = {
 _SHORT = {"question": "q", "passage": "p", "special": "s"}
 #: Zone order of the heatmaps (paper order, our extra zones first).
 ZONE_ORDER = ["all_paper_quirk", "all", "q2q", "q2p", "p2q", "p2p"]
+#: The paper's answer: the two zones whose masking matters most (paper-method.md §4.2).
+PAPER_ZONES = ("p2q", "p2p")
+#: Fewest article clusters for article-level resampling (config ``stats.min_clusters``).
+MIN_CLUSTERS = 10
 
 # Column lists of every table, so that an empty table still has its schema.
 DELTA_COLUMNS = [
@@ -173,6 +190,38 @@ CORRELATION_COLUMNS = [
     "ols_se_naive",
     "ols_cov_type",
     "n_clusters",
+    "pearson_p_holm",
+    "pearson_p_bh",
+    "spearman_p_holm",
+    "spearman_p_bh",
+    "ols_p_holm",
+    "ols_p_bh",
+    "significant_holm",
+    "significant_bh",
+]
+#: One correction family of correlations: the cells of one C2/C3 map or the zones of one C1 grid.
+CORRELATION_FAMILY = ["analysis", *RUN_KEYS, "variant", "metric", "x_quantity"]
+HEADLINE_COLUMNS = [
+    *RUN_KEYS,
+    "variant",
+    "metric",
+    "rank",
+    "zone",
+    "layer",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_holm",
+    "p_bh",
+    "significant_holm",
+    "ci_excludes_zero",
+    "n_questions",
+    "n_clusters",
+    "resampling",
+    "n_layers",
+    "paper_zones",
+    "agrees_with_paper",
+    "verdict",
 ]
 CROSS_RANK_COLUMNS = [
     "model",
@@ -276,6 +325,7 @@ class StatsSettings:
     n_permutations: int = 9999
     alpha: float = 0.05
     min_bucket_size: int = 30
+    min_clusters: int = MIN_CLUSTERS
     parallel_min_overlap: float = 0.9
     min_layers_for_paper: int = 4
 
@@ -293,6 +343,7 @@ class StatsSettings:
             n_permutations=int(section.get("permutations", defaults.n_permutations)),
             alpha=float(section.get("alpha", defaults.alpha)),
             min_bucket_size=int(section.get("min_bucket_size", defaults.min_bucket_size)),
+            min_clusters=int(section.get("min_clusters", defaults.min_clusters)),
         )
 
 
@@ -309,32 +360,57 @@ def _rng(settings: StatsSettings, *key: Any) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class ResamplingDesign:
-    """Which questions belong together when resampling: articles, or each question on its own."""
+    """Which questions belong together when resampling: articles, or each question on its own.
 
-    codes: np.ndarray  # cluster index of every question, 0..n_clusters-1
+    ``n_clusters`` counts the resampling units (articles, or questions); ``article_codes`` and
+    ``n_articles`` keep the article structure even when questions are resampled, for the tables.
+    """
+
+    codes: np.ndarray  # resampling unit of every question, 0..n_clusters-1
     n_clusters: int
     unit: str  # "article" or "question"
+    article_codes: np.ndarray | None = None  # article of every question (questions without one: own code)
+    min_clusters: int = MIN_CLUSTERS
+
+    @property
+    def n_articles(self) -> int:
+        """Article clusters of the questions (every question is its own when there are no article ids)."""
+        if self.article_codes is None:
+            return len(self.codes)
+        return len(np.unique(self.article_codes))
 
     @classmethod
-    def from_articles(cls, articles: Sequence[Any] | None, n_questions: int) -> ResamplingDesign:
-        """Article clusters when article ids exist and group questions; question-level otherwise."""
+    def from_articles(
+        cls, articles: Sequence[Any] | None, n_questions: int, min_clusters: int = MIN_CLUSTERS
+    ) -> ResamplingDesign:
+        """Article clusters when article ids exist and there are at least ``min_clusters`` of them
+        (and fewer than questions); question-level otherwise."""
+        article_codes = None
         if articles is not None and n_questions > 0:
             labels = pd.Series(list(articles), dtype=object)
             if labels.notna().any():
                 # A question without an article id is its own cluster.
                 fill = pd.Series([f"\x00question{i}" for i in range(n_questions)], dtype=object)
                 labels = labels.where(labels.notna(), fill)
-                codes, uniques = pd.factorize(labels)
-                if 2 <= len(uniques) < n_questions:
-                    return cls(codes=codes.astype(np.int64), n_clusters=len(uniques), unit="article")
-        return cls(codes=np.arange(n_questions, dtype=np.int64), n_clusters=n_questions, unit="question")
+                codes, _ = pd.factorize(labels)
+                article_codes = codes.astype(np.int64)
+        return cls._choose(article_codes, n_questions, min_clusters)
+
+    @classmethod
+    def _choose(cls, article_codes: np.ndarray | None, n_questions: int, min_clusters: int) -> ResamplingDesign:
+        if article_codes is not None:
+            n_articles = len(np.unique(article_codes))
+            if max(2, min_clusters) <= n_articles < n_questions:
+                return cls(article_codes, n_articles, "article", article_codes, min_clusters)
+        questions = np.arange(n_questions, dtype=np.int64)
+        return cls(questions, n_questions, "question", article_codes, min_clusters)
 
     def subset(self, rows: np.ndarray) -> ResamplingDesign:
-        """The design of a subset of questions (e.g. one question-type bucket)."""
-        codes, uniques = pd.factorize(self.codes[rows])
-        if self.unit == "article" and 2 <= len(uniques) < len(codes):
-            return ResamplingDesign(codes=codes.astype(np.int64), n_clusters=len(uniques), unit="article")
-        return ResamplingDesign(np.arange(len(codes), dtype=np.int64), len(codes), "question")
+        """The design of a subset of questions (e.g. one question-type bucket), by the same rule."""
+        article_codes = None
+        if self.article_codes is not None:
+            article_codes = pd.factorize(self.article_codes[rows])[0].astype(np.int64)
+        return ResamplingDesign._choose(article_codes, len(rows), self.min_clusters)
 
     @property
     def sizes(self) -> np.ndarray:
@@ -614,8 +690,8 @@ class QuestionMatrix:
     def delta(self) -> np.ndarray:
         return self.masked - self.baseline[:, None]
 
-    def design(self) -> ResamplingDesign:
-        return ResamplingDesign.from_articles(self.articles, len(self.qids))
+    def design(self, min_clusters: int = MIN_CLUSTERS) -> ResamplingDesign:
+        return ResamplingDesign.from_articles(self.articles, len(self.qids), min_clusters)
 
     def layer_cells(self) -> pd.DataFrame:
         """The zone x layer (all heads) cells, with their column index in ``column``."""
@@ -717,7 +793,7 @@ def compute_deltas(
     rows: list[pd.DataFrame] = []
     seed_rows: list[pd.DataFrame] = []
     for matrix in matrices:
-        design = matrix.design()
+        design = matrix.design(settings.min_clusters)
         summary = summarize_paired(matrix.delta, design, settings, _rng(settings, "deltas", *matrix.key))
         seed_values = matrix.seed_deltas.to_numpy(dtype=float)
         table = matrix.cells.copy()
@@ -726,7 +802,7 @@ def compute_deltas(
             table.insert(position, column, getattr(matrix, column))
         table["metric"] = matrix.metric
         table["n_questions"] = len(matrix.qids)
-        table["n_clusters"] = design.n_clusters
+        table["n_clusters"] = design.n_articles
         table["resampling"] = design.unit
         table["test"] = summary.test
         table["n_seeds"] = matrix.n_seeds
@@ -812,7 +888,9 @@ def compute_baselines(
             per_seed = run.groupby("seed")[metric].mean()
             per_question = run.groupby("qid")[metric].mean().dropna()
             articles = run.drop_duplicates("qid").set_index("qid")["article"].reindex(per_question.index)
-            design = ResamplingDesign.from_articles(articles.to_numpy(dtype=object), len(per_question))
+            design = ResamplingDesign.from_articles(
+                articles.to_numpy(dtype=object), len(per_question), settings.min_clusters
+            )
             summary = summarize_paired(
                 per_question.to_numpy(dtype=float)[:, None],
                 design,
@@ -845,7 +923,7 @@ def compute_baselines(
                     "metric": metric,
                     "n_seeds": int(per_seed.size),
                     "n_questions": int(per_question.size),
-                    "n_clusters": design.n_clusters,
+                    "n_clusters": design.n_articles,
                     "resampling": design.unit,
                     "value": float(per_seed.mean()),
                     "ci_low": float(summary.ci_low[0]),
@@ -972,12 +1050,15 @@ def correlation_summary(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) 
     return out
 
 
-def ols_cluster(y: np.ndarray, x: np.ndarray, groups: Sequence[Any] | None) -> dict[str, Any]:
+def ols_cluster(
+    y: np.ndarray, x: np.ndarray, groups: Sequence[Any] | None, min_clusters: int = MIN_CLUSTERS
+) -> dict[str, Any]:
     """OLS of y on x with cluster-robust (by article) standard errors, plus the naive SE for contrast.
 
     Questions of one article share a passage, so their residuals correlate; the naive OLS SE then
-    overstates precision. With fewer than two clusters (or one question per cluster) the
-    heteroskedasticity-robust HC1 SE is used instead; ``ols_cov_type`` says which.
+    overstates precision. With fewer than ``min_clusters`` clusters (cluster-robust SEs are unreliable
+    with few clusters) or one question per cluster, the heteroskedasticity-robust HC1 SE is used
+    instead; ``ols_cov_type`` says which.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -1000,7 +1081,7 @@ def ols_cluster(y: np.ndarray, x: np.ndarray, groups: Sequence[Any] | None) -> d
         labels = pd.Series(list(groups), dtype=object)[keep].reset_index(drop=True)
         if labels.notna().all():
             codes, uniques = pd.factorize(labels)
-            if not 2 <= len(uniques) < len(codes):
+            if not max(2, min_clusters) <= len(uniques) < len(codes):
                 codes = None
     if codes is not None:
         robust = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
@@ -1025,7 +1106,7 @@ def _correlation_row(
 ) -> dict[str, Any]:
     row = {"analysis": analysis, **keys, **correlation_summary(x, y, settings.confidence)}
     if groups is not None:
-        row.update(ols_cluster(y, x, groups))
+        row.update(ols_cluster(y, x, groups, settings.min_clusters))
     return row
 
 
@@ -1165,7 +1246,28 @@ def compute_correlations(
                 )
     # C1 rows have no OLS fit: their OLS columns stay empty (nullable integer for the cluster count).
     table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    table = correct_correlation_pvalues(table, settings.alpha)
     return table.astype({"n": "Int64", "layer": "Int64", "n_clusters": "Int64"})
+
+
+def correct_correlation_pvalues(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Holm and BH adjusted p-values of every correlation p-value, within :data:`CORRELATION_FAMILY`.
+
+    ``significant_holm``/``significant_bh`` refer to the Pearson test (the r the report shows).
+    """
+    table = table.copy()
+    if table.empty:
+        for column in CORRELATION_COLUMNS[CORRELATION_COLUMNS.index("pearson_p_holm"):]:
+            table[column] = pd.Series(dtype=bool if column.startswith("significant") else float)
+        return table[CORRELATION_COLUMNS]
+    for raw, prefix in (("pearson_p", "pearson_p"), ("spearman_p", "spearman_p"), ("ols_p_cluster", "ols_p")):
+        table[raw] = pd.to_numeric(table[raw], errors="coerce").astype(float)
+        grouped = table.groupby(CORRELATION_FAMILY, dropna=False, sort=False)[raw]
+        table[f"{prefix}_holm"] = grouped.transform(_adjusted, "holm", alpha)
+        table[f"{prefix}_bh"] = grouped.transform(_adjusted, "fdr_bh", alpha)
+    table["significant_holm"] = table["pearson_p_holm"] < alpha
+    table["significant_bh"] = table["pearson_p_bh"] < alpha
+    return table[CORRELATION_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1260,7 +1362,7 @@ def compute_crosslingual(
                 rows_a, rows_b = a.qids.get_indexer(shared), b.qids.get_indexer(shared)
                 delta_a = a.delta[np.ix_(rows_a, cells["column_a"].to_numpy())]
                 delta_b = b.delta[np.ix_(rows_b, cells["column_b"].to_numpy())]
-                design = ResamplingDesign.from_articles(a.articles[rows_a], len(shared))
+                design = ResamplingDesign.from_articles(a.articles[rows_a], len(shared), settings.min_clusters)
                 base = {
                     "model": model,
                     "train_set": train_set,
@@ -1309,7 +1411,7 @@ def _profile_agreement(
         "tau_ci_low": np.nan,
         "tau_ci_high": np.nan,
         "resampling": design.unit,
-        "n_clusters": design.n_clusters,
+        "n_clusters": design.n_articles,
     }
     if n_cells < 3 or not np.isfinite(out["kendall_tau"]):
         return out
@@ -1480,7 +1582,7 @@ def compute_question_types(
         buckets = np.array(
             [question_type(t, language) if isinstance(t, str) else "other" for t in texts], dtype=object
         )
-        design = matrix.design()
+        design = matrix.design(settings.min_clusters)
         columns = cells["column"].to_numpy()
         for bucket in ENGLISH_BUCKETS if language == "en" else CHINESE_BUCKETS:
             members = np.flatnonzero(buckets == bucket)
@@ -1510,7 +1612,7 @@ def compute_question_types(
                 delta=summary.mean,
                 ci_low=summary.ci_low,
                 ci_high=summary.ci_high,
-                n_clusters=sub_design.n_clusters,
+                n_clusters=sub_design.n_articles,
                 resampling=sub_design.unit,
             )
             rows.append(table[QUESTION_TYPE_COLUMNS])
@@ -1637,8 +1739,100 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
 
 
 # --------------------------------------------------------------------------------------------------
+# The answer per leg: which zones hurt most when masked (the abstract)
+# --------------------------------------------------------------------------------------------------
+
+
+def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES), top: int = 2) -> pd.DataFrame:
+    """Per grid (model, train set, eval set, variant, metric): the ``top`` zones whose masking hurts most.
+
+    A zone's damage is its most damaging single-layer cell (zone x layer, all heads): the most negative
+    delta over layers, with that cell's bootstrap CI and Holm/BH-corrected p-value from the delta table
+    (so the selection over layers and zones is covered by the correction over the grid's cells). Zones
+    are ranked by that delta; only the paper's four zones compete (ALL is their union).
+
+    ``verdict`` (the same on the rows of one grid) compares the top two with the paper's P2Q + P2P:
+
+    * ``no significant drop``: neither of the top two drops is significant after Holm (whatever the zones);
+    * ``agrees``: the same two zones, both with a drop significant after Holm;
+    * ``same zones, one significant``: the same two zones, only one drop significant;
+    * ``differs``: another zone is among the top two and at least one top drop is significant.
+    """
+    if deltas.empty:
+        return pd.DataFrame(columns=HEADLINE_COLUMNS)
+    layer_grid = deltas[(deltas["mode"] == "layer") & (deltas["head"] == -1) & deltas["zone"].isin(list(zones))]
+    rows: list[dict[str, Any]] = []
+    for (model, train_set, eval_set, variant, metric), grid in layer_grid.groupby(
+        [*RUN_KEYS, "variant", "metric"], sort=True
+    ):
+        grid = grid[grid["delta"].notna()]
+        if grid.empty:
+            continue
+        worst = grid.sort_values(["delta", "layer"], kind="stable").drop_duplicates("zone").head(top)
+        top_zones = list(worst["zone"])
+        significant = (worst["significant_holm"].astype(bool) & (worst["delta"] < 0)).to_numpy()
+        agrees = len(top_zones) == len(PAPER_ZONES) and set(top_zones) == set(PAPER_ZONES)
+        if not significant.any():
+            verdict = "no significant drop"
+        elif agrees:
+            verdict = "agrees" if significant.all() else "same zones, one significant"
+        else:
+            verdict = "differs"
+        for rank, (_, cell) in enumerate(worst.iterrows(), start=1):
+            rows.append(
+                {
+                    "model": model,
+                    "train_set": train_set,
+                    "eval_set": eval_set,
+                    "variant": variant,
+                    "metric": metric,
+                    "rank": rank,
+                    "zone": cell["zone"],
+                    "layer": int(cell["layer"]),
+                    "delta": float(cell["delta"]),
+                    "ci_low": float(cell["ci_low"]),
+                    "ci_high": float(cell["ci_high"]),
+                    "p_holm": float(cell["p_holm"]),
+                    "p_bh": float(cell["p_bh"]),
+                    "significant_holm": bool(significant[rank - 1]),
+                    "ci_excludes_zero": bool(cell["ci_high"] < 0 or cell["ci_low"] > 0),
+                    "n_questions": int(cell["n_questions"]),
+                    "n_clusters": int(cell["n_clusters"]),
+                    "resampling": cell["resampling"],
+                    "n_layers": int(grid["layer"].nunique()),
+                    "paper_zones": ",".join(PAPER_ZONES),
+                    "agrees_with_paper": agrees,
+                    "verdict": verdict,
+                }
+            )
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------
+
+
+def answerable_grid(grid: pd.DataFrame | None, scores: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The grid without the questions ``scores.parquet`` marks as unanswerable (``has_answer`` False).
+
+    Grids are built on answerable questions by default (``ablation.answerable_only``); this keeps the
+    headline deltas answerable-only when a grid was built otherwise.
+    """
+    if grid is None or scores is None or "has_answer" not in scores.columns:
+        return grid
+    unanswerable = scores.loc[~scores["has_answer"].astype(bool), [*RUN_KEYS, "qid"]].drop_duplicates()
+    if unanswerable.empty:
+        return grid
+    marked = grid.merge(unanswerable.assign(_unanswerable=True), on=[*RUN_KEYS, "qid"], how="left")
+    drop = marked["_unanswerable"].fillna(False).astype(bool).to_numpy()
+    if drop.any():
+        log.info(
+            "left %d unanswerable question(s) out of the grids' deltas",
+            grid.loc[drop].drop_duplicates([*RUN_KEYS, "qid"]).shape[0],
+        )
+    return grid.loc[~drop].reset_index(drop=True)
+
 
 
 def _write_table(frame: pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
@@ -1687,7 +1881,7 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
                 languages[eval_set] = eval_language(config, eval_set, texts)
 
     log.info("building per-question matrices")
-    matrices = build_question_matrices(tables.grid)
+    matrices = build_question_matrices(answerable_grid(tables.grid, tables.scores))
     log.info("deltas: %d grid(s) (run x variant x metric)", len(matrices))
     deltas, delta_seeds = compute_deltas(matrices, settings)
     baselines, baseline_seeds = compute_baselines(tables, config, settings)
@@ -1701,6 +1895,7 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
     log.info("question types")
     question_types = compute_question_types(matrices, questions, languages, settings)
     paper, paper_cells = compare_with_paper(deltas, settings)
+    headline = headline_zones(deltas)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_spread = pd.concat(
@@ -1710,7 +1905,7 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
     )
     written: list[Path] = []
     frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, correlations, cross_rank,
-                               cross_question, question_types, paper, paper_cells), strict=True))
+                               cross_question, question_types, paper, paper_cells, headline), strict=True))
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
@@ -1723,9 +1918,11 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
                 "alpha": settings.alpha,
                 "confidence": settings.confidence,
                 "min_bucket_size": settings.min_bucket_size,
+                "min_clusters": settings.min_clusters,
                 "parallel_min_overlap": settings.parallel_min_overlap,
                 "languages": languages,
                 "correction_family": [*RUN_KEYS, "variant", "mode", "metric"],
+                "correlation_correction_family": CORRELATION_FAMILY,
             },
             indent=2,
             ensure_ascii=False,

@@ -499,6 +499,42 @@ def read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def test_subsample_across_articles_spreads_over_every_article_and_keeps_parallel_ids():
+    # Uneven articles: a plain hash sample of 12 from 20 articles of 1..40 questions favours the big ones.
+    dataset = squad(
+        *[
+            article(
+                f"Title {a}",
+                (
+                    f"Context {a} mentions word{a} here.",
+                    [(f"{a}_{q}", f"word{a}") for q in range(40 if a < 2 else 2)],
+                ),
+            )
+            for a in range(20)
+        ]
+    )
+    assert data.count(data.subsample(dataset, 12, seed=13))["articles"] < 12  # the problem
+    sample = data.subsample_across_articles(dataset, 12, seed=13)
+    counts = data.count(sample)
+    assert counts["questions"] == 12 and counts["articles"] == 12
+    # 50 questions from 20 articles: every article, and no article gets a third before all have two.
+    fifty = data.subsample_across_articles(dataset, 50, seed=13)
+    per_article = [sum(len(p["qas"]) for p in a["paragraphs"]) for a in fifty["data"]]
+    assert len(per_article) == 20 and sum(per_article) == 50 and min(per_article) == 2
+    # Deterministic, seed-dependent, and the same ids in a parallel file with another article order.
+    assert data.subsample_across_articles(dataset, 12, seed=13) == sample
+    assert set(data.question_ids(data.subsample_across_articles(dataset, 12, seed=14))) != set(
+        data.question_ids(sample)
+    )
+    parallel = squad(*reversed([a | {"title": "Übersetzt " + a["title"]} for a in dataset["data"]]))
+    assert set(data.question_ids(data.subsample_across_articles(parallel, 12, seed=13))) == set(
+        data.question_ids(sample)
+    )
+    assert data.subsample_across_articles(dataset, None, 13) == dataset
+    with pytest.raises(MrcbenchError, match="max_questions"):
+        data.subsample_across_articles(dataset, -1, 13)
+
+
 def test_prepare_splits_excludes_against_the_train_pool_not_its_subsample(tmp_path, capsys):
     config = toy_config(tmp_path)
     written = data.prepare_splits(config, tmp_path / "data", tmp_path / "out")

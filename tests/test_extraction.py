@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from mrcbench import config as cfg
+from mrcbench import data as data_mod
 from mrcbench import extraction
+from mrcbench.errors import MrcbenchError
 
 
 def _ablation(**overrides):
@@ -54,3 +56,33 @@ def test_bad_part_name_is_one_line(tmp_path):
 @pytest.mark.parametrize("setting,expected", [(True, True), (False, False), (["xquad_en"], True), (["zh"], False)])
 def test_experiment_ablation_setting(setting, expected):
     assert cfg.ablates({"ablation": setting}, "xquad_en") is expected
+
+
+def _split(n_articles: int, per_article: int, unanswerable_every: int = 2) -> dict:
+    """A SQuAD 2.0-style split; every ``unanswerable_every``-th question has no answer."""
+    articles = []
+    for a in range(n_articles):
+        context = f"Article {a} says word{a}."
+        qas = []
+        for q in range(per_article):
+            if q % unanswerable_every == unanswerable_every - 1:
+                qas.append({"id": f"a{a}q{q}", "question": "?", "answers": [], "is_impossible": True})
+            else:
+                qas.append({"id": f"a{a}q{q}", "question": "?", "is_impossible": False,
+                            "answers": [{"text": f"word{a}", "answer_start": context.index(f"word{a}")}]})
+        articles.append({"title": f"T{a}", "paragraphs": [{"context": context, "qas": qas}]})
+    return {"version": "v2.0", "data": articles}
+
+
+def test_grid_questions_are_answerable_and_spread_over_articles():
+    split = _split(n_articles=12, per_article=20)
+    chosen = extraction.select_grid_questions(split, 24, answerable_only=True, seed=13)
+    counts = data_mod.count(chosen)
+    assert counts == {"articles": 12, "paragraphs": 12, "questions": 24, "answerable": 24, "unanswerable": 0}
+    assert cfg.DEFAULT_ABLATION["answerable_only"] is True
+    mixed = extraction.select_grid_questions(split, 24, answerable_only=False, seed=13)
+    assert data_mod.count(mixed)["unanswerable"] > 0 and data_mod.count(mixed)["articles"] == 12
+    # All answerable questions when there are fewer than max_questions.
+    assert data_mod.count(extraction.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
+    with pytest.raises(MrcbenchError, match="answerable_only"):
+        extraction.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)

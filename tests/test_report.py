@@ -156,6 +156,18 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
     assert "(en):" in document and "(zh):" in document
     # Parameters were injected, not the defaults of the .qmd.
     assert "Source: attention/tiny-bert/squad_train/seed1/squad_dev" in document
+    # The abstract answers per leg; grid captions carry their questions and articles (from the tables).
+    for eval_set in ("squad_dev", "xquad_en", "xquad_zh"):
+        assert f"<strong>tiny-bert on {eval_set}</strong>" in document
+    deltas = pd.read_parquet(synthetic_tree / "stats" / "deltas.parquet")
+    squad = deltas[deltas["eval_set"] == "squad_dev"].iloc[0]
+    assert f"{squad['n_questions']} questions from {squad['n_clusters']} articles; resampled over articles" in document
+    # Correlations: every cell listed (no top-k), with corrected p-values.
+    assert "the 12 strongest" not in document and "p_holm" in document
+    correlations = pd.read_parquet(synthetic_tree / "stats" / "correlations.parquet")
+    c3 = correlations[(correlations["analysis"] == "C3") & (correlations["x_quantity"] == "zone_mass")
+                      & (correlations["metric"] == "f1") & (correlations["variant"] == "paper")]
+    assert f"C3: every layer × zone cell ({len(c3)} rows, F1)" in document
 
 
 def test_render_rejects_missing_inputs(tmp_path, synthetic_tree):
@@ -318,3 +330,59 @@ def test_appendix_helpers_tolerate_missing_files(tmp_path, synthetic_tree):
     assert benchmarks.set_index("rule").loc["predict", "jobs"] == 6
     versions = report.package_versions()
     assert {"python", "numpy", "plotly"} <= set(versions["package"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The abstract's per-leg answer
+# --------------------------------------------------------------------------------------------------
+
+
+def _headline(effects: dict[tuple[str, int], float], eval_set: str = "dev", n_articles: int = 20) -> pd.DataFrame:
+    """The headline table of a planted zone x layer grid (6 layers, 10 questions per article)."""
+    rng = np.random.default_rng(5)
+    n = n_articles * 10
+    qids, articles = [f"q{i}" for i in range(n)], [f"a{i // 10}" for i in range(n)]
+    baseline = rng.uniform(40, 100, n)
+    keys = {"model": "m", "train_set": "t", "eval_set": eval_set, "seed": 0, "variant": "paper"}
+    frames = [pd.DataFrame({**keys, "mode": "baseline", "layer": -1, "head": -1, "zone": "none", "qid": qids,
+                            "article": articles, "em": 0.0, "f1": baseline, "removed_mass": 0.0})]
+    for layer in range(6):
+        for zone in ("all", "q2q", "q2p", "p2q", "p2p"):
+            masked = baseline + effects.get((zone, layer), 0.0) + rng.normal(0, 6.0, n)
+            frames.append(pd.DataFrame({**keys, "mode": "layer", "layer": layer, "head": -1, "zone": zone,
+                                        "qid": qids, "article": articles, "em": 0.0, "f1": masked,
+                                        "removed_mass": 0.5}))
+    settings = stats.StatsSettings(seed=1, n_bootstrap=500, n_permutations=1999)
+    deltas, _ = stats.compute_deltas(stats.build_question_matrices(pd.concat(frames)), settings)
+    return stats.headline_zones(deltas)
+
+
+def test_abstract_sentence_names_the_planted_zones_and_agrees():
+    sentences = report.headline_sentences(_headline({("p2q", 4): -9.0, ("p2p", 0): -14.0}), min_clusters=10)
+    assert len(sentences) == 1
+    text = sentences[0]
+    assert text.index("P2P in layer 1") < text.index("P2Q in layer 5")
+    assert text.count("significant after Holm correction") == 2 and "no significant difference" not in text
+    assert "This agrees with the paper's answer, P2Q + P2P." in text
+    assert "200 questions from 20 articles; resampled over articles" in text
+    assert re.search(r"ΔF1 = -1\d\.\d \[-\d+\.\d, -\d+\.\d\]", text)  # the delta with its CI
+
+
+def test_abstract_sentence_says_no_significant_difference_without_an_effect():
+    text = report.headline_sentences(_headline({}, n_articles=6), min_clusters=10)[0]
+    assert text.count("no significant difference") >= 1 and "significant after Holm correction" not in text
+    assert "neither confirm nor refute" in text
+    assert "60 questions from 6 articles; resampled over questions (fewer than 10 articles)" in text
+    other = report.headline_sentences(_headline({("q2q", 2): -15.0, ("p2p", 3): -10.0}))[0]
+    assert other.index("Q2Q in layer 3") < other.index("P2P in layer 4")
+    assert "This differs from the paper's answer" in other
+    assert report.headline_sentences(pd.DataFrame()) == []
+
+
+def test_grid_counts_reads_the_tables():
+    rows = pd.DataFrame({"n_questions": [100, 60], "n_clusters": [33, 4], "resampling": ["article", "question"]})
+    assert report.grid_counts(rows.iloc[:1]) == "100 questions from 33 articles; resampled over articles"
+    assert report.grid_counts(rows.iloc[1:], 10) == (
+        "60 questions from 4 articles; resampled over questions (fewer than 10 articles)"
+    )
+    assert report.grid_counts(rows).startswith("60–100 questions from 4–33 articles")

@@ -145,6 +145,49 @@ def test_article_clusters_are_resampled_and_widen_the_interval_under_clustering(
     assert width_articles > 2.0 * width_questions
 
 
+@pytest.mark.parametrize(
+    "n_articles,per_article,unit", [(4, 25, "question"), (9, 12, "question"), (10, 10, "article"), (25, 4, "article")]
+)
+def test_questions_are_resampled_below_ten_articles_and_articles_from_ten(n_articles, per_article, unit):
+    grid = planted_grid(effects={("p2p", 0): -8.0}, n_articles=n_articles, per_article=per_article)
+    cell = f1_cell(deltas_for(grid), "p2p", 0)
+    assert cell["resampling"] == unit
+    assert cell["n_clusters"] == n_articles and cell["n_questions"] == n_articles * per_article
+    if unit == "question":
+        # 100 questions: random sign vectors over questions, and a clear effect reaches a small p-value
+        # (an exact test over 4 article sums could not go below 2/16).
+        assert "random sign vectors" in cell["test"]
+        assert cell["p_value"] < 0.01 and cell["significant_holm"]
+
+
+def test_min_clusters_setting_decides_the_unit():
+    grid = planted_grid(effects={("p2p", 0): -8.0}, n_articles=4, per_article=25)
+    loose = stats.StatsSettings(seed=3, n_bootstrap=200, n_permutations=999, min_clusters=3)
+    cell = f1_cell(deltas_for(grid, loose), "p2p", 0)
+    assert cell["resampling"] == "article" and cell["test"].startswith("sign-flip, exact (16")
+    assert cell["p_value"] >= 2 / 16 - 1e-12
+    assert stats.StatsSettings.from_config({"stats": {"min_clusters": 3}}).min_clusters == 3
+    assert stats.StatsSettings.from_config({}).min_clusters == 10
+    # Subsets (question-type buckets) follow the same rule.
+    design = stats.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60)
+    assert design.unit == "article" and design.n_articles == 12
+    small = design.subset(np.arange(20))  # 4 articles
+    assert small.unit == "question" and small.n_articles == 4 and small.n_clusters == 20
+
+
+def test_unanswerable_questions_are_left_out_of_the_deltas():
+    grid = planted_grid(effects={("p2p", 0): -8.0}, n_articles=10, per_article=10)
+    qids = sorted(grid["qid"].unique())
+    scores = pd.DataFrame(
+        {"model": "m", "train_set": "train", "eval_set": "dev", "qid": qids,
+         "has_answer": [i % 4 != 0 for i in range(len(qids))]}
+    )
+    kept = stats.answerable_grid(grid, scores)
+    assert set(kept["qid"]) == {q for q, a in zip(qids, scores["has_answer"], strict=True) if a}
+    assert f1_cell(deltas_for(kept), "p2p", 0)["n_questions"] == 75
+    assert stats.answerable_grid(grid, scores.drop(columns="has_answer")) is grid
+
+
 def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
     settings = stats.StatsSettings(seed=11, n_bootstrap=400, n_permutations=99)
     covered = 0
@@ -160,7 +203,7 @@ def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
 
 
 def test_sign_flip_exact_and_monte_carlo_p_values():
-    design = stats.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4)
+    design = stats.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4, min_clusters=2)
     values = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
     p, test = stats.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
     # Three clusters, all positive: only the identity and the full flip reach |sum| = 7 -> 2/8.
@@ -321,6 +364,70 @@ def test_c1_and_c3_find_planted_relations_between_mass_and_damage():
     assert (c3["n"] == n).all() and (c3["n_clusters"] == n // 6).all()
     c2 = correlations[correlations["analysis"] == "C2"]
     assert len(c2) == 2 * n_layers  # EM and F1, one row per layer (the variant does not enter)
+
+
+def test_correlation_p_values_are_corrected_within_each_family(synthetic_stats):
+    results, _ = synthetic_stats
+    corr = pd.read_parquet(results / "stats" / "correlations.parquet")
+    assert {"C1", "C2", "C3"} <= set(corr["analysis"])
+    sizes = []
+    for _, family in corr.groupby(stats.CORRELATION_FAMILY, dropna=False):
+        for raw, prefix in (("pearson_p", "pearson_p"), ("spearman_p", "spearman_p"), ("ols_p_cluster", "ols_p")):
+            rows = family[family[raw].notna()]
+            if rows.empty:
+                assert family[f"{prefix}_holm"].isna().all()
+                continue
+            p, holm, bh = (rows[c].to_numpy(dtype=float) for c in (raw, f"{prefix}_holm", f"{prefix}_bh"))
+            assert (holm >= bh - 1e-12).all() and (bh >= p - 1e-12).all() and (holm <= 1).all()
+            order = np.argsort(p, kind="stable")
+            assert (np.diff(holm[order]) >= -1e-12).all() and (np.diff(bh[order]) >= -1e-12).all()
+            assert holm == pytest.approx(stats.holm_adjust(p))
+            sizes.append(len(rows))
+        assert (family["significant_holm"] == (family["pearson_p_holm"] < 0.05)).all()
+    # The families are the maps of layer x zone cells, so the corrections are not the identity.
+    assert max(sizes) >= 16
+    c3 = corr[corr["analysis"] == "C3"]
+    assert (c3["pearson_p_holm"] > c3["pearson_p"]).any()
+
+
+# --------------------------------------------------------------------------------------------------
+# The headline: the two most damaging zones per grid
+# --------------------------------------------------------------------------------------------------
+
+
+def headline_for(grid: pd.DataFrame) -> pd.DataFrame:
+    table = stats.headline_zones(deltas_for(grid))
+    return table[(table["metric"] == "f1")]
+
+
+def test_headline_names_the_planted_zones_and_agrees_with_the_paper():
+    table = headline_for(planted_grid(effects={("p2p", 0): -12.0, ("p2q", 4): -7.0}))
+    assert list(table["rank"]) == [1, 2] and list(table["zone"]) == ["p2p", "p2q"]
+    assert list(table["layer"]) == [0, 4]
+    assert table["significant_holm"].all() and table["ci_excludes_zero"].all()
+    assert set(table["verdict"]) == {"agrees"} and table["agrees_with_paper"].all()
+    assert (table["n_questions"] == 200).all() and (table["resampling"] == "article").all()
+
+
+def test_headline_without_effect_and_with_other_zones():
+    null = headline_for(planted_grid(noise_sd=4.0))
+    assert len(null) == 2 and set(null["verdict"]) == {"no significant drop"}
+    assert not null["significant_holm"].any()
+    other = headline_for(planted_grid(effects={("q2q", 2): -12.0, ("p2p", 1): -7.0}))
+    assert list(other["zone"]) == ["q2q", "p2p"] and set(other["verdict"]) == {"differs"}
+    # ALL is the union of the zones and does not compete.
+    union = headline_for(planted_grid(effects={("all", 2): -30.0, ("p2q", 1): -9.0, ("p2p", 3): -8.0}))
+    assert "all" not in set(union["zone"]) and set(union["zone"]) == {"p2q", "p2p"}
+    assert stats.headline_zones(pd.DataFrame(columns=stats.DELTA_COLUMNS)).empty
+
+
+def test_headline_table_of_the_synthetic_tree(synthetic_stats):
+    results, _ = synthetic_stats
+    headline = pd.read_parquet(results / "stats" / "headline.parquet")
+    paper_f1 = headline[(headline["variant"] == "paper") & (headline["metric"] == "f1")]
+    assert set(paper_f1["eval_set"]) == {"squad_dev", "xquad_en", "xquad_zh"}
+    first = paper_f1[paper_f1["rank"] == 1]
+    assert set(first["zone"]) == {"p2p"} and (first["layer"] == 0).all()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -492,7 +599,7 @@ def synthetic_stats(tmp_path_factory):
 def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     results, written = synthetic_stats
     names = {path.name for path in written}
-    assert len(stats.TABLES) == 10
+    assert len(stats.TABLES) == 11
     for table in stats.TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         assert not pd.read_parquet(results / "stats" / f"{table}.parquet").empty, table
