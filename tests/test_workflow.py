@@ -57,7 +57,11 @@ def test_predictions_scores_and_grid(smoke_run, eval_set):
     cells = grid.groupby(["variant", "mode", "layer", "head", "zone"]).size()
     assert len(cells) == 2 * (1 + 5 * n_layers)  # paper + clean: baseline and 5 zones x 6 layers
     assert set(grid["zone"]) == {"none", "all", "q2q", "q2p", "p2q", "p2p"}
-    assert (cells == len(qids)).all()
+    # The grid runs on the answerable questions only (ablation.answerable_only, the default).
+    answerable = [q["id"] for a in gold["data"] for p in a["paragraphs"] for q in p["qas"]
+                  if q["answers"] and not q.get("is_impossible", False)]
+    assert set(grid["qid"]) == set(answerable)
+    assert (cells == len(answerable)).all()
     baseline = grid[grid["mode"] == "baseline"]
     for variant in ("paper", "clean"):
         # The grid's baseline is the prediction step's result, question by question.
