@@ -109,3 +109,13 @@ def test_cli_prints_one_line_error(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_local_checkpoint_of_an_unsupported_architecture_is_refused(default_config, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "xlnet"}')
+    bad = copy.deepcopy(default_config)
+    bad["models"]["minilm"] = {"source": "local", "path": str(tmp_path)}
+    with pytest.raises(MrcbenchError, match=r"models\.minilm: model 'minilm' has model_type 'xlnet'.*supported: bert"):
+        cfg.validate(bad)
+    (tmp_path / "config.json").write_text('{"model_type": "deberta-v2"}')
+    assert cfg.validate(bad) is bad
