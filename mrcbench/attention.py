@@ -57,7 +57,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.families import check_model_type
+from mrcbench.families import check_model
 from mrcbench.zones import (
     PAD,
     STAT_ZONES,
@@ -333,7 +333,7 @@ class ZoneAttention:
         config = getattr(model, "config", None)
         if config is None or not hasattr(config, "num_hidden_layers"):
             raise MrcbenchError(f"{type(model).__name__} is not a transformers encoder with num_hidden_layers")
-        family = check_model_type(getattr(config, "model_type", None), type(model).__name__)
+        family = check_model(model, type(model).__name__)
         self.model = model
         self.n_layers = int(config.num_hidden_layers)
         self.n_heads = int(config.num_attention_heads)

@@ -67,6 +67,21 @@ def check_model_type(model_type: str | None, model: str, where: str = "") -> Fam
     return family
 
 
+def check_model(model, name: str, where: str = "") -> Family:
+    """:func:`check_model_type` on a loaded transformers model, and for adapter families its attention class.
+
+    The adapter hooks the family's own self-attention module; a checkpoint of the right ``model_type``
+    whose code has no such module (a changed transformers release) is refused here, not mid-analysis.
+    """
+    family = check_model_type(getattr(model.config, "model_type", None), name, where)
+    if family.adapter is not None and not any(type(module).__name__ == family.adapter for module in model.modules()):
+        raise MrcbenchError(
+            f"{where}model '{name}' ({family.label}) has no {family.adapter} attention module in this "
+            "transformers version, so mrcbench cannot mask its attention"
+        )
+    return family
+
+
 def checkpoint_model_type(directory: str | Path) -> str | None:
     """``model_type`` of the checkpoint in ``directory`` (its ``config.json``), None if unreadable."""
     path = Path(directory).expanduser() / "config.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.families import check_model_type, spec_model_type
+from mrcbench.families import check_model, check_model_type, spec_model_type
 
 
 def _package_dir(name: str, spec: dict) -> Path:
@@ -89,7 +89,7 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
         if known_type is not None:
             check_model_type(known_type, name)
         model, tokenizer = _load_pretrained(name, where, local_only, spec.get("revision"))
-        check_model_type(model.config.model_type, name)
+        check_model(model, name)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         provenance = {"source": source, "from": where, "revision": spec.get("revision")}

@@ -110,3 +110,14 @@ def test_model_type_is_read_offline_where_possible(tmp_path):
     assert spec_model_type({"source": "local", "path": str(tmp_path / "missing")}) is None
     assert spec_model_type({"source": "hub", "id": "microsoft/deberta-v3-base"}) is None  # not in the cache
     assert spec_model_type({"source": "package", "package": "not_a_real_model_pkg"}) is None
+
+
+def test_adapter_family_needs_its_attention_module():
+    from types import SimpleNamespace
+
+    from mrcbench.families import check_model
+
+    without = SimpleNamespace(config=SimpleNamespace(model_type="deberta-v2"), modules=lambda: [torch.nn.Linear(1, 1)])
+    with pytest.raises(MrcbenchError, match="model 'deb' \\(DeBERTa-v2/v3\\) has no DisentangledSelfAttention"):
+        check_model(without, "deb")
+    assert check_model(SimpleNamespace(config=SimpleNamespace(model_type="distilbert"), modules=list), "d").adapter is None
