@@ -79,8 +79,9 @@ def test_fast_grid_equals_naive_grid(arch):
     np.testing.assert_array_equal(fast[BASELINE].start_logits[2:, : plain.shape[1]], plain)
 
 
-def test_fast_grid_equals_naive_grid_clean_variant():
-    model = tiny_model("bert", seed=3)
+@pytest.mark.parametrize("arch", ["bert", "modernbert", "deberta-v3"])
+def test_fast_grid_equals_naive_grid_clean_variant(arch):
+    model = tiny_model(arch, seed=3)
     batches = make_batches(model.config, seed=3)
     cells = grid_cells(N_LAYERS, N_HEADS, ("q2p", "p2q", "all"), modes=("layer", "head", "from_layer"))
     assert_same_grid(run_grid(model, batches, cells, "clean", max_stack=1), run_grid_naive(model, batches, cells, "clean"))

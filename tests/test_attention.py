@@ -161,7 +161,7 @@ def test_albert_counts_the_shared_layer_per_call(groups):
     assert not torch.allclose(logits[1], logits[2])
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "albert", "modernbert", "deberta-v2"])
 def test_head_mode_masks_only_the_selected_head(arch):
     model = tiny_model(arch)
     batch = make_batch(model.config)
@@ -177,7 +177,7 @@ def test_head_mode_masks_only_the_selected_head(arch):
     assert torch.equal(probs[:, others], baseline[:, others])
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "albert", "modernbert", "deberta-v2"])
 def test_from_layer_masks_every_layer_upward(arch):
     model = tiny_model(arch)
     batch = make_batch(model.config)
@@ -255,7 +255,7 @@ def test_zone_stats_under_intervention_see_the_masked_model():
     assert (stats.mass[:, 1, :, passage, question] > 0).all()
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "albert", "distilbert", "deberta-v3", "mpnet"])
 @pytest.mark.parametrize(("zone", "variant"), [("p2q", "paper"), ("q2p", "clean"), ("all", "paper")])
 def test_removed_mass_is_the_blanked_mass_of_the_unmasked_model(arch, zone, variant):
     model = tiny_model(arch)
