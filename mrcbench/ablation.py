@@ -12,8 +12,11 @@ Two equivalent ways to compute the logits of every grid cell:
     arguments they received, i.e. the model's own additive attention mask), several cells of the same
     starting layer stacked into one batch. For the paper grid (5 zones × 12 layers) this does about
     half the layer evaluations of the naive way. It works for encoders whose layers sit in
-    ``encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA) and for ALBERT's shared ``albert_layer_groups``;
-    other architectures fall back to the naive way with a warning.
+    ``encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2/v3, MPNet), ``transformer.layer``
+    (DistilBERT), ``layers`` (ModernBERT, whose final norm and prediction head form its span head) and
+    for ALBERT's shared ``albert_layer_groups``; other architectures (and DeBERTa-v2 checkpoints with
+    the convolution after layer 0, which the encoder applies outside its layer modules) fall back to
+    the naive way with a warning.
 
 :func:`ablate` wires a grid into decoding and scoring (injected callables) and returns the long
 ``grid.parquet`` table of docs/architecture.md.
@@ -196,22 +199,43 @@ def run_grid_naive(
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class _Stack:
-    """How to re-run a model from layer ``l``: its per-layer block modules and the span head."""
+    """How to re-run a model from layer ``l``: its per-layer block modules and the span head.
+
+    ``shared`` names layer keyword arguments that are not per example (never tiled when stacking).
+    """
 
     blocks: list[nn.Module]
-    head: nn.Linear
+    head: nn.Module
+    shared: frozenset[str] = frozenset()
 
 
 def _find_stack(model: nn.Module) -> _Stack | None:
-    """Recognise BERT-style (``encoder.layer``) and ALBERT (``encoder.albert_layer_groups``) QA models."""
+    """Recognise the layer blocks and span head of the supported QA models (see the module docstring)."""
     config = model.config
+    base = getattr(model, "base_model", model)
+    classifier = getattr(model, "classifier", None)
+    final_norm = getattr(base, "final_norm", None)
+    if (  # ModernBERT: layers -> final_norm -> head -> drop -> classifier
+        isinstance(getattr(base, "layers", None), nn.ModuleList)
+        and len(base.layers) == config.num_hidden_layers
+        and isinstance(final_norm, nn.Module)
+        and isinstance(classifier, nn.Linear)
+        and classifier.out_features == 2
+        and isinstance(getattr(model, "head", None), nn.Module)
+    ):
+        span_head = nn.Sequential(final_norm, model.head, getattr(model, "drop", nn.Identity()), classifier)
+        return _Stack(blocks=list(base.layers), head=span_head)
     head = getattr(model, "qa_outputs", None)
     if not isinstance(head, nn.Linear) or head.out_features != 2:
         return None
-    encoder = getattr(getattr(model, "base_model", model), "encoder", None)
+    encoder = getattr(base, "encoder", None)
+    if encoder is None:  # DistilBERT
+        encoder = getattr(base, "transformer", None)
+    if getattr(encoder, "conv", None) is not None:  # DeBERTa-v2 conv: applied outside the layer modules
+        return None
     layers = getattr(encoder, "layer", None)
     if isinstance(layers, nn.ModuleList) and len(layers) == config.num_hidden_layers:
-        return _Stack(blocks=list(layers), head=head)
+        return _Stack(blocks=list(layers), head=head, shared=frozenset({"rel_embeddings", "relative_pos"}))
     groups = getattr(encoder, "albert_layer_groups", None)
     if (
         isinstance(groups, nn.ModuleList)
@@ -258,10 +282,20 @@ def _repeat_batch(value: object, copies: int, batch: int) -> object:
     raise MrcbenchError(f"cannot stack a layer argument of shape {tuple(value.shape)} for batch size {batch}")
 
 
-def _replay(calls: Sequence[_LayerCall], start: int, hidden: torch.Tensor, copies: int, batch: int) -> torch.Tensor:
-    """Run the recorded layer calls ``start..`` on ``hidden`` (``copies`` stacked copies of the batch)."""
+def _replay(
+    calls: Sequence[_LayerCall], start: int, hidden: torch.Tensor, copies: int, batch: int,
+    shared: frozenset[str] = frozenset(),
+) -> torch.Tensor:
+    """Run the recorded layer calls ``start..`` on ``hidden`` (``copies`` stacked copies of the batch).
+
+    Keyword arguments named in ``shared`` (e.g. DeBERTa's relative-position embeddings) are passed as
+    recorded, never tiled.
+    """
     for call in calls[start:]:
-        kwargs = {name: _repeat_batch(value, copies, batch) for name, value in call.kwargs.items()}
+        kwargs = {
+            name: value if name in shared else _repeat_batch(value, copies, batch)
+            for name, value in call.kwargs.items()
+        }
         if call.args:
             args = (hidden, *(_repeat_batch(value, copies, batch) for value in call.args[1:]))
         else:
@@ -342,7 +376,7 @@ def run_grid(
                     )
                     hidden = _repeat_batch(layer_input, len(chunk), batch_size)
                     with controller.apply_plan(plan) as result, controller.replay(start):
-                        hidden = _replay(calls, start, hidden, len(chunk), batch_size)
+                        hidden = _replay(calls, start, hidden, len(chunk), batch_size, stack.shared)
                     start_logits, end_logits = (
                         logits.squeeze(-1) for logits in stack.head(hidden).split(1, dim=-1)
                     )

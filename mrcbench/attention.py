@@ -15,6 +15,14 @@ transformers 5 routes every self-attention of BERT, RoBERTa, XLM-R, ELECTRA and 
 * optionally accumulates zone statistics on the fly (never storing all maps), records full maps for a
   few case-study features, and records the attention mass the blanked cells carried before masking.
 
+ModernBERT's local layers receive a sliding-window mask: the zone mask is combined with it (cells are
+only ever added to the masked set, and the replicated "all" quirk lifts padding only inside the
+window). DeBERTa-v2/v3 and MPNet compute attention in their own modules (see :mod:`mrcbench.families`):
+for them a per-family adapter edits the same (row, column) cells in the module's own mask argument
+before its softmax, and takes the zone statistics from the probabilities its ``nn.Dropout`` receives.
+A real-token row whose every key would be masked (possible only inside a sliding window) keeps its
+own diagonal cell, so no row is ever fully blanked.
+
 The layer index is counted per forward pass (reset by a pre-hook on the base model) because ALBERT
 calls one shared attention module for every layer; where a module carries ``layer_idx`` (BERT-style
 models) the count is cross-checked against it, and every forward must make exactly
@@ -33,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sys
 import weakref
@@ -48,6 +57,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.families import check_model
 from mrcbench.zones import (
     PAD,
     STAT_ZONES,
@@ -325,26 +335,35 @@ class ZoneAttention:
         config = getattr(model, "config", None)
         if config is None or not hasattr(config, "num_hidden_layers"):
             raise MrcbenchError(f"{type(model).__name__} is not a transformers encoder with num_hidden_layers")
-        register_attention()
+        family = check_model(model, type(model).__name__)
         self.model = model
         self.n_layers = int(config.num_hidden_layers)
         self.n_heads = int(config.num_attention_heads)
-        self._previous_implementation = config._attn_implementation
-        model.set_attn_implementation(IMPLEMENTATION)
-        if config._attn_implementation != IMPLEMENTATION:
-            raise MrcbenchError(
-                f"{type(model).__name__} does not route attention through transformers' AttentionInterface; "
-                "zone masking is not possible for it"
-            )
         for module in model.modules():
             if module in _CONTROLLERS and _CONTROLLERS[module] is not self:
                 raise MrcbenchError(f"{type(model).__name__} already has a ZoneAttention controller; close it first")
-            _CONTROLLERS[module] = self
         base = getattr(model, "base_model", model)
-        self._hooks = [
+        self._hooks = []
+        self._previous_implementation = None
+        if family.adapter is None:
+            register_attention()
+            self._previous_implementation = config._attn_implementation
+            model.set_attn_implementation(IMPLEMENTATION)
+            if config._attn_implementation != IMPLEMENTATION:
+                raise MrcbenchError(
+                    f"{type(model).__name__} does not route attention through transformers' AttentionInterface; "
+                    "zone masking is not possible for it"
+                )
+        else:
+            self._hooks.extend(self._attach_adapter(family.adapter))
+        for module in model.modules():
+            _CONTROLLERS[module] = self
+        self._hooks += [
             base.register_forward_pre_hook(self._start_forward),
             base.register_forward_hook(self._end_forward),
         ]
+        self._adapter_layer: int | None = None
+        self._reference_probs: list[torch.Tensor] | None = None
         self._next_layer = 0
         self._plan: MaskPlan | None = None
         self._removed: torch.Tensor | None = None
@@ -359,7 +378,8 @@ class ZoneAttention:
         for module in self.model.modules():
             if _CONTROLLERS.get(module) is self:
                 del _CONTROLLERS[module]
-        self.model.set_attn_implementation(self._previous_implementation)
+        if self._previous_implementation is not None:
+            self.model.set_attn_implementation(self._previous_implementation)
 
     def __enter__(self) -> Self:
         return self
@@ -486,11 +506,10 @@ class ZoneAttention:
         if edit is None:
             output, probs = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         else:
-            blank, lift_padding = edit
+            mask, blank = _edit_mask(attention_mask, *edit, plan.zone_ids, query, _window_band(module, key.shape[2]))
             if bool(blank.any()):
                 _, unmasked = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0, **kwargs)
                 self._removed[:, layer] = _removed_mass(unmasked, blank, plan.zone_ids).cpu()
-            mask = _edited_mask(attention_mask, blank, lift_padding, query)
             output, probs = eager(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
         if stats is not None:
             self._check_batch(stats.zone_ids, query, key, "record_stats")
@@ -507,18 +526,115 @@ class ZoneAttention:
             )
 
 
-def _edited_mask(
-    attention_mask: torch.Tensor | None, blank: torch.Tensor, lift_padding: torch.Tensor, query: torch.Tensor
-) -> torch.Tensor:
-    """Additive mask with blanked cells set (not added) to the dtype's most negative value."""
-    dtype = attention_mask.dtype if attention_mask is not None else query.dtype
+    # ---- adapter for families that compute attention in their own module (DeBERTa-v2/v3, MPNet) -------
+    def _attach_adapter(self, class_name: str) -> list:
+        """Hook every ``class_name`` self-attention module: mask edit before, probabilities at its dropout."""
+        modules = [module for module in self.model.modules() if type(module).__name__ == class_name]
+        name = type(self.model).__name__
+        if not modules:
+            raise MrcbenchError(f"{name} has no {class_name} module; its attention cannot be adapted")
+        hooks = []
+        for module in modules:
+            dropout = getattr(module, "dropout", None)
+            if not isinstance(dropout, nn.Dropout):
+                raise MrcbenchError(f"{name}: {class_name} has no nn.Dropout on its attention probabilities")
+            hooks.append(module.register_forward_pre_hook(self._adapter_before, with_kwargs=True))
+            hooks.append(dropout.register_forward_hook(self._adapter_probs))
+        return hooks
+
+    def _adapter_before(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Count the layer; with an active intervention, hand the module an edited attention mask."""
+        layer = self._adapter_layer = self._take_layer(module)
+        plan = self._plan
+        if plan is None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        batch_and_length = hidden.new_empty(hidden.shape[0], 0, hidden.shape[1], 0)  # [B, ., T, .] for the check
+        self._check_batch(plan.zone_ids, batch_and_length, batch_and_length, "intervention")
+        if plan.zone_ids.device != hidden.device:
+            plan = self._plan = plan.to(hidden.device)
+        edit = plan.for_layer(layer)
+        if edit is None:
+            return None
+        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+        attention_mask = bound.arguments.get("attention_mask")
+        mask, blank = _edit_mask(attention_mask, *edit, plan.zone_ids, hidden, None)
+        if bool(blank.any()):  # the unmasked probabilities of this call, for the removed mass
+            self._reference_probs = []
+            try:
+                module.forward(*args, **kwargs)
+                unmasked = self._reference_probs[-1]
+            finally:
+                self._reference_probs = None
+            self._removed[:, layer] = _removed_mass(unmasked, blank, plan.zone_ids).cpu()
+        bound.arguments["attention_mask"] = mask
+        return bound.args, bound.kwargs
+
+    def _adapter_probs(self, dropout: nn.Module, inputs: tuple, probs: torch.Tensor) -> None:
+        """Forward hook on the dropout applied to the attention probabilities ``[B, H, T, T]``."""
+        if self._reference_probs is not None:
+            self._reference_probs.append(probs)
+            return
+        stats = self._stats
+        if stats is not None:
+            self._check_batch(stats.zone_ids, probs, probs, "record_stats")
+            stats.zone_ids = stats.zone_ids.to(probs.device)
+            stats.add(self._adapter_layer, probs)
+
+
+def _window_band(module: nn.Module, length: int) -> torch.Tensor | None:
+    """``[T, T]`` bool: the cells a sliding-window layer may attend to at all (None: no window).
+
+    ModernBERT's local layers carry ``sliding_window``; the band is transformers' own bidirectional
+    overlay for ``config.sliding_window``, the same one the model's mask was built from.
+    """
+    if getattr(module, "sliding_window", None) is None or getattr(module, "config", None) is None:
+        return None
+    from transformers.masking_utils import sliding_window_bidirectional_overlay
+
+    positions = torch.arange(length)
+    return sliding_window_bidirectional_overlay(module.config.sliding_window)(0, 0, positions[:, None], positions)
+
+
+def _edit_mask(
+    attention_mask: torch.Tensor | None,
+    blank: torch.Tensor,
+    lift_padding: torch.Tensor,
+    zone_ids: torch.Tensor,
+    like: torch.Tensor,
+    window: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edited mask, blanked cells actually applied) for one layer; the model's own mask is kept.
+
+    ``attention_mask`` is additive (float: 0 allowed, dtype min masked; None = nothing masked) or, for
+    DeBERTa, a keep mask (bool/int: nonzero allowed); the result has the same kind. Blanked cells are
+    set (never added) to the dtype's most negative value, so ``exp`` underflows to exactly 0. With
+    ``lift_padding`` (``all_paper_quirk``) the PAD rows and columns become attendable in this layer,
+    but never outside a sliding ``window`` band. A real-token row left without any key keeps its
+    diagonal cell.
+    """
+    device = like.device
+    additive = attention_mask is None or attention_mask.is_floating_point()
     if attention_mask is None:  # no padding in the batch: transformers skipped the mask
-        attention_mask = torch.zeros((), dtype=dtype, device=query.device)
-    zero = torch.zeros((), dtype=dtype, device=query.device)
-    if bool(lift_padding.any()):  # all_paper_quirk: PAD keys become attendable in this layer
-        attention_mask = torch.where(lift_padding[:, :, None, None], zero, attention_mask)
-    negative = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=query.device)
-    return torch.where(blank, negative, attention_mask)
+        attention_mask = torch.zeros((), dtype=like.dtype, device=device)
+    allowed = attention_mask > torch.finfo(attention_mask.dtype).min if additive else attention_mask.bool()
+    pad = zone_ids == PAD
+    lifted = torch.zeros((), dtype=torch.bool, device=device)
+    if bool(lift_padding.any()):  # all_paper_quirk: PAD cells become attendable in this layer
+        lifted = lift_padding[:, :, None, None] & (pad[:, None, None, :] | pad[:, None, :, None])
+        if window is not None:
+            lifted = lifted & window.to(device)
+        allowed = allowed | lifted
+    starved = ~(allowed & ~blank).any(-1) & ~pad[:, None, :]  # [B, h, T]
+    if bool(starved.any()):
+        diagonal = torch.eye(blank.shape[-1], dtype=torch.bool, device=device)
+        blank = blank & ~(starved[..., None] & diagonal)
+    if not additive:
+        return (allowed & ~blank), blank
+    dtype = attention_mask.dtype
+    mask = torch.where(lifted, torch.zeros((), dtype=dtype, device=device), attention_mask)
+    negative = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device)
+    return torch.where(blank, negative, mask), blank
 
 
 def _removed_mass(unmasked_probs: torch.Tensor, blank: torch.Tensor, zone_ids: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.families import check_model_type, spec_model_type
 
 # The paper's recipe (paper-method.md 2.3); experiments and models override per key.
 DEFAULT_FEATURES = {"max_seq_length": 512, "doc_stride": 128, "max_query_length": 64, "pad_to_max_length": False}
@@ -151,6 +152,9 @@ def _check_references(config: dict, source: str) -> None:
         needed = {"hub": "id", "local": "path", "package": "package"}.get(spec["source"])
         if needed and needed not in spec:
             raise MrcbenchError(f"{source}: models.{name}: source '{spec['source']}' needs key '{needed}'")
+        model_type = spec_model_type(spec)  # None where it cannot be known offline (prepare-model checks then)
+        if model_type is not None:
+            check_model_type(model_type, name, where=f"{source}: models.{name}: ")
     trained: dict[tuple[str, str], str] = {}
     for name, exp in config["experiments"].items():
         if exp["train"] not in splits:

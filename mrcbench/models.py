@@ -9,7 +9,9 @@ Sources (``models.<name>.source``):
 
 Whatever the source, the prepared directory holds ``config.json``, ``model.safetensors`` and a fast
 tokenizer written with ``save_pretrained``, plus ``source.json`` saying where it came from. Weights
-are loaded from safetensors only and remote code is never trusted.
+are loaded from safetensors only and remote code is never trusted. A checkpoint whose ``model_type``
+mrcbench cannot analyse (:func:`mrcbench.families.check_model_type`) is refused before anything is
+written, so it is never fine-tuned.
 """
 from __future__ import annotations
 
@@ -21,10 +23,7 @@ from pathlib import Path
 import torch
 
 from mrcbench.errors import MrcbenchError
-
-#: Encoders whose self-attention goes through transformers' attention interface (masking and
-#: statistics are tested on each); other encoders may work but are not guaranteed.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "albert")
+from mrcbench.families import check_model, check_model_type, spec_model_type
 
 
 def _package_dir(name: str, spec: dict) -> Path:
@@ -86,7 +85,11 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
             where, local_only = str(path), True
         else:
             where, local_only = spec["id"], False
+        known_type = spec_model_type(spec)  # read offline where possible: refuse before loading any weights
+        if known_type is not None:
+            check_model_type(known_type, name)
         model, tokenizer = _load_pretrained(name, where, local_only, spec.get("revision"))
+        check_model(model, name)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         provenance = {"source": source, "from": where, "revision": spec.get("revision")}

@@ -38,7 +38,7 @@ def make_batches(config, seed: int = 0):
             types.append([0] * (question + 2) + [1] * (passage + 1) + [0] * pad)
         zone_ids = torch.tensor(zones)
         batch = {"input_ids": torch.tensor(rows), "attention_mask": (zone_ids != PAD).long(), "zone_ids": zone_ids}
-        if config.type_vocab_size > 1:
+        if getattr(config, "type_vocab_size", 0) > 1:
             batch["token_type_ids"] = torch.tensor(types)
         batches.append(batch)
     return batches
@@ -79,8 +79,9 @@ def test_fast_grid_equals_naive_grid(arch):
     np.testing.assert_array_equal(fast[BASELINE].start_logits[2:, : plain.shape[1]], plain)
 
 
-def test_fast_grid_equals_naive_grid_clean_variant():
-    model = tiny_model("bert", seed=3)
+@pytest.mark.parametrize("arch", ["bert", "modernbert", "deberta-v3"])
+def test_fast_grid_equals_naive_grid_clean_variant(arch):
+    model = tiny_model(arch, seed=3)
     batches = make_batches(model.config, seed=3)
     cells = grid_cells(N_LAYERS, N_HEADS, ("q2p", "p2q", "all"), modes=("layer", "head", "from_layer"))
     assert_same_grid(run_grid(model, batches, cells, "clean", max_stack=1), run_grid_naive(model, batches, cells, "clean"))
@@ -94,6 +95,20 @@ def test_unrecognised_architecture_falls_back_to_naive():
     with pytest.warns(RuntimeWarning, match="running the naive ablation grid"):
         fast = run_grid(model, batches, cells, "paper")
     assert_same_grid(fast, run_grid_naive(model, batches, cells, "paper"))
+
+
+def test_deberta_with_convolution_falls_back_to_naive():
+    """DeBERTa-v2's optional convolution runs in the encoder loop after layer 0, outside the layer modules."""
+    model_class, make_config = ARCHS["deberta-v2"]
+    torch.manual_seed(0)
+    config = make_config()
+    config.conv_kernel_size = 3
+    model = model_class(config).eval()
+    batches = make_batches(model.config)
+    cells = [BASELINE, Cell("p2p", 0), Cell("q2p", 2)]
+    with pytest.warns(RuntimeWarning, match="running the naive ablation grid"):
+        fast = run_grid(model, batches, cells, "clean")
+    assert_same_grid(fast, run_grid_naive(model, batches, cells, "clean"))
 
 
 def test_grid_leaves_the_model_as_it_was():

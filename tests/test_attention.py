@@ -1,4 +1,5 @@
-"""The "mrcbench" attention function on tiny random BERT/RoBERTa/XLM-R/ELECTRA/ALBERT QA models."""
+"""Zone masking and statistics ("mrcbench" attention function, DeBERTa/MPNet adapter) on tiny random QA models
+of every supported family."""
 import copy
 
 import numpy as np
@@ -10,6 +11,7 @@ from transformers import AlbertConfig, AlbertForQuestionAnswering
 
 from mrcbench.attention import ZoneAttention, collect_zone_stats, save_case_studies, zone_stats_frame
 from mrcbench.errors import MrcbenchError
+from mrcbench.families import FAMILIES
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
 
 N_LAYERS, N_HEADS = 4, 4
@@ -41,7 +43,7 @@ def make_batch(config, layouts=((3, 8, 2), (2, 11, 0), (4, 4, 5)), seed: int = 1
         "attention_mask": (zone_ids != PAD).long(),
         "zone_ids": zone_ids,
     }
-    if config.type_vocab_size > 1:
+    if getattr(config, "type_vocab_size", 0) > 1:
         batch["token_type_ids"] = torch.tensor(types)
     return batch
 
@@ -65,8 +67,9 @@ def test_without_intervention_bit_identical_to_eager(arch):
     model = copy.deepcopy(eager)
     batch = make_batch(model.config)
     expected = eager(**inputs(batch), output_hidden_states=True)
+    adapted = FAMILIES[model.config.model_type].adapter is not None
     with ZoneAttention(model) as controller:
-        assert model.config._attn_implementation == "mrcbench"
+        assert model.config._attn_implementation == ("eager" if adapted else "mrcbench")
         plain = model(**inputs(batch), output_hidden_states=True)
         with controller.record_stats(batch["zone_ids"], maps_for=[0]):
             recorded = model(**inputs(batch))
@@ -80,28 +83,49 @@ def test_without_intervention_bit_identical_to_eager(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("variant", ["paper", "clean"])
-def test_blanked_cells_get_zero_probability_and_rows_renormalise(arch, variant):
+def test_masking_changes_exactly_the_blanked_cells_and_rows_renormalise(arch, variant):
     model = tiny_model(arch)
     batch = make_batch(model.config)
-    layer = 1
+    zone_ids = batch["zone_ids"]
+    layer = 1  # ModernBERT: a local (sliding-window) layer
+    real_rows = (zone_ids != PAD)[:, None, :, None]
+    pad_columns = (zone_ids == PAD)[:, None, None, :]
+    diagonal = torch.eye(zone_ids.shape[1], dtype=torch.bool)
+    spared_rows = 0
     with ZoneAttention(model) as controller:
         baseline = model(**inputs(batch), output_attentions=True).attentions
+        allowed = baseline[layer] > 0  # the model's own mask: padding, and ModernBERT's window
+        rows = real_rows.expand_as(allowed)
         for zone in ALL_ZONE_OPTIONS:
-            with controller.intervene(batch["zone_ids"], zone, layers=layer, variant=variant):
+            with controller.intervene(zone_ids, zone, layers=layer, variant=variant):
                 attentions = model(**inputs(batch), output_attentions=True).attentions
             probs = attentions[layer]
-            blanked = blanked_cells(batch["zone_ids"], zone, variant)[:, None].expand_as(probs)
-            assert (probs[blanked] == 0).all(), zone
-            torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs.sum(-1)), atol=1e-6, rtol=0)
             assert torch.equal(attentions[0], baseline[0])  # layers below are untouched
-            pad_columns = (batch["zone_ids"] == PAD)[:, None, None, :].expand_as(probs)
-            real_rows = (batch["zone_ids"] != PAD)[:, None, :, None].expand_as(probs)
-            if zone == "all_paper_quirk":  # padding leakage: real tokens now attend to PAD keys
-                assert (probs[pad_columns & real_rows] > 0).all()
-            else:
-                assert (probs[pad_columns] == 0).all()
-                if blanked.any():
-                    assert not torch.equal(probs, baseline[layer])
+            # no real-token row is ever fully blanked: each still distributes exactly 1
+            torch.testing.assert_close(probs.sum(-1)[rows[..., 0]], torch.ones(int(rows[..., 0].sum())), atol=1e-6,
+                                       rtol=0)
+            if zone == "all_paper_quirk":  # padding leakage: real tokens attend to PAD keys (inside the window)
+                distance = (torch.arange(zone_ids.shape[1])[:, None] - torch.arange(zone_ids.shape[1])).abs()
+                reachable = torch.ones_like(distance, dtype=torch.bool)
+                if arch == "modernbert":  # its layer 1 is a local layer
+                    reachable = distance <= model.config.sliding_window
+                leaking = (pad_columns & real_rows & reachable).expand_as(probs)
+                assert leaking.any() and (probs[leaking] > 0).all()
+                assert (probs[(pad_columns & real_rows & ~reachable).expand_as(probs)] == 0).all()
+                continue
+            blanked = blanked_cells(zone_ids, zone, variant)[:, None].expand_as(probs)
+            starved = ~(allowed & ~blanked).any(-1, keepdim=True) & real_rows  # only inside a sliding window
+            spared_rows += int(starved.sum())
+            intended = blanked & ~(starved & diagonal)
+            kept = allowed & ~intended
+            assert (probs[intended & rows] == 0).all(), zone
+            assert (probs[~allowed & rows] == 0).all(), zone  # padding (and the window) stay masked
+            # every other cell keeps its score: the baseline row renormalised over the kept keys
+            expected = baseline[layer] * kept / (baseline[layer] * kept).sum(-1, keepdim=True)
+            torch.testing.assert_close(probs[rows], expected[rows], atol=1e-6, rtol=1e-5)
+            if intended[rows].any():
+                assert not torch.equal(probs, baseline[layer])
+    assert (spared_rows > 0) == (arch == "modernbert")  # p2p/all starve rows far from any special token
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -137,7 +161,7 @@ def test_albert_counts_the_shared_layer_per_call(groups):
     assert not torch.allclose(logits[1], logits[2])
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "albert", "modernbert", "deberta-v2"])
 def test_head_mode_masks_only_the_selected_head(arch):
     model = tiny_model(arch)
     batch = make_batch(model.config)
@@ -153,7 +177,7 @@ def test_head_mode_masks_only_the_selected_head(arch):
     assert torch.equal(probs[:, others], baseline[:, others])
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "albert", "modernbert", "deberta-v2"])
 def test_from_layer_masks_every_layer_upward(arch):
     model = tiny_model(arch)
     batch = make_batch(model.config)
@@ -231,7 +255,7 @@ def test_zone_stats_under_intervention_see_the_masked_model():
     assert (stats.mass[:, 1, :, passage, question] > 0).all()
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert"])
+@pytest.mark.parametrize("arch", ["bert", "albert", "distilbert", "deberta-v3", "mpnet"])
 @pytest.mark.parametrize(("zone", "variant"), [("p2q", "paper"), ("q2p", "clean"), ("all", "paper")])
 def test_removed_mass_is_the_blanked_mass_of_the_unmasked_model(arch, zone, variant):
     model = tiny_model(arch)

