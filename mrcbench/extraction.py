@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mrcbench import ablation, attention, metrics, predict
+from mrcbench import ablation, attention, files, metrics, predict
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench.errors import MrcbenchError
@@ -128,10 +127,9 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
             **run.keys,
         })
     maps_array = np.stack(arrays) if arrays else np.zeros((0, run.n_layers, run.n_heads, 0, 0), np.float16)
-    tmp = out_dir / "case_studies.tmp.npz"
-    np.savez_compressed(tmp, maps=maps_array)
-    os.replace(tmp, out_dir / "case_studies.npz")
-    (out_dir / "case_studies.json").write_text(json.dumps(infos, ensure_ascii=False, indent=1))
+    with files.atomic_path(out_dir / "case_studies.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, maps=maps_array)
+    files.write_json(out_dir / "case_studies.json", infos)
     return {"questions": int(frame["qid"].nunique()), "windows": len(run.features.input_ids), "case_studies": len(cases)}
 
 
@@ -144,7 +142,7 @@ def main(argv: list[str]) -> int:
     run = EvalRun(args)
     if args.scores is not None and not args.scores.is_file():
         raise MrcbenchError(f"--scores: file not found: {args.scores}")
-    scores = pd.read_parquet(args.scores) if args.scores is not None else None
+    scores = files.read_parquet(args.scores) if args.scores is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     summary = extract_attention(run, args.out, scores, cfg.attention_config(run.config))
     print(json.dumps(summary))
@@ -214,7 +212,7 @@ def main_merge(argv: list[str]) -> int:
     missing = [p for p in args.parts if not p.is_file()]
     if missing:
         raise MrcbenchError(f"grid part not found: {missing[0]}")
-    frame = pd.concat([pd.read_parquet(p) for p in args.parts], ignore_index=True)
+    frame = pd.concat([files.read_parquet(p) for p in args.parts], ignore_index=True)
     predict.write_parquet(frame, args.out)
     print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
     return 0
