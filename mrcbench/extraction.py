@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,11 @@ def choose_case_studies(run: EvalRun, scores: pd.DataFrame | None, wanted: int, 
     for index, qid in enumerate(run.features.example_ids):
         first_window.setdefault(qid, index)
     if explicit:
+        missing = [q for q in explicit if q not in first_window]
+        if missing:
+            # Ids may belong to another eval split (one list serves them all): say so, never drop silently.
+            print(f"warning: attention.case_study_ids: {', '.join(map(repr, missing))} not in eval split "
+                  f"'{run.args.eval}' (no map stored for them)", file=sys.stderr)
         return [first_window[q] for q in explicit if q in first_window]
     correct = set()
     if scores is not None and len(scores):

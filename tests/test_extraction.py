@@ -54,3 +54,14 @@ def test_bad_part_name_is_one_line(tmp_path):
 @pytest.mark.parametrize("setting,expected", [(True, True), (False, False), (["xquad_en"], True), (["zh"], False)])
 def test_experiment_ablation_setting(setting, expected):
     assert cfg.ablates({"ablation": setting}, "xquad_en") is expected
+
+
+def test_unknown_case_study_ids_are_named_not_dropped_silently(capsys):
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(features=SimpleNamespace(example_ids=["q1", "q1", "q2"]), examples=[],
+                          args=SimpleNamespace(eval="dev"))
+    assert extraction.choose_case_studies(run, None, 2, ["q2", "typo", "q1"]) == [2, 0]
+    err = capsys.readouterr().err
+    assert err.strip() == ("warning: attention.case_study_ids: 'typo' not in eval split 'dev' "
+                           "(no map stored for them)")
