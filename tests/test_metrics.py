@@ -223,6 +223,33 @@ def test_squad_v2_needs_at_least_one_prediction() -> None:
         squad_v2_evaluate(make_dataset([("q1", ["x"])]), {"other": "x"})
 
 
+@pytest.mark.parametrize("metric", ["squad", "cmrc2018", "squad_v2"])
+def test_a_prediction_file_matching_no_question_is_an_error(metric: str, tmp_path: Path, capsys) -> None:
+    data = _write_json(tmp_path / "d.json", make_dataset([("q1", ["北京"]), ("q2", ["上海"])]))
+    pred = _write_json(tmp_path / "p.json", {"other1": "北京", "other2": "x"})
+    with pytest.raises(MrcbenchError, match="none of the 2 questions of the dataset has a prediction"):
+        METRICS[metric](json.loads(data.read_text()), json.loads(pred.read_text()))
+    assert metrics.main([metric, str(data), str(pred)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: scoring") and captured.err.count("\n") == 1
+
+
+def test_predictions_for_unknown_questions_are_warned_about(caplog) -> None:
+    dataset = make_dataset([("q1", ["Paris"]), ("q2", ["London"])])
+    with caplog.at_level("WARNING", logger="mrcbench.metrics"):
+        result = squad_v1_evaluate(dataset, {"q1": "Paris", "q2": "London", "stray": "x"})
+    assert result["exact_match"] == pytest.approx(100.0)
+    assert "1 of 3 predictions name no question of the dataset (first: 'stray')" in caplog.text
+
+
+def test_na_prob_thresh_nan_is_rejected(tiny_files: dict[str, Path], capsys) -> None:
+    args = ["squad_v2", str(tiny_files["data"]), str(tiny_files["pred"]), "--na-prob-file", str(tiny_files["na"])]
+    assert metrics.main([*args, "--na-prob-thresh", "nan"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "na_prob_thresh must be a number, not nan" in captured.err
+    assert captured.err.count("\n") == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # CMRC 2018
 # --------------------------------------------------------------------------------------------------
