@@ -1,14 +1,13 @@
 """The project's official-equivalent scorers as local Hugging Face ``evaluate`` metric modules.
 
-One folder per metric (``squad``, ``squad_v2``, ``cmrc2018``), each holding ``<name>/<name>.py``: a thin
+One folder per metric (``squad``, ``squad_v2``, ``cmrc2018``, ``mlqa``), each holding ``<name>/<name>.py``: a thin
 :class:`evaluate.Metric` over :mod:`mrcbench.metrics`, so ``evaluate.load(path)`` works offline and returns
 the numbers ``mrcbench score`` prints. Inputs follow the hub's ``squad`` / ``squad_v2`` metrics::
 
     predictions = [{"id": "q1", "prediction_text": "Paris"}]   # squad_v2 adds "no_answer_probability"
     references = [{"id": "q1", "answers": {"text": ["Paris"], "answer_start": [0]}}]
 
-The references are the dataset: a question without a prediction counts as the metric's official script
-counts it (0 for squad and cmrc2018, skipped by squad_v2).
+``evaluate`` pairs the rows (one prediction per reference); they are matched by ``id``.
 """
 from __future__ import annotations
 
