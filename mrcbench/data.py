@@ -49,7 +49,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +59,7 @@ import numpy as np
 
 from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
+from mrcbench.files import write_json
 
 SquadDataset = dict[str, Any]
 """A SQuAD-format dict: ``{"version": str, "data": [article, ...]}``."""
@@ -1022,8 +1022,8 @@ def prepare_splits(
             **state.details,
         }
         path = out_dir / f"{name}.json"
-        _write_json_atomic(path, {"version": state.final.get("version", ""), "data": state.final["data"]})
-        _write_json_atomic(out_dir / f"{name}.summary.json", summary, indent=2)
+        write_json(path, {"version": state.final.get("version", ""), "data": state.final["data"]}, indent=None)
+        write_json(out_dir / f"{name}.summary.json", summary, indent=2)
         removed = ", ".join(f"{step} {n}" for step, n in summary["removed"].items())
         source = dataset_key + (f"/{state.spec.part}" if state.spec.part else "")
         _say(
@@ -1033,19 +1033,6 @@ def prepare_splits(
         )
         written[name] = path
     return written
-
-
-def _write_json_atomic(path: Path, payload: Any, indent: int | None = None) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a half-written file."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=indent)
-            handle.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,10 +21,7 @@ null answer takes part in the n-best list; otherwise the best non-null span is t
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ import numpy as np
 
 from mrcbench.errors import MrcbenchError
 from mrcbench.features import EvalFeatures
+from mrcbench.files import write_json
 from mrcbench.zones import SPECIAL
 
 #: Position of the null answer ([CLS] for BERT-style models, <s> for RoBERTa/XLM-R).
@@ -193,19 +191,6 @@ def postprocess(
     return predictions
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON next to ``path`` and rename it into place, so readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=1)
-            handle.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def save_predictions(pred: Predictions, out_dir: str | Path) -> dict[str, Path]:
     """Write ``predictions.json`` (official ``{qid: text}``), ``null_odds.json``, ``nbest.json`` and
     ``predictions_non_null.json`` (best span per question) into ``out_dir``.
@@ -222,5 +207,5 @@ def save_predictions(pred: Predictions, out_dir: str | Path) -> dict[str, Path]:
         "predictions_non_null": (out / "predictions_non_null.json", pred.best_non_null),
     }
     for path, payload in files.values():
-        _write_json_atomic(path, payload)
+        write_json(path, payload)
     return {name: path for name, (path, _) in files.items()}

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mrcbench import ablation, attention, metrics, predict
+from mrcbench import ablation, attention, files, metrics, predict
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import precision as precision_mod
@@ -89,6 +89,11 @@ def choose_case_studies(run: EvalRun, scores: pd.DataFrame | None, wanted: int, 
     for index, qid in enumerate(run.features.example_ids):
         first_window.setdefault(qid, index)
     if explicit:
+        missing = [q for q in explicit if q not in first_window]
+        if missing:
+            # Ids may belong to another eval split (one list serves them all): say so, never drop silently.
+            print(f"warning: attention.case_study_ids: {', '.join(map(repr, missing))} not in eval split "
+                  f"'{run.args.eval}' (no map stored for them)", file=sys.stderr)
         return [first_window[q] for q in explicit if q in first_window]
     correct = set()
     if scores is not None and len(scores):
@@ -150,10 +155,9 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
             **run.keys,
         })
     maps_array = np.stack(arrays) if arrays else np.zeros((0, run.n_layers, run.n_heads, 0, 0), np.float16)
-    tmp = out_dir / "case_studies.tmp.npz"
-    np.savez_compressed(tmp, maps=maps_array)
-    os.replace(tmp, out_dir / "case_studies.npz")
-    (out_dir / "case_studies.json").write_text(json.dumps(infos, ensure_ascii=False, indent=1))
+    with files.atomic_path(out_dir / "case_studies.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, maps=maps_array)
+    files.write_json(out_dir / "case_studies.json", infos)
     return {"questions": int(frame["qid"].nunique()), "windows": len(run.features.input_ids), "case_studies": len(cases),
             "precision": run.precision}
 
@@ -167,7 +171,7 @@ def main(argv: list[str]) -> int:
     run = EvalRun(args)
     if args.scores is not None and not args.scores.is_file():
         raise MrcbenchError(f"--scores: file not found: {args.scores}")
-    scores = pd.read_parquet(args.scores) if args.scores is not None else None
+    scores = files.read_parquet(args.scores) if args.scores is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     summary = extract_attention(run, args.out, scores, cfg.attention_config(run.config))
     print(json.dumps(summary))
@@ -244,7 +248,7 @@ def main_merge(argv: list[str]) -> int:
     missing = [p for p in args.parts if not p.is_file()]
     if missing:
         raise MrcbenchError(f"grid part not found: {missing[0]}")
-    frame = pd.concat([pd.read_parquet(p) for p in args.parts], ignore_index=True)
+    frame = pd.concat([files.read_parquet(p) for p in args.parts], ignore_index=True)
     predict.write_parquet(frame, args.out)
     print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
     return 0

@@ -494,15 +494,29 @@ def _score_questions(
 ) -> list[_ScoredQuestion]:
     rule = _rule(metric, language)
     scored = []
+    keys = set()
     for question in iter_questions(dataset):
         key = question.qid.strip() if rule.strip_prediction_key else question.qid
+        keys.add(key)
         prediction = preds.get(key)
         if prediction is None:
             scored.append(_ScoredQuestion(question, None, None, None))
         else:
             exact, f1 = rule.score_question(question, prediction)
             scored.append(_ScoredQuestion(question, prediction, exact, f1))
+    unknown = [qid for qid in preds if qid not in keys]
+    if unknown:
+        logger.warning(
+            "%s: %d of %d predictions name no question of the dataset (first: %r); they are ignored",
+            metric, len(unknown), len(preds), unknown[0],
+        )
     return scored
+
+
+def _require_a_prediction(scored: list[_ScoredQuestion]) -> None:
+    """A prediction file that answers none of the questions is the wrong file, not a score of 0."""
+    if scored and all(item.prediction is None for item in scored):
+        raise MrcbenchError(f"none of the {len(scored)} questions of the dataset has a prediction")
 
 
 def _rule(metric: str, language: str | None = None) -> _MetricRule:
@@ -609,6 +623,8 @@ def squad_v2_evaluate(
     given, ``best_exact``/``best_f1`` and their thresholds are added. Returns, in this order: exact, f1,
     total, HasAns_* and NoAns_* (when the dataset has such questions), best_* (when ``na_probs`` is given).
     """
+    if math.isnan(na_prob_thresh):
+        raise MrcbenchError("na_prob_thresh must be a number, not nan")
     scored = _score_questions("squad_v2", dataset, preds)
     qid_to_has_ans = {item.question.qid: item.question.has_answer for item in scored}
     exact_raw = {item.question.qid: item.exact for item in scored if item.exact is not None}
@@ -673,6 +689,7 @@ def squad_v1_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> d
     scored = _score_questions("squad", dataset, preds)
     if not scored:
         raise MrcbenchError("the dataset has no questions")
+    _require_a_prediction(scored)
     _warn_missing("squad", [i.question.qid for i in scored if i.prediction is None], len(scored), "scored 0")
     exact_match, f1 = _percent_over_all_questions(scored)
     return {"exact_match": exact_match, "f1": f1}
@@ -709,6 +726,7 @@ def cmrc2018_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> d
     scored = _score_questions("cmrc2018", dataset, preds)
     if not scored:
         raise MrcbenchError("the dataset has no questions")
+    _require_a_prediction(scored)
     skipped = [item.question.qid for item in scored if item.prediction is None]
     _warn_missing("cmrc2018", skipped, len(scored), "scored 0")
     em, f1 = _percent_over_all_questions(scored)

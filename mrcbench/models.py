@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mrcbench import files
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model, check_model_type, spec_model_type
 
@@ -116,11 +117,18 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise MrcbenchError(f"checkpoint not found: {checkpoint} (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, use_fast=True, local_files_only=True)
-    model = AutoModelForQuestionAnswering.from_pretrained(
-        checkpoint, use_safetensors=True, local_files_only=True, trust_remote_code=False,
-        attn_implementation=attn_implementation,
-    )
+    from safetensors import SafetensorError
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, use_fast=True, local_files_only=True)
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            checkpoint, use_safetensors=True, local_files_only=True, trust_remote_code=False,
+            attn_implementation=attn_implementation,
+        )
+    except (OSError, ValueError, SafetensorError) as exc:
+        # A truncated or corrupt file: name the step's output folder (fine-tuning writes DIR/checkpoint).
+        folder = checkpoint.parent if checkpoint.name == "checkpoint" else checkpoint
+        raise files.corrupt(folder, exc) from None
     return model.to(best_device()), tokenizer
 
 

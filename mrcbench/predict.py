@@ -8,7 +8,6 @@ official-equivalent scorer's output, plus the best null threshold for SQuAD 2.0)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mrcbench import data as data_mod
-from mrcbench import decoding, metrics
+from mrcbench import decoding, files, metrics
 from mrcbench import features as feat_mod
 from mrcbench import precision as precision_mod
 
@@ -97,11 +96,7 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str
 
 def write_parquet(frame, path: Path) -> None:
     """Write atomically: an interrupted job never leaves a file that looks finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    files.write_parquet(frame, path)
 
 
 def write_scores(path: Path, frame, keys: dict) -> None:
@@ -130,8 +125,7 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     is the eval dataset's (the mlqa metric needs it)."""
     from mrcbench.models import load_for_qa
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # created by the first write: a failed load leaves no empty folder
     model, tokenizer = load_for_qa(checkpoint)
     dataset = data_mod.load_squad_json(eval_json)
     examples = data_mod.flatten(dataset)
@@ -145,7 +139,7 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     result["precision"] = used
     frame = metrics.per_question_scores(metric, dataset, preds.answers, language)
     write_scores(out_dir / "scores.parquet", frame, keys)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    files.write_json(out_dir / "metrics.json", result, indent=2)
     return result
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mrcbench import files
 from mrcbench.config import DEFAULT_SEEDS
 from mrcbench.errors import MrcbenchError
 from mrcbench.stats import TABLES as STATS_TABLES
@@ -268,6 +269,8 @@ def qmd_to_notebook(document: QmdDocument, params: dict[str, Any]):
     if not injected and params:
         position = 1  # after the title
         nb.cells.insert(position, _parameters_cell(params))
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index}"  # not nbformat's random ids: two renders are byte-identical
     return nb
 
 
@@ -400,8 +403,7 @@ def render_fallback(qmd: Path, out_html: Path, params: dict[str, Any], timeout: 
     offending = external_references(body)
     if offending:
         raise MrcbenchError(f"{qmd}: the rendered HTML still references the network: {offending[0]}")
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text(body, encoding="utf-8")
+    files.write_text(out_html, body)
 
 
 def quarto_version(quarto: str) -> str:
@@ -427,9 +429,9 @@ def render_with_quarto(quarto: str, qmd: Path, out_html: Path, params: dict[str,
         raise MrcbenchError(f"{qmd}: quarto render failed: {last}")
     if not produced.is_file():
         raise MrcbenchError(f"{qmd}: quarto render wrote no {produced}")
-    out_html.parent.mkdir(parents=True, exist_ok=True)
     if produced.resolve() != out_html.resolve():
-        shutil.move(str(produced), out_html)
+        with files.atomic_path(out_html) as tmp:
+            shutil.move(str(produced), tmp)
     offending = external_references(out_html.read_text(encoding="utf-8"))
     if offending:
         raise MrcbenchError(f"{out_html}: the rendered HTML still references the network: {offending[0]}")
@@ -555,7 +557,14 @@ def report_css() -> str:
 
 
 def figure_html(fig, caption: str = "", div_id: str | None = None) -> str:
-    """A plotly figure as an HTML fragment (plotly.js itself comes from :func:`plotly_js`)."""
+    """A plotly figure as an HTML fragment (plotly.js itself comes from :func:`plotly_js`).
+
+    The div id defaults to a digest of the figure and its caption, not plotly's random uuid, so two
+    renders of the same results are byte-identical.
+    """
+    if div_id is None:
+        digest = hashlib.sha256((caption + "\0" + fig.to_json()).encode("utf-8")).hexdigest()
+        div_id = f"mrc-fig-{digest[:16]}"
     body = fig.to_html(
         full_html=False,
         include_plotlyjs=False,
@@ -1199,7 +1208,6 @@ def case_study_html(case: CaseStudy, element_id: str, max_tokens: int = 80) -> s
         "size": len(keep),
         "data": base64.b64encode(quantised.tobytes()).decode("ascii"),
         "labels": labels,
-        "hover": [f"{i}:{t}" for i, t in zip(keep, tokens, strict=True)],
         "zones": {zone_label(z): list(b) for z, b in blocks.items()},
         "colors": {zone_label(z): ZONE_COLORS[z] for z in blocks},
         "answer": [keep.index(p) for p in sorted(answer) if p in keep],
@@ -1221,7 +1229,10 @@ def case_study_html(case: CaseStudy, element_id: str, max_tokens: int = 80) -> s
     options_head = '<option value="0">mean over heads</option>' + "".join(
         f'<option value="{h + 1}">{h + 1}</option>' for h in range(maps.shape[1])
     )
-    script = _CASE_STUDY_JS.replace("__PAYLOAD__", json.dumps(payload, ensure_ascii=False))
+    # "</script>" or "<!--" inside an inline <script> would end or derail it (a token can be any text):
+    # every "<" in the JSON lies inside a string, where "\u003c" means the same character.
+    payload_json = json.dumps(payload, ensure_ascii=False).replace("<", "\\u003c")
+    script = _CASE_STUDY_JS.replace("__PAYLOAD__", payload_json)
     return (
         f'<figure class="mrc-figure"><div class="mrc-case-controls">layer '
         f'<select id="{element_id}-layer">{options_layer}</select> head '

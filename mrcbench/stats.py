@@ -66,6 +66,7 @@ from statsmodels.stats.multitest import multipletests
 from mrcbench import config as cfg
 from mrcbench import paper_reference
 from mrcbench.errors import MrcbenchError
+from mrcbench.files import read_json, read_parquet, write_csv, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
@@ -568,13 +569,51 @@ class ResultTables:
     official: pd.DataFrame  # model, train_set, eval_set, seed, official_em, official_f1
 
 
-def _read_parquets(files: list[Path], required: list[str]) -> pd.DataFrame | None:
+@dataclass
+class ResultFiles:
+    """The result files one statistics run reads: in the workflow, exactly the rule's declared inputs
+    (a leftover run folder or a copy beside them is never mixed into the tables)."""
+
+    grids: list[Path]
+    zone_stats: list[Path]
+    scores: list[Path]
+    metrics: list[Path]
+
+    @classmethod
+    def discover(cls, results_dir: Path) -> ResultFiles:
+        """Every result file under ``results_dir`` (for a results tree built outside the workflow)."""
+        pattern = "{stage}/*/*/seed*/*/{name}"
+
+        def found(stage: str, name: str) -> list[Path]:
+            return sorted(Path(results_dir).glob(pattern.format(stage=stage, name=name)))
+
+        return cls(
+            grids=found("ablation", "grid.parquet"),
+            zone_stats=found("attention", "zone_stats.parquet"),
+            scores=found("predict", "scores.parquet"),
+            metrics=found("predict", "metrics.json"),
+        )
+
+
+def _refuse_duplicate_runs(owner: dict[tuple, Path], keys: Iterable[tuple], path: Path) -> None:
+    """One run's results in one file only: a second file holding the same run is a copy or a stray."""
+    for key in keys:
+        if key in owner and owner[key] != path:
+            run = ", ".join(f"{name}={value}" for name, value in zip([*RUN_KEYS, "seed"], key, strict=True))
+            raise MrcbenchError(f"{path} and {owner[key]} both hold the results of {run}: keep one of them")
+        owner[key] = path
+
+
+def _read_parquets(paths: list[Path], required: list[str]) -> pd.DataFrame | None:
     frames = []
-    for path in files:
-        frame = pd.read_parquet(path)
+    owner: dict[tuple, Path] = {}
+    for path in paths:
+        frame = read_parquet(path)
         missing = [column for column in required if column not in frame.columns]
         if missing:
             raise MrcbenchError(f"{path}: missing column(s) {', '.join(missing)} (see docs/architecture.md)")
+        runs = frame[[*RUN_KEYS, "seed"]].drop_duplicates().itertuples(index=False, name=None)
+        _refuse_duplicate_runs(owner, [tuple(str(value) for value in run) for run in runs], Path(path))
         frames.append(frame)
     if not frames:
         return None
@@ -585,15 +624,16 @@ _EM_KEYS = ("exact", "exact_match", "EM", "em")
 _F1_KEYS = ("f1", "F1")
 
 
-def _official_metrics(results_dir: Path) -> pd.DataFrame:
-    """EM/F1 of the official-equivalent scorer from every ``predict/.../metrics.json``."""
+def _official_metrics(paths: list[Path]) -> pd.DataFrame:
+    """EM/F1 of the official-equivalent scorer from ``predict/MODEL/TRAIN/seedN/EVAL/metrics.json`` files."""
     rows = []
-    for path in sorted(results_dir.glob("predict/*/*/seed*/*/metrics.json")):
+    owner: dict[tuple, Path] = {}
+    for path in map(Path, paths):
         model, train_set, seed_dir, eval_set = path.parts[-5:-1]
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise MrcbenchError(f"{path}: not valid JSON ({exc.msg})") from None
+        if not seed_dir.startswith("seed") or not seed_dir[4:].isdigit():
+            raise MrcbenchError(f"{path}: expected predict/MODEL/TRAIN/seedN/EVAL/metrics.json")
+        _refuse_duplicate_runs(owner, [(model, train_set, eval_set, seed_dir[4:])], path)
+        payload = read_json(path)
         em = next((payload[key] for key in _EM_KEYS if isinstance(payload.get(key), (int, float))), None)
         f1 = next((payload[key] for key in _F1_KEYS if isinstance(payload.get(key), (int, float))), None)
         rows.append(
@@ -609,21 +649,15 @@ def _official_metrics(results_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*RUN_KEYS, "seed", "official_em", "official_f1"])
 
 
-def load_results(results_dir: Path) -> ResultTables:
-    """Read every grid, score and zone-statistics file under ``results_dir``."""
-    pattern = "{stage}/*/*/seed*/*/{name}"
-    grid = _read_parquets(
-        sorted(results_dir.glob(pattern.format(stage="ablation", name="grid.parquet"))), GRID_COLUMNS
-    )
-    scores = _read_parquets(
-        sorted(results_dir.glob(pattern.format(stage="predict", name="scores.parquet"))), SCORES_COLUMNS
-    )
-    zone_stats = _read_parquets(
-        sorted(results_dir.glob(pattern.format(stage="attention", name="zone_stats.parquet"))),
-        ZONE_STATS_COLUMNS,
-    )
+def load_results(results_dir: Path, files: ResultFiles | None = None) -> ResultTables:
+    """Read ``files`` (default: every grid, score, zone-statistics and metrics file under ``results_dir``),
+    refusing two files that hold the same run."""
+    files = files or ResultFiles.discover(results_dir)
+    grid = _read_parquets(files.grids, GRID_COLUMNS)
+    scores = _read_parquets(files.scores, SCORES_COLUMNS)
+    zone_stats = _read_parquets(files.zone_stats, ZONE_STATS_COLUMNS)
     return ResultTables(
-        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(results_dir)
+        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics)
     )
 
 
@@ -1838,16 +1872,19 @@ def answerable_grid(grid: pd.DataFrame | None, scores: pd.DataFrame | None) -> p
 def _write_table(frame: pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
     parquet, csv = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
     frame = frame.reset_index(drop=True)
-    frame.to_parquet(parquet, index=False)
-    frame.to_csv(csv, index=False)
+    write_parquet(frame, parquet)
+    write_csv(frame, csv)
     return [parquet, csv]
 
 
-def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> list[Path]:
+def run_stats(
+    results_dir: Path, out_dir: Path, config: dict | None = None, files: ResultFiles | None = None
+) -> list[Path]:
     """Compute every statistics table from the result files under ``results_dir``; write them to ``out_dir``.
 
     ``config`` defaults to ``results_dir/config.resolved.yaml`` when that file exists. Returns the written
-    paths (each table as parquet and csv, plus ``settings.json`` with the knobs used).
+    paths (each table as parquet and csv, plus ``settings.json`` with the knobs used). ``files``: the
+    result files to read (the workflow passes its declared inputs); default: all under ``results_dir``.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
@@ -1857,11 +1894,8 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
     settings = StatsSettings.from_config(config)
     if config is not None:
         # The report reads the config of the run beside the tables it describes.
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.resolved.yaml").write_text(
-            yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-    tables = load_results(results_dir)
+        write_text(out_dir / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    tables = load_results(results_dir, files)
     if tables.grid is None and tables.scores is None:
         raise MrcbenchError(
             f"{results_dir}: no ablation/*/*/seed*/*/grid.parquet or predict/*/*/seed*/*/scores.parquet found"
@@ -1909,7 +1943,8 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
-    settings_path.write_text(
+    write_text(
+        settings_path,
         json.dumps(
             {
                 "seed": settings.seed,
@@ -1927,7 +1962,6 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
             indent=2,
             ensure_ascii=False,
         ),
-        encoding="utf-8",
     )
     written.append(settings_path)
     log.info("wrote %d files to %s", len(written), out_dir)
@@ -1935,7 +1969,8 @@ def run_stats(results_dir: Path, out_dir: Path, config: dict | None = None) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mrcbench stats --results results --out results/stats [--config results/config.resolved.yaml]``."""
+    """``mrcbench stats --results results --out results/stats [--config results/config.resolved.yaml]
+    --scores ... [--metrics ...] [--grids ...] [--zone-stats ...]``."""
     parser = argparse.ArgumentParser(prog="mrcbench stats", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"), help="results directory")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: RESULTS/stats)")
@@ -1945,8 +1980,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="resolved config (default: RESULTS/config.resolved.yaml when present)",
     )
+    # The files to read, exactly (the workflow passes its rule's inputs; nothing else is globbed).
+    parser.add_argument("--scores", type=Path, nargs="+", required=True, metavar="PARQUET",
+                        help="predict/.../scores.parquet of every run")
+    parser.add_argument("--metrics", type=Path, nargs="*", default=[], metavar="JSON",
+                        help="predict/.../metrics.json of every run (official-equivalent EM/F1)")
+    parser.add_argument("--grids", type=Path, nargs="*", default=[], metavar="PARQUET",
+                        help="ablation/.../grid.parquet of every ablated run")
+    parser.add_argument("--zone-stats", type=Path, nargs="*", default=[], metavar="PARQUET",
+                        help="attention/.../zone_stats.parquet of every ablated run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = cfg.load(args.config) if args.config is not None else None
-    run_stats(args.results, args.out or args.results / "stats", config)
+    files = ResultFiles(grids=args.grids, zone_stats=args.zone_stats, scores=args.scores, metrics=args.metrics)
+    run_stats(args.results, args.out or args.results / "stats", config, files)
     return 0

@@ -27,9 +27,9 @@ rule ablate:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench ablate --config {params.config} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
-        " --eval-json {input.eval} --part {wildcards.part} --out {output} > {log} 2>&1"
+        "mrcbench ablate --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
+        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned:q}/checkpoint"
+        " --eval-json {input.eval:q} --part {wildcards.part} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_grid:
@@ -46,4 +46,4 @@ rule merge_grid:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench merge-grid --out {output} {input} > {log} 2>&1"
+        "mrcbench merge-grid --out {output:q} {input:q} > {log:q} 2>&1"

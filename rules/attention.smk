@@ -29,6 +29,6 @@ rule extract_attention:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench extract-attention --config {params.config} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
-        " --eval-json {input.eval} --scores {input.scores} --out {params.out} > {log} 2>&1"
+        "mrcbench extract-attention --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
+        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned:q}/checkpoint"
+        " --eval-json {input.eval:q} --scores {input.scores:q} --out {params.out:q} > {log:q} 2>&1"

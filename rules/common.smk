@@ -1,19 +1,31 @@
 # Shared by every rules/*.smk file (config validation, and the functions that turn config into
 # paths); no other file computes paths by hand.
 import os
+import shlex
+import sys
 
 from snakemake.utils import validate
 
 from mrcbench import config as mrc_config
 from mrcbench.stats import TABLES
 
+# The project's validator first (schema, then cross-references the schema cannot express), so a bad
+# key stops the DAG with one line naming it, before Snakemake's own validator dumps the schema.
+try:
+    mrc_config.validate(config, source=" + ".join(map(str, workflow.configfiles)) or "config")
+except mrc_config.MrcbenchError as exc:
+    sys.exit(f"error: {exc}")
 validate(config, schema="../mrcbench/schemas/config.schema.json")
-# Cross-references the schema cannot express (unknown model/split names, ...), one-line errors.
-mrc_config.validate(config, source="config")
 
-RESULTS = config.get("results_dir", "results")
-# Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke.
-LOGS = f"logs{RESULTS[len('results'):]}" if RESULTS.startswith("results") else f"logs/{RESULTS}"
+RESULTS = os.path.normpath(config.get("results_dir", "results"))
+# Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke, other -> logs/other;
+# a results folder outside the working directory (absolute, or ../x) keeps its logs inside: DIR/logs.
+if RESULTS == "results" or RESULTS.startswith("results/"):
+    LOGS = f"logs{RESULTS[len('results'):]}"
+elif os.path.isabs(RESULTS) or RESULTS.split(os.sep)[0] == os.pardir:
+    LOGS = f"{RESULTS}/logs"
+else:
+    LOGS = f"logs/{RESULTS}"
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
 # Written when the run starts (onstart, in the Snakefile), never by a dry run or a lint.
 CONFIG = f"{RESULTS}/config.resolved.yaml"
@@ -55,7 +67,7 @@ def init_finetune_dir(wildcards):
 
 
 def init_checkpoint_arg(wildcards, input):
-    return f"--init-checkpoint {input.init}/checkpoint" if input.init else ""
+    return f"--init-checkpoint {shlex.quote(f'{input.init}/checkpoint')}" if input.init else ""
 
 
 def num_layers(model):

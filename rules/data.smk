@@ -24,4 +24,4 @@ rule prepare_data:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench prepare-data --config {params.config} --out {params.out} > {log} 2>&1"
+        "mrcbench prepare-data --config {params.config:q} --out {params.out:q} > {log:q} 2>&1"

@@ -26,6 +26,6 @@ rule finetune:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench finetune --config {params.config} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --model-dir {input.model} --train-json {input.train} --out {output}"
-        " {params.init} > {log} 2>&1"
+        "mrcbench finetune --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
+        " --seed {wildcards.seed} --model-dir {input.model:q} --train-json {input.train:q} --out {output:q}"
+        " {params.init} > {log:q} 2>&1"

@@ -19,4 +19,4 @@ rule prepare_model:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench prepare-model --config {params.config} --model {wildcards.model} --out {output} > {log} 2>&1"
+        "mrcbench prepare-model --config {params.config:q} --model {wildcards.model} --out {output:q} > {log:q} 2>&1"

@@ -27,6 +27,6 @@ rule predict:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench predict --config {params.config} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned}/checkpoint"
-        " --eval-json {input.eval} --out {params.out} > {log} 2>&1"
+        "mrcbench predict --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
+        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned:q}/checkpoint"
+        " --eval-json {input.eval:q} --out {params.out:q} > {log:q} 2>&1"

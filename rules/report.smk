@@ -19,4 +19,4 @@ rule report:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench report --qmd {input.qmd} --results {params.results} --out {output} > {log} 2>&1"
+        "mrcbench report --qmd {input.qmd:q} --results {params.results:q} --out {output:q} > {log:q} 2>&1"

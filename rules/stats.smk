@@ -1,4 +1,5 @@
-# Statistical tests over every grid, zone statistics and per-question scores: one job.
+# Statistical tests over every grid, zone statistics and per-question scores: one job. It reads
+# exactly its inputs (a leftover run folder beside them is never mixed in).
 
 
 rule stats:
@@ -6,6 +7,7 @@ rule stats:
         grids=[f"{RESULTS}/ablation/{run.eval_dir}/grid.parquet" for run in RUNS if run.ablation],
         zone_stats=[f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet" for run in RUNS if run.ablation],
         scores=[f"{RESULTS}/predict/{run.eval_dir}/scores.parquet" for run in RUNS],
+        metrics=[f"{RESULTS}/predict/{run.eval_dir}/metrics.json" for run in RUNS],
     output:
         expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
     params:
@@ -24,4 +26,6 @@ rule stats:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench stats --config {params.config} --results {params.results} --out {params.out} > {log} 2>&1"
+        "mrcbench stats --config {params.config:q} --results {params.results:q} --out {params.out:q}"
+        " --scores {input.scores:q} --metrics {input.metrics:q} --grids {input.grids:q}"
+        " --zone-stats {input.zone_stats:q} > {log:q} 2>&1"

@@ -9,7 +9,7 @@ import torch
 from tiny_models import architectures, common_config
 from transformers import AlbertConfig, AlbertForQuestionAnswering
 
-from mrcbench.attention import ZoneAttention, collect_zone_stats, save_case_studies, zone_stats_frame
+from mrcbench.attention import ZoneAttention, collect_zone_stats, zone_stats_frame
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import FAMILIES
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
@@ -337,7 +337,7 @@ def test_zone_stats_frame_averages_windows_per_question():
         zone_stats_frame(mass, ["q1", "q2"], keys)
 
 
-def test_collect_zone_stats_over_batches_with_case_studies(tmp_path):
+def test_collect_zone_stats_over_batches_with_case_studies():
     model = tiny_model("albert")
     batches = [make_batch(model.config, seed=1), make_batch(model.config, layouts=((2, 6, 0), (5, 3, 0)), seed=2)]
     result = collect_zone_stats(model, batches, case_study_features=[1, 4])
@@ -350,8 +350,3 @@ def test_collect_zone_stats_over_batches_with_case_studies(tmp_path):
     assert result.maps[1].shape == (N_LAYERS, N_HEADS, 16, 16)  # row 1 of batch 0 has no padding
     with pytest.raises(MrcbenchError, match="beyond the 5 features"):
         collect_zone_stats(model, batches, case_study_features=[5])
-    save_case_studies(
-        {"q1": result.maps[4]}, {"q1": {"tokens": ["[CLS]"], "zone_ids": [1]}},
-        tmp_path / "maps.npz", tmp_path / "maps.json",
-    )
-    np.testing.assert_array_equal(np.load(tmp_path / "maps.npz")["q1"], result.maps[4])

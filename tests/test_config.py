@@ -160,3 +160,80 @@ def test_local_checkpoint_of_an_unsupported_architecture_is_refused(default_conf
         cfg.validate(bad)
     (tmp_path / "config.json").write_text('{"model_type": "deberta-v2"}')
     assert cfg.validate(bad) is bad
+
+
+@pytest.mark.parametrize(("micro", "effective"), [(32, 16), (5, 16)])
+def test_micro_batch_must_divide_the_effective_batch(default_config, micro, effective):
+    bad = copy.deepcopy(default_config)
+    bad["training"].update(micro_batch_size=micro, train_batch_size=effective)
+    bad["models"]["minilm"]["training"].pop("train_batch_size", None)
+    with pytest.raises(MrcbenchError, match=rf"micro_batch_size \({micro}\) must divide .*train_batch_size \({effective}\)"):
+        cfg.validate(bad)
+
+
+def test_question_longer_than_the_window_is_refused(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["features"].update(max_seq_length=64, max_query_length=64)
+    with pytest.raises(MrcbenchError, match=r"features\.max_query_length \(64\) leaves no room"):
+        cfg.validate(bad)
+
+
+def test_split_by_layer_needs_num_layers_at_config_time(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["ablation"]["split_by_layer"] = True
+    with pytest.raises(MrcbenchError, match=r"models\.minilm\.num_layers is required"):
+        cfg.validate(bad)
+    bad["models"]["minilm"]["num_layers"] = 6
+    cfg.validate(bad)
+
+
+def test_missing_model_package_is_found_at_config_time(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["models"]["minilm"]["package"] = "not_a_real_model_pkg"
+    with pytest.raises(MrcbenchError, match=r"models\.minilm\.package: 'not_a_real_model_pkg' is not installed"):
+        cfg.validate(bad)
+
+
+def _snakemake(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "MRCBENCH_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], check=False, cwd=ROOT,
+                          capture_output=True, text=True, env=env)
+
+
+def test_snakemake_dry_run_with_a_typo_prints_one_line_naming_the_key(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["trainig"] = {"epochs": 1}
+    config["results_dir"] = str(tmp_path / "results")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
+    assert proc.returncode != 0
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert lines == [f"error: {path}: unknown key 'trainig' (see mrcbench/schemas/config.schema.json)"]
+
+
+def test_absolute_results_dir_keeps_its_logs_inside_and_paths_are_quoted(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    results = tmp_path / "res ults; touch PWNED"
+    config["results_dir"] = str(results)
+    path = tmp_path / "abs.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = _snakemake(["-n", "-p", "--configfile", str(path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "logs//" not in out and f"'{results}/logs/prepare_data.log'" in out
+    assert f"--config '{results}/config.resolved.yaml'" in out
+
+
+def test_every_path_in_a_rule_shell_command_is_quoted():
+    """A results folder with a space or a ';' must not split a command (Snakemake's ``:q``)."""
+    import re
+
+    unquoted = []
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.findall(r"shell:\n((?:\s+\".*\"\n)+)", smk.read_text()):
+            unquoted += [f"{smk.name}: {m}" for m in re.findall(r"\{(?:input|output|params|log)[^}:]*\}", block)]
+    assert unquoted == []
+    assert sum(len(re.findall(r"shell:\n", smk.read_text())) for smk in (ROOT / "rules").glob("*.smk")) == 9

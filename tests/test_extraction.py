@@ -86,3 +86,14 @@ def test_grid_questions_are_answerable_and_spread_over_articles():
     assert data_mod.count(extraction.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
     with pytest.raises(MrcbenchError, match="answerable_only"):
         extraction.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)
+
+
+def test_unknown_case_study_ids_are_named_not_dropped_silently(capsys):
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(features=SimpleNamespace(example_ids=["q1", "q1", "q2"]), examples=[],
+                          args=SimpleNamespace(eval="dev"))
+    assert extraction.choose_case_studies(run, None, 2, ["q2", "typo", "q1"]) == [2, 0]
+    err = capsys.readouterr().err
+    assert err.strip() == ("warning: attention.case_study_ids: 'typo' not in eval split 'dev' "
+                           "(no map stored for them)")

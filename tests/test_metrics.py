@@ -232,6 +232,33 @@ def test_squad_v2_needs_at_least_one_prediction() -> None:
         squad_v2_evaluate(make_dataset([("q1", ["x"])]), {"other": "x"})
 
 
+@pytest.mark.parametrize("metric", ["squad", "cmrc2018", "squad_v2"])
+def test_a_prediction_file_matching_no_question_is_an_error(metric: str, tmp_path: Path, capsys) -> None:
+    data = _write_json(tmp_path / "d.json", make_dataset([("q1", ["北京"]), ("q2", ["上海"])]))
+    pred = _write_json(tmp_path / "p.json", {"other1": "北京", "other2": "x"})
+    with pytest.raises(MrcbenchError, match="none of the 2 questions of the dataset has a prediction"):
+        METRICS[metric](json.loads(data.read_text()), json.loads(pred.read_text()))
+    assert metrics.main([metric, str(data), str(pred)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: scoring") and captured.err.count("\n") == 1
+
+
+def test_predictions_for_unknown_questions_are_warned_about(caplog) -> None:
+    dataset = make_dataset([("q1", ["Paris"]), ("q2", ["London"])])
+    with caplog.at_level("WARNING", logger="mrcbench.metrics"):
+        result = squad_v1_evaluate(dataset, {"q1": "Paris", "q2": "London", "stray": "x"})
+    assert result["exact_match"] == pytest.approx(100.0)
+    assert "1 of 3 predictions name no question of the dataset (first: 'stray')" in caplog.text
+
+
+def test_na_prob_thresh_nan_is_rejected(tiny_files: dict[str, Path], capsys) -> None:
+    args = ["squad_v2", str(tiny_files["data"]), str(tiny_files["pred"]), "--na-prob-file", str(tiny_files["na"])]
+    assert metrics.main([*args, "--na-prob-thresh", "nan"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "na_prob_thresh must be a number, not nan" in captured.err
+    assert captured.err.count("\n") == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # CMRC 2018
 # --------------------------------------------------------------------------------------------------
@@ -896,3 +923,50 @@ def test_predict_scores_mlqa_in_the_dataset_language() -> None:
     assert predict.score("squad", dataset, preds, "zh")["f1"] == 50.0
     with pytest.raises(MrcbenchError, match="needs the answer language"):
         predict.score("mlqa", dataset, preds)
+
+
+# The scorers as local `evaluate` modules
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["squad", "squad_v2", "cmrc2018", "mlqa"])
+def test_evaluate_modules_load_offline_and_match_mrcbench_score(metric: str, tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    import evaluate
+
+    from mrcbench import evaluate_metrics
+
+    if metric == "mlqa" and not hasattr(metrics, "mlqa_evaluate"):
+        pytest.skip("this branch has no mlqa scorer yet (mrcbench.metrics.mlqa_evaluate)")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    golds = {"q1": ["北京大学", "北大"], "q2": ["the big red dog"], "q3": ["1923年"], "q4": ["Paris"]}
+    if metric == "squad_v2":
+        golds["q5"] = []
+    predictions = {"q1": "北京", "q2": "a big dog", "q3": "1923年", "q4": "London", "q5": "Paris"}
+    predictions = {qid: text for qid, text in predictions.items() if qid in golds}  # evaluate pairs the rows
+    na_probs = {"q1": -1.5, "q2": 0.25, "q3": -3.0, "q4": 0.5, "q5": 2.0}
+    data = _write_json(tmp_path / "data.json", make_dataset(list(golds.items())))
+    pred = _write_json(tmp_path / "pred.json", predictions)
+    args = [metric, str(data), str(pred)]
+    if metric == "squad_v2":
+        args += ["--na-prob-file", str(_write_json(tmp_path / "na.json", na_probs)), "--na-prob-thresh", "1.0"]
+    if metric == "mlqa":
+        args += ["--language", "en"]
+    assert metrics.main(args) == 0
+    expected = json.loads(capsys.readouterr().out)
+
+    module = evaluate.load(evaluate_metrics.module_path(metric))
+    references = [{"id": qid, "answers": {"text": texts, "answer_start": [0] * len(texts)}}
+                  for qid, texts in golds.items()]
+    preds = [{"id": qid, "prediction_text": text} for qid, text in predictions.items()]
+    kwargs = {}
+    if metric == "squad_v2":
+        preds = [{**p, "no_answer_probability": na_probs[p["id"]]} for p in preds]
+        kwargs["no_answer_threshold"] = 1.0
+    if metric == "mlqa":
+        kwargs["language"] = "en"
+    result = module.compute(predictions=preds, references=references, **kwargs)
+    assert result == expected
+    assert 0 < result.get("f1", result.get("F1")) < 100

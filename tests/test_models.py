@@ -121,3 +121,27 @@ def test_adapter_family_needs_its_attention_module():
     with pytest.raises(MrcbenchError, match="model 'deb' \\(DeBERTa-v2/v3\\) has no DisentangledSelfAttention"):
         check_model(without, "deb")
     assert check_model(SimpleNamespace(config=SimpleNamespace(model_type="distilbert"), modules=list), "d").adapter is None
+
+
+def test_truncated_checkpoint_is_one_line_and_predict_leaves_no_empty_folder(minilm_dir, tmp_path):
+    import os
+    import shutil
+    from pathlib import Path
+
+    run_dir = tmp_path / "finetune" / "seed1"
+    shutil.copytree(minilm_dir, run_dir / "checkpoint")
+    weights = run_dir / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(MrcbenchError, match=r"seed1: unreadable or truncated .*delete it and re-run"):
+        load_for_qa(run_dir / "checkpoint")
+    out = tmp_path / "predict" / "heldout"
+    config = Path(__file__).resolve().parents[1] / "config.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrcbench.cli", "predict", "--config", str(config), "--model", "minilm",
+         "--train", "squad_train", "--seed", "1", "--eval", "squad_heldout", "--checkpoint",
+         str(run_dir / "checkpoint"), "--eval-json", str(tmp_path / "eval.json"), "--out", str(out)],
+        check=False, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "delete it and re-run" in proc.stderr, proc.stderr
+    assert not out.exists()

@@ -170,6 +170,24 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
     assert f"C3: every layer × zone cell ({len(c3)} rows, F1)" in document
 
 
+def test_two_renders_of_the_same_results_are_byte_identical(rendered, synthetic_tree, tmp_path):
+    _, first = rendered
+    out = tmp_path / "again" / "report.html"
+    report.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
+    assert out.read_text(encoding="utf-8") == first
+    # Every plotly div has an id derived from its figure, not a random uuid.
+    ids = re.findall(r'<div class="plotly-graph-div" id="([^"]+)"', first)
+    assert len(ids) == first.count('class="plotly-graph-div"')
+    assert ids and all(div_id.startswith("mrc-fig-") for div_id in ids)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_render_rejects_missing_inputs(tmp_path, synthetic_tree):
     out = tmp_path / "report.html"
     with pytest.raises(MrcbenchError, match="report source not found"):
@@ -315,6 +333,23 @@ def test_case_study_widget_embeds_quantised_maps(tmp_path):
     decoded = np.frombuffer(base64.b64decode(payload["data"]), dtype=np.uint8).reshape(2, 4, 6, 6)
     assert np.abs(decoded[:, 1:] / 255.0 - maps).max() <= 0.5 / 255 + 1e-6
     assert np.abs(decoded[:, 0] / 255.0 - maps.mean(axis=1)).max() <= 0.5 / 255 + 1e-6
+
+
+def test_case_study_tokens_cannot_break_out_of_the_inline_script():
+    maps = np.full((1, 1, 5, 5), 0.2, dtype=np.float32)
+    case = report.CaseStudy(
+        qid="q</script><script>alert(1)</script>", language="en", question="Who?",
+        tokens=["[CLS]", "</script><script>alert(1)</script>", "[SEP]", "<!--a", "[SEP]"],
+        zone_ids=[1, 2, 1, 3, 1], answer_span=(3, 3), maps=maps, source="attention/x",
+    )
+    fragment = report.case_study_html(case, "cs")
+    # One inline script, closed once, and no raw "<" in its data.
+    script = fragment.split("<script>", 1)[1]
+    assert script.count("</script>") == 1 and script.endswith("</script>") and "<!--" not in script
+    payload_json = re.search(r"var P = (\{.*?\});\n", fragment).group(1)
+    assert "<" not in payload_json
+    payload = json.loads(payload_json)
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in payload["labels"][1]
 
 
 def test_appendix_helpers_tolerate_missing_files(tmp_path, synthetic_tree):

@@ -625,7 +625,7 @@ def test_run_stats_finds_the_planted_cells_of_the_synthetic_tree(synthetic_stats
 def test_cli_main_and_user_errors(tmp_path, synthetic_stats):
     results, _ = synthetic_stats
     out = tmp_path / "stats"
-    assert stats.main(["--results", str(results), "--out", str(out)]) == 0
+    assert stats.main(["--results", str(results), "--out", str(out), *_file_arguments(results)]) == 0
     assert (out / "deltas.parquet").is_file()
     with pytest.raises(MrcbenchError, match="results directory not found"):
         stats.run_stats(tmp_path / "missing", out)
@@ -637,3 +637,70 @@ def test_cli_main_and_user_errors(tmp_path, synthetic_stats):
     pd.DataFrame({"model": ["m"], "qid": ["q"]}).to_parquet(broken / "grid.parquet")
     with pytest.raises(MrcbenchError, match=r"grid\.parquet: missing column"):
         stats.run_stats(tmp_path / "broken", out)
+
+
+def _file_arguments(results, exclude=()) -> list[str]:
+    """The explicit file arguments the workflow's stats rule passes."""
+    found = stats.ResultFiles.discover(results)
+    args = []
+    for option, paths in (("--scores", found.scores), ("--metrics", found.metrics), ("--grids", found.grids),
+                          ("--zone-stats", found.zone_stats)):
+        args += [option, *(str(path) for path in paths if not any(part in exclude for part in path.parts))]
+    return args
+
+
+def test_a_stray_run_folder_beside_the_declared_files_changes_no_table(tmp_path, synthetic_stats):
+    import shutil
+
+    results, _ = synthetic_stats
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("stats"))
+    declared = _file_arguments(copy)
+    # A leftover run: a seed since dropped from the config, every stage's files present.
+    for stage in ("predict", "ablation", "attention"):
+        shutil.copytree(copy / stage / "tiny-bert" / "squad_train" / "seed1",
+                        copy / stage / "tiny-bert" / "squad_train" / "seed9")
+        for parquet in (copy / stage / "tiny-bert" / "squad_train" / "seed9").rglob("*.parquet"):
+            frame = pd.read_parquet(parquet)
+            frame["seed"] = 9
+            frame.to_parquet(parquet)
+    assert stats.main(["--results", str(copy), "--out", str(copy / "stats"), *declared]) == 0
+    for table in stats.TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(copy / "stats" / f"{table}.parquet"),
+                                      pd.read_parquet(results / "stats" / f"{table}.parquet"), obj=table)
+    # Globbing the whole folder would have mixed the stray seed in.
+    assert 9 in set(stats.load_results(copy).scores["seed"])
+
+
+def test_two_files_holding_one_run_are_refused(tmp_path, synthetic_stats):
+    results, _ = synthetic_stats
+    found = stats.ResultFiles.discover(results)
+    copied = tmp_path / "copy" / "predict" / "tiny-bert" / "squad_train" / "seed1" / "squad_dev"
+    copied.mkdir(parents=True)
+    (copied / "scores.parquet").write_bytes(found.scores[0].read_bytes())
+    files = stats.ResultFiles(grids=[], zone_stats=[], scores=[*found.scores, copied / "scores.parquet"],
+                              metrics=[])
+    with pytest.raises(MrcbenchError, match=r"scores\.parquet and .* both hold the results of model=tiny-bert"):
+        stats.load_results(results, files)
+
+
+def test_truncated_parquet_and_bad_json_are_one_line_naming_the_file(tmp_path, synthetic_stats):
+    import subprocess
+    import sys
+
+    results, _ = synthetic_stats
+    found = stats.ResultFiles.discover(results)
+    truncated = tmp_path / "grid.parquet"
+    truncated.write_bytes(found.grids[0].read_bytes()[:500])
+    with pytest.raises(MrcbenchError, match=r"grid\.parquet: unreadable or truncated .*delete it and re-run"):
+        stats.load_results(results, stats.ResultFiles([truncated], [], found.scores, []))
+    bad_json = tmp_path / "predict" / "m" / "t" / "seed1" / "e" / "metrics.json"
+    bad_json.parent.mkdir(parents=True)
+    bad_json.write_text('{"exact": 1')
+    with pytest.raises(MrcbenchError, match=r"metrics\.json: unreadable or truncated .*delete it and re-run"):
+        stats.load_results(results, stats.ResultFiles([], [], found.scores, [bad_json]))
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "stats", "--results", str(results),
+                           "--out", str(tmp_path / "stats"), "--scores", *map(str, found.scores),
+                           "--grids", str(truncated)], check=False, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0, proc.stderr

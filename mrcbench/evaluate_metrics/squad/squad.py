@@ -1,0 +1,18 @@
+"""SQuAD v1.1 (evaluate-v1.1.py), official-equivalent: ``evaluate.load("mrcbench/evaluate_metrics/squad")``."""
+import evaluate
+
+from mrcbench import evaluate_metrics, metrics
+
+
+class Squad(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=__doc__,
+            citation="Rajpurkar et al., SQuAD: 100,000+ Questions for Machine Comprehension of Text, EMNLP 2016.",
+            inputs_description=evaluate_metrics.__doc__,
+            features=evaluate_metrics.features(),
+        )
+
+    def _compute(self, predictions, references):
+        dataset = evaluate_metrics.references_to_dataset(references)
+        return metrics.squad_v1_evaluate(dataset, evaluate_metrics.predictions_by_id(predictions))

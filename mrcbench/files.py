@@ -1,0 +1,102 @@
+"""Result files: the one atomic writer (temp file, then rename) and checked readers.
+
+Every file the pipeline writes goes through :func:`atomic_path` (or a helper built on it): the
+content is written to a temporary file in the same folder and renamed into place, so an
+interrupted job never leaves a file that looks finished. Written files get the usual permissions
+(``0666`` less the umask, ``0644`` by default), not the ``0600`` of a bare temporary file.
+
+The readers turn a truncated or corrupt intermediate into one line naming the file and what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mrcbench.errors import MrcbenchError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it.
+
+    ``suffix`` keeps an extension writers insist on (``np.savez`` appends ``.npz`` otherwise).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, payload: Any, indent: int | None = 1) -> Path:
+    """JSON (UTF-8, not ASCII-escaped) with a final newline."""
+    return write_text(path, json.dumps(payload, ensure_ascii=False, indent=indent) + "\n")
+
+
+def write_parquet(frame, path: str | os.PathLike) -> Path:
+    with atomic_path(path, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    return Path(path)
+
+
+def write_csv(frame, path: str | os.PathLike) -> Path:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def corrupt(path: str | os.PathLike, exc: BaseException | str) -> MrcbenchError:
+    """The one-line error for an unreadable intermediate file."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MrcbenchError(f"{path}: unreadable or truncated ({detail}); delete it and re-run")
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None):
+    import pandas as pd
+    import pyarrow
+
+    path = Path(path)
+    if not path.is_file():
+        raise MrcbenchError(f"{path}: file not found")
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        raise corrupt(path, exc) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise MrcbenchError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise corrupt(path, exc) from None
