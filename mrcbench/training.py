@@ -252,8 +252,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--train-json", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument(
-        "--init-checkpoint", type=Path, default=None,
-        help="start from this fine-tuned checkpoint instead of the pre-trained model (training.init_from)",
+        "--init-checkpoint", default="",
+        help="start from this fine-tuned checkpoint instead of the pre-trained model (training.init_from); "
+             "empty: the pre-trained model",
     )
     args = parser.parse_args(argv)
     config = cfg.load(args.config)
@@ -262,7 +263,7 @@ def main(argv: list[str]) -> int:
         cfg.features_config(config, args.model, args.train),
         cfg.training_config(config, args.model, args.train),
         args.seed,
-        init_checkpoint=args.init_checkpoint,
+        init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
     )
     print(json.dumps({k: summary[k] for k in ("questions", "features_used", "optimizer_steps", "final_loss", "seconds")}))
     return 0

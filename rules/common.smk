@@ -1,7 +1,6 @@
 # Shared by every rules/*.smk file (config validation, and the functions that turn config into
 # paths); no other file computes paths by hand.
 import os
-import shlex
 import sys
 
 from snakemake.utils import validate
@@ -67,7 +66,8 @@ def init_finetune_dir(wildcards):
 
 
 def init_checkpoint_arg(wildcards, input):
-    return f"--init-checkpoint {shlex.quote(f'{input.init}/checkpoint')}" if input.init else ""
+    """The first stage's checkpoint for `mrcbench finetune --init-checkpoint`, or '' (none)."""
+    return f"{input.init}/checkpoint" if input.init else ""
 
 
 def num_layers(model):

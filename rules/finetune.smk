@@ -28,4 +28,4 @@ rule finetune:
     shell:
         "mrcbench finetune --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
         " --seed {wildcards.seed} --model-dir {input.model:q} --train-json {input.train:q} --out {output:q}"
-        " {params.init} > {log:q} 2>&1"
+        " --init-checkpoint={params.init:q} > {log:q} 2>&1"

@@ -112,7 +112,7 @@ def test_init_from_is_a_dag_edge_of_the_default_config():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     first = "--out results/finetune/e5_small/squad_train/seed42"
-    second = "--init-checkpoint results/finetune/e5_small/squad_train/seed42/checkpoint"
+    second = "--init-checkpoint=results/finetune/e5_small/squad_train/seed42/checkpoint >"
     assert first in out and second in out, out[-3000:]
     assert out.index(first) < out.index(second)
 
