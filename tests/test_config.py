@@ -76,6 +76,7 @@ def test_models_default_to_train_language(default_config):
     config["models"]["bert_base_cased"] = {"source": "hub", "id": "bert-base-cased", "languages": ["en"]}
     del config["experiments"]["english"]["models"]
     del config["experiments"]["crosslingual"]
+    config["experiments"]["chinese"] = {"train": "cmrc_train", "eval": ["cmrc_dev"]}
     cfg.validate(config)
     assert cfg.experiment_models(config, "english") == ["minilm", "e5_small", "bert_base_cased"]
     assert cfg.experiment_models(config, "chinese") == ["e5_small"]
@@ -111,8 +112,9 @@ def test_cli_prints_one_line_error(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
 
 
-def test_init_from_must_name_a_first_stage_of_the_same_model(default_config):
-    good = copy.deepcopy(default_config)
+def test_init_from_must_name_a_first_stage_of_the_same_model():
+    good = yaml.safe_load((ROOT / "config" / "large.yaml").read_text())
+    good["data_dir"] = None
     good["experiments"]["chinese"]["training"] = {"init_from": {"train": "squad_train"}}
     cfg.validate(good)
     assert cfg.init_from(good, "e5_small", "cmrc_train") == "squad_train"
