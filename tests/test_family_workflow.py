@@ -62,7 +62,10 @@ def test_local_deberta_checkpoint_runs_through_the_report(family_run):
         grid = pd.read_parquet(results / "ablation" / RUN / eval_set / "grid.parquet")
         cells = grid.groupby(["variant", "mode", "layer", "head", "zone"]).size()
         assert len(cells) == 2 * (1 + 5 * N_LAYERS)
-        assert (cells == scores["qid"].nunique()).all()
+        # The grid runs on the answerable questions only (ablation.answerable_only, the default).
+        answerable = set(scores.loc[scores["has_answer"], "qid"])
+        assert answerable and set(grid["qid"]) == answerable
+        assert (cells == len(answerable)).all()
         masked = grid[(grid["zone"] == "p2q") & (grid["variant"] == "paper")]
         assert masked["removed_mass"].between(0, 1).all() and masked["removed_mass"].gt(0).any()
         stats = pd.read_parquet(results / "attention" / RUN / eval_set / "zone_stats.parquet")
