@@ -99,30 +99,22 @@ def _check_init_from(config: dict, source: str) -> None:
     and the chain of such stages has no cycle."""
     for name, exp in config["experiments"].items():
         for model in experiment_models(config, name):
-            seen = [exp["train"]]
-            train = exp["train"]
-            while True:
-                init = training_config(config, model, train).get("init_from")
-                if not init:
-                    break
-                where = f"{source}: experiments.{experiment_of(config, model, train)}.training.init_from.train"
+            stage, chain = exp, [exp["train"]]
+            while (first := init_from(config, model, stage["train"])) is not None:
+                where = f"{source}: experiments.{experiment_of(config, model, stage['train'])}.training.init_from.train"
                 try:
-                    init_exp = config["experiments"][experiment_of(config, model, init["train"])]
+                    first_stage = config["experiments"][experiment_of(config, model, first)]
                 except MrcbenchError:
-                    raise MrcbenchError(
-                        f"{where}: no experiment fine-tunes model '{model}' on split '{init['train']}'"
-                    ) from None
-                if init["train"] in seen:
-                    chain = " -> ".join([*seen, init["train"]])
-                    raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({chain})")
-                missing = set(config["experiments"][experiment_of(config, model, train)].get("seeds", DEFAULT_SEEDS))
-                missing -= set(init_exp.get("seeds", DEFAULT_SEEDS))
+                    raise MrcbenchError(f"{where}: no experiment fine-tunes model '{model}' on split '{first}'") from None
+                if first in chain:
+                    raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({' -> '.join([*chain, first])})")
+                missing = set(stage.get("seeds", DEFAULT_SEEDS)) - set(first_stage.get("seeds", DEFAULT_SEEDS))
                 if missing:
                     raise MrcbenchError(
-                        f"{where}: seeds {sorted(missing)} of model '{model}' are not fine-tuned on '{init['train']}'"
+                        f"{where}: seeds {sorted(missing)} of model '{model}' are not fine-tuned on '{first}'"
                     )
-                seen.append(init["train"])
-                train = init["train"]
+                stage = first_stage
+                chain.append(first)
 
 
 def _check_references(config: dict, source: str) -> None:

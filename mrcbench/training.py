@@ -64,26 +64,22 @@ def select_windows(
     """
     rng = np.random.default_rng(seed)
     n_all = len(train.input_ids)
-    keep = []
-    answerless = dropped = 0
-    for i in range(n_all):
-        is_answerless = train.start_positions[i] == 0 and train.example_ids[i] not in impossible
-        if is_answerless:
-            answerless += 1
-            if answerless_keep < 1.0 and rng.random() >= answerless_keep:
-                dropped += 1
-                continue
-        keep.append(i)
+    answerless = {
+        i for i in range(n_all) if train.start_positions[i] == 0 and train.example_ids[i] not in impossible
+    }
+    keep = [
+        i for i in range(n_all)
+        if i not in answerless or answerless_keep >= 1.0 or rng.random() < answerless_keep
+    ]
+    dropped = n_all - len(keep)
     if cap and cap < len(keep):
         keep = sorted(np.asarray(keep)[rng.choice(len(keep), size=cap, replace=False)].tolist())
     counts = {
         "windows_total": n_all,
-        "answerless_windows_of_answerable_questions": answerless,
+        "answerless_windows_of_answerable_questions": len(answerless),
         "answerless_windows_dropped": dropped,
         "windows_used": len(keep),
-        "answerless_windows_used": sum(
-            1 for i in keep if train.start_positions[i] == 0 and train.example_ids[i] not in impossible
-        ),
+        "answerless_windows_used": len(answerless.intersection(keep)),
     }
     return keep, counts
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from test_ablation import ARCHS, make_batches, tiny_model
+from test_ablation import ARCHS, _one_thread, make_batches, tiny_model  # noqa: F401 (autouse fixture)
 
 from mrcbench import precision
 from mrcbench.ablation import grid_cells, run_grid, run_grid_naive
@@ -20,14 +20,6 @@ CPUINFO_AVX2 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 flags\t\t: fpu vme sse sse2 avx avx2 fma
 """
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- resolving the setting ----------------------------------------------------------------------
