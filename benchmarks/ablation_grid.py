@@ -1,11 +1,13 @@
-"""Fast (prefix-reuse) vs naive (one forward per cell) ablation grid, same process, same inputs.
+"""Naive (one forward per cell) vs fast (prefix-reuse) ablation grid, same process, same inputs.
 
     python benchmarks/ablation_grid.py --quick            # random 12-layer model, < 1 min on 2 cores
     python benchmarks/ablation_grid.py --model PATH       # a local HF QA checkpoint, synthetic inputs
 
-Prints one JSON line: mean wall-clock seconds of both grids over ABBA-ordered rounds, the speedup, whether every cell's predicted
-start/end positions agree, the largest logit difference, and the number of transformer-layer
-evaluations each method performs (the ideal speedup is their ratio).
+Three methods: ``naive``; ``fast_eager`` (prefix reuse, every replayed layer in eager attention);
+``fast`` (prefix reuse, fused ``sdpa`` attention where no probabilities are read: the default of
+``run_grid``). Prints one JSON line: mean wall-clock seconds of each over rounds in rotated order, the
+speed-ups, whether every cell's predicted start/end positions agree with the naive grid, the largest
+logit difference, and the number of transformer-layer evaluations of the naive and the fast grid.
 """
 from __future__ import annotations
 
@@ -126,30 +128,37 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.synchronize()
         return result, time.perf_counter() - start
 
-    run_grid(model, batches[:1], cells[:2], args.variant)  # warm-up (allocator, kernels) for both methods
-    # ABBA order over the rounds so that drifting machine load hits both methods alike
-    naive_times, fast_times = [], []
+    run_grid(model, batches[:1], cells[:2], args.variant)  # warm-up (allocator, kernels) for every method
+    methods = {
+        "naive": run_grid_naive,
+        "fast_eager": lambda *a: run_grid(*a, max_stack=args.max_stack, fused=False),
+        "fast": lambda *a: run_grid(*a, max_stack=args.max_stack),
+    }
+    # the order rotates over the rounds so that drifting machine load hits every method alike
+    outputs, times = {}, {method: [] for method in methods}
     for round_index in range(args.repeats):
-        order = ("naive", "fast") if round_index % 2 == 0 else ("fast", "naive")
-        for method in order:
-            if method == "naive":
-                naive, seconds = timed(run_grid_naive)
-                naive_times.append(seconds)
-            else:
-                fast, seconds = timed(lambda *a: run_grid(*a, max_stack=args.max_stack))
-                fast_times.append(seconds)
-    naive_seconds, fast_seconds = sum(naive_times) / len(naive_times), sum(fast_times) / len(fast_times)
+        names = list(methods)
+        names = names[round_index % len(names):] + names[: round_index % len(names)]
+        for method in names:
+            outputs[method], seconds = timed(methods[method])
+            times[method].append(seconds)
+    seconds = {method: sum(values) / len(values) for method, values in times.items()}
+    naive = outputs["naive"]
 
-    identical = all(
-        np.array_equal(fast[cell].start_logits.argmax(1), naive[cell].start_logits.argmax(1))
-        and np.array_equal(fast[cell].end_logits.argmax(1), naive[cell].end_logits.argmax(1))
-        for cell in cells
-    )
-    max_diff = max(
-        float(np.abs(getattr(fast[cell], name) - getattr(naive[cell], name)).max())
-        for cell in cells
-        for name in ("start_logits", "end_logits")
-    )
+    def identical(fast):
+        return all(
+            np.array_equal(fast[cell].start_logits.argmax(1), naive[cell].start_logits.argmax(1))
+            and np.array_equal(fast[cell].end_logits.argmax(1), naive[cell].end_logits.argmax(1))
+            for cell in cells
+        )
+
+    def max_diff(fast):
+        return max(
+            float(np.abs(getattr(fast[cell], name) - getattr(naive[cell], name)).max())
+            for cell in cells
+            for name in ("start_logits", "end_logits")
+        )
+
     n_layers = config.num_hidden_layers
     masked = [cell for cell in cells if cell.mode != "baseline"]
     result = {
@@ -166,13 +175,17 @@ def main(argv: list[str] | None = None) -> dict:
         "modes": args.modes,
         "variant": args.variant,
         "repeats": args.repeats,
-        "naive_seconds": round(naive_seconds, 3),
-        "fast_seconds": round(fast_seconds, 3),
-        "naive_seconds_per_round": [round(t, 3) for t in naive_times],
-        "fast_seconds_per_round": [round(t, 3) for t in fast_times],
-        "speedup": round(naive_seconds / fast_seconds, 3),
-        "identical_predictions": identical,
-        "max_abs_logit_diff": max_diff,
+        "naive_seconds": round(seconds["naive"], 3),
+        "fast_eager_seconds": round(seconds["fast_eager"], 3),
+        "fast_seconds": round(seconds["fast"], 3),
+        "seconds_per_round": {method: [round(t, 3) for t in values] for method, values in times.items()},
+        "speedup": round(seconds["naive"] / seconds["fast"], 3),
+        "speedup_eager_replay": round(seconds["naive"] / seconds["fast_eager"], 3),
+        "fused_replay_speedup": round(seconds["fast_eager"] / seconds["fast"], 3),
+        "identical_predictions": identical(outputs["fast"]),
+        "identical_predictions_eager_replay": identical(outputs["fast_eager"]),
+        "max_abs_logit_diff": max_diff(outputs["fast"]),
+        "max_abs_logit_diff_eager_replay": max_diff(outputs["fast_eager"]),
         "layer_evaluations_naive": len(cells) * n_layers,
         "layer_evaluations_fast": n_layers + sum(n_layers - cell.layer for cell in masked),
         "python": platform.python_version(),

@@ -418,14 +418,25 @@ class EvalFeatures:
         item["zone_ids"] = self.zone_ids[index]
         return item
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Consecutive batches in feature order, padded to the batch's longest window (or max_seq_length)."""
+    def batches(self, batch_size: int, order: Sequence[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Consecutive batches in feature order (or in ``order``, a permutation of the feature indices),
+        padded to the batch's longest window (or max_seq_length)."""
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
+        if order is None:
+            order = range(len(self))
+        elif sorted(order) != list(range(len(self))):
+            raise ValueError(f"order must be a permutation of the {len(self)} feature indices")
         pad_to = self.max_seq_length if self.pad_to_max_length else None
         for start in range(0, len(self), batch_size):
-            indices = range(start, min(start + batch_size, len(self)))
+            indices = order[start : start + batch_size]
             yield collate([self.item(i) for i in indices], self.pad_token_id, pad_to)
+
+    def length_order(self) -> list[int]:
+        """Feature indices from the longest window to the shortest (stable): batches taken in this order
+        hold windows of similar length, so dynamic padding wastes little (see :func:`mrcbench.ablation.ablate`)."""
+        lengths = self.lengths
+        return sorted(range(len(self)), key=lambda index: -lengths[index])
 
     def features_by_example(self) -> dict[str, list[int]]:
         """Window indices of each question, in window order."""

@@ -20,6 +20,7 @@ rule ablate:
     benchmark:
         f"{RESULTS}/benchmarks/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/{{part}}.tsv"
     threads: lambda wc: res("ablate", "threads")
+    priority: 10  # after fine-tuning, before predictions (rules/finetune.smk)
     resources:
         mem_mb=lambda wc: res("ablate", "mem_mb"),
         runtime=lambda wc: res("ablate", "runtime"),

@@ -19,6 +19,9 @@ rule finetune:
     benchmark:
         f"{RESULTS}/benchmarks/finetune/{{model}}/{{train}}/seed{{seed}}.tsv"
     threads: lambda wc: res("finetune", "threads")
+    # Longest jobs first: fine-tuning (20), then the grids (10); predictions and attention statistics
+    # (0) fill the gaps, so that no long job starts last with the other cores idle.
+    priority: 20
     resources:
         mem_mb=lambda wc: res("finetune", "mem_mb"),
         runtime=lambda wc: res("finetune", "runtime"),

@@ -11,6 +11,7 @@ from torch import nn
 
 from mrcbench.ablation import BASELINE, GRID_COLUMNS, Cell, ablate, grid_cells, run_grid, run_grid_naive
 from mrcbench.errors import MrcbenchError
+from mrcbench.features import EvalFeatures
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
 
 N_LAYERS, N_HEADS = 3, 4
@@ -143,26 +144,36 @@ def test_grid_cells_and_cell_validation():
         run_grid(tiny_model("bert"), [], [BASELINE], "exact")
 
 
-class FakeFeatures:
-    """Stands in for features.EvalFeatures: q1 has two windows, q2 and q3 one each, ..."""
-
-    def __init__(self, batches, example_ids):
-        self._batches, self.example_ids = batches, example_ids
-
-    def batches(self, batch_size):
-        return iter(self._batches)
+def eval_features(batches, example_ids):
+    """A features.EvalFeatures of the windows of ``batches`` (unpadded again): q1 has two windows, q2
+    and q3 one each, ..."""
+    rows = {key: [] for key in ("input_ids", "attention_mask", "token_type_ids", "zone_ids")}
+    for batch in batches:
+        for index in range(batch["input_ids"].shape[0]):
+            length = int(batch["attention_mask"][index].sum())
+            for key in rows:
+                if key in batch:
+                    rows[key].append(batch[key][index, :length].tolist())
+    return EvalFeatures(
+        input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
+        token_type_ids=rows["token_type_ids"] or None, zone_ids=rows["zone_ids"],
+        offset_mapping=[[None] * len(ids) for ids in rows["input_ids"]], example_ids=example_ids,
+        token_is_max_context=[{} for _ in example_ids], window_starts=[0] * len(example_ids),
+        pad_token_id=0, max_seq_length=max(map(len, rows["input_ids"])),
+    )
 
 
 def test_ablate_returns_the_long_grid_table():
     model = tiny_model("bert")
     batches = make_batches(model.config)
     example_ids = ["q1", "q1", "q2", "q3", "q3"]
-    features = FakeFeatures(batches, example_ids)
+    features = eval_features(batches, example_ids)
     articles = {"q1": "A", "q2": "A", "q3": "B"}
 
     def decode(start_logits, end_logits):  # best window by start score, answer = "start-end" positions
         best = {}
-        for qid, start, end in zip(example_ids, start_logits, end_logits, strict=True):
+        for qid, start, end, length in zip(example_ids, start_logits, end_logits, features.lengths, strict=True):
+            start, end = start[:length], end[:length]  # a window's own tokens (as real decoding)
             candidate = (start.max(), f"{start.argmax()}-{end.argmax()}")
             best[qid] = max(best.get(qid, candidate), candidate)
         return {qid: text for qid, (_, text) in best.items()}
@@ -194,3 +205,57 @@ def test_ablate_returns_the_long_grid_table():
     naive = ablate(model, features, cells, "paper", decode, score, keys, fast=False, progress=False)
     pd.testing.assert_frame_equal(frame.drop(columns="removed_mass"), naive.drop(columns="removed_mass"))
     np.testing.assert_allclose(frame.removed_mass, naive.removed_mass, atol=1e-6)
+    # batches of two windows, longest first (the default) or in feature order: decoding gets the same
+    # logits in feature order (up to float rounding; positions past a window's length are padding).
+    # all_paper_quirk unmasks padding, so it depends on the padding (the paper pads every window to 512).
+    assert features.length_order() != list(range(len(example_ids)))
+    cells = [cell for cell in cells if cell.zone != "all_paper_quirk"]
+    frame = frame[frame.zone != "all_paper_quirk"].reset_index(drop=True)
+    seen = {}
+    for sort_by_length in (True, False):
+        logits = seen[sort_by_length] = []
+
+        def recording_decode(start_logits, end_logits, logits=logits):
+            logits.append([row[:length] for row, length in zip(start_logits, features.lengths, strict=True)])
+            logits.append([row[:length] for row, length in zip(end_logits, features.lengths, strict=True)])
+            return decode(start_logits, end_logits)
+
+        pairs = ablate(model, features, cells, "paper", recording_decode, score, keys, batch_size=2,
+                       progress=False, sort_by_length=sort_by_length)
+        assert len(pairs) == len(frame)
+        np.testing.assert_allclose(pairs.removed_mass, frame.removed_mass, atol=1e-6)
+    for ours, reference in zip(seen[True], seen[False], strict=True):
+        for row, reference_row in zip(ours, reference, strict=True):
+            np.testing.assert_allclose(row, reference_row, atol=1e-5, rtol=0)
+
+
+def test_fast_grid_replays_unread_attention_with_fused_kernels(monkeypatch):
+    """fused=True sends the replayed layers without a reader of their probabilities through sdpa
+    (fp32 only); fused=False and the naive grid stay eager. Both agree with the naive grid."""
+    from mrcbench import attention, precision
+
+    calls = []
+    fused_attention = attention._fused_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].dtype)
+        return fused_attention(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_fused_attention", counting)
+    model = tiny_model("bert")
+    batches = make_batches(model.config)
+    cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "all"), modes=("layer",))
+    naive = run_grid_naive(model, batches, cells, "paper")
+    assert not calls
+    eager = run_grid(model, batches, cells, "paper", fused=False)
+    assert not calls
+    fused = run_grid(model, batches, cells, "paper")
+    # per batch and cell: the masked layer's output plus every layer above it
+    assert len(calls) == len(batches) * sum(N_LAYERS - cell.layer for cell in cells if cell.layer is not None)
+    assert set(calls) == {torch.float32}
+    assert_same_grid(eager, naive)
+    assert_same_grid(fused, naive)
+    calls.clear()
+    with precision.autocast("bf16", "cpu"):
+        run_grid(model, batches, cells, "paper")
+    assert not calls
