@@ -151,9 +151,9 @@ def eval_features(batches, example_ids):
     for batch in batches:
         for index in range(batch["input_ids"].shape[0]):
             length = int(batch["attention_mask"][index].sum())
-            for key in rows:
+            for key, values in rows.items():
                 if key in batch:
-                    rows[key].append(batch[key][index, :length].tolist())
+                    values.append(batch[key][index, :length].tolist())
     return EvalFeatures(
         input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
         token_type_ids=rows["token_type_ids"] or None, zone_ids=rows["zone_ids"],
