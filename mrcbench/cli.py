@@ -22,8 +22,8 @@ COMMANDS = {
     "extract-attention": ("mrcbench.extraction", "main", "zone statistics and case-study attention maps"),
     "ablate": ("mrcbench.extraction", "main_ablate", "the zone x layer (x head) masking grid"),
     "merge-grid": ("mrcbench.extraction", "main_merge", "merge per-layer grid parts"),
-    "stats": ("mrcbench.stats", "main", "statistical tests and tables"),
-    "report": ("mrcbench.report", "main", "render reports/report.qmd to HTML"),
+    "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
+    "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
 }
 
 
