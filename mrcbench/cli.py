@@ -20,8 +20,8 @@ COMMANDS = {
     "predict": ("mrcbench.predict", "main", "predict and score an eval split"),
     "score": ("mrcbench.metrics", "main", "official-equivalent SQuAD / CMRC 2018 / MLQA scoring"),
     "extract-attention": ("mrcbench.extraction", "main", "zone statistics and case-study attention maps"),
-    "ablate": ("mrcbench.extraction", "main_ablate", "the zone x layer (x head) masking grid"),
-    "merge-grid": ("mrcbench.extraction", "main_merge", "merge per-layer grid parts"),
+    "ablate": ("mrcbench.ablation", "main_ablate", "the zone x layer (x head) masking grid"),
+    "merge-grid": ("mrcbench.ablation", "main_merge", "merge per-layer grid parts"),
     "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
     "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
 }
