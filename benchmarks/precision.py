@@ -106,7 +106,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
             lambda used=used: predict.model_logits(model, features, batch, desc=f"predict {used}", precision=used)
         )
         answers[used] = predict.decode(examples, features, start, end, metric, DECODING).answers
-        f1[used] = float(metrics.per_question_scores(metric, dataset, answers[used])["f1"].mean())
+        f1[used] = float(metrics.scoring.per_question_scores(metric, dataset, answers[used])["f1"].mean())
     qids = list(answers["fp32"])
     identical = float(np.mean([answers["fp32"][q] == answers["bf16"].get(q) for q in qids]))
 
@@ -127,7 +127,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
         return predict.decode(grid_examples, grid_features, start, end, metric, DECODING).answers
 
     def score(grid_answers):
-        return metrics.per_question_scores(metric, grid_set, grid_answers)
+        return metrics.scoring.per_question_scores(metric, grid_set, grid_answers)
 
     grids, grid_seconds = {}, {}
     for used in ("fp32", "bf16"):

@@ -487,7 +487,7 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
         return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg).answers
 
     def score(answers: dict[str, str]) -> pd.DataFrame:
-        return metrics.per_question_scores(run.metric, run.dataset, answers, run.language)
+        return metrics.scoring.per_question_scores(run.metric, run.dataset, answers, run.language)
 
     with precision_mod.autocast(run.precision, run.model.device):
         frames = [

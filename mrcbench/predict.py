@@ -87,9 +87,9 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str
     constant no-answer probability it means nothing: known-pitfalls.md).
     """
     if metric != "squad_v2":
-        return metrics.evaluate(metric, dataset, preds.answers, language)
-    result = metrics.squad_v2_evaluate(dataset, preds.answers)
-    best = metrics.squad_v2_evaluate(dataset, preds.best_non_null, na_probs=preds.null_score_diff)
+        return metrics.scoring.evaluate(metric, dataset, preds.answers, language)
+    result = metrics.scoring.squad_v2_evaluate(dataset, preds.answers)
+    best = metrics.scoring.squad_v2_evaluate(dataset, preds.best_non_null, na_probs=preds.null_score_diff)
     result.update({k: v for k, v in best.items() if k.startswith("best_")})
     return result
 
@@ -137,7 +137,7 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     result = score(metric, dataset, preds, language)
     result["n_windows"] = len(features.input_ids)
     result["precision"] = used
-    frame = metrics.per_question_scores(metric, dataset, preds.answers, language)
+    frame = metrics.scoring.per_question_scores(metric, dataset, preds.answers, language)
     write_scores(out_dir / "scores.parquet", frame, keys)
     files.write_json(out_dir / "metrics.json", result, indent=2)
     return result
