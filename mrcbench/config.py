@@ -121,7 +121,7 @@ def _check_references(config: dict, source: str) -> None:
     datasets, splits, models = config["datasets"], config["splits"], config["models"]
     for name, dataset in datasets.items():
         if dataset["metric"] == "mlqa":
-            from mrcbench.metrics import check_mlqa_language  # the scorer owns its language list
+            from mrcbench.metrics.mlqa import check_mlqa_language  # the scorer owns its language list
 
             try:
                 check_mlqa_language(dataset["language"])

@@ -1,9 +1,10 @@
-"""Attention runs over one eval split: zone statistics, case-study maps and the ablation grid.
+"""Attention runs over one eval split: zone statistics and case-study maps (``mrcbench extract-attention``).
 
 The glue between the pipeline's pieces: windows from :mod:`mrcbench.features`, the attention
-controller of :mod:`mrcbench.attention`, the grid of :mod:`mrcbench.ablation`, answers from
-:mod:`mrcbench.decoding` and per-question scores from :mod:`mrcbench.metrics`. Each command reads a
-fine-tuned checkpoint and a prepared split and writes one result file (atomically).
+controller of :mod:`mrcbench.attention`, answers from :mod:`mrcbench.decoding` and per-question
+scores from :mod:`mrcbench.metrics`. :class:`EvalRun` (a fine-tuned checkpoint and a prepared split,
+loaded once) is shared with the grid's commands (``mrcbench ablate``, in :mod:`mrcbench.ablation`).
+Each command writes one result file (atomically).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrcbench import ablation, attention, files, metrics, predict
+from mrcbench import attention, files, predict
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import precision as precision_mod
@@ -33,13 +34,13 @@ def select_grid_questions(
 ) -> dict:
     """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
     ``max_questions`` of them taken round-robin over the articles
-    (:func:`mrcbench.data.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
+    (:func:`mrcbench.data.filters.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
     languages keep the same ids, and spread over as many articles as the split has)."""
     if answerable_only:
-        dataset = data_mod.answerable_only(dataset)
-        if not data_mod.question_ids(dataset):
+        dataset = data_mod.filters.answerable_only(dataset)
+        if not data_mod.filters.question_ids(dataset):
             raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
-    return data_mod.subsample_across_articles(dataset, max_questions, seed)
+    return data_mod.filters.subsample_across_articles(dataset, max_questions, seed)
 
 
 class EvalRun:
@@ -61,13 +62,13 @@ class EvalRun:
         self.model.eval()
         # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.
         self.precision = precision_mod.resolve(cfg.inference_config(self.config)["precision"], self.model.device)
-        dataset = data_mod.load_squad_json(args.eval_json)
+        dataset = data_mod.loading.load_squad_json(args.eval_json)
         if answerable_only or max_questions:
             dataset = select_grid_questions(
                 dataset, max_questions, answerable_only, self.config.get("sample_seed", 0), str(args.eval_json)
             )
         self.dataset = dataset
-        self.examples = data_mod.flatten(dataset)
+        self.examples = data_mod.filters.flatten(dataset)
         self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
         self.batch_size = int(self.training_cfg["eval_batch_size"])
 
@@ -176,80 +177,3 @@ def main(argv: list[str]) -> int:
     summary = extract_attention(run, args.out, scores, cfg.attention_config(run.config))
     print(json.dumps(summary))
     return 0
-
-
-# --- the ablation grid ----------------------------------------------------------------------------
-
-def grid_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int | None = None) -> list[ablation.Cell]:
-    """The configured cells (baseline first); with ``layer``, only that layer's cells (the baseline
-    goes with layer 0 so that merged parts hold it once)."""
-    cells = [ablation.BASELINE] if layer in (None, 0) else []
-    for mode in ablation_cfg["modes"]:
-        zones = ablation_cfg["head_zones"] if mode == "head" else ablation_cfg["zones"]
-        for cell in ablation.grid_cells(n_layers, n_heads, zones, [mode]):
-            if cell.mode != "baseline" and (layer is None or cell.layer == layer):
-                cells.append(cell)
-    return cells
-
-
-def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: int | None = None) -> pd.DataFrame:
-    if layer is not None and not 0 <= layer < run.n_layers:
-        raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
-    cells = grid_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
-
-    def decode(start: np.ndarray, end: np.ndarray) -> dict[str, str]:
-        return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg).answers
-
-    def score(answers: dict[str, str]) -> pd.DataFrame:
-        return metrics.per_question_scores(run.metric, run.dataset, answers, run.language)
-
-    with precision_mod.autocast(run.precision, run.model.device):
-        frames = [
-            ablation.ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)
-            for variant in ablation_cfg["variants"]
-        ]
-    frame = pd.concat(frames, ignore_index=True)
-    frame["precision"] = run.precision
-    return frame
-
-
-def main_ablate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
-    predict.add_run_arguments(parser)
-    parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
-    parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
-    args = parser.parse_args(argv)
-    if args.part == "all":
-        layer = None
-    elif args.part.startswith("layer") and args.part[5:].isdigit():
-        layer = int(args.part[5:])
-    else:
-        raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
-    config = cfg.load(args.config)
-    ablation_cfg = cfg.ablation_config(config)
-    run = EvalRun(
-        args, max_questions=ablation_cfg["max_questions"], answerable_only=ablation_cfg["answerable_only"]
-    )
-    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
-    predict.write_parquet(frame, args.out)
-    baseline = frame[frame["mode"] == "baseline"]
-    print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
-                      "articles": int(frame["article"].nunique()),
-                      "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None,
-                      "precision": run.precision}))
-    return 0
-
-
-def main_merge(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mrcbench merge-grid", description="Merge per-layer grid parts.")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("parts", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    missing = [p for p in args.parts if not p.is_file()]
-    if missing:
-        raise MrcbenchError(f"grid part not found: {missing[0]}")
-    frame = pd.concat([files.read_parquet(p) for p in args.parts], ignore_index=True)
-    predict.write_parquet(frame, args.out)
-    print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
-    return 0
-

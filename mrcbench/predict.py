@@ -87,9 +87,9 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str
     constant no-answer probability it means nothing: known-pitfalls.md).
     """
     if metric != "squad_v2":
-        return metrics.evaluate(metric, dataset, preds.answers, language)
-    result = metrics.squad_v2_evaluate(dataset, preds.answers)
-    best = metrics.squad_v2_evaluate(dataset, preds.best_non_null, na_probs=preds.null_score_diff)
+        return metrics.scoring.evaluate(metric, dataset, preds.answers, language)
+    result = metrics.scoring.squad_v2_evaluate(dataset, preds.answers)
+    best = metrics.scoring.squad_v2_evaluate(dataset, preds.best_non_null, na_probs=preds.null_score_diff)
     result.update({k: v for k, v in best.items() if k.startswith("best_")})
     return result
 
@@ -127,8 +127,8 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
 
     out_dir = Path(out_dir)  # created by the first write: a failed load leaves no empty folder
     model, tokenizer = load_for_qa(checkpoint)
-    dataset = data_mod.load_squad_json(eval_json)
-    examples = data_mod.flatten(dataset)
+    dataset = data_mod.loading.load_squad_json(eval_json)
+    examples = data_mod.filters.flatten(dataset)
     features = eval_features(examples, tokenizer, features_cfg)
     used = precision_mod.resolve(precision, model.device)
     start, end = model_logits(model, features, batch_size, precision=used)
@@ -137,7 +137,7 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     result = score(metric, dataset, preds, language)
     result["n_windows"] = len(features.input_ids)
     result["precision"] = used
-    frame = metrics.per_question_scores(metric, dataset, preds.answers, language)
+    frame = metrics.scoring.per_question_scores(metric, dataset, preds.answers, language)
     write_scores(out_dir / "scores.parquet", frame, keys)
     files.write_json(out_dir / "metrics.json", result, indent=2)
     return result

@@ -128,8 +128,8 @@ def finetune(
 
     model, tokenizer = load_for_qa(init_checkpoint or model_dir)
     frozen = freeze_word_embeddings(model) if training_cfg.get("freeze_embeddings") else 0
-    dataset = data_mod.load_squad_json(train_json)
-    examples = [ex for ex in data_mod.flatten(dataset)]
+    dataset = data_mod.loading.load_squad_json(train_json)
+    examples = [ex for ex in data_mod.filters.flatten(dataset)]
     if not examples:
         raise MrcbenchError(f"{train_json}: no training questions left")
     train = feat_mod.prepare_train_features(

@@ -6,7 +6,7 @@ import sys
 from snakemake.utils import validate
 
 from mrcbench import config as mrc_config
-from mrcbench.stats import TABLES
+from mrcbench.stats.tables import TABLES
 
 # The project's validator first (schema, then cross-references the schema cannot express), so a bad
 # key stops the DAG with one line naming it, before Snakemake's own validator dumps the schema.
@@ -31,7 +31,7 @@ CONFIG = f"{RESULTS}/config.resolved.yaml"
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
-# Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats.py).
+# Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/tables.py).
 STATS_TABLES = list(TABLES)
 
 

@@ -412,7 +412,7 @@ def write_synthetic_results(
             )
         data_dir = results / "data"
         data_dir.mkdir(exist_ok=True)
-        # The format mrcbench.data.prepare_splits writes.
+        # The format mrcbench.data.splits.prepare_splits writes.
         (data_dir / f"{spec.name}.summary.json").write_text(
             json.dumps(
                 {

@@ -352,7 +352,7 @@ def test_cmrc_answers_align_and_stitch_across_windows(tokenizer, data_dir):
     """Chinese (no spaces): long CMRC passages need several windows; gold spans survive the round trip."""
     from mrcbench import data
 
-    examples = data.flatten(data.load_squad_json(data_dir / "cmrc2018" / "cmrc2018_dev.json"))[:60]
+    examples = data.filters.flatten(data.loading.load_squad_json(data_dir / "cmrc2018" / "cmrc2018_dev.json"))[:60]
     labelled, exact, windows = _gold_round_trip(tokenizer, examples, max_seq_length=128, doc_stride=64)
     assert windows > 2 * len(examples)  # most passages span several windows
     assert labelled >= 0.9 * len(examples)
@@ -364,7 +364,7 @@ def test_xquad_answers_align_with_leading_space_pieces(tokenizer, data_dir):
     from mrcbench import data
 
     for language in ("en", "de", "zh"):
-        examples = data.flatten(data.load_squad_json(data_dir / "xquad" / f"xquad.{language}.json"))[:40]
+        examples = data.filters.flatten(data.loading.load_squad_json(data_dir / "xquad" / f"xquad.{language}.json"))[:40]
         labelled, exact, _ = _gold_round_trip(tokenizer, examples, max_seq_length=256, doc_stride=128)
         assert labelled >= 0.95 * len(examples), language
         assert exact >= 0.95 * len(examples), (language, exact)

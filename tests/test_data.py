@@ -77,14 +77,14 @@ def write_json(path: Path, payload: Any) -> Path:
 
 def test_load_squad_json_reads_valid_file(tmp_path):
     dataset = squad(article("T", ("Paris is in France.", [("q1", "France")])))
-    assert data.load_squad_json(write_json(tmp_path / "ok.json", dataset)) == dataset
+    assert data.loading.load_squad_json(write_json(tmp_path / "ok.json", dataset)) == dataset
 
 
 def test_load_squad_json_invalid_json_names_file_and_line(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('{"version": "1.1",\n "data": [}', encoding="utf-8")
     with pytest.raises(MrcbenchError, match=r"broken\.json: not valid JSON \(line 2"):
-        data.load_squad_json(path)
+        data.loading.load_squad_json(path)
 
 
 @pytest.mark.parametrize(
@@ -119,13 +119,13 @@ def test_load_squad_json_structure_errors_name_the_json_path(tmp_path, mutate, e
     mutate(dataset)
     path = write_json(tmp_path / "bad.json", dataset)
     with pytest.raises(MrcbenchError, match=r"bad\.json: not SQuAD JSON: " + expected) as info:
-        data.load_squad_json(path)
+        data.loading.load_squad_json(path)
     assert "\n" not in str(info.value)
 
 
 def test_load_squad_json_missing_file_names_config_key(tmp_path):
     with pytest.raises(MrcbenchError, match=r"datasets\.squad\.local: dataset file not found: .*nope\.json"):
-        data.load_squad_json(tmp_path / "nope.json", config_key="datasets.squad.local")
+        data.loading.load_squad_json(tmp_path / "nope.json", config_key="datasets.squad.local")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,8 +157,8 @@ def dataset_with_problems() -> dict[str, Any]:
 
 
 def test_validate_skips_bad_answers_and_reports_ids():
-    clean, report = data.validate(dataset_with_problems(), "toy.json")
-    assert data.question_ids(clean) == ["good", "fine"]
+    clean, report = data.validation.validate(dataset_with_problems(), "toy.json")
+    assert data.filters.question_ids(clean) == ["good", "fine"]
     assert report.bad_ids["misaligned_answer"] == ["shifted", "wrong", "bad_only"]
     assert report.bad_ids["duplicate_id"] == ["good"]
     assert report.bad_ids["empty_context"] == ["empty_ctx"]
@@ -173,17 +173,17 @@ def test_validate_fail_mode_lists_ids_and_source():
     with pytest.raises(
         MrcbenchError, match=r"toy\.json: 5 invalid questions .*misaligned_answer: shifted, wrong"
     ):
-        data.validate(dataset_with_problems(), "toy.json", on_bad="fail")
-    clean, report = data.validate(
+        data.validation.validate(dataset_with_problems(), "toy.json", on_bad="fail")
+    clean, report = data.validation.validate(
         squad(article("T", (CONTEXT, [("ok", "France")]))), "toy.json", on_bad="fail"
     )
-    assert report.questions_removed == 0 and data.question_ids(clean) == ["ok"]
+    assert report.questions_removed == 0 and data.filters.question_ids(clean) == ["ok"]
 
 
 def test_validate_realigns_small_offset_errors_only():
     dataset = squad(article("T", (CONTEXT, [("off_by_one", "Normandy", 30), ("far", "Normandy", 20)])))
-    clean, report = data.validate(dataset, "toy", realign_max_shift=2)
-    assert data.question_ids(clean) == ["off_by_one"]
+    clean, report = data.validation.validate(dataset, "toy", realign_max_shift=2)
+    assert data.filters.question_ids(clean) == ["off_by_one"]
     assert report.realigned_ids == ["off_by_one"] and report.bad_ids["misaligned_answer"] == ["far"]
     fixed = clean["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]
     assert CONTEXT[fixed["answer_start"] :].startswith("Normandy")
@@ -195,8 +195,8 @@ def test_validate_drop_answer_keeps_question_with_an_aligned_answer():
     question = qa("multi", "Where?", CONTEXT, "France")
     question["answers"].append({"text": "in France", "answer_start": -1})
     dataset = squad({"title": "T", "paragraphs": [{"context": CONTEXT, "qas": [question]}]})
-    assert data.validate(dataset, "toy")[1].bad_ids["misaligned_answer"] == ["multi"]
-    clean, report = data.validate(dataset, "toy", on_bad="drop_answer")
+    assert data.validation.validate(dataset, "toy")[1].bad_ids["misaligned_answer"] == ["multi"]
+    clean, report = data.validation.validate(dataset, "toy", on_bad="drop_answer")
     assert report.dropped_answer_ids == ["multi"]
     assert [a["text"] for a in clean["data"][0]["paragraphs"][0]["qas"][0]["answers"]] == ["France"]
 
@@ -212,8 +212,8 @@ def test_validate_flags_inconsistent_unanswerable_and_empty_question():
             "paragraphs": [{"context": CONTEXT, "qas": [answered, no_answers, blank, unanswerable]}],
         }
     )
-    clean, report = data.validate(dataset, "toy")
-    assert data.question_ids(clean) == ["unanswerable"]
+    clean, report = data.validation.validate(dataset, "toy")
+    assert data.filters.question_ids(clean) == ["unanswerable"]
     assert report.bad_ids["unanswerable_with_answers"] == ["imp_with_answer"]
     assert report.bad_ids["answerable_without_answers"] == ["no_answers"]
     assert report.bad_ids["empty_question"] == ["blank"]
@@ -221,7 +221,7 @@ def test_validate_flags_inconsistent_unanswerable_and_empty_question():
 
 def test_validate_rejects_unknown_policy():
     with pytest.raises(MrcbenchError, match="on_bad_record"):
-        data.validate(squad(), "toy", on_bad="ignore")
+        data.validation.validate(squad(), "toy", on_bad="ignore")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -231,17 +231,17 @@ def test_validate_rejects_unknown_policy():
 
 def test_article_split_is_deterministic_disjoint_and_order_independent():
     dataset = many_articles("", 20)
-    train, evaluation = data.article_split(dataset, eval_fraction=0.25, seed=13)
+    train, evaluation = data.filters.article_split(dataset, eval_fraction=0.25, seed=13)
     assert len(titles(evaluation)) == 5 and len(titles(train)) == 15
     assert not set(titles(train)) & set(titles(evaluation))
     assert sorted(titles(train) + titles(evaluation)) == sorted(titles(dataset))
-    assert data.article_split(dataset, 0.25, 13) == (train, evaluation)
+    assert data.filters.article_split(dataset, 0.25, 13) == (train, evaluation)
     shuffled = squad(*random.Random(0).sample(dataset["data"], k=20))
-    assert set(titles(data.article_split(shuffled, 0.25, 13)[1])) == set(titles(evaluation))
-    other_seeds = {tuple(sorted(titles(data.article_split(dataset, 0.25, seed)[1]))) for seed in range(5)}
+    assert set(titles(data.filters.article_split(shuffled, 0.25, 13)[1])) == set(titles(evaluation))
+    other_seeds = {tuple(sorted(titles(data.filters.article_split(dataset, 0.25, seed)[1]))) for seed in range(5)}
     assert len(other_seeds) > 1  # the seed matters
     with pytest.raises(MrcbenchError, match="eval_fraction"):
-        data.article_split(dataset, 1.0, 13)
+        data.filters.article_split(dataset, 1.0, 13)
 
 
 def test_subsample_is_deterministic_and_consistent_across_parallel_files():
@@ -264,16 +264,16 @@ def test_subsample_is_deterministic_and_consistent_across_parallel_files():
             ]
         )
     )
-    sample = data.subsample(english, 7, seed=13)
-    assert len(data.question_ids(sample)) == 7
-    assert data.subsample(english, 7, seed=13) == sample
-    assert set(data.question_ids(data.subsample(german, 7, seed=13))) == set(data.question_ids(sample))
-    assert set(data.question_ids(data.subsample(english, 7, seed=14))) != set(data.question_ids(sample))
+    sample = data.filters.subsample(english, 7, seed=13)
+    assert len(data.filters.question_ids(sample)) == 7
+    assert data.filters.subsample(english, 7, seed=13) == sample
+    assert set(data.filters.question_ids(data.filters.subsample(german, 7, seed=13))) == set(data.filters.question_ids(sample))
+    assert set(data.filters.question_ids(data.filters.subsample(english, 7, seed=14))) != set(data.filters.question_ids(sample))
     # Structure kept, no empty paragraphs or articles; the smaller sample is a subset of the larger one.
     assert all(p["qas"] for a in sample["data"] for p in a["paragraphs"])
-    assert set(data.question_ids(data.subsample(english, 3, 13))) <= set(data.question_ids(sample))
-    assert data.subsample(english, None, 13) == english
-    assert data.subsample(english, 1000, 13) == english
+    assert set(data.filters.question_ids(data.filters.subsample(english, 3, 13))) <= set(data.filters.question_ids(sample))
+    assert data.filters.subsample(english, None, 13) == english
+    assert data.filters.subsample(english, 1000, 13) == english
 
 
 def test_remove_overlap_counts_by_title_and_by_context():
@@ -291,13 +291,13 @@ def test_remove_overlap_counts_by_title_and_by_context():
             article("Unrelated", ("This paragraph is shared verbatim across files.", [("e2", "shared")])),
         )
     }
-    filtered, report = data.remove_overlap(train, evaluation)
-    assert data.question_ids(filtered) == ["t4", "t5", "t6"]
+    filtered, report = data.filters.remove_overlap(train, evaluation)
+    assert data.filters.question_ids(filtered) == ["t4", "t5", "t6"]
     assert report.removed_titles == ["Super_Bowl_50"]
     assert (report.articles_removed, report.paragraphs_removed, report.questions_removed) == (1, 3, 3)
     assert (report.paragraphs_removed_by_title, report.paragraphs_removed_by_context) == (2, 1)
     assert report.against == ["xquad_en"]
-    unchanged, nothing = data.remove_overlap(train, {"other": many_articles("x", 2)})
+    unchanged, nothing = data.filters.remove_overlap(train, {"other": many_articles("x", 2)})
     assert unchanged == train and nothing.questions_removed == 0
 
 
@@ -310,24 +310,24 @@ def test_exclude_articles_drops_whole_articles_on_title_or_context():
     others = {
         "train": squad(article("Other", ("alpha  two", [("x", "two")])), article("b", ("z", [("y", "z")])))
     }
-    kept, report = data.exclude_articles(dataset, others)
+    kept, report = data.filters.exclude_articles(dataset, others)
     assert titles(kept) == ["C"]
     assert report.removed_titles == ["A", "B"] and report.questions_removed == 3
 
 
 def test_same_questions_as_requires_every_id():
     pool = many_articles("", 3)
-    reference = data.subsample(pool, 4, 13)
-    assert data.question_ids(data.same_questions_as(pool, reference, "zh", "en")) == data.question_ids(
+    reference = data.filters.subsample(pool, 4, 13)
+    assert data.filters.question_ids(data.filters.same_questions_as(pool, reference, "zh", "en")) == data.filters.question_ids(
         reference
     )
     with pytest.raises(MrcbenchError, match=r"splits\.zh\.same_questions_as: 3 question ids of 'en'"):
-        data.same_questions_as(pool, many_articles("", 4), "zh", "en")
+        data.filters.same_questions_as(pool, many_articles("", 4), "zh", "en")
 
 
 def test_flatten_gives_one_example_per_question():
     dataset = squad(article("T", (CONTEXT, [("q1", "France"), ("q2", None)])), version="v2.0")
-    first, second = data.flatten(dataset)
+    first, second = data.filters.flatten(dataset)
     assert first == {
         "id": "q1",
         "title": "T",
@@ -367,8 +367,8 @@ def test_load_hub_converts_rows_to_squad(monkeypatch):
         return rows
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(data, "_hub_hosts_resolve", lambda: True)  # no DNS lookup from a unit test
-    converted = data.load_hub(
+    monkeypatch.setattr(data.loading, "_hub_hosts_resolve", lambda: True)  # no DNS lookup from a unit test
+    converted = data.loading.load_hub(
         {"path": "rajpurkar/squad_v2", "name": None, "split": "validation"},
         key="squad_v2_half",
         metric="squad_v2",
@@ -384,8 +384,8 @@ def test_load_hub_converts_rows_to_squad(monkeypatch):
         {"text": "in France", "answer_start": 50},
     ]
     assert [q["is_impossible"] for q in normans[0]["qas"]] == [False, True]
-    clean, report = data.validate(converted, "hub")  # the converted dict is valid SQuAD JSON
-    assert report.questions_removed == 0 and data._structure_problem(clean) is None
+    clean, report = data.validation.validate(converted, "hub")  # the converted dict is valid SQuAD JSON
+    assert report.questions_removed == 0 and data.loading._structure_problem(clean) is None
 
 
 def test_hub_rows_without_title_get_context_derived_titles():
@@ -409,12 +409,12 @@ def test_hub_rows_without_title_get_context_derived_titles():
             "answers": {"text": ["Other"], "answer_start": [0]},
         },
     ]
-    converted = data.hub_rows_to_squad(rows, metric="cmrc2018")
+    converted = data.loading.hub_rows_to_squad(rows, metric="cmrc2018")
     assert len(converted["data"]) == 2 and all(t.startswith("untitled-") for t in titles(converted))
     assert converted["version"] == "v1.0"
     assert "is_impossible" not in converted["data"][0]["paragraphs"][0]["qas"][0]
     with pytest.raises(MrcbenchError, match=r"lacks \['question'\]"):
-        data.hub_rows_to_squad([{"id": "x", "context": "c", "answers": []}])
+        data.loading.hub_rows_to_squad([{"id": "x", "context": "c", "answers": []}])
 
 
 def test_load_hub_offline_fails_fast_with_one_line(monkeypatch):
@@ -427,7 +427,7 @@ def test_load_hub_offline_fails_fast_with_one_line(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     started = time.monotonic()
     with pytest.raises(MrcbenchError) as info:
-        data.load_hub({"path": "mrcbench-tests/no-such-dataset", "split": "validation"}, key="squad_v2_half")
+        data.loading.load_hub({"path": "mrcbench-tests/no-such-dataset", "split": "validation"}, key="squad_v2_half")
     assert time.monotonic() - started < 30
     message = str(info.value)
     assert "\n" not in message
@@ -443,7 +443,7 @@ def test_load_hub_without_dns_switches_to_offline_instead_of_retrying(monkeypatc
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(data, "_hub_hosts_resolve", lambda: False)
+    monkeypatch.setattr(data.loading, "_hub_hosts_resolve", lambda: False)
     seen = []
 
     def fake_load_dataset(path, name=None, split=None, **kwargs):
@@ -452,7 +452,7 @@ def test_load_hub_without_dns_switches_to_offline_instead_of_retrying(monkeypatc
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     with pytest.raises(MrcbenchError, match="cannot load 'rajpurkar/squad' from the hub"):
-        data.load_hub({"path": "rajpurkar/squad", "split": "validation"}, key="squad")
+        data.loading.load_hub({"path": "rajpurkar/squad", "split": "validation"}, key="squad")
     assert seen == [(True, True)]
     assert (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE) == (False, False)  # restored
 
@@ -513,41 +513,41 @@ def test_subsample_across_articles_spreads_over_every_article_and_keeps_parallel
             for a in range(20)
         ]
     )
-    assert data.count(data.subsample(dataset, 12, seed=13))["articles"] < 12  # the problem
-    sample = data.subsample_across_articles(dataset, 12, seed=13)
-    counts = data.count(sample)
+    assert data.filters.count(data.filters.subsample(dataset, 12, seed=13))["articles"] < 12  # the problem
+    sample = data.filters.subsample_across_articles(dataset, 12, seed=13)
+    counts = data.filters.count(sample)
     assert counts["questions"] == 12 and counts["articles"] == 12
     # 50 questions from 20 articles: every article, and no article gets a third before all have two.
-    fifty = data.subsample_across_articles(dataset, 50, seed=13)
+    fifty = data.filters.subsample_across_articles(dataset, 50, seed=13)
     per_article = [sum(len(p["qas"]) for p in a["paragraphs"]) for a in fifty["data"]]
     assert len(per_article) == 20 and sum(per_article) == 50 and min(per_article) == 2
     # Deterministic, seed-dependent, and the same ids in a parallel file with another article order.
-    assert data.subsample_across_articles(dataset, 12, seed=13) == sample
-    assert set(data.question_ids(data.subsample_across_articles(dataset, 12, seed=14))) != set(
-        data.question_ids(sample)
+    assert data.filters.subsample_across_articles(dataset, 12, seed=13) == sample
+    assert set(data.filters.question_ids(data.filters.subsample_across_articles(dataset, 12, seed=14))) != set(
+        data.filters.question_ids(sample)
     )
     parallel = squad(*reversed([a | {"title": "Übersetzt " + a["title"]} for a in dataset["data"]]))
-    assert set(data.question_ids(data.subsample_across_articles(parallel, 12, seed=13))) == set(
-        data.question_ids(sample)
+    assert set(data.filters.question_ids(data.filters.subsample_across_articles(parallel, 12, seed=13))) == set(
+        data.filters.question_ids(sample)
     )
-    assert data.subsample_across_articles(dataset, None, 13) == dataset
+    assert data.filters.subsample_across_articles(dataset, None, 13) == dataset
     with pytest.raises(MrcbenchError, match="max_questions"):
-        data.subsample_across_articles(dataset, -1, 13)
+        data.filters.subsample_across_articles(dataset, -1, 13)
 
 
 def test_prepare_splits_excludes_against_the_train_pool_not_its_subsample(tmp_path, capsys):
     config = toy_config(tmp_path)
-    written = data.prepare_splits(config, tmp_path / "data", tmp_path / "out")
+    written = data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out")
     assert set(written) == {"train", "heldout", "heldout_zh"}
     train, heldout, heldout_zh = (read(written[name]) for name in ("train", "heldout", "heldout_zh"))
     # Train keeps 5 questions, which come from at most 5 of its 6 articles...
-    assert len(data.question_ids(train)) == 5
+    assert len(data.filters.question_ids(train)) == 5
     # ...but the eval split excludes all 6 train articles (the pool), whatever the subsample kept.
     assert not {f"ATitle {a}" for a in range(6)} & set(titles(heldout))
-    assert len(data.question_ids(heldout)) == 6 and set(titles(heldout)) <= {
+    assert len(data.filters.question_ids(heldout)) == 6 and set(titles(heldout)) <= {
         f"ATitle {a}" for a in range(6, 10)
     }
-    assert data.question_ids(heldout_zh) == data.question_ids(heldout)
+    assert data.filters.question_ids(heldout_zh) == data.filters.question_ids(heldout)
     assert all(
         c.startswith("ZH ") for c in (p["context"] for a in heldout_zh["data"] for p in a["paragraphs"])
     )
@@ -564,7 +564,7 @@ def test_prepare_splits_excludes_against_the_train_pool_not_its_subsample(tmp_pa
 def test_prepare_splits_removes_leakage_from_train_splits_automatically(tmp_path):
     config = toy_config(tmp_path)
     config["splits"]["heldout"].pop("exclude_articles_of")  # now the eval split can hold train articles
-    data.prepare_splits(config, tmp_path / "data", tmp_path / "out")
+    data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out")
     train = read(tmp_path / "out" / "train.json")
     heldout = read(tmp_path / "out" / "heldout.json")
     summary = read(tmp_path / "out" / "train.summary.json")
@@ -592,22 +592,22 @@ def test_prepare_splits_article_split_and_answerable_only(tmp_path):
             "ev": {"dataset": "v2", "part": "eval", "role": "eval"},
         },
     }
-    written = data.prepare_splits(config, None, tmp_path / "out")  # absolute path: no data dir needed
+    written = data.splits.prepare_splits(config, None, tmp_path / "out")  # absolute path: no data dir needed
     train, evaluation = read(written["tr"]), read(written["ev"])
     assert train["version"] == "v2.0" and len(titles(train)) == 6 and len(titles(evaluation)) == 2
-    assert data.count(train)["unanswerable"] == 0 and data.count(evaluation)["unanswerable"] == 2
+    assert data.filters.count(train)["unanswerable"] == 0 and data.filters.count(evaluation)["unanswerable"] == 2
     assert read(tmp_path / "out" / "tr.summary.json")["removed"]["answerable_only"] == 6
 
 
 def test_prepare_splits_only_writes_requested_splits_but_resolves_dependencies(tmp_path):
     config = toy_config(tmp_path)
-    written = data.prepare_splits(config, tmp_path / "data", tmp_path / "out", splits=["heldout_zh"])
+    written = data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out", splits=["heldout_zh"])
     assert list(written) == ["heldout_zh"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "heldout_zh.json",
         "heldout_zh.summary.json",
     ]
-    full = data.prepare_splits(config, tmp_path / "data", tmp_path / "full")
+    full = data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "full")
     assert read(written["heldout_zh"]) == read(full["heldout_zh"])
 
 
@@ -653,12 +653,12 @@ def test_prepare_splits_config_errors_name_the_key(tmp_path, change, expected):
     config = toy_config(tmp_path)
     change(config)
     with pytest.raises(MrcbenchError, match=expected):
-        data.prepare_splits(config, tmp_path / "data", tmp_path / "out")
+        data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out")
 
 
 def test_prepare_splits_unknown_requested_split(tmp_path):
     with pytest.raises(MrcbenchError, match="--splits: unknown split 'nope'"):
-        data.prepare_splits(toy_config(tmp_path), tmp_path / "data", tmp_path / "out", splits=["nope"])
+        data.splits.prepare_splits(toy_config(tmp_path), tmp_path / "data", tmp_path / "out", splits=["nope"])
 
 
 def test_data_dir_comes_from_config_then_environment(tmp_path, monkeypatch):
@@ -673,7 +673,7 @@ def test_data_dir_comes_from_config_then_environment(tmp_path, monkeypatch):
 def test_relative_local_file_without_data_dir_asks_for_it(tmp_path, monkeypatch):
     monkeypatch.delenv("MRCBENCH_DATA_DIR", raising=False)
     with pytest.raises(MrcbenchError, match="MRCBENCH_DATA_DIR"):
-        data.prepare_splits(toy_config(tmp_path), None, tmp_path / "out")
+        data.splits.prepare_splits(toy_config(tmp_path), None, tmp_path / "out")
 
 
 def test_main_writes_splits_and_reports_errors_in_one_line(tmp_path, capsys):
@@ -686,11 +686,11 @@ def test_main_writes_splits_and_reports_errors_in_one_line(tmp_path, capsys):
     }
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    assert data.main(["--config", str(config_path), "--out", str(tmp_path / "out"), "--splits", "train"]) == 0
+    assert data.splits.main(["--config", str(config_path), "--out", str(tmp_path / "out"), "--splits", "train"]) == 0
     assert (tmp_path / "out" / "train.json").is_file() and not (tmp_path / "out" / "heldout.json").exists()
     capsys.readouterr()
     config_path.write_text("splits: [unclosed", encoding="utf-8")
-    assert data.main(["--config", str(config_path), "--out", str(tmp_path / "out")]) == 2
+    assert data.splits.main(["--config", str(config_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not valid YAML" in err and "\n" not in err
 
@@ -746,21 +746,21 @@ MIRROR_CONFIG = {
 
 
 def test_mirror_splits_are_leakage_free_and_parallel(data_dir, tmp_path, capsys):
-    written = data.prepare_splits(MIRROR_CONFIG, data_dir, tmp_path)
+    written = data.splits.prepare_splits(MIRROR_CONFIG, data_dir, tmp_path)
     splits = {name: read(path) for name, path in written.items()}
     train, heldout, xquad_en, xquad_zh = (
         splits[n] for n in ("squad_train", "squad_heldout", "xquad_en", "xquad_zh")
     )
 
     def contexts(dataset):
-        return {data.normalize_context(p["context"]) for a in dataset["data"] for p in a["paragraphs"]}
+        return {data.filters.normalize_context(p["context"]) for a in dataset["data"] for p in a["paragraphs"]}
 
     assert not set(titles(train)) & set(titles(xquad_en))
     assert not contexts(train) & contexts(xquad_en)
     assert not set(titles(train)) & set(titles(heldout))
-    assert data.question_ids(xquad_zh) == data.question_ids(xquad_en)
-    assert len(data.question_ids(xquad_en)) == 150 and len(data.question_ids(heldout)) == 150
-    assert data.count(train) | {"articles": 0, "paragraphs": 0} == {
+    assert data.filters.question_ids(xquad_zh) == data.filters.question_ids(xquad_en)
+    assert len(data.filters.question_ids(xquad_en)) == 150 and len(data.filters.question_ids(heldout)) == 150
+    assert data.filters.count(train) | {"articles": 0, "paragraphs": 0} == {
         "articles": 0,
         "paragraphs": 0,
         "questions": 1200,
@@ -781,12 +781,12 @@ def test_mirror_splits_are_leakage_free_and_parallel(data_dir, tmp_path, capsys)
 
 
 def test_mirror_cmrc_trial_offsets(data_dir):
-    raw = data.load_squad_json(data_dir / "cmrc2018" / "cmrc2018_trial.json")
-    _, skipped = data.validate(raw, "cmrc2018_trial")
+    raw = data.loading.load_squad_json(data_dir / "cmrc2018" / "cmrc2018_trial.json")
+    _, skipped = data.validation.validate(raw, "cmrc2018_trial")
     assert (skipped.questions_in, skipped.questions_removed) == (1002, 7)
     assert sorted(skipped.bad_ids["empty_question"]) == ["TRIAL_20_QUERY_0", "TRIAL_776_QUERY_4"]
     # Five answers (all of TRIAL_210) start one character early; a 1-character realignment repairs them.
     assert len(skipped.bad_ids["misaligned_answer"]) == 5
-    _, realigned = data.validate(raw, "cmrc2018_trial", realign_max_shift=1)
+    _, realigned = data.validation.validate(raw, "cmrc2018_trial", realign_max_shift=1)
     assert realigned.questions_removed == 2 and not realigned.bad_ids["misaligned_answer"]
     assert sorted(realigned.realigned_ids) == sorted(skipped.bad_ids["misaligned_answer"])

@@ -346,7 +346,7 @@ def gold_text(ex):
 
 
 def load_examples(data_dir, rel_path, limit):
-    from mrcbench.data import flatten
+    from mrcbench.data.filters import flatten
 
     dataset = json.loads((data_dir / rel_path).read_text(encoding="utf-8"))
     return [ex for ex in flatten(dataset) if not ex["is_impossible"]][:limit]

@@ -5,9 +5,9 @@ import sys
 import pandas as pd
 import pytest
 
+from mrcbench import ablation, extraction
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
-from mrcbench import extraction
 from mrcbench.errors import MrcbenchError
 
 
@@ -16,8 +16,8 @@ def _ablation(**overrides):
 
 
 def test_every_mode_and_the_head_zones():
-    cells = extraction.grid_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
-    assert cells[0] == extraction.ablation.BASELINE
+    cells = ablation.configured_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
+    assert cells[0] == ablation.BASELINE
     by_mode = pd.Series([c.mode for c in cells]).value_counts().to_dict()
     assert by_mode == {"baseline": 1, "layer": 5 * 4, "head": 1 * 4 * 3, "from_layer": 5 * 4}
     assert {c.zone for c in cells if c.mode == "head"} == {"p2q"}
@@ -26,8 +26,8 @@ def test_every_mode_and_the_head_zones():
 
 def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
     settings = _ablation(modes=["layer", "head", "from_layer"])
-    whole = extraction.grid_cells(3, 2, settings)
-    parts = [extraction.grid_cells(3, 2, settings, layer=layer) for layer in range(3)]
+    whole = ablation.configured_cells(3, 2, settings)
+    parts = [ablation.configured_cells(3, 2, settings, layer=layer) for layer in range(3)]
     assert sorted(map(repr, whole)) == sorted(repr(c) for part in parts for c in part)
     assert sum(c.mode == "baseline" for part in parts for c in part) == 1
     assert all(c.layer == 1 for c in parts[1])
@@ -37,7 +37,7 @@ def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
     for layer in range(2):
         pd.DataFrame({"layer": [layer], "zone": ["p2q"], "f1": [50.0]}).to_parquet(tmp_path / f"layer{layer}.parquet")
     out = tmp_path / "grid.parquet"
-    assert extraction.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
+    assert ablation.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
     assert pd.read_parquet(out)["layer"].tolist() == [0, 1]
     proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "merge-grid", "--out", str(out),
                            str(tmp_path / "layer7.parquet")], capture_output=True, text=True, check=False)
@@ -77,13 +77,13 @@ def _split(n_articles: int, per_article: int, unanswerable_every: int = 2) -> di
 def test_grid_questions_are_answerable_and_spread_over_articles():
     split = _split(n_articles=12, per_article=20)
     chosen = extraction.select_grid_questions(split, 24, answerable_only=True, seed=13)
-    counts = data_mod.count(chosen)
+    counts = data_mod.filters.count(chosen)
     assert counts == {"articles": 12, "paragraphs": 12, "questions": 24, "answerable": 24, "unanswerable": 0}
     assert cfg.DEFAULT_ABLATION["answerable_only"] is True
     mixed = extraction.select_grid_questions(split, 24, answerable_only=False, seed=13)
-    assert data_mod.count(mixed)["unanswerable"] > 0 and data_mod.count(mixed)["articles"] == 12
+    assert data_mod.filters.count(mixed)["unanswerable"] > 0 and data_mod.filters.count(mixed)["articles"] == 12
     # All answerable questions when there are fewer than max_questions.
-    assert data_mod.count(extraction.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
+    assert data_mod.filters.count(extraction.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
     with pytest.raises(MrcbenchError, match="answerable_only"):
         extraction.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)
 

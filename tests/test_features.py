@@ -85,7 +85,7 @@ def long_context(n_words: int) -> str:
 
 
 def squad_examples(data_dir, rel_path, limit, answerable_only=True):
-    from mrcbench.data import flatten
+    from mrcbench.data.filters import flatten
 
     dataset = json.loads((data_dir / rel_path).read_text(encoding="utf-8"))
     flat = [ex for ex in flatten(dataset) if not (answerable_only and ex["is_impossible"])]

@@ -21,28 +21,30 @@ import pytest
 
 from mrcbench import metrics
 from mrcbench.errors import MrcbenchError
-from mrcbench.metrics import (
-    METRICS,
-    MLQA_EXTENSION_LANGUAGES,
-    MLQA_OFFICIAL_LANGUAGES,
-    cmrc2018_evaluate,
+from mrcbench.metrics.cmrc import (
     cmrc_exact,
     cmrc_f1,
     cmrc_remove_punctuation,
     longest_common_substring_length,
     mixed_segmentation,
-    mlqa_evaluate,
+)
+from mrcbench.metrics.command import score_files
+from mrcbench.metrics.mlqa import (
+    MLQA_EXTENSION_LANGUAGES,
+    MLQA_OFFICIAL_LANGUAGES,
     mlqa_exact,
     mlqa_f1,
     mlqa_normalize,
-    normalize_answer,
+)
+from mrcbench.metrics.scoring import (
+    METRICS,
+    cmrc2018_evaluate,
+    mlqa_evaluate,
     per_question_scores,
-    score_files,
     squad_v1_evaluate,
     squad_v2_evaluate,
-    squad_v2_exact,
-    squad_v2_f1,
 )
+from mrcbench.metrics.squad import normalize_answer, squad_v2_exact, squad_v2_f1
 
 
 def make_dataset(questions: list[tuple[str, list[str]]], title: str = "Article") -> dict:
@@ -238,7 +240,7 @@ def test_a_prediction_file_matching_no_question_is_an_error(metric: str, tmp_pat
     pred = _write_json(tmp_path / "p.json", {"other1": "北京", "other2": "x"})
     with pytest.raises(MrcbenchError, match="none of the 2 questions of the dataset has a prediction"):
         METRICS[metric](json.loads(data.read_text()), json.loads(pred.read_text()))
-    assert metrics.main([metric, str(data), str(pred)]) == 2
+    assert metrics.command.main([metric, str(data), str(pred)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: scoring") and captured.err.count("\n") == 1
 
@@ -253,7 +255,7 @@ def test_predictions_for_unknown_questions_are_warned_about(caplog) -> None:
 
 def test_na_prob_thresh_nan_is_rejected(tiny_files: dict[str, Path], capsys) -> None:
     args = ["squad_v2", str(tiny_files["data"]), str(tiny_files["pred"]), "--na-prob-file", str(tiny_files["na"])]
-    assert metrics.main([*args, "--na-prob-thresh", "nan"]) == 2
+    assert metrics.command.main([*args, "--na-prob-thresh", "nan"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "na_prob_thresh must be a number, not nan" in captured.err
     assert captured.err.count("\n") == 1
@@ -456,7 +458,7 @@ def tiny_files(tmp_path: Path) -> dict[str, Path]:
 def test_cli_prints_official_keys(tiny_files: dict[str, Path], tmp_path: Path, capsys) -> None:
     out_parquet = tmp_path / "sub" / "per_question.parquet"
     args = ["squad_v2", str(tiny_files["data"]), str(tiny_files["pred"])]
-    status = metrics.main(
+    status = metrics.command.main(
         [*args, "--na-prob-file", str(tiny_files["na"]), "--per-question", str(out_parquet)]
     )
     assert status == 0
@@ -475,10 +477,10 @@ def test_cli_prints_official_keys(tiny_files: dict[str, Path], tmp_path: Path, c
     )
 
     # threshold 2.0: only n1 (3.0) becomes "no answer" and is then right -> exact (1 + 0 + 1) / 3
-    assert metrics.main([*args, "--na-prob-file", str(tiny_files["na"]), "--na-prob-thresh", "2"]) == 0
+    assert metrics.command.main([*args, "--na-prob-file", str(tiny_files["na"]), "--na-prob-thresh", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["exact"] == pytest.approx(200 / 3)
 
-    assert metrics.main(["cmrc2018", str(tiny_files["data"]), str(tiny_files["pred"])]) == 2
+    assert metrics.command.main(["cmrc2018", str(tiny_files["data"]), str(tiny_files["pred"])]) == 2
     captured = capsys.readouterr()
     # n1 has no gold answer, which the CMRC metric cannot score
     assert captured.err.startswith("error: scoring") and "no gold answer" in captured.err
@@ -487,11 +489,11 @@ def test_cli_prints_official_keys(tiny_files: dict[str, Path], tmp_path: Path, c
 def test_cli_squad_and_cmrc_keys(tmp_path: Path, capsys) -> None:
     data = _write_json(tmp_path / "d.json", make_dataset([("q1", ["北京"]), ("q2", ["上海"])]))
     pred = _write_json(tmp_path / "p.json", {"q1": "北京"})
-    assert metrics.main(["cmrc2018", str(data), str(pred)]) == 0
+    assert metrics.command.main(["cmrc2018", str(data), str(pred)]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "AVERAGE": 50.0, "F1": 50.0, "EM": 50.0, "TOTAL": 2, "SKIP": 1
     }  # fmt: skip
-    assert metrics.main(["squad", str(data), str(pred)]) == 0
+    assert metrics.command.main(["squad", str(data), str(pred)]) == 0
     assert json.loads(capsys.readouterr().out) == {"exact_match": 50.0, "f1": 50.0}
 
 
@@ -536,7 +538,7 @@ def test_malformed_files_give_one_line_errors(
     paths = [tiny_files["data"], tiny_files["pred"]]
     with pytest.raises(MrcbenchError, match=message):
         score_files("squad_v2", *paths, na_prob_path=tiny_files["na"])
-    assert metrics.main(["squad_v2", *map(str, paths), "--na-prob-file", str(tiny_files["na"])]) == 2
+    assert metrics.command.main(["squad_v2", *map(str, paths), "--na-prob-file", str(tiny_files["na"])]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
@@ -762,16 +764,16 @@ def test_mlqa_per_question_scores_reproduce_the_total() -> None:
     result = mlqa_evaluate(dataset, preds, "zh")
     assert frame["em"].mean() == pytest.approx(result["exact_match"])
     assert frame["f1"].mean() == pytest.approx(result["f1"])
-    assert metrics.evaluate("mlqa", dataset, preds, "zh") == result
+    assert metrics.scoring.evaluate("mlqa", dataset, preds, "zh") == result
     # the other metrics ignore the language
-    assert metrics.evaluate("squad", dataset, preds, "zh") == squad_v1_evaluate(dataset, preds)
+    assert metrics.scoring.evaluate("squad", dataset, preds, "zh") == squad_v1_evaluate(dataset, preds)
 
 
 def test_mlqa_cli(tmp_path: Path, capsys) -> None:
     data = _write_json(tmp_path / "d.json", make_dataset([("q1", ["北京2008年奥运会"]), ("q2", ["上海"])]))
     pred = _write_json(tmp_path / "p.json", {"q1": "2008年北京"})
     out = tmp_path / "per_question.parquet"
-    assert metrics.main(["mlqa", str(data), str(pred), "--language", "zh", "--per-question", str(out)]) == 0
+    assert metrics.command.main(["mlqa", str(data), str(pred), "--language", "zh", "--per-question", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == {"exact_match": 0.0, "f1": pytest.approx(100 * (8 / 11) / 2)}
     assert pd.read_parquet(out)["f1"].mean() == pytest.approx(printed["f1"])
@@ -780,7 +782,7 @@ def test_mlqa_cli(tmp_path: Path, capsys) -> None:
         (["mlqa", str(data), str(pred), "--language", "xx"], "does not support language 'xx'"),
         (["squad", str(data), str(pred), "--language", "zh"], "--language is only used by the mlqa metric"),
     ]:
-        assert metrics.main(argv) == 2
+        assert metrics.command.main(argv) == 2
         captured = capsys.readouterr()
         assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1
 
@@ -936,8 +938,8 @@ def test_evaluate_modules_load_offline_and_match_mrcbench_score(metric: str, tmp
 
     from mrcbench import evaluate_metrics
 
-    if metric == "mlqa" and not hasattr(metrics, "mlqa_evaluate"):
-        pytest.skip("this branch has no mlqa scorer yet (mrcbench.metrics.mlqa_evaluate)")
+    if metric == "mlqa" and not hasattr(metrics.scoring, "mlqa_evaluate"):
+        pytest.skip("this branch has no mlqa scorer yet (mrcbench.metrics.scoring.mlqa_evaluate)")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -954,7 +956,7 @@ def test_evaluate_modules_load_offline_and_match_mrcbench_score(metric: str, tmp
         args += ["--na-prob-file", str(_write_json(tmp_path / "na.json", na_probs)), "--na-prob-thresh", "1.0"]
     if metric == "mlqa":
         args += ["--language", "en"]
-    assert metrics.main(args) == 0
+    assert metrics.command.main(args) == 0
     expected = json.loads(capsys.readouterr().out)
 
     module = evaluate.load(evaluate_metrics.module_path(metric))

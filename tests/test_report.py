@@ -72,7 +72,7 @@ hidden = True
 
 
 def test_parse_qmd_splits_front_matter_markdown_and_cells():
-    document = report.parse_qmd(TINY_QMD)
+    document = report.render.parse_qmd(TINY_QMD)
     assert document.front_matter["title"] == "Tiny"
     kinds = [chunk.kind for chunk in document.chunks]
     assert kinds == ["markdown", "code", "code", "markdown", "code"]
@@ -81,13 +81,13 @@ def test_parse_qmd_splits_front_matter_markdown_and_cells():
     assert document.chunks[2].source == "print(value * 2)"
     assert "not a python cell" in document.chunks[3].source  # other fences stay markdown
     with pytest.raises(MrcbenchError, match="never closed"):
-        report.parse_qmd("---\ntitle: x\n")
+        report.render.parse_qmd("---\ntitle: x\n")
     with pytest.raises(MrcbenchError, match="never closed"):
-        report.parse_qmd("```{python}\nx = 1\n")
+        report.render.parse_qmd("```{python}\nx = 1\n")
 
 
 def test_notebook_injects_parameters_and_tags_cells():
-    nb = report.qmd_to_notebook(report.parse_qmd(TINY_QMD), {"value": 21})
+    nb = report.render.qmd_to_notebook(report.render.parse_qmd(TINY_QMD), {"value": 21})
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code[0].metadata["tags"] == ["parameters", "remove_input"]
     assert code[1].source == "# Parameters injected by mrcbench.report\nvalue = 21"
@@ -99,7 +99,7 @@ def test_notebook_injects_parameters_and_tags_cells():
 
 
 def test_the_report_qmd_has_a_parameters_cell_and_every_section():
-    document = report.parse_qmd(QMD.read_text(encoding="utf-8"))
+    document = report.render.parse_qmd(QMD.read_text(encoding="utf-8"))
     assert document.front_matter["format"]["html"]["embed-resources"] is True
     parameters = [c for c in document.chunks if "parameters" in (c.options.get("tags") or [])]
     assert (
@@ -123,14 +123,14 @@ def test_the_report_qmd_has_a_parameters_cell_and_every_section():
 @pytest.fixture(scope="module")
 def synthetic_tree(tmp_path_factory) -> Path:
     results = write_synthetic_results(tmp_path_factory.mktemp("report"))
-    stats.run_stats(results, results / "stats")
+    stats.tables.run_stats(results, results / "stats")
     return results
 
 
 @pytest.fixture(scope="module")
 def rendered(synthetic_tree, tmp_path_factory) -> tuple[str, str]:
     out = tmp_path_factory.mktemp("html") / "report.html"
-    engine = report.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
+    engine = report.render.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
     return engine, out.read_text(encoding="utf-8")
 
 
@@ -139,7 +139,7 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
     assert engine.startswith("fallback")
     for section in SECTIONS:
         assert re.search(rf"<h2[^>]*>{re.escape(section)}", document), section
-    assert report.external_references(document) == []
+    assert report.render.external_references(document) == []
     assert not re.search(r"""<script[^>]+src=["']?https?:""", document)
     assert not re.search(r"""<link[^>]+href=["']?https?:""", document)
     assert document.count("window.__mrcbenchDefine = window.define") == 1  # plotly.js inline, once
@@ -173,7 +173,7 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
 def test_two_renders_of_the_same_results_are_byte_identical(rendered, synthetic_tree, tmp_path):
     _, first = rendered
     out = tmp_path / "again" / "report.html"
-    report.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
+    report.render.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
     assert out.read_text(encoding="utf-8") == first
     # Every plotly div has an id derived from its figure, not a random uuid.
     ids = re.findall(r'<div class="plotly-graph-div" id="([^"]+)"', first)
@@ -191,21 +191,21 @@ def _umask() -> int:
 def test_render_rejects_missing_inputs(tmp_path, synthetic_tree):
     out = tmp_path / "report.html"
     with pytest.raises(MrcbenchError, match="report source not found"):
-        report.render(tmp_path / "missing.qmd", out, {"results_dir": synthetic_tree})
+        report.render.render(tmp_path / "missing.qmd", out, {"results_dir": synthetic_tree})
     with pytest.raises(MrcbenchError, match="results directory not found"):
-        report.render(QMD, out, {"results_dir": tmp_path / "missing"})
+        report.render.render(QMD, out, {"results_dir": tmp_path / "missing"})
     (tmp_path / "results").mkdir()
     with pytest.raises(MrcbenchError, match="run `mrcbench stats` first"):
-        report.render(QMD, out, {"results_dir": tmp_path / "results"})
+        report.render.render(QMD, out, {"results_dir": tmp_path / "results"})
     with pytest.raises(MrcbenchError, match="results directory not found"):
-        report.main(["--qmd", str(QMD), "--results", str(tmp_path / "missing"), "--out", str(out)])
+        report.render.main(["--qmd", str(QMD), "--results", str(tmp_path / "missing"), "--out", str(out)])
 
 
 def test_a_failing_cell_is_reported_with_its_label(tmp_path, synthetic_tree):
     qmd = tmp_path / "broken.qmd"
     qmd.write_text('---\ntitle: x\n---\n\n```{python}\n#| label: boom\nraise ValueError("bad input")\n```\n')
     with pytest.raises(MrcbenchError, match="cell boom failed: ValueError: bad input"):
-        report.render(qmd, tmp_path / "out.html", {"results_dir": synthetic_tree}, engine="fallback")
+        report.render.render(qmd, tmp_path / "out.html", {"results_dir": synthetic_tree}, engine="fallback")
 
 
 def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, caplog):
@@ -230,8 +230,8 @@ def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, capl
     qmd.parent.mkdir()
     qmd.write_text(QMD.read_text(encoding="utf-8"), encoding="utf-8")
     out = tmp_path / "out" / "final.html"
-    with caplog.at_level(logging.INFO, logger="mrcbench.report"):
-        engine = report.render(qmd, out, {"results_dir": synthetic_tree})
+    with caplog.at_level(logging.INFO, logger="mrcbench.report.render"):
+        engine = report.render.render(qmd, out, {"results_dir": synthetic_tree})
     assert engine == "quarto 1.9.99"
     assert "rendering with quarto 1.9.99" in caplog.text
     assert out.read_text() == "<html><body>quarto</body></html>"
@@ -245,18 +245,18 @@ def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, capl
 
 
 def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, monkeypatch, caplog):
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    monkeypatch.setattr(report.render.shutil, "which", lambda name: None)
     qmd = tmp_path / "tiny.qmd"
     qmd.write_text(TINY_QMD)
-    with caplog.at_level(logging.INFO, logger="mrcbench.report"):
-        engine = report.render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
+    with caplog.at_level(logging.INFO, logger="mrcbench.report.render"):
+        engine = report.render.render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
     assert engine.startswith("fallback")
     assert "quarto not found: rendering with the built-in fallback (nbclient + nbconvert)" in caplog.text
     document = (tmp_path / "tiny.html").read_text(encoding="utf-8")
     assert '<p class="mrc-caption">Figure 1: A caption</p>' in document
     assert '<span class="nb">print</span>' in document and "<pre>2\n</pre>" in document  # echo: true
     assert "hidden = True" not in document  # include: false
-    assert report.external_references(document) == []
+    assert report.render.external_references(document) == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,17 +265,17 @@ def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, 
 
 
 def test_external_references_are_detected():
-    assert report.external_references('<script src="https://cdn.example/require.js"></script>')
-    assert report.external_references("<link rel='stylesheet' href='//fonts.example/x.css'>")
-    assert report.external_references("<style>@import url('https://fonts.example/a.css');</style>")
+    assert report.render.external_references('<script src="https://cdn.example/require.js"></script>')
+    assert report.render.external_references("<link rel='stylesheet' href='//fonts.example/x.css'>")
+    assert report.render.external_references("<style>@import url('https://fonts.example/a.css');</style>")
     assert (
-        report.external_references("<script>var u = 'https://plot.ly';</script><a href='https://x'>x</a>")
+        report.render.external_references("<script>var u = 'https://plot.ly';</script><a href='https://x'>x</a>")
         == []
     )
 
 
 def test_seismic_colorscale_is_white_at_zero_blue_below_red_above():
-    scale = report.seismic_colorscale(-10.0, 2.0)
+    scale = report.masking.seismic_colorscale(-10.0, 2.0)
     positions = [position for position, _ in scale]
     assert positions[0] == 0.0 and positions[-1] == pytest.approx(1.0) and positions == sorted(positions)
     colours = {round(position, 6): colour for position, colour in scale}
@@ -295,24 +295,24 @@ def test_zone_layer_heatmap_puts_layer_one_at_the_bottom_and_marks_significance(
             "significant_bh": [True, False, True, False],
         }
     )
-    trace = report.zone_layer_heatmap_trace(cells)
+    trace = report.masking.zone_layer_heatmap_trace(cells)
     assert list(trace.x) == ["Q2Q", "P2P"] and list(trace.y) == [1, 2]  # plotly draws y upwards
     assert trace.z[0][1] == -12.0  # raw value kept beyond the colour range
     assert trace.text[0][1] == "*" and trace.text[1][1] == "+" and trace.text[0][0] == ""
-    assert (trace.zmin, trace.zmax) == report.DELTA_RANGE
+    assert (trace.zmin, trace.zmax) == report.blocks.DELTA_RANGE
 
 
 def test_crop_tokens_keeps_question_specials_and_the_answer():
     zone_ids = [1] + [2] * 5 + [1] + [3] * 200 + [1]
-    keep = report.crop_tokens(zone_ids, (150, 152), max_tokens=40)
+    keep = report.case_studies.crop_tokens(zone_ids, (150, 152), max_tokens=40)
     assert len(keep) == 40
     assert set(range(7)) <= set(keep) and {150, 151, 152, 207} <= set(keep)
-    assert report.crop_tokens(zone_ids[:20], None, max_tokens=40) == list(range(20))
+    assert report.case_studies.crop_tokens(zone_ids[:20], None, max_tokens=40) == list(range(20))
 
 
 def test_case_study_widget_embeds_quantised_maps(tmp_path):
     maps = np.random.default_rng(0).dirichlet(np.ones(6), size=(2, 3, 6)).astype(np.float32)
-    case = report.CaseStudy(
+    case = report.case_studies.CaseStudy(
         qid="q1",
         language="en",
         question="Who?",
@@ -322,7 +322,7 @@ def test_case_study_widget_embeds_quantised_maps(tmp_path):
         maps=maps,
         source="attention/x",
     )
-    fragment = report.case_study_html(case, "cs")
+    fragment = report.case_studies.case_study_html(case, "cs")
     assert 'id="cs-layer"' in fragment and 'id="cs-head"' in fragment
     assert fragment.count("<option") == 2 + 4  # layers, then mean + 3 heads
     payload = json.loads(re.search(r"var P = (\{.*?\});\n", fragment).group(1))
@@ -337,12 +337,12 @@ def test_case_study_widget_embeds_quantised_maps(tmp_path):
 
 def test_case_study_tokens_cannot_break_out_of_the_inline_script():
     maps = np.full((1, 1, 5, 5), 0.2, dtype=np.float32)
-    case = report.CaseStudy(
+    case = report.case_studies.CaseStudy(
         qid="q</script><script>alert(1)</script>", language="en", question="Who?",
         tokens=["[CLS]", "</script><script>alert(1)</script>", "[SEP]", "<!--a", "[SEP]"],
         zone_ids=[1, 2, 1, 3, 1], answer_span=(3, 3), maps=maps, source="attention/x",
     )
-    fragment = report.case_study_html(case, "cs")
+    fragment = report.case_studies.case_study_html(case, "cs")
     # One inline script, closed once, and no raw "<" in its data.
     script = fragment.split("<script>", 1)[1]
     assert script.count("</script>") == 1 and script.endswith("</script>") and "<!--" not in script
@@ -353,17 +353,17 @@ def test_case_study_tokens_cannot_break_out_of_the_inline_script():
 
 
 def test_appendix_helpers_tolerate_missing_files(tmp_path, synthetic_tree):
-    assert report.data_provenance(tmp_path).empty
-    assert report.benchmark_table(tmp_path).empty
-    assert report.git_commit(tmp_path).startswith("not recorded")
-    provenance = report.data_provenance(synthetic_tree)
+    assert report.appendix.data_provenance(tmp_path).empty
+    assert report.appendix.benchmark_table(tmp_path).empty
+    assert report.appendix.git_commit(tmp_path).startswith("not recorded")
+    provenance = report.appendix.data_provenance(synthetic_tree)
     assert set(provenance["split"]) == {"squad_dev", "xquad_en", "xquad_zh"}
     assert provenance["sha256"].str.len().eq(64).all()
     assert provenance.set_index("split").loc["xquad_en", "source_file"].endswith(".json")
-    benchmarks = report.benchmark_table(synthetic_tree)
+    benchmarks = report.appendix.benchmark_table(synthetic_tree)
     assert set(benchmarks["rule"]) == {"predict", "finetune"}
     assert benchmarks.set_index("rule").loc["predict", "jobs"] == 6
-    versions = report.package_versions()
+    versions = report.appendix.package_versions()
     assert {"python", "numpy", "plotly"} <= set(versions["package"])
 
 
@@ -387,13 +387,13 @@ def _headline(effects: dict[tuple[str, int], float], eval_set: str = "dev", n_ar
             frames.append(pd.DataFrame({**keys, "mode": "layer", "layer": layer, "head": -1, "zone": zone,
                                         "qid": qids, "article": articles, "em": 0.0, "f1": masked,
                                         "removed_mass": 0.5}))
-    settings = stats.StatsSettings(seed=1, n_bootstrap=500, n_permutations=1999)
-    deltas, _ = stats.compute_deltas(stats.build_question_matrices(pd.concat(frames)), settings)
-    return stats.headline_zones(deltas)
+    settings = stats.common.StatsSettings(seed=1, n_bootstrap=500, n_permutations=1999)
+    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(pd.concat(frames)), settings)
+    return stats.headline.headline_zones(deltas)
 
 
 def test_abstract_sentence_names_the_planted_zones_and_agrees():
-    sentences = report.headline_sentences(_headline({("p2q", 4): -9.0, ("p2p", 0): -14.0}), min_clusters=10)
+    sentences = report.abstract.headline_sentences(_headline({("p2q", 4): -9.0, ("p2p", 0): -14.0}), min_clusters=10)
     assert len(sentences) == 1
     text = sentences[0]
     assert text.index("P2P in layer 1") < text.index("P2Q in layer 5")
@@ -404,20 +404,20 @@ def test_abstract_sentence_names_the_planted_zones_and_agrees():
 
 
 def test_abstract_sentence_says_no_significant_difference_without_an_effect():
-    text = report.headline_sentences(_headline({}, n_articles=6), min_clusters=10)[0]
+    text = report.abstract.headline_sentences(_headline({}, n_articles=6), min_clusters=10)[0]
     assert text.count("no significant difference") >= 1 and "significant after Holm correction" not in text
     assert "neither confirm nor refute" in text
     assert "60 questions from 6 articles; resampled over questions (fewer than 10 articles)" in text
-    other = report.headline_sentences(_headline({("q2q", 2): -15.0, ("p2p", 3): -10.0}))[0]
+    other = report.abstract.headline_sentences(_headline({("q2q", 2): -15.0, ("p2p", 3): -10.0}))[0]
     assert other.index("Q2Q in layer 3") < other.index("P2P in layer 4")
     assert "This differs from the paper's answer" in other
-    assert report.headline_sentences(pd.DataFrame()) == []
+    assert report.abstract.headline_sentences(pd.DataFrame()) == []
 
 
 def test_grid_counts_reads_the_tables():
     rows = pd.DataFrame({"n_questions": [100, 60], "n_clusters": [33, 4], "resampling": ["article", "question"]})
-    assert report.grid_counts(rows.iloc[:1]) == "100 questions from 33 articles; resampled over articles"
-    assert report.grid_counts(rows.iloc[1:], 10) == (
+    assert report.blocks.grid_counts(rows.iloc[:1]) == "100 questions from 33 articles; resampled over articles"
+    assert report.blocks.grid_counts(rows.iloc[1:], 10) == (
         "60 questions from 4 articles; resampled over questions (fewer than 10 articles)"
     )
-    assert report.grid_counts(rows).startswith("60–100 questions from 4–33 articles")
+    assert report.blocks.grid_counts(rows).startswith("60–100 questions from 4–33 articles")

@@ -169,9 +169,9 @@ class Chromium:
 def rendered_report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
     results = write_synthetic_results(root)
-    stats.run_stats(results, results / "stats")
+    stats.tables.run_stats(results, results / "stats")
     out = root / "report.html"
-    report.render(REPO / "reports" / "report.qmd", out, {"results_dir": results}, engine="fallback")
+    report.render.render(REPO / "reports" / "report.qmd", out, {"results_dir": results}, engine="fallback")
     return out
 
 

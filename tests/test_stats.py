@@ -12,7 +12,7 @@ from mrcbench import stats
 from mrcbench.errors import MrcbenchError
 
 ZONES = ("all", "q2q", "q2p", "p2q", "p2p")
-FAST = stats.StatsSettings(seed=3, n_bootstrap=1000, n_permutations=4999, alpha=0.05)
+FAST = stats.common.StatsSettings(seed=3, n_bootstrap=1000, n_permutations=4999, alpha=0.05)
 
 
 def planted_grid(
@@ -85,8 +85,8 @@ def planted_grid(
     return pd.concat(frames, ignore_index=True)
 
 
-def deltas_for(grid: pd.DataFrame, settings: stats.StatsSettings = FAST) -> pd.DataFrame:
-    deltas, _ = stats.compute_deltas(stats.build_question_matrices(grid), settings)
+def deltas_for(grid: pd.DataFrame, settings: stats.common.StatsSettings = FAST) -> pd.DataFrame:
+    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(grid), settings)
     return deltas
 
 
@@ -162,14 +162,14 @@ def test_questions_are_resampled_below_ten_articles_and_articles_from_ten(n_arti
 
 def test_min_clusters_setting_decides_the_unit():
     grid = planted_grid(effects={("p2p", 0): -8.0}, n_articles=4, per_article=25)
-    loose = stats.StatsSettings(seed=3, n_bootstrap=200, n_permutations=999, min_clusters=3)
+    loose = stats.common.StatsSettings(seed=3, n_bootstrap=200, n_permutations=999, min_clusters=3)
     cell = f1_cell(deltas_for(grid, loose), "p2p", 0)
     assert cell["resampling"] == "article" and cell["test"].startswith("sign-flip, exact (16")
     assert cell["p_value"] >= 2 / 16 - 1e-12
-    assert stats.StatsSettings.from_config({"stats": {"min_clusters": 3}}).min_clusters == 3
-    assert stats.StatsSettings.from_config({}).min_clusters == 10
+    assert stats.common.StatsSettings.from_config({"stats": {"min_clusters": 3}}).min_clusters == 3
+    assert stats.common.StatsSettings.from_config({}).min_clusters == 10
     # Subsets (question-type buckets) follow the same rule.
-    design = stats.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60)
+    design = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60)
     assert design.unit == "article" and design.n_articles == 12
     small = design.subset(np.arange(20))  # 4 articles
     assert small.unit == "question" and small.n_articles == 4 and small.n_clusters == 20
@@ -182,36 +182,36 @@ def test_unanswerable_questions_are_left_out_of_the_deltas():
         {"model": "m", "train_set": "train", "eval_set": "dev", "qid": qids,
          "has_answer": [i % 4 != 0 for i in range(len(qids))]}
     )
-    kept = stats.answerable_grid(grid, scores)
+    kept = stats.results.answerable_grid(grid, scores)
     assert set(kept["qid"]) == {q for q, a in zip(qids, scores["has_answer"], strict=True) if a}
     assert f1_cell(deltas_for(kept), "p2p", 0)["n_questions"] == 75
-    assert stats.answerable_grid(grid, scores.drop(columns="has_answer")) is grid
+    assert stats.results.answerable_grid(grid, scores.drop(columns="has_answer")) is grid
 
 
 def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
-    settings = stats.StatsSettings(seed=11, n_bootstrap=400, n_permutations=99)
+    settings = stats.common.StatsSettings(seed=11, n_bootstrap=400, n_permutations=99)
     covered = 0
     trials = 60
     for trial in range(trials):
         rng = np.random.default_rng(trial)
         articles = np.repeat(np.arange(15), 8)
         values = (rng.normal(-3.0, 5.0, 120) + np.repeat(rng.normal(0, 2.0, 15), 8))[:, None]
-        design = stats.ResamplingDesign.from_articles(articles, 120)
-        summary = stats.summarize_paired(values, design, settings, rng, with_tests=False)
+        design = stats.paired.ResamplingDesign.from_articles(articles, 120)
+        summary = stats.paired.summarize_paired(values, design, settings, rng, with_tests=False)
         covered += summary.ci_low[0] <= -3.0 <= summary.ci_high[0]
     assert 0.8 <= covered / trials <= 1.0
 
 
 def test_sign_flip_exact_and_monte_carlo_p_values():
-    design = stats.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4, min_clusters=2)
+    design = stats.paired.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4, min_clusters=2)
     values = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
-    p, test = stats.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
+    p, test = stats.paired.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
     # Three clusters, all positive: only the identity and the full flip reach |sum| = 7 -> 2/8.
     assert test.startswith("sign-flip, exact") and p[0] == pytest.approx(0.25)
     assert p[1] == pytest.approx(1.0)  # all-zero deltas
-    many = stats.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120)
+    many = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120)
     shifted = np.random.default_rng(1).normal(2.0, 1.0, (120, 1))
-    p, test = stats.sign_flip_pvalues(shifted, many, n_permutations=999, rng=np.random.default_rng(2))
+    p, test = stats.paired.sign_flip_pvalues(shifted, many, n_permutations=999, rng=np.random.default_rng(2))
     assert "999 random" in test and p[0] == pytest.approx(1 / 1000)
 
 
@@ -222,21 +222,21 @@ def test_holm_adjustment_equals_statsmodels():
     for size in (1, 2, 7, 60):
         p = rng.uniform(0, 0.2, size) ** 2
         p[: size // 3] = p[0]  # ties
-        assert stats.holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
+        assert stats.paired.holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
 
 
 def test_wilcoxon_is_one_for_all_zero_columns_and_matches_scipy_otherwise():
     rng = np.random.default_rng(4)
     values = np.column_stack([np.zeros(30), rng.normal(1.0, 1.0, 30)])
-    p = stats.wilcoxon_pvalues(values)
+    p = stats.paired.wilcoxon_pvalues(values)
     assert p[0] == 1.0
     assert p[1] == pytest.approx(sps.wilcoxon(values[:, 1], zero_method="pratt").pvalue)
 
 
 def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
     grid = planted_grid(effects={("p2p", 1): -10.0}, seeds={1: 2.0, 2: 0.0, 3: -2.0}, noise_sd=0.0)
-    matrices = stats.build_question_matrices(grid)
-    deltas, seed_rows = stats.compute_deltas(matrices, FAST)
+    matrices = stats.paired.build_question_matrices(grid)
+    deltas, seed_rows = stats.paired.compute_deltas(matrices, FAST)
     cell = f1_cell(deltas, "p2p", 1)
     assert cell["n_seeds"] == 3
     assert cell["delta"] == pytest.approx(-10.0)
@@ -251,9 +251,9 @@ def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
     scores = base.drop(columns=["variant", "mode", "layer", "head", "zone", "removed_mass"]).assign(
         question="What is it?"
     )
-    no_official = pd.DataFrame(columns=[*stats.RUN_KEYS, "seed", "official_em", "official_f1"])
-    tables = stats.ResultTables(grid=grid, scores=scores, zone_stats=None, official=no_official)
-    baselines, baseline_seeds = stats.compute_baselines(tables, None, FAST)
+    no_official = pd.DataFrame(columns=[*stats.common.RUN_KEYS, "seed", "official_em", "official_f1"])
+    tables = stats.results.ResultTables(grid=grid, scores=scores, zone_stats=None, official=no_official)
+    baselines, baseline_seeds = stats.baselines.compute_baselines(tables, None, FAST)
     f1 = baselines[baselines["metric"] == "f1"].iloc[0]
     seed_means = base.groupby("seed")["f1"].mean()
     assert f1["n_seeds"] == 3
@@ -265,8 +265,8 @@ def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
     assert set(baseline_seeds["seed"]) == {1, 2, 3}
     # A grid on a sub-sample of the questions is compared with the prediction scores of those questions.
     kept = sorted(scores["qid"].unique())[: len(scores["qid"].unique()) // 2]
-    sub = stats.ResultTables(grid=grid[grid["qid"].isin(kept)], scores=scores, zone_stats=None, official=no_official)
-    sub_f1 = stats.compute_baselines(sub, None, FAST)[0].query("metric == 'f1'").iloc[0]
+    sub = stats.results.ResultTables(grid=grid[grid["qid"].isin(kept)], scores=scores, zone_stats=None, official=no_official)
+    sub_f1 = stats.baselines.compute_baselines(sub, None, FAST)[0].query("metric == 'f1'").iloc[0]
     on_kept = scores[scores["qid"].isin(kept)].groupby("seed")["f1"].mean().mean()
     assert sub_f1["scores_on_grid_questions"] == pytest.approx(on_kept)
     assert sub_f1["value"] == pytest.approx(seed_means.mean())
@@ -281,7 +281,7 @@ def test_correlation_summary_recovers_a_planted_r():
     rng = np.random.default_rng(5)
     x = rng.normal(size=3000)
     y = 0.6 * x + np.sqrt(1 - 0.6**2) * rng.normal(size=3000)
-    result = stats.correlation_summary(x, y)
+    result = stats.correlations.correlation_summary(x, y)
     assert result["n"] == 3000
     assert result["pearson_r"] == pytest.approx(0.6, abs=0.04)
     assert result["pearson_ci_low"] < 0.6 < result["pearson_ci_high"]
@@ -292,7 +292,7 @@ def test_correlation_summary_recovers_a_planted_r():
         (reference.low, reference.high)
     )
     # Degenerate inputs give NaN, not an exception.
-    assert np.isnan(stats.correlation_summary(np.ones(10), np.arange(10.0))["pearson_r"])
+    assert np.isnan(stats.correlations.correlation_summary(np.ones(10), np.arange(10.0))["pearson_r"])
 
 
 def test_cluster_robust_se_exceeds_the_naive_se_under_article_clustering():
@@ -302,10 +302,10 @@ def test_cluster_robust_se_exceeds_the_naive_se_under_article_clustering():
     # Both the regressor and the error share an article component: the textbook case for clustering.
     x = np.repeat(rng.normal(size=n_articles), per_article) + 0.2 * rng.normal(size=groups.size)
     y = 0.5 * x + np.repeat(rng.normal(0, 2.0, n_articles), per_article) + rng.normal(0, 0.5, groups.size)
-    fit = stats.ols_cluster(y, x, groups)
+    fit = stats.correlations.ols_cluster(y, x, groups)
     assert fit["ols_cov_type"] == "cluster(article)" and fit["n_clusters"] == n_articles
     assert fit["ols_se_cluster"] > 2.0 * fit["ols_se_naive"]
-    fallback = stats.ols_cluster(y, x, None)
+    fallback = stats.correlations.ols_cluster(y, x, None)
     assert fallback["ols_cov_type"] == "HC1"
 
 
@@ -343,10 +343,10 @@ def test_c1_and_c3_find_planted_relations_between_mass_and_damage():
             )
         )
     grid, zone_stats = pd.concat(rows), pd.concat(zone_rows)
-    matrices = stats.build_question_matrices(grid)
-    deltas, _ = stats.compute_deltas(matrices, FAST)
-    correlations = stats.compute_correlations(
-        matrices, deltas, stats.compute_zone_mass(zone_stats), stats.question_layer_mass(zone_stats), FAST
+    matrices = stats.paired.build_question_matrices(grid)
+    deltas, _ = stats.paired.compute_deltas(matrices, FAST)
+    correlations = stats.correlations.compute_correlations(
+        matrices, deltas, stats.zone_mass.compute_zone_mass(zone_stats), stats.zone_mass.question_layer_mass(zone_stats), FAST
     )
     c1 = correlations[
         (correlations["analysis"] == "C1")
@@ -371,7 +371,7 @@ def test_correlation_p_values_are_corrected_within_each_family(synthetic_stats):
     corr = pd.read_parquet(results / "stats" / "correlations.parquet")
     assert {"C1", "C2", "C3"} <= set(corr["analysis"])
     sizes = []
-    for _, family in corr.groupby(stats.CORRELATION_FAMILY, dropna=False):
+    for _, family in corr.groupby(stats.correlations.CORRELATION_FAMILY, dropna=False):
         for raw, prefix in (("pearson_p", "pearson_p"), ("spearman_p", "spearman_p"), ("ols_p_cluster", "ols_p")):
             rows = family[family[raw].notna()]
             if rows.empty:
@@ -381,7 +381,7 @@ def test_correlation_p_values_are_corrected_within_each_family(synthetic_stats):
             assert (holm >= bh - 1e-12).all() and (bh >= p - 1e-12).all() and (holm <= 1).all()
             order = np.argsort(p, kind="stable")
             assert (np.diff(holm[order]) >= -1e-12).all() and (np.diff(bh[order]) >= -1e-12).all()
-            assert holm == pytest.approx(stats.holm_adjust(p))
+            assert holm == pytest.approx(stats.paired.holm_adjust(p))
             sizes.append(len(rows))
         assert (family["significant_holm"] == (family["pearson_p_holm"] < 0.05)).all()
     # The families are the maps of layer x zone cells, so the corrections are not the identity.
@@ -396,7 +396,7 @@ def test_correlation_p_values_are_corrected_within_each_family(synthetic_stats):
 
 
 def headline_for(grid: pd.DataFrame) -> pd.DataFrame:
-    table = stats.headline_zones(deltas_for(grid))
+    table = stats.headline.headline_zones(deltas_for(grid))
     return table[(table["metric"] == "f1")]
 
 
@@ -418,7 +418,7 @@ def test_headline_without_effect_and_with_other_zones():
     # ALL is the union of the zones and does not compete.
     union = headline_for(planted_grid(effects={("all", 2): -30.0, ("p2q", 1): -9.0, ("p2p", 3): -8.0}))
     assert "all" not in set(union["zone"]) and set(union["zone"]) == {"p2q", "p2p"}
-    assert stats.headline_zones(pd.DataFrame(columns=stats.DELTA_COLUMNS)).empty
+    assert stats.headline.headline_zones(pd.DataFrame(columns=stats.paired.DELTA_COLUMNS)).empty
 
 
 def test_headline_table_of_the_synthetic_tree(synthetic_stats):
@@ -439,10 +439,10 @@ def test_kendall_tau_b_matches_scipy_with_ties_and_batches():
     rng = np.random.default_rng(8)
     x = rng.integers(0, 5, 25).astype(float)
     y = x + rng.integers(0, 3, 25)
-    assert stats.kendall_tau_b(x, y) == pytest.approx(sps.kendalltau(x, y).statistic)
+    assert stats.crosslingual.kendall_tau_b(x, y) == pytest.approx(sps.kendalltau(x, y).statistic)
     batch_x, batch_y = rng.normal(size=(4, 12)), rng.normal(size=(4, 12))
     expected = [sps.kendalltau(a, b).statistic for a, b in zip(batch_x, batch_y, strict=True)]
-    assert stats.kendall_tau_b(batch_x, batch_y) == pytest.approx(expected)
+    assert stats.crosslingual.kendall_tau_b(batch_x, batch_y) == pytest.approx(expected)
 
 
 def test_identical_profiles_across_languages_give_tau_one():
@@ -451,9 +451,9 @@ def test_identical_profiles_across_languages_give_tau_one():
     )
     chinese = english.assign(eval_set="xquad_zh")
     other = planted_grid(eval_set="squad_dev", qid_prefix="s")  # different questions: not parallel
-    matrices = stats.build_question_matrices(pd.concat([english, chinese, other]))
+    matrices = stats.paired.build_question_matrices(pd.concat([english, chinese, other]))
     languages = {"xquad_en": "en", "xquad_zh": "zh", "squad_dev": "en"}
-    rank, question = stats.compute_crosslingual(matrices, None, languages, FAST)
+    rank, question = stats.crosslingual.compute_crosslingual(matrices, None, languages, FAST)
     assert set(zip(rank["eval_a"], rank["eval_b"], strict=True)) == {("xquad_en", "xquad_zh")}
     f1 = rank[rank["metric"] == "f1"].iloc[0]
     assert f1["kendall_tau"] == pytest.approx(1.0)
@@ -468,8 +468,8 @@ def test_identical_profiles_across_languages_give_tau_one():
 def test_unrelated_profiles_give_tau_near_zero():
     english = planted_grid(eval_set="xquad_en", noise_sd=8.0, rng_seed=1)
     chinese = planted_grid(eval_set="xquad_zh", noise_sd=8.0, rng_seed=2)
-    matrices = stats.build_question_matrices(pd.concat([english, chinese]))
-    rank, _ = stats.compute_crosslingual(matrices, None, {}, FAST)
+    matrices = stats.paired.build_question_matrices(pd.concat([english, chinese]))
+    rank, _ = stats.crosslingual.compute_crosslingual(matrices, None, {}, FAST)
     f1 = rank[rank["metric"] == "f1"].iloc[0]
     assert abs(f1["kendall_tau"]) < 0.35 and f1["p_permutation"] > 0.01
 
@@ -498,7 +498,7 @@ def test_unrelated_profiles_give_tau_near_zero():
     ],
 )
 def test_english_question_types(question, bucket):
-    assert stats.english_question_type(question) == bucket
+    assert stats.question_types.english_question_type(question) == bucket
 
 
 @pytest.mark.parametrize(
@@ -520,15 +520,15 @@ def test_english_question_types(question, bucket):
     ],
 )
 def test_chinese_question_types(question, bucket):
-    assert stats.chinese_question_type(question) == bucket
+    assert stats.question_types.chinese_question_type(question) == bucket
 
 
 def test_language_comes_from_the_config_else_from_the_text():
     config = {"splits": {"dev": {"dataset": "cmrc"}}, "datasets": {"cmrc": {"language": "zh"}}}
-    assert stats.eval_language(config, "dev") == "zh"
-    assert stats.eval_language(None, "dev", ["谁是作者？", "什么时候？"]) == "zh"
-    assert stats.eval_language(None, "xquad_de", ["Wer ist das?"]) == "de"
-    assert stats.eval_language(None, "dev", ["Who is it?"]) == "en"
+    assert stats.common.eval_language(config, "dev") == "zh"
+    assert stats.common.eval_language(None, "dev", ["谁是作者？", "什么时候？"]) == "zh"
+    assert stats.common.eval_language(None, "xquad_de", ["Wer ist das?"]) == "de"
+    assert stats.common.eval_language(None, "dev", ["Who is it?"]) == "en"
 
 
 def test_question_type_table_marks_small_buckets():
@@ -536,9 +536,9 @@ def test_question_type_table_marks_small_buckets():
     qids = grid.drop_duplicates("qid")["qid"].tolist()
     texts = ["What is it?" if i % 3 else "Who is it?" for i in range(len(qids))]
     questions = pd.DataFrame({"eval_set": "dev", "qid": qids, "question": texts})
-    settings = stats.StatsSettings(seed=1, n_bootstrap=200, min_bucket_size=30)
-    table = stats.compute_question_types(
-        stats.build_question_matrices(grid), questions, {"dev": "en"}, settings
+    settings = stats.common.StatsSettings(seed=1, n_bootstrap=200, min_bucket_size=30)
+    table = stats.question_types.compute_question_types(
+        stats.paired.build_question_matrices(grid), questions, {"dev": "en"}, settings
     )
     sizes = table.drop_duplicates(["bucket"]).set_index("bucket")["n_questions"].to_dict()
     assert sizes == {"what": 40, "who": 20}
@@ -559,9 +559,9 @@ def test_question_type_table_marks_small_buckets():
 
 
 def test_layer_mapping_by_relative_depth():
-    assert stats.map_layers_by_depth(12) == {layer: [layer] for layer in range(12)}
-    assert stats.map_layers_by_depth(6) == {i: [2 * i, 2 * i + 1] for i in range(6)}
-    deep = stats.map_layers_by_depth(24)
+    assert stats.paper_comparison.map_layers_by_depth(12) == {layer: [layer] for layer in range(12)}
+    assert stats.paper_comparison.map_layers_by_depth(6) == {i: [2 * i, 2 * i + 1] for i in range(6)}
+    deep = stats.paper_comparison.map_layers_by_depth(24)
     assert deep[0] == [0] and deep[1] == [0] and deep[23] == [11]
 
 
@@ -573,14 +573,14 @@ def test_the_paper_grid_agrees_with_itself_and_a_shuffled_grid_does_not():
     rows = paper.rename(columns={"delta_em": "delta"}).assign(
         model="m", train_set="t", eval_set="dev", variant="paper", metric="em", mode="layer", head=-1
     )
-    summary, cells = stats.compare_with_paper(rows, FAST)
+    summary, cells = stats.paper_comparison.compare_with_paper(rows, FAST)
     row = summary.iloc[0]
     assert row["spearman_rho"] == pytest.approx(1.0) and row["top2_agree"]
     assert set(row["top2_run"].split(",")) == {"p2p", "p2q"}
     assert row["run_layers"] == 12 and row["n_cells"] == 60 and "bert-base-cased" in row["model_difference"]
     assert len(cells) == 60
     reversed_rows = rows.assign(delta=-rows["delta"])
-    summary, _ = stats.compare_with_paper(reversed_rows, FAST)
+    summary, _ = stats.paper_comparison.compare_with_paper(reversed_rows, FAST)
     assert summary.iloc[0]["spearman_rho"] == pytest.approx(-1.0) and not summary.iloc[0]["top2_agree"]
 
 
@@ -592,15 +592,15 @@ def test_the_paper_grid_agrees_with_itself_and_a_shuffled_grid_does_not():
 @pytest.fixture(scope="module")
 def synthetic_stats(tmp_path_factory):
     results = write_synthetic_results(tmp_path_factory.mktemp("stats"))
-    written = stats.run_stats(results, results / "stats")
+    written = stats.tables.run_stats(results, results / "stats")
     return results, written
 
 
 def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     results, written = synthetic_stats
     names = {path.name for path in written}
-    assert len(stats.TABLES) == 11
-    for table in stats.TABLES:
+    assert len(stats.tables.TABLES) == 11
+    for table in stats.tables.TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         assert not pd.read_parquet(results / "stats" / f"{table}.parquet").empty, table
     assert "settings.json" in names
@@ -625,23 +625,23 @@ def test_run_stats_finds_the_planted_cells_of_the_synthetic_tree(synthetic_stats
 def test_cli_main_and_user_errors(tmp_path, synthetic_stats):
     results, _ = synthetic_stats
     out = tmp_path / "stats"
-    assert stats.main(["--results", str(results), "--out", str(out), *_file_arguments(results)]) == 0
+    assert stats.tables.main(["--results", str(results), "--out", str(out), *_file_arguments(results)]) == 0
     assert (out / "deltas.parquet").is_file()
     with pytest.raises(MrcbenchError, match="results directory not found"):
-        stats.run_stats(tmp_path / "missing", out)
+        stats.tables.run_stats(tmp_path / "missing", out)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MrcbenchError, match="no ablation"):
-        stats.run_stats(tmp_path / "empty", out)
+        stats.tables.run_stats(tmp_path / "empty", out)
     broken = tmp_path / "broken" / "ablation" / "m" / "t" / "seed1" / "dev"
     broken.mkdir(parents=True)
     pd.DataFrame({"model": ["m"], "qid": ["q"]}).to_parquet(broken / "grid.parquet")
     with pytest.raises(MrcbenchError, match=r"grid\.parquet: missing column"):
-        stats.run_stats(tmp_path / "broken", out)
+        stats.tables.run_stats(tmp_path / "broken", out)
 
 
 def _file_arguments(results, exclude=()) -> list[str]:
     """The explicit file arguments the workflow's stats rule passes."""
-    found = stats.ResultFiles.discover(results)
+    found = stats.results.ResultFiles.discover(results)
     args = []
     for option, paths in (("--scores", found.scores), ("--metrics", found.metrics), ("--grids", found.grids),
                           ("--zone-stats", found.zone_stats)):
@@ -664,24 +664,24 @@ def test_a_stray_run_folder_beside_the_declared_files_changes_no_table(tmp_path,
             frame = pd.read_parquet(parquet)
             frame["seed"] = 9
             frame.to_parquet(parquet)
-    assert stats.main(["--results", str(copy), "--out", str(copy / "stats"), *declared]) == 0
-    for table in stats.TABLES:
+    assert stats.tables.main(["--results", str(copy), "--out", str(copy / "stats"), *declared]) == 0
+    for table in stats.tables.TABLES:
         pd.testing.assert_frame_equal(pd.read_parquet(copy / "stats" / f"{table}.parquet"),
                                       pd.read_parquet(results / "stats" / f"{table}.parquet"), obj=table)
     # Globbing the whole folder would have mixed the stray seed in.
-    assert 9 in set(stats.load_results(copy).scores["seed"])
+    assert 9 in set(stats.results.load_results(copy).scores["seed"])
 
 
 def test_two_files_holding_one_run_are_refused(tmp_path, synthetic_stats):
     results, _ = synthetic_stats
-    found = stats.ResultFiles.discover(results)
+    found = stats.results.ResultFiles.discover(results)
     copied = tmp_path / "copy" / "predict" / "tiny-bert" / "squad_train" / "seed1" / "squad_dev"
     copied.mkdir(parents=True)
     (copied / "scores.parquet").write_bytes(found.scores[0].read_bytes())
-    files = stats.ResultFiles(grids=[], zone_stats=[], scores=[*found.scores, copied / "scores.parquet"],
+    files = stats.results.ResultFiles(grids=[], zone_stats=[], scores=[*found.scores, copied / "scores.parquet"],
                               metrics=[])
     with pytest.raises(MrcbenchError, match=r"scores\.parquet and .* both hold the results of model=tiny-bert"):
-        stats.load_results(results, files)
+        stats.results.load_results(results, files)
 
 
 def test_truncated_parquet_and_bad_json_are_one_line_naming_the_file(tmp_path, synthetic_stats):
@@ -689,16 +689,16 @@ def test_truncated_parquet_and_bad_json_are_one_line_naming_the_file(tmp_path, s
     import sys
 
     results, _ = synthetic_stats
-    found = stats.ResultFiles.discover(results)
+    found = stats.results.ResultFiles.discover(results)
     truncated = tmp_path / "grid.parquet"
     truncated.write_bytes(found.grids[0].read_bytes()[:500])
     with pytest.raises(MrcbenchError, match=r"grid\.parquet: unreadable or truncated .*delete it and re-run"):
-        stats.load_results(results, stats.ResultFiles([truncated], [], found.scores, []))
+        stats.results.load_results(results, stats.results.ResultFiles([truncated], [], found.scores, []))
     bad_json = tmp_path / "predict" / "m" / "t" / "seed1" / "e" / "metrics.json"
     bad_json.parent.mkdir(parents=True)
     bad_json.write_text('{"exact": 1')
     with pytest.raises(MrcbenchError, match=r"metrics\.json: unreadable or truncated .*delete it and re-run"):
-        stats.load_results(results, stats.ResultFiles([], [], found.scores, [bad_json]))
+        stats.results.load_results(results, stats.results.ResultFiles([], [], found.scores, [bad_json]))
     proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "stats", "--results", str(results),
                            "--out", str(tmp_path / "stats"), "--scores", *map(str, found.scores),
                            "--grids", str(truncated)], check=False, capture_output=True, text=True)

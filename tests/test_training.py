@@ -93,7 +93,7 @@ def test_answerless_windows_are_downsampled_and_counted(setup):
 
     root, model_dir, *_ = setup
     _, tokenizer = load_for_qa(model_dir)
-    examples = data_mod.flatten(data_mod.load_squad_json(_long_squad(root / "long.json")))
+    examples = data_mod.filters.flatten(data_mod.loading.load_squad_json(_long_squad(root / "long.json")))
     train = feat_mod.prepare_train_features(examples, tokenizer, 64, 32, 16, progress=False)
     answerless = [i for i, s in enumerate(train.start_positions) if s == 0]
     with_answer = [i for i, s in enumerate(train.start_positions) if s != 0]

@@ -15,4 +15,4 @@ class Cmrc2018(evaluate.Metric):
 
     def _compute(self, predictions, references):
         dataset = evaluate_metrics.references_to_dataset(references)
-        return metrics.cmrc2018_evaluate(dataset, evaluate_metrics.predictions_by_id(predictions))
+        return metrics.scoring.cmrc2018_evaluate(dataset, evaluate_metrics.predictions_by_id(predictions))

@@ -18,4 +18,5 @@ class Mlqa(evaluate.Metric):
 
     def _compute(self, predictions, references, language=None):
         dataset = evaluate_metrics.references_to_dataset(references)
-        return metrics.mlqa_evaluate(dataset, evaluate_metrics.predictions_by_id(predictions), language)
+        answers = evaluate_metrics.predictions_by_id(predictions)
+        return metrics.scoring.mlqa_evaluate(dataset, answers, language)

@@ -15,4 +15,4 @@ class Squad(evaluate.Metric):
 
     def _compute(self, predictions, references):
         dataset = evaluate_metrics.references_to_dataset(references)
-        return metrics.squad_v1_evaluate(dataset, evaluate_metrics.predictions_by_id(predictions))
+        return metrics.scoring.squad_v1_evaluate(dataset, evaluate_metrics.predictions_by_id(predictions))

@@ -19,7 +19,7 @@ class SquadV2(evaluate.Metric):
 
     def _compute(self, predictions, references, no_answer_threshold=1.0):
         dataset = evaluate_metrics.references_to_dataset(references)
-        return metrics.squad_v2_evaluate(
+        return metrics.scoring.squad_v2_evaluate(
             dataset,
             evaluate_metrics.predictions_by_id(predictions),
             na_probs=evaluate_metrics.predictions_by_id(predictions, "no_answer_probability"),

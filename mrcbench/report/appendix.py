@@ -1,0 +1,146 @@
+"""The report's "Appendix: reproducibility": package versions, git commit, data provenance, timings.
+
+Read from the environment and the raw result files (``benchmarks/``, dataset checksums); no
+statistics table is involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def package_versions(
+    names: tuple[str, ...] = (
+        "mrcbench",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "datasets",
+        "numpy",
+        "pandas",
+        "scipy",
+        "statsmodels",
+        "plotly",
+        "snakemake",
+        "nbclient",
+        "nbconvert",
+    ),
+) -> pd.DataFrame:
+    rows = [{"package": "python", "version": sys.version.split()[0]}]
+    for name in names:
+        try:
+            rows.append({"package": name, "version": metadata.version(name)})
+        except metadata.PackageNotFoundError:
+            rows.append({"package": name, "version": "not installed"})
+    return pd.DataFrame(rows)
+
+
+def git_commit(path: Path) -> str:
+    """Commit of the checkout holding ``path`` (with ``-dirty`` when it has uncommitted changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+        )
+        if head.returncode != 0:
+            return "not recorded (not a git checkout)"
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+        )
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "not recorded (git unavailable)"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Split, source file, SHA-256 and sizes of every split.
+
+    Read from ``data/{split}.summary.json``, written by ``mrcbench prepare-data``: its ``provenance``
+    holds the source file (or hub spec) and the file's SHA-256 taken when the data were prepared,
+    ``counts`` the articles and questions kept.
+    """
+    results_dir = Path(results_dir)
+    rows = []
+    for path in sorted((results_dir / "data").glob("*.summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        provenance = summary.get("provenance") or {}
+        counts = summary.get("counts") or {}
+        hub = provenance.get("hub") or {}
+        source = provenance.get("local") or " ".join(str(v) for v in (hub.get("path"), hub.get("name"), hub.get("split")) if v)
+        rows.append(
+            {
+                "split": path.name.removesuffix(".summary.json"),
+                "source_file": source or "not recorded",
+                "sha256": provenance.get("sha256", "not recorded (hub)" if hub else "not recorded"),
+                "articles": counts.get("articles"),
+                "questions": counts.get("questions"),
+                "answerable": counts.get("answerable"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["split", "source_file", "sha256", "articles", "questions", "answerable"])
+
+
+def benchmark_table(results_dir: Path) -> pd.DataFrame:
+    """Wall time and peak memory per Snakemake rule from the ``benchmark:`` TSVs."""
+    rows = []
+    root = Path(results_dir) / "benchmarks"
+    for path in sorted(root.glob("**/*.tsv")):
+        try:
+            frame = pd.read_csv(path, sep="\t")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            continue
+        if "s" not in frame.columns:
+            continue
+        relative = path.relative_to(root)
+        rule = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+        rows.append(
+            {
+                "rule": rule,
+                "job": str(relative.with_suffix("")),
+                "seconds": float(frame["s"].mean()),
+                "max_rss_mb": float(pd.to_numeric(frame.get("max_rss"), errors="coerce").max())
+                if "max_rss" in frame
+                else np.nan,
+            }
+        )
+    jobs = pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
+    if jobs.empty:
+        return pd.DataFrame(columns=["rule", "jobs", "total_s", "mean_s", "max_s", "max_rss_mb"])
+    grouped = jobs.groupby("rule")
+    return (
+        pd.DataFrame(
+            {
+                "jobs": grouped.size(),
+                "total_s": grouped["seconds"].sum(),
+                "mean_s": grouped["seconds"].mean(),
+                "max_s": grouped["seconds"].max(),
+                "max_rss_mb": grouped["max_rss_mb"].max(),
+            }
+        )
+        .reset_index()
+        .sort_values("total_s", ascending=False)
+    )

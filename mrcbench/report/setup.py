@@ -1,0 +1,81 @@
+"""The report's "Setup" section: datasets, splits, models and experiments, as tables.
+
+Read from the config the statistics ran with (:mod:`mrcbench.report.inputs`); no statistics table is
+involved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mrcbench.config import DEFAULT_SEEDS
+
+
+def _starting_point(config: dict[str, Any], experiment: str) -> str:
+    """What an experiment's fine-tuning starts from: the pre-trained weights, or (training.init_from)
+    the same model already fine-tuned on another split."""
+    from mrcbench import config as cfg
+
+    train = config["experiments"][experiment]["train"]
+    starts = {cfg.init_from(config, model, train) for model in cfg.experiment_models(config, experiment)}
+    return "; ".join(sorted(f"fine-tuned on {init} (training.init_from)" if init else "pre-trained weights"
+                            for init in starts))
+
+
+def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Models, datasets/splits, experiments and recipe knobs from the resolved config."""
+    models = pd.DataFrame(
+        [
+            {"model": name, **{k: v for k, v in spec.items() if not isinstance(v, (dict, list))}}
+            for name, spec in (config.get("models") or {}).items()
+        ]
+    )
+    datasets = config.get("datasets") or {}
+    splits = pd.DataFrame(
+        [
+            {
+                "split": name,
+                "role": spec.get("role"),
+                "dataset": spec.get("dataset"),
+                "language": (datasets.get(spec.get("dataset")) or {}).get("language"),
+                "metric": (datasets.get(spec.get("dataset")) or {}).get("metric"),
+                **{
+                    k: v
+                    for k, v in spec.items()
+                    if k not in ("role", "dataset") and not isinstance(v, (dict, list))
+                },
+            }
+            for name, spec in (config.get("splits") or {}).items()
+        ]
+    )
+    experiments = pd.DataFrame(
+        [
+            {
+                "experiment": name,
+                "train": spec.get("train"),
+                "eval": ", ".join(spec.get("eval", [])),
+                "models": ", ".join(spec.get("models", [])) or "(all of the language)",
+                "seeds": ", ".join(map(str, spec.get("seeds", DEFAULT_SEEDS))),
+                "starts from": _starting_point(config, name),
+            }
+            for name, spec in (config.get("experiments") or {}).items()
+        ]
+    )
+    knobs = []
+    for section in ("training", "features", "decoding", "ablation", "stats"):
+        for key, value in (config.get(section) or {}).items():
+            knobs.append(
+                {
+                    "section": section,
+                    "key": key,
+                    "value": ", ".join(map(str, value)) if isinstance(value, list) else str(value),
+                }
+            )
+    return {
+        "models": models,
+        "splits": splits,
+        "experiments": experiments,
+        "knobs": pd.DataFrame(knobs, columns=["section", "key", "value"]),
+    }

@@ -1,0 +1,110 @@
+"""Names and settings every analysis of :mod:`mrcbench.stats` shares.
+
+The metrics, the key columns of runs and grid cells, the columns each input file must have, the
+paper's four zones, the statistics settings (``stats`` in the config) with the seeded generator of each
+table key, and the language of an eval set (which question-type buckets apply, which sets are parallel).
+Shown nowhere on its own; every statistics section of the report depends on it.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+METRICS = ("em", "f1")
+RUN_KEYS = ["model", "train_set", "eval_set"]
+CELL_KEYS = ["mode", "layer", "head", "zone"]
+GRID_COLUMNS = [*RUN_KEYS, "seed", "variant", *CELL_KEYS, "qid", "article", "em", "f1"]
+SCORES_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "question", "em", "f1"]
+ZONE_STATS_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "layer", "head", "row_zone", "col_zone", "mass"]
+
+#: The four zones of the paper, as (query row zone, key column zone) of ``zone_stats.parquet``.
+FOUR_ZONES: dict[str, tuple[str, str]] = {
+    "q2q": ("question", "question"),
+    "q2p": ("question", "passage"),
+    "p2q": ("passage", "question"),
+    "p2p": ("passage", "passage"),
+}
+_SHORT = {"question": "q", "passage": "p", "special": "s"}
+#: Zone order of the heatmaps (paper order, our extra zones first).
+ZONE_ORDER = ["all_paper_quirk", "all", "q2q", "q2p", "p2q", "p2p"]
+#: The paper's answer: the two zones whose masking matters most (paper-method.md §4.2).
+PAPER_ZONES = ("p2q", "p2p")
+#: Fewest article clusters for article-level resampling (config ``stats.min_clusters``).
+MIN_CLUSTERS = 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """Knobs of the statistics (config section ``stats``).
+
+    ``alpha`` is the significance level of the corrected tests and sets the CI level (1 - alpha).
+    """
+
+    seed: int = 0
+    n_bootstrap: int = 1000
+    n_permutations: int = 9999
+    alpha: float = 0.05
+    min_bucket_size: int = 30
+    min_clusters: int = MIN_CLUSTERS
+    parallel_min_overlap: float = 0.9
+    min_layers_for_paper: int = 4
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.alpha
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> StatsSettings:
+        section = dict((config or {}).get("stats") or {})
+        defaults = cls()
+        return cls(
+            seed=int(section.get("seed", defaults.seed)),
+            n_bootstrap=int(section.get("bootstrap", defaults.n_bootstrap)),
+            n_permutations=int(section.get("permutations", defaults.n_permutations)),
+            alpha=float(section.get("alpha", defaults.alpha)),
+            min_bucket_size=int(section.get("min_bucket_size", defaults.min_bucket_size)),
+            min_clusters=int(section.get("min_clusters", defaults.min_clusters)),
+        )
+
+
+def _rng(settings: StatsSettings, *key: Any) -> np.random.Generator:
+    """A generator seeded by the stats seed and the table key (independent of processing order)."""
+    digest = zlib.crc32("\x1f".join(str(part) for part in key).encode("utf-8"))
+    return np.random.default_rng([settings.seed, digest])
+
+
+# --------------------------------------------------------------------------------------------------
+# Languages
+# --------------------------------------------------------------------------------------------------
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def eval_language(config: dict | None, eval_set: str, questions: Iterable[str] = ()) -> str:
+    """Language code of an eval split: the config's ``datasets.<d>.language``, else detected.
+
+    Detection: "zh" when at least half the questions contain CJK characters; else a trailing
+    ``_xx`` language code of the split name (``xquad_de``); else "en".
+    """
+    try:
+        if config:
+            dataset = config["splits"][eval_set]["dataset"]
+            return str(config["datasets"][dataset]["language"])
+    except (KeyError, TypeError):
+        pass
+    texts = [str(text) for text in questions if isinstance(text, str)]
+    if texts and sum(bool(_CJK.search(text)) for text in texts) >= 0.5 * len(texts):
+        return "zh"
+    match = re.search(r"[_.-]([a-z]{2})$", eval_set)
+    return match.group(1) if match else "en"

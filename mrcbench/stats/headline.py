@@ -1,0 +1,107 @@
+"""The answer per leg: which zones hurt most when masked (the abstract).
+
+Writes the ``headline`` table, which the report's "Abstract" turns into sentences
+(:mod:`mrcbench.report.abstract`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from mrcbench.stats.common import FOUR_ZONES, PAPER_ZONES, RUN_KEYS
+
+HEADLINE_COLUMNS = [
+    *RUN_KEYS,
+    "variant",
+    "metric",
+    "rank",
+    "zone",
+    "layer",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_holm",
+    "p_bh",
+    "significant_holm",
+    "ci_excludes_zero",
+    "n_questions",
+    "n_clusters",
+    "resampling",
+    "n_layers",
+    "paper_zones",
+    "agrees_with_paper",
+    "verdict",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# The answer per leg: which zones hurt most when masked (the abstract)
+# --------------------------------------------------------------------------------------------------
+
+
+def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES), top: int = 2) -> pd.DataFrame:
+    """Per grid (model, train set, eval set, variant, metric): the ``top`` zones whose masking hurts most.
+
+    A zone's damage is its most damaging single-layer cell (zone x layer, all heads): the most negative
+    delta over layers, with that cell's bootstrap CI and Holm/BH-corrected p-value from the delta table
+    (so the selection over layers and zones is covered by the correction over the grid's cells). Zones
+    are ranked by that delta; only the paper's four zones compete (ALL is their union).
+
+    ``verdict`` (the same on the rows of one grid) compares the top two with the paper's P2Q + P2P:
+
+    * ``no significant drop``: neither of the top two drops is significant after Holm (whatever the zones);
+    * ``agrees``: the same two zones, both with a drop significant after Holm;
+    * ``same zones, one significant``: the same two zones, only one drop significant;
+    * ``differs``: another zone is among the top two and at least one top drop is significant.
+    """
+    if deltas.empty:
+        return pd.DataFrame(columns=HEADLINE_COLUMNS)
+    layer_grid = deltas[(deltas["mode"] == "layer") & (deltas["head"] == -1) & deltas["zone"].isin(list(zones))]
+    rows: list[dict[str, Any]] = []
+    for (model, train_set, eval_set, variant, metric), grid in layer_grid.groupby(
+        [*RUN_KEYS, "variant", "metric"], sort=True
+    ):
+        grid = grid[grid["delta"].notna()]
+        if grid.empty:
+            continue
+        worst = grid.sort_values(["delta", "layer"], kind="stable").drop_duplicates("zone").head(top)
+        top_zones = list(worst["zone"])
+        significant = (worst["significant_holm"].astype(bool) & (worst["delta"] < 0)).to_numpy()
+        agrees = len(top_zones) == len(PAPER_ZONES) and set(top_zones) == set(PAPER_ZONES)
+        if not significant.any():
+            verdict = "no significant drop"
+        elif agrees:
+            verdict = "agrees" if significant.all() else "same zones, one significant"
+        else:
+            verdict = "differs"
+        for rank, (_, cell) in enumerate(worst.iterrows(), start=1):
+            rows.append(
+                {
+                    "model": model,
+                    "train_set": train_set,
+                    "eval_set": eval_set,
+                    "variant": variant,
+                    "metric": metric,
+                    "rank": rank,
+                    "zone": cell["zone"],
+                    "layer": int(cell["layer"]),
+                    "delta": float(cell["delta"]),
+                    "ci_low": float(cell["ci_low"]),
+                    "ci_high": float(cell["ci_high"]),
+                    "p_holm": float(cell["p_holm"]),
+                    "p_bh": float(cell["p_bh"]),
+                    "significant_holm": bool(significant[rank - 1]),
+                    "ci_excludes_zero": bool(cell["ci_high"] < 0 or cell["ci_low"] > 0),
+                    "n_questions": int(cell["n_questions"]),
+                    "n_clusters": int(cell["n_clusters"]),
+                    "resampling": cell["resampling"],
+                    "n_layers": int(grid["layer"].nunique()),
+                    "paper_zones": ",".join(PAPER_ZONES),
+                    "agrees_with_paper": agrees,
+                    "verdict": verdict,
+                }
+            )
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)

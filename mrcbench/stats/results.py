@@ -1,0 +1,148 @@
+"""Loading the result files the statistics read.
+
+Masking grids (``grid.parquet``), per-question scores (``scores.parquet``), zone statistics
+(``zone_stats.parquet``) and the official metrics (``metrics.json``) of every run under a results
+directory, refusing two files for one run; and the grid's answerable questions
+(:func:`answerable_grid`). Feeds every table of :mod:`mrcbench.stats.tables`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mrcbench.errors import MrcbenchError
+from mrcbench.files import read_json, read_parquet
+from mrcbench.stats.common import GRID_COLUMNS, RUN_KEYS, SCORES_COLUMNS, ZONE_STATS_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading result files
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResultTables:
+    grid: pd.DataFrame | None
+    scores: pd.DataFrame | None
+    zone_stats: pd.DataFrame | None
+    official: pd.DataFrame  # model, train_set, eval_set, seed, official_em, official_f1
+
+
+@dataclass
+class ResultFiles:
+    """The result files one statistics run reads: in the workflow, exactly the rule's declared inputs
+    (a leftover run folder or a copy beside them is never mixed into the tables)."""
+
+    grids: list[Path]
+    zone_stats: list[Path]
+    scores: list[Path]
+    metrics: list[Path]
+
+    @classmethod
+    def discover(cls, results_dir: Path) -> ResultFiles:
+        """Every result file under ``results_dir`` (for a results tree built outside the workflow)."""
+        pattern = "{stage}/*/*/seed*/*/{name}"
+
+        def found(stage: str, name: str) -> list[Path]:
+            return sorted(Path(results_dir).glob(pattern.format(stage=stage, name=name)))
+
+        return cls(
+            grids=found("ablation", "grid.parquet"),
+            zone_stats=found("attention", "zone_stats.parquet"),
+            scores=found("predict", "scores.parquet"),
+            metrics=found("predict", "metrics.json"),
+        )
+
+
+def _refuse_duplicate_runs(owner: dict[tuple, Path], keys: Iterable[tuple], path: Path) -> None:
+    """One run's results in one file only: a second file holding the same run is a copy or a stray."""
+    for key in keys:
+        if key in owner and owner[key] != path:
+            run = ", ".join(f"{name}={value}" for name, value in zip([*RUN_KEYS, "seed"], key, strict=True))
+            raise MrcbenchError(f"{path} and {owner[key]} both hold the results of {run}: keep one of them")
+        owner[key] = path
+
+
+def _read_parquets(paths: list[Path], required: list[str]) -> pd.DataFrame | None:
+    frames = []
+    owner: dict[tuple, Path] = {}
+    for path in paths:
+        frame = read_parquet(path)
+        missing = [column for column in required if column not in frame.columns]
+        if missing:
+            raise MrcbenchError(f"{path}: missing column(s) {', '.join(missing)} (see docs/architecture.md)")
+        runs = frame[[*RUN_KEYS, "seed"]].drop_duplicates().itertuples(index=False, name=None)
+        _refuse_duplicate_runs(owner, [tuple(str(value) for value in run) for run in runs], Path(path))
+        frames.append(frame)
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True)
+
+
+_EM_KEYS = ("exact", "exact_match", "EM", "em")
+_F1_KEYS = ("f1", "F1")
+
+
+def _official_metrics(paths: list[Path]) -> pd.DataFrame:
+    """EM/F1 of the official-equivalent scorer from ``predict/MODEL/TRAIN/seedN/EVAL/metrics.json`` files."""
+    rows = []
+    owner: dict[tuple, Path] = {}
+    for path in map(Path, paths):
+        model, train_set, seed_dir, eval_set = path.parts[-5:-1]
+        if not seed_dir.startswith("seed") or not seed_dir[4:].isdigit():
+            raise MrcbenchError(f"{path}: expected predict/MODEL/TRAIN/seedN/EVAL/metrics.json")
+        _refuse_duplicate_runs(owner, [(model, train_set, eval_set, seed_dir[4:])], path)
+        payload = read_json(path)
+        em = next((payload[key] for key in _EM_KEYS if isinstance(payload.get(key), (int, float))), None)
+        f1 = next((payload[key] for key in _F1_KEYS if isinstance(payload.get(key), (int, float))), None)
+        rows.append(
+            {
+                "model": model,
+                "train_set": train_set,
+                "eval_set": eval_set,
+                "seed": int(seed_dir.removeprefix("seed")),
+                "official_em": em,
+                "official_f1": f1,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*RUN_KEYS, "seed", "official_em", "official_f1"])
+
+
+def load_results(results_dir: Path, files: ResultFiles | None = None) -> ResultTables:
+    """Read ``files`` (default: every grid, score, zone-statistics and metrics file under ``results_dir``),
+    refusing two files that hold the same run."""
+    files = files or ResultFiles.discover(results_dir)
+    grid = _read_parquets(files.grids, GRID_COLUMNS)
+    scores = _read_parquets(files.scores, SCORES_COLUMNS)
+    zone_stats = _read_parquets(files.zone_stats, ZONE_STATS_COLUMNS)
+    return ResultTables(
+        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics)
+    )
+
+
+def answerable_grid(grid: pd.DataFrame | None, scores: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The grid without the questions ``scores.parquet`` marks as unanswerable (``has_answer`` False).
+
+    Grids are built on answerable questions by default (``ablation.answerable_only``); this keeps the
+    headline deltas answerable-only when a grid was built otherwise.
+    """
+    if grid is None or scores is None or "has_answer" not in scores.columns:
+        return grid
+    unanswerable = scores.loc[~scores["has_answer"].astype(bool), [*RUN_KEYS, "qid"]].drop_duplicates()
+    if unanswerable.empty:
+        return grid
+    marked = grid.merge(unanswerable.assign(_unanswerable=True), on=[*RUN_KEYS, "qid"], how="left")
+    drop = marked["_unanswerable"].fillna(False).astype(bool).to_numpy()
+    if drop.any():
+        log.info(
+            "left %d unanswerable question(s) out of the grids' deltas",
+            grid.loc[drop].drop_duplicates([*RUN_KEYS, "qid"]).shape[0],
+        )
+    return grid.loc[~drop].reset_index(drop=True)
