@@ -307,7 +307,7 @@ def external_references(document: str) -> list[str]:
 def _kernel_environment() -> dict[str, str]:
     """The environment of the kernel: this mrcbench importable even when it is not installed."""
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])  # mrcbench/report/render.py -> the folder of mrcbench/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return env
