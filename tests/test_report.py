@@ -149,8 +149,12 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
     assert document.count('class="plotly-graph-div"') >= 8
     assert document.count('class="dataframe mrc-table"') >= 8
     baselines = pd.read_parquet(synthetic_tree / "stats" / "baselines.parquet")
-    low = baselines[baselines["metric"] == "f1"]["value"].min()
-    assert f"Unmasked F1 ranged from {low:.1f}" in document
+    f1 = baselines[baselines["metric"] == "f1"]
+    low = f1.loc[f1["value"].idxmin()]
+    assert (
+        f"Unmasked F1 ranged from {low['value']:.1f} ({low['model']} on {low['eval_set']}, "
+        f"{int(low['n_questions'])} questions)"
+    ) in document
     # One English and one Chinese case study.
     assert 'id="case-study-0"' in document and 'id="case-study-1"' in document
     assert "(en):" in document and "(zh):" in document

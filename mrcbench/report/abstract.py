@@ -85,7 +85,14 @@ def abstract_markdown(data: ReportData) -> str:
     )
     f1 = baselines[baselines["metric"] == "f1"] if not baselines.empty else baselines
     if not f1.empty:
-        parts.append(f"Unmasked F1 ranged from {f1['value'].min():.1f} to {f1['value'].max():.1f}.")
+        low, high = f1.loc[f1["value"].idxmin()], f1.loc[f1["value"].idxmax()]
+
+        def where(row: pd.Series) -> str:  # which run, over which questions (a SQuAD 2.0 F1 counts unanswerables)
+            return f"{row['model']} on {row['eval_set']}, {int(row['n_questions'])} questions"
+
+        parts.append(
+            f"Unmasked F1 ranged from {low['value']:.1f} ({where(low)}) to {high['value']:.1f} ({where(high)})."
+        )
     primary = layer[(layer["metric"] == "f1")]
     if "paper" in set(primary.get("variant", [])):
         primary = primary[primary["variant"] == "paper"]
