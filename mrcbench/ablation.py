@@ -23,11 +23,14 @@ Two equivalent ways to compute the logits of every grid cell:
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -36,8 +39,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mrcbench import config as cfg
+from mrcbench import files, metrics, predict
+from mrcbench import precision as precision_mod
 from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
 from mrcbench.errors import MrcbenchError
+from mrcbench.extraction import EvalRun
 from mrcbench.zones import ZONES, check_variant, check_zone
 
 MODES: tuple[str, ...] = ("baseline", "layer", "head", "from_layer")
@@ -463,16 +470,6 @@ def ablate(
 # ==================================================================================================
 # Command line: `mrcbench ablate` (one grid, or one layer's part of it) and `mrcbench merge-grid`
 # ==================================================================================================
-# The commands' imports sit here rather than at the top: the grid above does not depend on them.
-
-import argparse
-import json
-from pathlib import Path
-
-from mrcbench import config as cfg
-from mrcbench import files, metrics, predict
-from mrcbench import precision as precision_mod
-from mrcbench.extraction import EvalRun
 
 
 def configured_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int | None = None) -> list[Cell]:
