@@ -11,7 +11,7 @@ transformers 5 routes every self-attention of BERT, RoBERTa, XLM-R, ELECTRA and 
 * in the selected layers (and optionally heads) sets the blanked cells of the additive mask to the
   mask dtype's most negative value with ``torch.where`` (never adding two ``finfo.min``), so
   ``exp`` underflows to exactly 0 and softmax renormalises over the remaining keys: the paper's
-  "−10000 on the raw scores" operation (paper-method.md §3.2);
+  "−10000 on the raw scores" operation (docs/masking.md §5);
 * optionally accumulates zone statistics on the fly (never storing all maps), records full maps for a
   few case-study features, and records the attention mass the blanked cells carried before masking.
 

@@ -22,7 +22,7 @@ import yaml
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model_type, spec_model_type
 
-# The paper's recipe (paper-method.md 2.3); experiments and models override per key.
+# The paper's recipe (docs/method.md §2); experiments and models override per key.
 DEFAULT_FEATURES = {"max_seq_length": 512, "doc_stride": 128, "max_query_length": 64, "pad_to_max_length": False}
 DEFAULT_TRAINING = {
     "learning_rate": 3e-5,

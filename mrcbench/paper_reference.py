@@ -4,12 +4,12 @@ Provenance: the STAR-protocol overview figure (Cui, Zhang, Liu, STAR Protocols 3
 arXiv 2410.20652) shows a single heatmap: BERT-base-cased fine-tuned on SQuAD 1.1, evaluated on the
 SQuAD 1.1 dev set, **delta EM** (masked minus unmasked, in EM points) when one zone is blanked in one
 layer for all heads. The values below were digitised from that low-resolution heatmap by nearest-colour
-lookup against its own colour bar (paper-method.md §4.2). They are approximate: about +-0.5 EM, about +-1
+lookup against its own colour bar (docs/method.md §4). They are approximate: about +-0.5 EM, about +-1
 EM for the darkest cells. The published heatmaps for the other models/datasets were not retrievable.
 
 The paper's ``ALL`` column is not "mask everything": the released code adds -10000 to every cell and
-replaces the padding mask, so layer L attends over all 512 positions including padding (paper-method.md
-§3.2(2)). It corresponds to mrcbench's ``all_paper_quirk`` zone, never to ``all``.
+replaces the padding mask, so layer L attends over all 512 positions including padding (docs/masking.md
+§4.2). It corresponds to mrcbench's ``all_paper_quirk`` zone, never to ``all``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 PAPER_GRID_PROVENANCE = (
     "Cui et al. (iScience 2022) via the STAR-protocol overview heatmap: BERT-base-cased, SQuAD 1.1 dev, "
     "delta EM per zone x layer (all heads), digitised by nearest-colour lookup (approx. +-0.5 EM, "
-    "+-1 EM for the darkest cells); paper-method.md section 4.2."
+    "+-1 EM for the darkest cells); docs/method.md section 4."
 )
 
 #: Model, data and metric of the reference grid.

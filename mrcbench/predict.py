@@ -84,7 +84,7 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str
     For SQuAD 2.0 the best-threshold search (``best_*``) runs on the best non-null span of every
     question with its null-score difference, as the official script expects; running it on
     answers already thresholded to "" could only ever move the threshold one way (and with HF's
-    constant no-answer probability it means nothing: known-pitfalls.md).
+    constant no-answer probability it means nothing: docs/pitfalls.md).
     """
     if metric != "squad_v2":
         return metrics.scoring.evaluate(metric, dataset, preds.answers, language)

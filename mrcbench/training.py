@@ -1,4 +1,4 @@
-"""Span-extraction fine-tuning with the paper's recipe (paper-method.md 2.3).
+"""Span-extraction fine-tuning with the paper's recipe (docs/method.md §2).
 
 Defaults: lr 3e-5, 10% linear warm-up then linear decay to 0, AdamW with weight decay 0.01 on
 everything except biases and LayerNorm weights, global-norm clipping at 1.0, effective batch 64.

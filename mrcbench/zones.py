@@ -5,8 +5,8 @@ Every token of an MRC feature ``[CLS] question [SEP] passage-window [SEP] [PAD].
 attending to Y tokens (columns, keys)*: ``q2q`` (question self-attention, the paper's Q²), ``q2p``,
 ``p2q`` and ``p2p`` (passage understanding, P²). The paper finds P2Q and P² to matter most.
 
-Two variants of the four zones exist because the authors' code is asymmetric (paper-method.md §3.2,
-§6.2):
+Two variants of the four zones exist because the authors' code is asymmetric (docs/masking.md
+§3):
 
 ``paper``
     Exactly the cells blanked by the released TensorFlow code. ``q2q``/``p2p`` blank the Q×Q / P×P

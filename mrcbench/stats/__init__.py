@@ -35,7 +35,7 @@ and ``*.csv``). The choices below decide how those numbers are read, so they are
   key, so a result does not depend on the order in which runs are processed.
 
 Correlations C1-C3, the cross-lingual analysis, question types and the comparison with the paper's
-grid are operationalisations of paper-method.md §4.4-4.5 (ours, not the paper's); each function says
+grid are operationalisations of docs/method.md §4-6 (ours, not the paper's); each function says
 what it measures.
 
 Modules (one analysis each; ``tables`` is the ``mrcbench stats`` command that writes them all):

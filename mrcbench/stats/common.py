@@ -33,7 +33,7 @@ FOUR_ZONES: dict[str, tuple[str, str]] = {
 _SHORT = {"question": "q", "passage": "p", "special": "s"}
 #: Zone order of the heatmaps (paper order, our extra zones first).
 ZONE_ORDER = ["all_paper_quirk", "all", "q2q", "q2p", "p2q", "p2p"]
-#: The paper's answer: the two zones whose masking matters most (paper-method.md §4.2).
+#: The paper's answer: the two zones whose masking matters most (docs/method.md §4).
 PAPER_ZONES = ("p2q", "p2p")
 #: Fewest article clusters for article-level resampling (config ``stats.min_clusters``).
 MIN_CLUSTERS = 10

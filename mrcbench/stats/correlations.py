@@ -1,4 +1,4 @@
-"""Correlations between attention and performance (C1-C3, paper-method.md §4.4-4.5).
+"""Correlations between attention and performance (C1-C3, docs/method.md §6).
 
 Pearson and Spearman with CIs and a clustered OLS slope, corrected within each family. Writes the
 ``correlations`` table, shown in the report's "Correlations between attention and performance"
@@ -165,7 +165,7 @@ def compute_correlations(
     layer_mass: pd.DataFrame,
     settings: StatsSettings,
 ) -> pd.DataFrame:
-    """C1-C3 of paper-method.md §4.5 (our operationalisations).
+    """C1-C3 of docs/method.md §6 (our operationalisations).
 
     * **C1** (layer level, per zone): across layers, the zone's mean attention mass in the unmasked
       model (zone_stats, averaged over heads, questions and seeds) vs the damage of masking that zone in

@@ -1,4 +1,4 @@
-"""Comparison of our zone x layer grid with the paper's (paper-method.md §4.2).
+"""Comparison of our zone x layer grid with the paper's (docs/method.md §4).
 
 Layers mapped by relative depth, the top-two zones and the per-cell agreement. Writes the
 ``paper_comparison`` and ``paper_comparison_cells`` tables, shown in the report's "Comparison with the
@@ -45,7 +45,7 @@ PAPER_CELL_COLUMNS = [
 
 
 # --------------------------------------------------------------------------------------------------
-# Comparison with the paper's grid (paper-method.md §4.2)
+# Comparison with the paper's grid (docs/method.md §4)
 # --------------------------------------------------------------------------------------------------
 
 

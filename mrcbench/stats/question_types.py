@@ -1,4 +1,4 @@
-"""Masking deltas per question type (paper-method.md §4.4, our English and Chinese buckets).
+"""Masking deltas per question type (docs/method.md §5, our English and Chinese buckets).
 
 Writes the ``question_types`` table, shown in the report's "Question types" section (drawn by
 :mod:`mrcbench.report.question_types`).
@@ -33,7 +33,7 @@ QUESTION_TYPE_COLUMNS = [
 
 
 # --------------------------------------------------------------------------------------------------
-# Question types (paper-method.md §4.4, our buckets)
+# Question types (docs/method.md §5, our buckets)
 # --------------------------------------------------------------------------------------------------
 
 ENGLISH_BUCKETS = ("what", "which", "who", "when", "where", "why", "how", "how many/much", "other")
@@ -119,7 +119,7 @@ def compute_question_types(
     """Per question-type bucket: baseline and delta (with article-bootstrap CI) of every zone x layer cell.
 
     Buckets smaller than ``min_bucket_size`` are kept but marked ``reported = False``: their deltas
-    are too noisy to interpret (paper-method.md §4.4).
+    are too noisy to interpret (docs/method.md §5).
     """
     if questions is None or questions.empty:
         return pd.DataFrame(columns=QUESTION_TYPE_COLUMNS)
