@@ -356,6 +356,25 @@ def test_case_study_tokens_cannot_break_out_of_the_inline_script():
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in payload["labels"][1]
 
 
+def test_appendix_reads_the_seeds_where_the_schema_keeps_them():
+    """experiments.<name>.seeds (the schema allows no top-level seeds); the default where unset."""
+    import yaml
+
+    from mrcbench.config import DEFAULT_SEEDS
+
+    root = Path(__file__).resolve().parents[1]
+    seeds = report.appendix.fine_tuning_seeds
+    assert seeds({"experiments": {"english": {"seeds": [7]}, "crosslingual": {"seeds": [7]}}}) == "7"
+    assert seeds({"experiments": {"english": {"seeds": [1, 2, 3]}, "crosslingual": {}}}) == (
+        f"english: 1, 2, 3 | crosslingual: {', '.join(map(str, DEFAULT_SEEDS))}"
+    )
+    assert seeds({"seeds": [5]}) == seeds({}) == seeds(None) == "not recorded"
+    smoke = yaml.safe_load((root / "config" / "smoke.yaml").read_text())
+    assert seeds(smoke) == "7"
+    qmd = (root / "reports" / "report.qmd").read_text()
+    assert "R.appendix.fine_tuning_seeds(data.config)" in qmd and "config.get('seeds'" not in qmd
+
+
 def test_appendix_helpers_tolerate_missing_files(tmp_path, synthetic_tree):
     assert report.appendix.data_provenance(tmp_path).empty
     assert report.appendix.benchmark_table(tmp_path).empty

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mrcbench.config import DEFAULT_SEEDS
+
 
 def package_versions(
     names: tuple[str, ...] = (
@@ -102,6 +104,20 @@ def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> 
             }
         )
     return pd.DataFrame(rows, columns=["split", "source_file", "sha256", "articles", "questions", "answerable"])
+
+
+def fine_tuning_seeds(config: dict[str, Any] | None) -> str:
+    """The fine-tuning seeds of every experiment (``experiments.<name>.seeds``, default
+    :data:`mrcbench.config.DEFAULT_SEEDS`): ``"7"`` when all experiments share them, else
+    ``"english: 1, 2 | crosslingual: 42"``; ``"not recorded"`` without experiments."""
+    experiments = (config or {}).get("experiments") or {}
+    seeds = {name: ", ".join(str(seed) for seed in spec.get("seeds", DEFAULT_SEEDS))
+             for name, spec in experiments.items()}
+    if not seeds:
+        return "not recorded"
+    if len(set(seeds.values())) == 1:
+        return next(iter(seeds.values()))
+    return " | ".join(f"{name}: {value}" for name, value in seeds.items())
 
 
 def benchmark_table(results_dir: Path) -> pd.DataFrame:
