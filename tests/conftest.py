@@ -4,6 +4,13 @@ The local dataset mirror is found through ``MRCBENCH_DATA_DIR`` (never a hard-co
 need it are skipped with a clear reason when it is not set.
 """
 import os
+
+# Tests never touch a hub. huggingface_hub, transformers and datasets read these once, at import, so
+# they are set here, before any test module (or the package) imports an HF library.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 from pathlib import Path
 
 import pytest
@@ -15,15 +22,6 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("MRCBENCH_DATA_DIR is not set to the local dataset mirror")
     return Path(value).resolve()
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _offline_and_small():
-    """Tests never touch a hub and stay polite on a 2-core machine."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    yield
 
 
 @pytest.fixture(scope="session")

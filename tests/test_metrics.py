@@ -938,9 +938,6 @@ def test_evaluate_modules_load_offline_and_match_mrcbench_score(metric: str, tmp
 
     from mrcbench import evaluate_metrics
 
-    if metric == "mlqa" and not hasattr(metrics.scoring, "mlqa_evaluate"):
-        pytest.skip("this branch has no mlqa scorer yet (mrcbench.metrics.scoring.mlqa_evaluate)")
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     golds = {"q1": ["北京大学", "北大"], "q2": ["the big red dog"], "q3": ["1923年"], "q4": ["Paris"]}

@@ -1,5 +1,6 @@
 """Model sources: bundled package, local directory, hub (offline failure), safetensors only."""
 import json
+import os
 import subprocess
 import sys
 
@@ -38,7 +39,28 @@ def test_package_source_gives_a_safetensors_checkpoint(minilm_dir):
 
 def test_local_source_round_trip(minilm_dir, tmp_path):
     out = prepare_model("copy", {"source": "local", "path": str(minilm_dir)}, tmp_path / "copy")
-    assert (out / "model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    # The same weights, tensor for tensor, the same architecture and the same tokenization.
+    original, copied = load_file(str(minilm_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert original.keys() == copied.keys()
+    assert all(torch.equal(original[key], copied[key]) for key in original)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == json.loads((minilm_dir / "config.json").read_text())["model_type"]
+    source = json.loads((out / "source.json").read_text())
+    assert source["source"] == "local" and source["from"] == str(minilm_dir) and source["num_hidden_layers"] == 6
+    _, tokenizer = load_for_qa(out)
+    _, reference = load_for_qa(minilm_dir)
+    text = ("Who wrote it?", "It was written by Ada Lovelace in 1843.")
+    assert tokenizer(*text)["input_ids"] == reference(*text)["input_ids"]
+
+
+def test_hf_libraries_were_imported_offline():
+    """conftest.py sets the offline switches before the first HF import, so the libraries saw them."""
+    from huggingface_hub import constants
+
+    if os.environ["HF_HUB_OFFLINE"] == "1":
+        assert constants.HF_HUB_OFFLINE is True
 
 
 def test_missing_local_dir_is_one_clear_error(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 - slurm_cluster is a fixture
-from workflow import REPO_ROOT, SLURM_PROFILE, SMOKE_CONFIG, assert_same_results, copy_workflow, run_snakemake
+from workflow import SLURM_PROFILE, SMOKE_CONFIG, assert_same_results, copy_workflow, run_snakemake
 
 # Options added to profiles/slurm for the test cluster: it has no slurmdbd, so job states come from
 # squeue; a 1 s first status check keeps the test short (the production default is 40 s).
@@ -125,8 +125,6 @@ def test_toy_workflow_runs_through_slurm(slurm_cluster: SlurmCluster, tmp_path: 
 @pytest.mark.slurm
 def test_smoke_workflow_on_slurm_matches_local_run(slurm_cluster: SlurmCluster, data_dir: Path,  # noqa: F811
                                                     smoke_run, tmp_path: Path) -> None:
-    if not (REPO_ROOT / "Snakefile").is_file() or not (REPO_ROOT / SMOKE_CONFIG).is_file():
-        pytest.skip("the workflow (Snakefile, config/smoke.yaml) is not in this checkout yet")
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env["MRCBENCH_DATA_DIR"] = str(data_dir)
 

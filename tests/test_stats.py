@@ -190,7 +190,7 @@ def test_unanswerable_questions_are_left_out_of_the_deltas():
 
 def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
     settings = stats.common.StatsSettings(seed=11, n_bootstrap=400, n_permutations=99)
-    covered = 0
+    covered, widths = 0, []
     trials = 60
     for trial in range(trials):
         rng = np.random.default_rng(trial)
@@ -199,7 +199,13 @@ def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
         design = stats.paired.ResamplingDesign.from_articles(articles, 120)
         summary = stats.paired.summarize_paired(values, design, settings, rng, with_tests=False)
         covered += summary.ci_low[0] <= -3.0 <= summary.ci_high[0]
-    assert 0.8 <= covered / trials <= 1.0
+        widths.append(summary.ci_high[0] - summary.ci_low[0])
+    # Coverage near 95%, and an interval as wide as the clustered design implies: the standard error
+    # of the mean is sqrt(5**2 / 120 + 2**2 / 15) = 0.69, so a 95% interval is about 2.7 wide. An
+    # interval that is far too wide (or infinite) would cover every time; the width bound catches it.
+    assert 0.8 <= covered / trials < 1.0
+    expected_width = 2 * 1.96 * np.sqrt(5.0**2 / 120 + 2.0**2 / 15)
+    assert 0.8 * expected_width <= np.mean(widths) <= 1.2 * expected_width
 
 
 def test_sign_flip_exact_and_monte_carlo_p_values():
