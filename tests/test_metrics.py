@@ -730,6 +730,36 @@ def test_mlqa_evaluate_counts_missing_predictions_as_zero(caplog) -> None:
     assert "2 of 4 questions have no prediction" in caplog.text and "'q3'" in caplog.text
 
 
+def test_mlqa_file_matching_no_question_scores_zero_but_says_so(tmp_path: Path, caplog) -> None:
+    """As mlqa_evaluation_v1.py, 0 for a file that answers nothing, but never silently (cf. the error of
+    test_a_prediction_file_matching_no_question_is_an_error for the other metrics)."""
+    dataset = make_dataset([("q1", ["北京"]), ("q2", ["上海"])])
+    with caplog.at_level("WARNING", logger="mrcbench.metrics"):
+        assert mlqa_evaluate(dataset, {"other1": "北京", "other2": "x"}, "zh") == {"exact_match": 0.0, "f1": 0.0}
+    assert "WARNING: mlqa (zh): none of the 2 questions of the dataset has a prediction" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mrcbench.metrics"):
+        mlqa_evaluate(dataset, {"q1": "北京"}, "zh")  # one match: the ordinary missing-prediction line
+    assert "none of the" not in caplog.text and "1 of 2 questions have no prediction" in caplog.text
+
+    # `mrcbench score mlqa` prints the official number and the warning on stderr (a fresh process: no
+    # pytest logging handlers in the way).
+    data = _write_json(tmp_path / "d.json", dataset)
+    pred = _write_json(tmp_path / "p.json", {"other1": "北京", "other2": "x"})
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.metrics", "mlqa", str(data), str(pred), "--language", "zh"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"exact_match": 0.0, "f1": 0.0}
+    assert "WARNING: mlqa (zh): none of the 2 questions of the dataset has a prediction" in proc.stderr
+
+    # The pipeline's prediction step scores through predict.score: the same warning lands in its log.
+    from mrcbench import decoding, predict
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mrcbench.metrics"):
+        result = predict.score("mlqa", dataset, decoding.Predictions(answers={"other1": "北京"}), "zh")
+    assert result == {"exact_match": 0.0, "f1": 0.0} and "none of the 2 questions" in caplog.text
+
+
 def test_mlqa_max_over_gold_answers_with_duplicates() -> None:
     # golds [cat] [cat] [black cat]; prediction "black" -> F1 max(0, 0, 2/3), EM 0
     dataset = make_dataset([("q1", ["cat", "cat", "black cat"])])

@@ -95,10 +95,18 @@ def _score_questions(
     return scored
 
 
+def _nothing_matched(scored: list[_ScoredQuestion]) -> str | None:
+    """The one-line message when no prediction matches any question of the dataset, else None."""
+    if scored and all(item.prediction is None for item in scored):
+        return f"none of the {len(scored)} questions of the dataset has a prediction"
+    return None
+
+
 def _require_a_prediction(scored: list[_ScoredQuestion]) -> None:
     """A prediction file that answers none of the questions is the wrong file, not a score of 0."""
-    if scored and all(item.prediction is None for item in scored):
-        raise MrcbenchError(f"none of the {len(scored)} questions of the dataset has a prediction")
+    message = _nothing_matched(scored)
+    if message is not None:
+        raise MrcbenchError(message)
 
 
 def _rule(metric: str, language: str | None = None) -> _MetricRule:
@@ -287,13 +295,25 @@ def mlqa_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str], language
     (one token per character) -- which are our extension for XQuAD, not the official scorer. Deliberate
     deviations: the dataset's ``version`` is not checked (the script only prints a warning when it is not
     "1.0"; XQuAD files say "1.1"), missing predictions are reported in one summary line instead of one
-    line each, and malformed inputs raise :class:`~mrcbench.errors.MrcbenchError`.
+    line each, and malformed inputs raise :class:`~mrcbench.errors.MrcbenchError`. A prediction file
+    that matches no question scores 0, as with the script, with a loud warning (docs/scoring.md §3).
     """
     scored = _score_questions("mlqa", dataset, preds, language)
     if not scored:
         raise MrcbenchError("the dataset has no questions")
-    missing = [item.question.qid for item in scored if item.prediction is None]
-    _warn_missing(f"mlqa ({language})", missing, len(scored), "scored 0")
+    nothing = _nothing_matched(scored)
+    if nothing is not None:
+        # The official script scores such a file 0, and so do we; but it is almost surely the wrong
+        # prediction file, so say so in one line (stderr of ``mrcbench score``, the predict rule's log),
+        # as loudly as the error the squad and cmrc2018 scorers raise.
+        logger.warning(
+            "WARNING: mlqa (%s): %s (no prediction id matches a question id); exact_match and f1 are 0 "
+            "as mlqa_evaluation_v1.py gives, but the prediction file is probably not for this dataset",
+            language, nothing,
+        )
+    else:
+        missing = [item.question.qid for item in scored if item.prediction is None]
+        _warn_missing(f"mlqa ({language})", missing, len(scored), "scored 0")
     exact_match, f1 = _percent_over_all_questions(scored)
     return {"exact_match": exact_match, "f1": f1}
 
