@@ -160,6 +160,7 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
     assert "(en):" in document and "(zh):" in document
     # Parameters were injected, not the defaults of the .qmd.
     assert "Source: attention/tiny-bert/squad_train/seed1/squad_dev" in document
+    assert "Fine-tuning seeds: 1, 2;" in document  # experiments.english.seeds of the run's config
     # The abstract answers per leg; grid captions carry their questions and articles (from the tables).
     for eval_set in ("squad_dev", "xquad_en", "xquad_zh"):
         assert f"<strong>tiny-bert on {eval_set}</strong>" in document
