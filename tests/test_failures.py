@@ -1,0 +1,107 @@
+"""Failures said in one line and claims the report must earn (issue 20)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrcbench import report, stats
+from mrcbench.stats.common import StatsSettings
+
+FAST = StatsSettings(n_bootstrap=200, n_permutations=200)
+
+# --------------------------------------------------------------------------------------------------
+# 1. Flat or tied grids: no "most damaging" zone, no agreement claimed, no NaN printed
+# --------------------------------------------------------------------------------------------------
+
+
+def _deltas(values: dict[tuple[str, int], float], n_layers: int = 6, metric: str = "f1") -> pd.DataFrame:
+    """A delta table of one grid: every zone x layer cell is 0 unless ``values`` says otherwise."""
+    rows = []
+    for zone in ("all", "q2q", "q2p", "p2q", "p2p"):
+        for layer in range(n_layers):
+            delta = values.get((zone, layer), 0.0)
+            rows.append(
+                {
+                    "model": "m",
+                    "train_set": "train",
+                    "eval_set": "dev",
+                    "variant": "paper",
+                    "metric": metric,
+                    "mode": "layer",
+                    "head": -1,
+                    "layer": layer,
+                    "zone": zone,
+                    "delta": delta,
+                    "ci_low": min(delta, 0.0) - 0.1,
+                    "ci_high": max(delta, 0.0) + 0.1,
+                    "p_value": 1.0,
+                    "p_holm": 1.0,
+                    "p_bh": 1.0,
+                    "significant_holm": False,
+                    "significant_bh": False,
+                    "n_questions": 4,
+                    "n_clusters": 4,
+                    "n_seeds": 1,
+                    "resampling": "question",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_real_top_zones_needs_real_and_untied_drops():
+    top = stats.common.real_top_zones
+    assert top({"q2q": 0.0, "q2p": 0.0, "p2q": 0.0, "p2p": 0.0}) == []
+    assert top({"q2q": -1.0, "q2p": -1.0, "p2q": -1.0, "p2p": 0.0}) == []  # second ties with third
+    assert top({"q2q": -2.0, "q2p": 0.0, "p2q": 0.0, "p2p": 0.0}) == []  # second is no drop
+    assert sorted(top({"q2q": -2.0, "q2p": -2.0, "p2q": -1.0, "p2p": 0.0})) == ["q2p", "q2q"]
+    assert top({"q2q": 0.0, "q2p": -0.5, "p2q": -3.0, "p2p": np.nan}) == ["p2q", "q2p"]
+
+
+def test_flat_grid_claims_no_paper_agreement():
+    # Every delta 0: before, the alphabetic-stable tie order put P2P/P2Q first and claimed agreement.
+    flat = _deltas({}, n_layers=12, metric="em")
+    summary, _ = stats.paper_comparison.compare_with_paper(flat, FAST)
+    row = summary.iloc[0]
+    assert row["top2_run"] == "" and not row["top2_agree"]
+    assert np.isnan(row["spearman_rho"])
+    sentence = report.abstract._paper_sentence(summary)
+    assert "nan" not in sentence.lower()
+    assert "undefined" in sentence and "no agreement is claimed" in sentence
+    # A grid with a real effect still compares.
+    real = _deltas({("p2p", 3): -5.0, ("p2q", 2): -4.0, ("q2q", 1): -1.0}, n_layers=12, metric="em")
+    summary, _ = stats.paper_comparison.compare_with_paper(real, FAST)
+    assert set(summary.iloc[0]["top2_run"].split(",")) == {"p2p", "p2q"} and summary.iloc[0]["top2_agree"]
+    sentence = report.abstract._paper_sentence(pd.concat([summary, stats.paper_comparison.compare_with_paper(flat, FAST)[0]]))
+    assert "agree in 1 of 1 grids that name two" in sentence and "1 grid(s) name none" in sentence
+
+
+def test_flat_and_tied_headlines_name_no_most_damaging_zone():
+    flat = stats.headline.headline_zones(_deltas({}))
+    assert set(flat["verdict"]) == {"no change"} and not flat["agrees_with_paper"].any()
+    text = report.abstract.headline_sentences(flat)[0]
+    assert "No zone's masking changes the score" in text and "hurts most" not in text
+    # Q2Q and Q2P tie with P2P: no two zones are singled out, whatever the grid order.
+    tied = stats.headline.headline_zones(_deltas({("q2q", 1): -2.0, ("q2p", 2): -2.0, ("p2p", 0): -2.0}))
+    assert set(tied["verdict"]) == {"tied"} and not tied["agrees_with_paper"].any()
+    text = report.abstract.headline_sentences(tied)[0]
+    assert "names no two most damaging zones" in text and "hurts most" not in text
+    clear = stats.headline.headline_zones(_deltas({("p2q", 1): -3.0, ("p2p", 2): -2.0}))
+    assert list(clear["zone"]) == ["p2q", "p2p"] and clear["agrees_with_paper"].all()
+
+
+def test_abstract_of_a_flat_grid_names_no_cell_and_prints_no_nan(tmp_path):
+    flat = _deltas({}, n_layers=12)
+    flat_em = _deltas({}, n_layers=12, metric="em")
+    deltas = pd.concat([flat, flat_em], ignore_index=True)
+    paper, _ = stats.paper_comparison.compare_with_paper(deltas, FAST)
+    tables = {name: pd.DataFrame() for name in stats.tables.TABLES}
+    tables.update(deltas=deltas, paper_comparison=paper, headline=stats.headline.headline_zones(deltas))
+    data = report.inputs.ReportData(tmp_path, tmp_path, tables, {}, {})
+    text = report.abstract.abstract_markdown(data)
+    assert "most damaging cell was" not in text and "no cell is the most damaging" in text
+    assert "nan" not in text.lower()
+    assert "agree in" not in text
