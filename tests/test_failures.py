@@ -105,3 +105,57 @@ def test_abstract_of_a_flat_grid_names_no_cell_and_prints_no_nan(tmp_path):
     assert "most damaging cell was" not in text and "no cell is the most damaging" in text
     assert "nan" not in text.lower()
     assert "agree in" not in text
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. A full disk during `mrcbench score --per-question` leaves the previous file readable
+# --------------------------------------------------------------------------------------------------
+
+
+def test_score_per_question_survives_a_full_disk(tmp_path, monkeypatch, capsys):
+    import errno
+    import json
+
+    from mrcbench import metrics
+
+    data = tmp_path / "data.json"
+    data.write_text(
+        json.dumps(
+            {
+                "version": "1.1",
+                "data": [
+                    {
+                        "title": "t",
+                        "paragraphs": [
+                            {
+                                "context": "Paris is big.",
+                                "qas": [{"id": "a1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": 0}]}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"a1": "Paris"}), encoding="utf-8")
+    out = tmp_path / "per_question.parquet"
+    args = ["squad", str(data), str(pred), "--per-question", str(out)]
+    assert metrics.command.main(args) == 0
+    before = pd.read_parquet(out)
+
+    real = pd.DataFrame.to_parquet
+
+    def half_then_full(self, path, *a, **k):
+        Path(path).write_bytes(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_then_full)
+    capsys.readouterr()
+    assert metrics.command.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(out) in err and "No space left on device" in err
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), before)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
