@@ -1,7 +1,9 @@
 """``mrcbench <command>``: the thin front-end the Snakemake rules call.
 
 Each command lives in the module of its concept; this file only dispatches and turns
-``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2.
+``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2, an ordinary ``OSError``
+(a full disk, a folder that cannot be created) into ``error: <path>: <reason>`` with status 1, and an
+interrupt into ``error: interrupted`` with status 130.
 """
 from __future__ import annotations
 
@@ -52,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # an ordinary OS failure (a full disk, a folder that cannot be created)
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<path>: <reason>`` (``<path> -> <path2>: <reason>`` for a rename) of an OS error, on one line."""
+    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

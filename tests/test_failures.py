@@ -159,3 +159,60 @@ def test_score_per_question_survives_a_full_disk(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
     pd.testing.assert_frame_equal(pd.read_parquet(out), before)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. An ordinary OS error is one line; stats writes its config last
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cli_turns_an_os_error_into_one_line(monkeypatch, capsys, tmp_path):
+    import errno
+
+    from mrcbench import cli
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.parquet"))
+
+    monkeypatch.setitem(cli.COMMANDS, "full-disk", ("tests_failures_dummy", "full", ""))
+    monkeypatch.setitem(__import__("sys").modules, "tests_failures_dummy", type("M", (), {"full": staticmethod(full)}))
+    assert cli.main(["full-disk"]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'out.parquet'}: No space left on device\n"
+    # An OSError without a path keeps its reason.
+    assert cli.os_error_line(OSError(errno.EIO, "Input/output error")) == "Input/output error"
+
+
+def test_stats_writes_its_config_last(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from synthetic_results import write_synthetic_results
+
+    results = write_synthetic_results(tmp_path / "results")
+    out = tmp_path / "stats"
+    out.mkdir()
+    (out / "config.resolved.yaml").write_text("previous: run\n")
+    written = []
+    real = stats.tables.write_csv
+
+    def fill_disk(frame, path):
+        written.append(Path(path).name)
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(frame, path)
+
+    monkeypatch.setattr(stats.tables, "write_csv", fill_disk)
+    from mrcbench import cli
+
+    def files(pattern):
+        return [str(p) for p in sorted(results.glob(pattern))]
+
+    argv = ["stats", "--results", str(results), "--out", str(out), "--config", str(results / "config.resolved.yaml"),
+            "--scores", *files("predict/*/*/seed*/*/scores.parquet"),
+            "--grids", *files("ablation/*/*/seed*/*/grid.parquet")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+    assert (out / "config.resolved.yaml").read_text() == "previous: run\n"
+    monkeypatch.setattr(stats.tables, "write_csv", real)
+    paths = stats.tables.run_stats(results, out)
+    assert paths[-1].name == "config.resolved.yaml" and "previous" not in paths[-1].read_text()
