@@ -117,6 +117,14 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise MrcbenchError(f"checkpoint not found: {checkpoint} (no config.json)")
+    if not any(checkpoint.glob("*.safetensors")):
+        pickles = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        found = f" (found {', '.join(pickles)})" if pickles else ""
+        raise MrcbenchError(
+            f"{checkpoint}: no safetensors weights{found}; mrcbench loads safetensors only, because pickle "
+            "weight files (.bin, .pt) can run code when loaded: convert the checkpoint to safetensors "
+            "(model.save_pretrained(dir, safe_serialization=True)) and re-run"
+        )
     from safetensors import SafetensorError
 
     try:

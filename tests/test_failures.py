@@ -216,3 +216,26 @@ def test_stats_writes_its_config_last(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(stats.tables, "write_csv", real)
     paths = stats.tables.run_stats(results, out)
     assert paths[-1].name == "config.resolved.yaml" and "previous" not in paths[-1].read_text()
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. A checkpoint without safetensors weights is refused for what it is, not called truncated
+# --------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_without_safetensors_says_why(tmp_path):
+    import json
+
+    from mrcbench.errors import MrcbenchError
+    from mrcbench.models import load_for_qa
+
+    checkpoint = tmp_path / "mine"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (checkpoint / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(MrcbenchError) as caught:
+        load_for_qa(checkpoint)
+    message = str(caught.value)
+    assert "\n" not in message and str(checkpoint) in message and "pytorch_model.bin" in message
+    assert "safetensors" in message and "can run code" in message
+    assert "truncated" not in message and "delete it" not in message
