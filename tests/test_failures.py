@@ -239,3 +239,27 @@ def test_checkpoint_without_safetensors_says_why(tmp_path):
     assert "\n" not in message and str(checkpoint) in message and "pytorch_model.bin" in message
     assert "safetensors" in message and "can run code" in message
     assert "truncated" not in message and "delete it" not in message
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. Duplicate question ids are refused before any model work, naming the file and the id
+# --------------------------------------------------------------------------------------------------
+
+
+def test_predict_refuses_duplicate_ids_before_loading_the_model(tmp_path):
+    import json
+
+    from mrcbench import predict
+    from mrcbench.errors import MrcbenchError
+
+    qa = {"id": "dup1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": 0}]}
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris.", "qas": [qa, qa]}]}]})
+    )
+    out = tmp_path / "predict"
+    with pytest.raises(MrcbenchError) as caught:  # the checkpoint does not exist: no model is loaded first
+        predict.predict(tmp_path / "no-checkpoint", eval_json, out, "squad", {}, {}, 8, {})
+    message = str(caught.value)
+    assert str(eval_json) in message and "duplicate question id 'dup1'" in message and "\n" not in message
+    assert not out.exists()
