@@ -263,3 +263,98 @@ def test_predict_refuses_duplicate_ids_before_loading_the_model(tmp_path):
     message = str(caught.value)
     assert str(eval_json) in message and "duplicate question id 'dup1'" in message and "\n" not in message
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. merge-grid refuses parts that do not make one grid; stats refuses a grid given twice
+# --------------------------------------------------------------------------------------------------
+
+
+def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p"), qids=("q1", "q2")) -> pd.DataFrame:
+    """One layer's grid part, shaped like `mrcbench ablate --part layerN` writes it."""
+    from mrcbench import ablation
+
+    settings = {"modes": ["layer"], "zones": list(zones), "head_zones": [], "variants": ["paper"]}
+    rows = []
+    for cell in ablation.configured_cells(n_layers, 1, settings, layer=layer):
+        for qid in qids:
+            rows.append({"model": "m", "train_set": "t", "eval_set": "dev", "seed": seed, "variant": "paper",
+                         **cell.columns(), "qid": qid, "article": "a", "em": 100.0, "f1": 100.0, "removed_mass": 0.0})
+    return pd.DataFrame(rows)
+
+
+def _merge(tmp_path, frames: dict[str, pd.DataFrame], order: list[str] | None = None, capsys=None):
+    from mrcbench import cli
+
+    for name, frame in frames.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    out = tmp_path / "grid.parquet"
+    status = cli.main(["merge-grid", "--out", str(out), *[str(tmp_path / f"{n}.parquet") for n in order or frames]])
+    err = capsys.readouterr().err if capsys else ""
+    return status, err, out
+
+
+def test_merge_grid_accepts_a_complete_grid(tmp_path, capsys):
+    status, err, out = _merge(tmp_path, {f"layer{i}": grid_part(i) for i in range(3)}, capsys=capsys)
+    assert status == 0, err
+    assert len(pd.read_parquet(out)) == (1 + 3 * 2) * 2
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("same part twice", "given twice"),
+        ("two runs", "part of another run"),
+        ("overlap", "parts overlap"),
+        ("missing layer", "lack layer(s) 1 (no cell at all)"),
+        ("missing cell", "lack 1 cell(s), e.g. paper layer p2p in layer 2"),
+    ],
+)
+def test_merge_grid_refuses_parts_that_are_not_one_grid(tmp_path, capsys, case, needle):
+    parts = {f"layer{i}": grid_part(i) for i in range(3)}
+    order = None
+    if case == "same part twice":
+        order = ["layer0", "layer1", "layer2", "layer1"]
+    elif case == "two runs":
+        parts["layer2"] = grid_part(2, seed=2)
+    elif case == "overlap":
+        parts["extra"] = grid_part(1)
+    elif case == "missing layer":
+        order = ["layer0", "layer2"]
+    elif case == "missing cell":
+        part = parts["layer2"]
+        parts["layer2"] = part[~((part["zone"] == "p2p") & (part["layer"] == 2))]
+    status, err, out = _merge(tmp_path, parts, order, capsys=capsys)
+    assert status == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
+    import yaml
+
+    from mrcbench import ablation
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    model = next(iter(config["models"]))
+    config["models"][model]["num_layers"] = 4
+    parts = []
+    for layer in range(3):
+        frame = grid_part(layer, n_layers=3).assign(model=model)
+        parts.append((tmp_path / f"layer{layer}.parquet", frame))
+    settings = {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [], "variants": ["paper"]}
+    ablation.check_grid_parts(parts, settings, 3)
+    with pytest.raises(Exception, match=r"lack layer\(s\) 3 \(no cell at all\) of the configured 4-layer grid"):
+        ablation.check_grid_parts(parts, settings, 4)
+    # The command reads the layer count and the configured zones from --config.
+    config["ablation"] = {**(config.get("ablation") or {}), "modes": ["layer"], "zones": ["p2q", "p2p"],
+                          "variants": ["paper"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    for path, frame in parts:
+        frame.to_parquet(path, index=False)
+    from mrcbench import cli
+
+    argv = ["merge-grid", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "grid.parquet")]
+    assert cli.main([*argv, *[str(p) for p, _ in parts]]) == 2
+    assert "lack layer(s) 3 (no cell at all) of the configured 4-layer grid" in capsys.readouterr().err
+    with pytest.raises(Exception, match=r"lack 3 cell\(s\), e.g. paper layer q2q in layer 0"):
+        ablation.check_grid_parts(parts, {**settings, "zones": ["q2q", "p2q", "p2p"]}, 3)
