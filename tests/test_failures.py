@@ -358,3 +358,21 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     assert "lack layer(s) 3 (no cell at all) of the configured 4-layer grid" in capsys.readouterr().err
     with pytest.raises(Exception, match=r"lack 3 cell\(s\), e.g. paper layer q2q in layer 0"):
         ablation.check_grid_parts(parts, {**settings, "zones": ["q2q", "p2q", "p2p"]}, 3)
+
+
+def test_stats_refuses_the_same_grid_twice_under_another_spelling(tmp_path):
+    from mrcbench.errors import MrcbenchError
+    from mrcbench.stats.results import ResultFiles, load_results
+
+    folder = tmp_path / "ablation" / "m" / "t" / "seed1" / "dev"
+    folder.mkdir(parents=True)
+    grid = folder / "grid.parquet"
+    pd.concat([grid_part(i) for i in range(3)], ignore_index=True).to_parquet(grid, index=False)
+    other = folder / ".." / "dev" / "grid.parquet"
+    files = ResultFiles(grids=[grid, other], zone_stats=[], scores=[], metrics=[])
+    with pytest.raises(MrcbenchError, match=r"given twice") as caught:
+        load_results(tmp_path, files)
+    assert "\n" not in str(caught.value) and str(other) in str(caught.value)
+    # The very same path twice was let through before (the guard compared the paths).
+    with pytest.raises(MrcbenchError, match=r"grid.parquet: given twice"):
+        load_results(tmp_path, ResultFiles(grids=[grid, grid], zone_stats=[], scores=[], metrics=[]))
