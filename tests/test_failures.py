@@ -376,3 +376,90 @@ def test_stats_refuses_the_same_grid_twice_under_another_spelling(tmp_path):
     # The very same path twice was let through before (the guard compared the paths).
     with pytest.raises(MrcbenchError, match=r"grid.parquet: given twice"):
         load_results(tmp_path, ResultFiles(grids=[grid, grid], zone_stats=[], scores=[], metrics=[]))
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Ctrl-C or SIGTERM during `mrcbench report`: one line, 130 / 143, no kernel left behind
+# --------------------------------------------------------------------------------------------------
+
+SLOW_QMD = """---
+title: slow
+params:
+  results_dir: x
+  stats_dir: y
+---
+
+# Slow
+
+```{python}
+import os, pathlib, time
+pathlib.Path(os.environ["MRC_MARK"]).write_text(str(os.getpid()))
+time.sleep(120)
+```
+"""
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("signum, status, line", [(2, 130, "error: interrupted"), (15, 143, "error: interrupted (SIGTERM)")])
+def test_report_interrupted_is_one_line_and_leaves_no_kernel(tmp_path, signum, status, line):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    qmd = tmp_path / "slow.qmd"
+    qmd.write_text(SLOW_QMD)
+    (tmp_path / "results" / "stats").mkdir(parents=True)
+    (tmp_path / "results" / "stats" / "deltas.parquet").write_bytes(b"")
+    mark = tmp_path / "kernel.pid"
+    env = {**os.environ, "MRC_MARK": str(mark), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mrcbench.cli", "report", "--qmd", str(qmd), "--results", str(tmp_path / "results"),
+         "--out", str(tmp_path / "report.html"), "--engine", "fallback"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (mark.is_file() and mark.read_text()) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert mark.is_file(), proc.communicate(timeout=30)
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err
+    problems = [text for text in err.splitlines() if " INFO " not in text and "without encryption" not in text]
+    assert problems == [line], err
+    kernel = int(mark.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(kernel) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(kernel)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_cli_exit_status_of_an_interrupt(monkeypatch, capsys):
+    import signal
+    import sys
+
+    from mrcbench import cli
+    from mrcbench.errors import Interrupted
+
+    def stopped(argv):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setitem(cli.COMMANDS, "stopped", ("tests_failures_stop", "stopped", ""))
+    monkeypatch.setitem(sys.modules, "tests_failures_stop", type("M", (), {"stopped": staticmethod(stopped)}))
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["stopped"]) == 143
+    assert capsys.readouterr().err == "error: interrupted (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is before
