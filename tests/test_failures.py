@@ -463,3 +463,17 @@ def test_cli_exit_status_of_an_interrupt(monkeypatch, capsys):
     assert cli.main(["stopped"]) == 143
     assert capsys.readouterr().err == "error: interrupted (SIGTERM)\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_prepare_model_from_a_folder_without_safetensors_says_why(tmp_path):
+    import json
+
+    from mrcbench.errors import MrcbenchError
+    from mrcbench.models import prepare_model
+
+    source = tmp_path / "mine"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (source / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(MrcbenchError, match=r"model 'mine': .*no safetensors weights \(found pytorch_model.bin\).*can run code"):
+        prepare_model("mine", {"source": "local", "path": str(source)}, tmp_path / "out")
