@@ -99,7 +99,9 @@ def test_abstract_of_a_flat_grid_names_no_cell_and_prints_no_nan(tmp_path):
     deltas = pd.concat([flat, flat_em], ignore_index=True)
     paper, _ = stats.paper_comparison.compare_with_paper(deltas, FAST)
     tables = {name: pd.DataFrame() for name in stats.tables.TABLES}
-    tables.update(deltas=deltas, paper_comparison=paper, headline=stats.headline.headline_zones(deltas))
+    rank = pd.DataFrame({"metric": ["f1"], "kendall_tau": [np.nan]})  # a flat profile has no tau
+    tables.update(deltas=deltas, paper_comparison=paper, headline=stats.headline.headline_zones(deltas),
+                  crosslingual_rank=rank)
     data = report.inputs.ReportData(tmp_path, tmp_path, tables, {}, {})
     text = report.abstract.abstract_markdown(data)
     assert "most damaging cell was" not in text and "no cell is the most damaging" in text

@@ -190,7 +190,7 @@ def abstract_markdown(data: ReportData) -> str:
             )
     rank = data.crosslingual_rank
     if not rank.empty:
-        rows = rank[rank["metric"] == "f1"]
+        rows = rank[(rank["metric"] == "f1") & rank["kendall_tau"].notna()]  # tau is undefined on a flat profile
         if not rows.empty:
             parts.append(
                 f"On parallel evaluation sets the zone × layer profiles agree across languages with Kendall "
