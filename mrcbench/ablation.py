@@ -532,15 +532,116 @@ def main_ablate(argv: list[str]) -> int:
     return 0
 
 
+def _cell_name(variant: str, mode: str, layer: int, head: int, zone: str) -> str:
+    if mode == "baseline":
+        return f"the {variant} baseline"
+    where = f"layer {layer}" + (f" head {head}" if mode == "head" else "")
+    return f"{variant} {mode} {zone} in {where}"
+
+
+def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: dict | None = None,
+                     n_layers: int | None = None) -> None:
+    """Refuse, in one line naming the part and the problem, parts that do not make one grid.
+
+    The parts must come from one run (one model, train set, eval set and seed), hold disjoint cells
+    (no part given twice, no cell in two parts, no question twice in a cell) and together cover the
+    whole configured grid: every variant x configured cell for ``n_layers`` layers (default: the
+    deepest layer seen). Without ``ablation_cfg`` the modes, zones and variants are those the parts hold.
+    """
+    seen_paths: dict[Path, Path] = {}
+    for path, _ in parts:
+        resolved = Path(path).resolve()
+        if resolved in seen_paths:
+            raise MrcbenchError(f"{path}: grid part given twice (also as {seen_paths[resolved]})")
+        seen_paths[resolved] = Path(path)
+    keys = list(KEY_COLUMNS)
+    cell_keys = ["variant", "mode", "layer", "head", "zone"]
+    first_run, first_path = None, None
+    owner: dict[tuple, Path] = {}
+    for path, frame in parts:
+        lacking = [c for c in (*keys, *cell_keys, "qid") if c not in frame.columns]
+        if lacking:
+            raise MrcbenchError(f"{path}: not a grid part (no column {lacking[0]!r})")
+        runs = frame[keys].drop_duplicates()
+        if len(runs) > 1:
+            raise MrcbenchError(f"{path}: holds cells of {len(runs)} runs; a grid part is one run's")
+        if runs.empty:
+            continue
+        run = tuple(runs.iloc[0])
+        if first_run is None:
+            first_run, first_path = run, path
+        elif run != first_run:
+            described = ", ".join(f"{k}={v}" for k, v in zip(keys, run, strict=True))
+            expected = ", ".join(f"{k}={v}" for k, v in zip(keys, first_run, strict=True))
+            raise MrcbenchError(f"{path}: part of another run ({described}) than {first_path} ({expected})")
+        repeated = frame.duplicated([*cell_keys, "qid"])
+        if repeated.any():
+            row = frame[repeated].iloc[0]
+            raise MrcbenchError(
+                f"{path}: question {row['qid']!r} appears twice in {_cell_name(*(row[c] for c in cell_keys))}"
+            )
+        for cell in frame[cell_keys].drop_duplicates().itertuples(index=False, name=None):
+            if cell in owner:
+                raise MrcbenchError(f"{path}: {_cell_name(*cell)} is also in {owner[cell]}; the parts overlap")
+            owner[cell] = path
+    if not owner:
+        raise MrcbenchError(f"{parts[0][0]}: the grid parts hold no cells")
+    found = set(owner)
+    if ablation_cfg is None:
+        grid_modes = sorted({c[1] for c in found} - {"baseline"})
+        ablation_cfg = {
+            "modes": grid_modes,
+            "zones": sorted({c[4] for c in found if c[1] not in ("baseline", "head")}),
+            "head_zones": sorted({c[4] for c in found if c[1] == "head"}),
+            "variants": sorted({c[0] for c in found}),
+        }
+    deepest = max(c[2] for c in found) + 1
+    n_layers = deepest if n_layers is None else n_layers
+    n_heads = max([c[3] for c in found if c[1] == "head"], default=-1) + 1 or 1
+    expected = {
+        (variant, *cell.columns().values())
+        for variant in ablation_cfg["variants"]
+        for cell in configured_cells(n_layers, n_heads, ablation_cfg)
+    }
+    extra = sorted(found - expected, key=str)
+    if extra:
+        raise MrcbenchError(
+            f"{owner[extra[0]]}: {_cell_name(*extra[0])} is not in the configured grid ({n_layers} layers)"
+        )
+    missing = sorted(expected - found, key=lambda c: (c[2], str(c)))
+    if missing:
+        missing_layers = sorted({c[2] for c in missing if c[1] != "baseline"}
+                                - {c[2] for c in found if c[1] != "baseline"})
+        if missing_layers:
+            what = f"layer(s) {', '.join(str(layer) for layer in missing_layers)} (no cell at all)"
+        else:
+            what = f"{len(missing)} cell(s), e.g. {_cell_name(*missing[0])}"
+        raise MrcbenchError(
+            f"{parts[0][0].parent}: the grid parts lack {what} of the configured {n_layers}-layer grid"
+        )
+
+
 def main_merge(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench merge-grid", description="Merge per-layer grid parts.")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="config whose ablation section (and models.<model>.num_layers) the parts must cover")
     parser.add_argument("parts", nargs="+", type=Path)
     args = parser.parse_args(argv)
     missing = [p for p in args.parts if not p.is_file()]
     if missing:
         raise MrcbenchError(f"grid part not found: {missing[0]}")
-    frame = pd.concat([files.read_parquet(p) for p in args.parts], ignore_index=True)
+    parts = [(p, files.read_parquet(p)) for p in args.parts]
+    ablation_cfg, n_layers = None, None
+    if args.config is not None:
+        config = cfg.load(args.config)
+        ablation_cfg = cfg.ablation_config(config)
+        models = {str(m) for _, frame in parts if "model" in frame for m in frame["model"].unique()}
+        if len(models) == 1:
+            spec = (config.get("models") or {}).get(next(iter(models))) or {}
+            n_layers = int(spec["num_layers"]) if spec.get("num_layers") is not None else None
+    check_grid_parts(parts, ablation_cfg, n_layers)
+    frame = pd.concat([frame for _, frame in parts], ignore_index=True)
     predict.write_parquet(frame, args.out)
     print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
     return 0

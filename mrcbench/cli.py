@@ -1,14 +1,18 @@
 """``mrcbench <command>``: the thin front-end the Snakemake rules call.
 
 Each command lives in the module of its concept; this file only dispatches and turns
-``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2.
+``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2, an ordinary ``OSError``
+(a full disk, a folder that cannot be created) into ``error: <path>: <reason>`` with status 1, and an
+interrupt into ``error: interrupted`` with status 130.
 """
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
-from mrcbench.errors import MrcbenchError
+from mrcbench.errors import Interrupted, MrcbenchError
 
 #: command -> (module, function, one-line help)
 COMMANDS = {
@@ -43,15 +47,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{command}'\n{usage()}", file=sys.stderr)
         return 2
     module_name, function, _ = COMMANDS[command]
+    previous = _raise_on_sigterm()
     try:
         function_ = getattr(importlib.import_module(module_name), function)
         return int(function_(rest) or 0)
     except MrcbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (below): one line, 128 + the signal number
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print("error: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else ""), file=sys.stderr)
+        return 128 + int(signum)
+    except OSError as exc:  # an ordinary OS failure (a full disk, a folder that cannot be created)
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM (a cancelled cluster job, ``kill``) into :class:`Interrupted`, so that it unwinds like
+    Ctrl-C: temporary files are removed and one line is printed. Returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<path>: <reason>`` (``<path> -> <path2>: <reason>`` for a rename) of an OS error, on one line."""
+    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ def _package_dir(name: str, spec: dict) -> Path:
     return root
 
 
+def require_safetensors(folder: Path, what: str = "") -> None:
+    """Refuse a checkpoint folder without ``*.safetensors`` weights, saying why (not "truncated")."""
+    folder = Path(folder)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    found = f" (found {', '.join(pickles)})" if pickles else ""
+    raise MrcbenchError(
+        f"{what}{folder}: no safetensors weights{found}; mrcbench loads safetensors only, because pickle "
+        "weight files (.bin, .pt) can run code when loaded: convert the checkpoint to safetensors "
+        "(model.save_pretrained(dir, safe_serialization=True)) and re-run"
+    )
+
+
 def _load_pretrained(name: str, where: str, local_only: bool, revision: str | None = None):
     """Load (encoder, fast tokenizer) from a directory or hub id, safetensors only."""
     from transformers import AutoModel, AutoTokenizer
@@ -48,6 +62,8 @@ def _load_pretrained(name: str, where: str, local_only: bool, revision: str | No
     kwargs = {"local_files_only": local_only, "trust_remote_code": False}
     if revision:
         kwargs["revision"] = revision
+    if local_only and Path(where).is_dir():
+        require_safetensors(Path(where), f"model '{name}': ")
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, use_fast=True, **kwargs)
         model = AutoModel.from_pretrained(where, use_safetensors=True, **kwargs)
@@ -117,6 +133,7 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise MrcbenchError(f"checkpoint not found: {checkpoint} (no config.json)")
+    require_safetensors(checkpoint)
     from safetensors import SafetensorError
 
     try:

@@ -18,6 +18,8 @@ from mrcbench import data as data_mod
 from mrcbench import decoding, files, metrics
 from mrcbench import features as feat_mod
 from mrcbench import precision as precision_mod
+from mrcbench.errors import MrcbenchError
+from mrcbench.metrics.questions import iter_questions
 
 #: Logit given to positions past a window's end when windows are stacked into one array.
 PAD_LOGIT = -1e4
@@ -126,8 +128,12 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     from mrcbench.models import load_for_qa
 
     out_dir = Path(out_dir)  # created by the first write: a failed load leaves no empty folder
-    model, tokenizer = load_for_qa(checkpoint)
     dataset = data_mod.loading.load_squad_json(eval_json)
+    try:  # the scorer's checks (duplicate question ids, ...) before any model work
+        iter_questions(dataset)
+    except MrcbenchError as exc:
+        raise MrcbenchError(f"{eval_json}: {exc}") from None
+    model, tokenizer = load_for_qa(checkpoint)
     examples = data_mod.filters.flatten(dataset)
     features = eval_features(examples, tokenizer, features_cfg)
     used = precision_mod.resolve(precision, model.device)

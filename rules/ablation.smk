@@ -38,6 +38,8 @@ rule merge_grid:
         grid_parts,
     output:
         f"{RESULTS}/ablation/{{model}}/{{train}}/seed{{seed}}/{{eval}}/grid.parquet",
+    params:
+        config=CONFIG,
     log:
         f"{LOGS}/merge_grid/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
     threads: 1
@@ -47,4 +49,4 @@ rule merge_grid:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench merge-grid --out {output:q} {input:q} > {log:q} 2>&1"
+        "mrcbench merge-grid --config {params.config:q} --out {output:q} {input:q} > {log:q} 2>&1"

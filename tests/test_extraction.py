@@ -34,11 +34,14 @@ def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
 
 
 def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
+    settings = _ablation(modes=["layer"], zones=["p2q"], variants=["paper"])
     for layer in range(2):
-        pd.DataFrame({"layer": [layer], "zone": ["p2q"], "f1": [50.0]}).to_parquet(tmp_path / f"layer{layer}.parquet")
+        rows = [{"model": "m", "train_set": "t", "eval_set": "dev", "seed": 1, "variant": "paper", **cell.columns(),
+                 "qid": "q1", "f1": 50.0} for cell in ablation.configured_cells(2, 1, settings, layer=layer)]
+        pd.DataFrame(rows).to_parquet(tmp_path / f"layer{layer}.parquet")
     out = tmp_path / "grid.parquet"
     assert ablation.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
-    assert pd.read_parquet(out)["layer"].tolist() == [0, 1]
+    assert pd.read_parquet(out)["layer"].tolist() == [-1, 0, 1]
     proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "merge-grid", "--out", str(out),
                            str(tmp_path / "layer7.parquet")], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "layer7.parquet" in proc.stderr and "Traceback" not in proc.stderr

@@ -157,6 +157,11 @@ def test_truncated_checkpoint_is_one_line_and_predict_leaves_no_empty_folder(min
     with pytest.raises(MrcbenchError, match=r"seed1: unreadable or truncated .*delete it and re-run"):
         load_for_qa(run_dir / "checkpoint")
     out = tmp_path / "predict" / "heldout"
+    # A valid eval file: predict checks it before loading the model.
+    qa = {"id": "q1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": 0}]}
+    (tmp_path / "eval.json").write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris.", "qas": [qa]}]}]})
+    )
     config = Path(__file__).resolve().parents[1] / "config.yaml"
     proc = subprocess.run(
         [sys.executable, "-m", "mrcbench.cli", "predict", "--config", str(config), "--model", "minilm",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.files import write_parquet
 from mrcbench.metrics.mlqa import MLQA_EXTENSION_LANGUAGES, MLQA_OFFICIAL_LANGUAGES
 from mrcbench.metrics.questions import iter_questions
 from mrcbench.metrics.scoring import (
@@ -182,9 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.per_question is not None:
             frame = per_question_scores(args.metric, dataset, preds, args.language)
-            try:
-                args.per_question.parent.mkdir(parents=True, exist_ok=True)
-                frame.to_parquet(args.per_question, index=False)
+            try:  # atomically: a failed write (a full disk) leaves the previous file in place
+                write_parquet(frame, args.per_question)
             except OSError as error:
                 raise MrcbenchError(f"cannot write {args.per_question}: {error.strerror or error}") from None
     except MrcbenchError as error:

@@ -5,10 +5,38 @@ The table is computed by :mod:`mrcbench.stats.headline`; this module only turns 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, zone_label
 from mrcbench.report.inputs import ReportData
+from mrcbench.stats.common import TIE_TOLERANCE
+
+
+def _paper_sentence(em: pd.DataFrame) -> str:
+    """Spearman's rho range (only finite values: rho is undefined on a constant grid) and the top-two
+    agreement, counted only over grids whose own top two zones are determined."""
+    rho = em["spearman_rho"].astype(float)
+    rho = rho[np.isfinite(rho)]
+    if rho.empty:
+        rho_text = "Spearman ρ over matched cells is undefined (the run's deltas are constant)"
+    elif rho.min() == rho.max():
+        rho_text = f"Spearman ρ over matched cells is {rho.min():.2f} ({len(rho)} of {len(em)} grids)"
+    else:
+        rho_text = f"Spearman ρ over matched cells is {rho.min():.2f} to {rho.max():.2f} ({len(rho)} of {len(em)} grids)"
+    named = em[em["top2_run"].fillna("").astype(str).str.len() > 0]
+    if named.empty:
+        top_text = (
+            "no grid names two most damaging zones (their drops tie or are zero), so no agreement is claimed"
+        )
+    else:
+        top_text = (
+            f"the two most damaging zones agree in {int(named['top2_agree'].astype(bool).sum())} of "
+            f"{len(named)} grids that name two"
+        )
+        if len(named) < len(em):
+            top_text += f" ({len(em) - len(named)} grid(s) name none: their drops tie or are zero)"
+    return f"Against the paper's digitised BERT/SQuAD ΔEM grid, {rho_text}, and {top_text}."
 
 
 def _effect_phrase(row: pd.Series | dict, metric: str) -> str:
@@ -33,6 +61,14 @@ VERDICT_SENTENCES = {
         "confirms the paper's answer only in part."
     ),
     "differs": "This differs from the paper's answer, P2Q + P2P.",
+    "no change": (
+        "No zone's masking changes the score in this grid, so it names no most damaging zone and can "
+        "neither confirm nor refute the paper's answer, P2Q + P2P."
+    ),
+    "tied": (
+        "These drops tie with the next zone's or are no drops, so this grid names no two most damaging "
+        "zones and can neither confirm nor refute the paper's answer, P2Q + P2P."
+    ),
     "no significant drop": (
         "Neither drop is significant, so this grid can neither confirm nor refute the paper's answer, P2Q + P2P."
     ),
@@ -57,8 +93,18 @@ def headline_sentences(
         leg = leg.sort_values("rank")
         effects = [_effect_phrase(row, metric) for _, row in leg.iterrows()]
         zones = " and ".join(effects)
-        verdict = VERDICT_SENTENCES.get(leg["verdict"].iloc[0], "")
+        verdict_key = leg["verdict"].iloc[0]
+        verdict = VERDICT_SENTENCES.get(verdict_key, "")
         counts = grid_counts(leg.head(1), min_clusters)
+        if verdict_key == "no change":
+            sentences.append(f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): {verdict}")
+            continue
+        if verdict_key == "tied":
+            sentences.append(
+                f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): the largest drops are "
+                f"{zones}. {verdict}"
+            )
+            continue
         sentences.append(
             f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): the zones whose masking hurts "
             f"most are {zones}. {verdict}"
@@ -96,14 +142,25 @@ def abstract_markdown(data: ReportData) -> str:
     primary = layer[(layer["metric"] == "f1")]
     if "paper" in set(primary.get("variant", [])):
         primary = primary[primary["variant"] == "paper"]
-    if not primary.empty:
-        worst = primary.loc[primary["delta"].idxmin()]
+    finite = primary[np.isfinite(primary["delta"].astype(float))] if not primary.empty else primary
+    lowest = float(finite["delta"].min()) if not finite.empty else float("nan")
+    tied_lowest = (finite["delta"] - lowest).abs() <= TIE_TOLERANCE if not finite.empty else finite["delta"]
+    if not finite.empty and lowest >= -TIE_TOLERANCE:
+        parts.append("No zone × layer cell's masking lowers F1 (no ΔF1 is negative), so no cell is the most damaging.")
+    elif not finite.empty and int(tied_lowest.sum()) > 1:
+        parts.append(
+            f"The largest drop, ΔF1 = {lowest:.1f}, is shared by {int(tied_lowest.sum())} zone × layer cells, "
+            "so no single cell is the most damaging."
+        )
+    elif not finite.empty:
+        worst = finite.loc[finite["delta"].idxmin()]
         parts.append(
             f"The most damaging cell was {zone_label(worst['zone'])} in layer {int(worst['layer']) + 1} of "
             f"{worst['model']} on {worst['eval_set']} "
             f"(ΔF1 = {fmt_ci(worst['delta'], worst['ci_low'], worst['ci_high'])}, "
             f"Holm-corrected p = {fmt_p(worst['p_holm'])})."
         )
+    if not primary.empty:
         significant = primary[primary["significant_holm"] & (primary["delta"] < 0)]
         passage = significant[significant["zone"].isin(["p2q", "p2p"])]
         parts.append(
@@ -133,7 +190,7 @@ def abstract_markdown(data: ReportData) -> str:
             )
     rank = data.crosslingual_rank
     if not rank.empty:
-        rows = rank[rank["metric"] == "f1"]
+        rows = rank[(rank["metric"] == "f1") & rank["kendall_tau"].notna()]  # tau is undefined on a flat profile
         if not rows.empty:
             parts.append(
                 f"On parallel evaluation sets the zone × layer profiles agree across languages with Kendall "
@@ -143,9 +200,5 @@ def abstract_markdown(data: ReportData) -> str:
     if not paper.empty:
         em = paper[paper["metric"] == "em"]
         if not em.empty:
-            parts.append(
-                f"Against the paper's digitised BERT/SQuAD ΔEM grid, Spearman ρ over matched cells is "
-                f"{em['spearman_rho'].min():.2f} to {em['spearman_rho'].max():.2f} and the two most damaging "
-                f"zones agree in {int(em['top2_agree'].sum())} of {len(em)} grids."
-            )
+            parts.append(_paper_sentence(em))
     return " ".join(parts)

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import yaml
 
 from mrcbench import files
-from mrcbench.errors import MrcbenchError
+from mrcbench.errors import Interrupted, MrcbenchError
 
 log = logging.getLogger(__name__)
 
@@ -313,11 +314,45 @@ def _kernel_environment() -> dict[str, str]:
     return env
 
 
+def _interruptible_client_class():
+    """nbclient's ``NotebookClient`` that also records which signal (SIGINT, SIGTERM) stopped it.
+
+    nbclient handles both signals itself during execution (it shuts the kernel down, so no kernel is
+    left behind); this subclass keeps that and remembers the signal, so that the failure it causes is
+    reported as an interrupt, not as a dead kernel.
+    """
+    import asyncio
+    import atexit
+    import contextlib
+
+    from nbclient import NotebookClient
+
+    class InterruptibleClient(NotebookClient):
+        interrupted_by: int | None = None
+
+        def _on_signal(self, signum: int) -> None:
+            if self.interrupted_by is None:
+                self.interrupted_by = int(signum)
+                self.shutdown_kernel = "immediate"  # kill the busy kernel: a graceful stop would wait on it
+                self._async_cleanup_kernel_future = asyncio.ensure_future(self._async_cleanup_kernel())
+                atexit.unregister(self._cleanup_kernel)
+
+        @contextlib.asynccontextmanager
+        async def async_setup_kernel(self, **kwargs: Any):
+            async with super().async_setup_kernel(**kwargs):
+                loop = asyncio.get_event_loop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
+                        loop.add_signal_handler(signum, self._on_signal, signum)
+                yield
+
+    return InterruptibleClient
+
+
 def render_fallback(qmd: Path, out_html: Path, params: dict[str, Any], timeout: int = 900) -> None:
     """Render without Quarto: parse, build a notebook, execute it with nbclient, export one HTML file."""
     import nbformat
     from jinja2 import DictLoader
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
@@ -325,7 +360,7 @@ def render_fallback(qmd: Path, out_html: Path, params: dict[str, Any], timeout: 
     document = parse_qmd(qmd.read_text(encoding="utf-8"), source=str(qmd))
     nb = qmd_to_notebook(document, params)
     nbformat.validate(nb)
-    client = NotebookClient(
+    client = _interruptible_client_class()(
         nb,
         kernel_name="python3",
         timeout=timeout,
@@ -333,7 +368,13 @@ def render_fallback(qmd: Path, out_html: Path, params: dict[str, Any], timeout: 
     )
     try:
         client.execute(env=_kernel_environment())
-    except CellExecutionError as exc:
+    except BaseException as exc:
+        # Ctrl-C or SIGTERM: nbclient has shut the kernel down and fails in many ways (DeadKernelError,
+        # AssertionError, a KeyboardInterrupt in a cell); whatever it raised, it is one interrupt.
+        if client.interrupted_by is not None:
+            raise Interrupted(client.interrupted_by) from None
+        if not isinstance(exc, CellExecutionError):
+            raise
         log.error("%s", exc)
         label = next(
             (

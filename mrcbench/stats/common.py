@@ -108,3 +108,25 @@ def eval_language(config: dict | None, eval_set: str, questions: Iterable[str] =
         return "zh"
     match = re.search(r"[_.-]([a-z]{2})$", eval_set)
     return match.group(1) if match else "en"
+
+
+#: Two drops closer than this are a tie (deltas are in score points, 0-100).
+TIE_TOLERANCE = 1e-9
+
+
+def real_top_zones(damage: dict[str, float] | Any, top: int = 2) -> list[str]:
+    """The ``top`` most damaging zones, or ``[]`` when the grid does not single them out.
+
+    ``damage`` maps zone -> delta (negative: masking hurts). The ``top`` zones exist only when each of
+    them is a real drop (delta < 0) and the last of them drops strictly more than the next zone, so the
+    selection does not depend on how ties are ordered (a flat or all-zero grid names no zone).
+    """
+    values = sorted(((float(v), str(z)) for z, v in dict(damage).items() if np.isfinite(v)))
+    if len(values) < top:
+        return []
+    chosen = values[:top]
+    if any(delta >= -TIE_TOLERANCE for delta, _ in chosen):
+        return []
+    if len(values) > top and values[top][0] - chosen[-1][0] <= TIE_TOLERANCE:
+        return []
+    return [zone for _, zone in chosen]

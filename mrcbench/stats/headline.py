@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrcbench.stats.common import FOUR_ZONES, PAPER_ZONES, RUN_KEYS
+from mrcbench.stats.common import FOUR_ZONES, PAPER_ZONES, RUN_KEYS, TIE_TOLERANCE, real_top_zones
 
 HEADLINE_COLUMNS = [
     *RUN_KEYS,
@@ -52,6 +52,9 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
 
     ``verdict`` (the same on the rows of one grid) compares the top two with the paper's P2Q + P2P:
 
+    * ``no change``: no cell of the grid changes the score (every delta is 0), so no zone is named;
+    * ``tied``: the top ``top`` zones are not singled out (a drop ties with the next zone's, or is not a
+      drop at all, :func:`mrcbench.stats.common.real_top_zones`), so no zone is claimed most damaging;
     * ``no significant drop``: neither of the top two drops is significant after Holm (whatever the zones);
     * ``agrees``: the same two zones, both with a drop significant after Holm;
     * ``same zones, one significant``: the same two zones, only one drop significant;
@@ -67,11 +70,16 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
         grid = grid[grid["delta"].notna()]
         if grid.empty:
             continue
-        worst = grid.sort_values(["delta", "layer"], kind="stable").drop_duplicates("zone").head(top)
-        top_zones = list(worst["zone"])
+        per_zone = grid.sort_values(["delta", "layer"], kind="stable").drop_duplicates("zone")
+        worst = per_zone.head(top)
+        top_zones = real_top_zones(dict(zip(per_zone["zone"], per_zone["delta"], strict=True)), top)
         significant = (worst["significant_holm"].astype(bool) & (worst["delta"] < 0)).to_numpy()
         agrees = len(top_zones) == len(PAPER_ZONES) and set(top_zones) == set(PAPER_ZONES)
-        if not significant.any():
+        if (grid["delta"].abs() <= TIE_TOLERANCE).all():
+            verdict = "no change"
+        elif not top_zones:
+            verdict = "tied"
+        elif not significant.any():
             verdict = "no significant drop"
         elif agrees:
             verdict = "agrees" if significant.all() else "same zones, one significant"

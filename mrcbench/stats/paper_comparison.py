@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mrcbench import paper_reference
-from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_ORDER, StatsSettings
+from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_ORDER, StatsSettings, real_top_zones
 
 PAPER_COLUMNS = [
     *RUN_KEYS,
@@ -70,9 +70,9 @@ def map_layers_by_depth(
 
 
 def _top2(frame: pd.DataFrame, value: str) -> list[str]:
-    """The two zones with the most negative mean delta over layers."""
-    means = frame.groupby("zone")[value].mean().sort_values(kind="stable")
-    return list(means.index[:2])
+    """The two zones with the most negative mean delta over layers; ``[]`` when ties or zero drops
+    leave them undetermined (:func:`mrcbench.stats.common.real_top_zones`)."""
+    return real_top_zones(frame.groupby("zone")[value].mean(), top=2)
 
 
 def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -81,7 +81,9 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
     The comparison is qualitative by nature: the run's model, data and depth usually differ from the
     paper's (the ``model_difference`` column says how). Layers are matched by relative depth; the
     paper's ALL (a padding leak) is compared only with ``all_paper_quirk``. Reported: Spearman's rho
-    over the matched cells and whether the two most damaging of the four zones agree.
+    over the matched cells (NaN when the run's deltas are constant) and whether the two most damaging
+    of the four zones agree (``top2_run`` is empty, and ``top2_agree`` False, when ties or zero drops
+    leave the run's top two undetermined).
     """
     paper = paper_reference.paper_grid()
     paper_zones = set(paper["zone"])
@@ -140,7 +142,8 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
                 "pearson_r": pearson,
                 "top2_run": ",".join(top_run),
                 "top2_paper": ",".join(top_paper),
-                "top2_agree": len(top_run) == 2 and set(top_run) == set(top_paper),
+                # No agreement is claimed where the run's grid names no two most damaging zones.
+                "top2_agree": len(top_run) == 2 and len(top_paper) == 2 and set(top_run) == set(top_paper),
                 "layer_mapping": layer_mapping,
                 "model_difference": (
                     f"run: {model} ({run_layers} layers) fine-tuned on {train_set}, evaluated on {eval_set}, "

@@ -61,10 +61,18 @@ class ResultFiles:
         )
 
 
+def _refuse_repeated_file(seen: dict[Path, Path], path: Path) -> None:
+    """The same file listed twice (under any spelling: ``a/../b``, a symlink) would count its runs twice."""
+    resolved = Path(path).resolve()
+    if resolved in seen:
+        raise MrcbenchError(f"{path}: given twice (also as {seen[resolved]}); list each result file once")
+    seen[resolved] = Path(path)
+
+
 def _refuse_duplicate_runs(owner: dict[tuple, Path], keys: Iterable[tuple], path: Path) -> None:
     """One run's results in one file only: a second file holding the same run is a copy or a stray."""
     for key in keys:
-        if key in owner and owner[key] != path:
+        if key in owner and owner[key].resolve() != Path(path).resolve():
             run = ", ".join(f"{name}={value}" for name, value in zip([*RUN_KEYS, "seed"], key, strict=True))
             raise MrcbenchError(f"{path} and {owner[key]} both hold the results of {run}: keep one of them")
         owner[key] = path
@@ -73,7 +81,9 @@ def _refuse_duplicate_runs(owner: dict[tuple, Path], keys: Iterable[tuple], path
 def _read_parquets(paths: list[Path], required: list[str]) -> pd.DataFrame | None:
     frames = []
     owner: dict[tuple, Path] = {}
+    seen: dict[Path, Path] = {}
     for path in paths:
+        _refuse_repeated_file(seen, Path(path))
         frame = read_parquet(path)
         missing = [column for column in required if column not in frame.columns]
         if missing:
@@ -94,7 +104,9 @@ def _official_metrics(paths: list[Path]) -> pd.DataFrame:
     """EM/F1 of the official-equivalent scorer from ``predict/MODEL/TRAIN/seedN/EVAL/metrics.json`` files."""
     rows = []
     owner: dict[tuple, Path] = {}
+    seen: dict[Path, Path] = {}
     for path in map(Path, paths):
+        _refuse_repeated_file(seen, path)
         model, train_set, seed_dir, eval_set = path.parts[-5:-1]
         if not seed_dir.startswith("seed") or not seed_dir[4:].isdigit():
             raise MrcbenchError(f"{path}: expected predict/MODEL/TRAIN/seedN/EVAL/metrics.json")

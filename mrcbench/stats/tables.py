@@ -77,9 +77,6 @@ def run_stats(
     if config is None and (results_dir / "config.resolved.yaml").is_file():
         config = cfg.load(results_dir / "config.resolved.yaml")
     settings = StatsSettings.from_config(config)
-    if config is not None:
-        # The report reads the config of the run beside the tables it describes.
-        write_text(out_dir / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     tables = load_results(results_dir, files)
     if tables.grid is None and tables.scores is None:
         raise MrcbenchError(
@@ -149,6 +146,12 @@ def run_stats(
         ),
     )
     written.append(settings_path)
+    if config is not None:
+        # The report reads the config of the run beside the tables it describes: written last, so a
+        # failed write (a full disk) never leaves a new config beside the previous run's tables.
+        config_path = out_dir / "config.resolved.yaml"
+        write_text(config_path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        written.append(config_path)
     log.info("wrote %d files to %s", len(written), out_dir)
     return written
 
