@@ -50,6 +50,9 @@ _TOKENIZE_CHUNK = 512
 #: How far (in characters) an annotated ``answer_start`` may be off before the answer counts as
 #: unaligned; CMRC 2018's own training script shifts misannotated starts back by up to 3 characters.
 MAX_ANSWER_START_SHIFT = 3
+#: Logit of a position past a window's end, where the logits of windows of different lengths are
+#: stacked into one array (prediction, the grid); far below any real logit, never decoded.
+PAD_LOGIT = -10000.0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,9 +18,7 @@ from mrcbench import data as data_mod
 from mrcbench import decoding, files, metrics
 from mrcbench import features as feat_mod
 from mrcbench import precision as precision_mod
-
-#: Logit given to positions past a window's end when windows are stacked into one array.
-PAD_LOGIT = -1e4
+from mrcbench.features import PAD_LOGIT
 
 
 def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
