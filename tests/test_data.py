@@ -400,7 +400,7 @@ def test_load_hub_converts_rows_to_squad(monkeypatch):
     ]
     assert [q["is_impossible"] for q in normans[0]["qas"]] == [False, True]
     clean, report = data.validation.validate(converted, "hub")  # the converted dict is valid SQuAD JSON
-    assert report.questions_removed == 0 and data.loading._structure_problem(clean) is None
+    assert report.questions_removed == 0 and data.loading.structure_problem(clean) is None
 
 
 def test_hub_rows_without_title_get_context_derived_titles():
