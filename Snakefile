@@ -13,6 +13,13 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+
+
+# Snakemake's own report (`snakemake --report results/snakemake_report.zip`): this page, then the
+# outputs flagged with report() in rules/*.smk, with their captions in rules/report/.
+report: "rules/report/workflow.rst"
+
+
 wildcard_constraints:
     model=NAME,
     train=NAME,
@@ -34,6 +41,14 @@ include: "rules/report.smk"
 
 onstart:
     mrc_config.write_resolved(config, CONFIG)
+
+
+# Cheap rules run where Snakemake runs, never as a cluster job: the target, the grid merge and the
+# report rendering.
+localrules:
+    all,
+    merge_grid,
+    report,
 
 
 rule all:

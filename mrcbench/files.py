@@ -2,7 +2,8 @@
 
 Every file the pipeline writes goes through :func:`atomic_path` (or a helper built on it): the
 content is written to a temporary file in the same folder and renamed into place, so an
-interrupted job never leaves a file that looks finished. Written files get the usual permissions
+interrupted job never leaves a file that looks finished. A result *directory* (a checkpoint) is
+built in :func:`staging_dir` and put in place by :func:`replace_directory`. Written files get the usual permissions
 (``0666`` less the umask, ``0644`` by default), not the ``0600`` of a bare temporary file.
 
 The readers turn a truncated or corrupt intermediate into one line naming the file and what to do.
@@ -10,8 +11,10 @@ The readers turn a truncated or corrupt intermediate into one line naming the fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +74,55 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def staging_dir(out_dir: str | os.PathLike) -> Path:
+    """The folder beside ``out_dir`` to build it in (``<name>.tmp``, not created): a leftover of an
+    interrupted run is removed, so a restart begins from nothing. Pass it to :func:`replace_directory`."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(out_dir.name + ".tmp")
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging)
+    elif staging.exists() or staging.is_symlink():
+        staging.unlink()
+    return staging
+
+
+def replace_directory(staging: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Put the finished directory ``staging`` at ``out_dir``, replacing an earlier one whole.
+
+    The earlier directory is renamed aside (``.<name>.old``), ``staging`` renamed in, and only then is
+    the earlier one deleted: at no point is the earlier directory gone while the new one is not in
+    place (no rmtree-then-rename gap). If renaming ``staging`` in fails, the earlier directory is
+    renamed back; a process killed between the two renames leaves it complete at ``.<name>.old``.
+    """
+    staging, out_dir = Path(staging), Path(out_dir)
+    if not staging.is_dir():
+        raise MrcbenchError(f"{staging}: the directory to put at {out_dir} does not exist")
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        os.replace(staging, out_dir)
+        return out_dir
+    aside = out_dir.with_name(f".{out_dir.name}.old")
+    if aside.exists():
+        shutil.rmtree(aside)  # a leftover of an earlier replacement that was killed after its swap
+    os.replace(out_dir, aside)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(aside, out_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return out_dir
 
 
 def corrupt(path: str | os.PathLike, exc: BaseException | str) -> MrcbenchError:

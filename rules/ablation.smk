@@ -8,7 +8,8 @@ rule ablate:
         finetuned=finetune_dir,
         eval=lambda wc: split_json(wc.eval),
     output:
-        f"{RESULTS}/ablation/{{model}}/{{train}}/seed{{seed}}/{{eval}}/parts/{{part}}.parquet",
+        # A part lives until merge_grid has joined every part of its grid (temp), then is deleted.
+        temp(f"{RESULTS}/ablation/{{model}}/{{train}}/seed{{seed}}/{{eval}}/parts/{{part}}.parquet"),
     params:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),

@@ -6,7 +6,12 @@ rule predict:
         finetuned=finetune_dir,
         eval=lambda wc: split_json(wc.eval),
     output:
-        metrics=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/metrics.json",
+        metrics=report(
+            f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/metrics.json",
+            caption="report/metrics.rst",
+            category="Official scores",
+            labels={"model": "{model}", "train": "{train}", "seed": "{seed}", "eval": "{eval}"},
+        ),
         scores=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/scores.parquet",
         predictions=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/predictions.json",
     params:

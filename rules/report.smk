@@ -7,7 +7,12 @@ rule report:
         qmd=config.get("report", {}).get("qmd", "reports/report.qmd"),
         stats=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
     output:
-        config.get("report", {}).get("html", "reports/report.html"),
+        report(
+            config.get("report", {}).get("html", "reports/report.html"),
+            caption="report/report.rst",
+            category="Report",
+            labels={"file": "paper-style report"},
+        ),
     params:
         results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats[0])),
     log:

@@ -9,11 +9,24 @@ rule stats:
         scores=[f"{RESULTS}/predict/{run.eval_dir}/scores.parquet" for run in RUNS],
         metrics=[f"{RESULTS}/predict/{run.eval_dir}/metrics.json" for run in RUNS],
     output:
-        expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
+        tables=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
+        # Side outputs: each table as CSV (also in Snakemake's own report), the settings the tests ran
+        # with, and the config beside the tables (the report reads it).
+        csv=[
+            report(
+                f"{RESULTS}/stats/{table}.csv",
+                caption="report/stats_table.rst",
+                category="Statistics tables",
+                labels={"table": table},
+            )
+            for table in STATS_TABLES
+        ],
+        settings=f"{RESULTS}/stats/settings.json",
+        config=f"{RESULTS}/stats/config.resolved.yaml",
     params:
         config=CONFIG,
-        results=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
-        out=lambda wc, output: os.path.dirname(output[0]),
+        results=lambda wc, output: os.path.dirname(os.path.dirname(output.tables[0])),
+        out=lambda wc, output: os.path.dirname(output.tables[0]),
         stats=mrc_config.stats_config(config),
     log:
         f"{LOGS}/stats.log",

@@ -191,6 +191,21 @@ def test_validate_realigns_small_offset_errors_only():
     assert dataset["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] == 30
 
 
+def test_one_realignment_for_validation_and_training_features():
+    """data.validation.realign is the nearest occurrence within the shift, the earlier of two equally
+    near; the training features (fixed shift 3, whitespace stripped) use the same function."""
+    from mrcbench import features
+
+    assert data.validation.realign("abxxab", "ab", 2, 2) == 0  # tie: 0 and 4 are both 2 away
+    assert data.validation.realign("abxxab", "ab", 3, 2) == 4
+    assert data.validation.realign("abxxab", "ab", 2, 1) is None
+    assert data.validation.realign("abxxab", "ab", 0, 0) == 0
+    assert features.locate_answer("abxxab", "ab", 2) == (0, 2, True)
+    assert features.locate_answer("abxxab", " ab ", 3) == (4, 6, False)  # leading space moves the start
+    assert features.locate_answer("abxxxxxxab", "ab", 4) is None  # 4 away from both: beyond the fixed 3
+    assert features.MAX_ANSWER_START_SHIFT == 3
+
+
 def test_validate_drop_answer_keeps_question_with_an_aligned_answer():
     question = qa("multi", "Where?", CONTEXT, "France")
     question["answers"].append({"text": "in France", "answer_start": -1})
@@ -385,7 +400,7 @@ def test_load_hub_converts_rows_to_squad(monkeypatch):
     ]
     assert [q["is_impossible"] for q in normans[0]["qas"]] == [False, True]
     clean, report = data.validation.validate(converted, "hub")  # the converted dict is valid SQuAD JSON
-    assert report.questions_removed == 0 and data.loading._structure_problem(clean) is None
+    assert report.questions_removed == 0 and data.loading.structure_problem(clean) is None
 
 
 def test_hub_rows_without_title_get_context_derived_titles():

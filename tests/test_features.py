@@ -471,3 +471,12 @@ def test_too_short_max_seq_length_is_rejected(bert_tokenizer):
 def test_missing_key_names_the_example(bert_tokenizer):
     with pytest.raises(MrcbenchError, match="q7.*context"):
         F.prepare_eval_features([{"id": "q7", "question": "?"}], bert_tokenizer, 64, 32, 16)
+
+
+def test_logits_of_shorter_windows_are_padded_with_the_one_pad_logit():
+    from mrcbench import ablation, predict
+
+    stacked = predict.stack_logits([torch.ones(1, 2), torch.ones(2, 3)], 3)
+    assert stacked[0].tolist() == [1.0, 1.0, F.PAD_LOGIT] and (stacked[1:] == 1.0).all()
+    assert ablation._pad(np.ones((1, 1)), 2).tolist() == [[1.0, F.PAD_LOGIT]]
+    assert F.PAD_LOGIT == -10000.0

@@ -521,11 +521,11 @@ def test_module_entry_point(tiny_files: dict[str, Path]) -> None:
         ("pred", "{not json", r"prediction file .*pred\.json is not valid JSON"),
         ("pred", "[1, 2]", r"prediction file .*pred\.json must hold a JSON object"),
         ("pred", '{"a1": 3}', r"prediction file .*pred\.json: the prediction for 'a1' is a int"),
-        ("data", '{"version": "1"}', r"data\.json: dataset top level: has no 'data' list"),
+        ("data", '{"version": "1"}', r"data\.json: dataset top level: missing 'data'"),
         (
             "data",
             '{"data": [{"title": "t", "paragraphs": [{"qas": [{"question": "?"}]}]}]}',
-            r"data\.json: dataset data\[0\]\.paragraphs\[0\]\.qas\[0\]: has no string 'id'",
+            r"data\.json: dataset data\[0\]\.paragraphs\[0\]\.qas\[0\]: missing 'id'",
         ),
         ("na", '{"a1": "high"}', r"na-prob file .*na\.json: the value for 'a1' is not a finite number"),
         ("na", '{"a1": 0.1}', r"scoring .*pred\.json with .*na\.json: na_probs has no entry for 2"),
@@ -999,3 +999,18 @@ def test_evaluate_modules_load_offline_and_match_mrcbench_score(metric: str, tmp
     result = module.compute(predictions=preds, references=references, **kwargs)
     assert result == expected
     assert 0 < result.get("f1", result.get("F1")) < 100
+
+
+def test_scorers_and_data_preparation_share_one_squad_structure_reader() -> None:
+    from mrcbench.data.loading import structure_problem
+
+    broken = {"data": [{"paragraphs": [{"qas": [{"id": "q1", "answers": [{"text": 3}]}]}]}]}
+    expected = "data[0].paragraphs[0].qas[0].answers[0].text: expected a string, got int"
+    assert structure_problem(broken, scoring=True) == expected
+    with pytest.raises(MrcbenchError) as info:
+        metrics.questions.iter_questions(broken)
+    assert str(info.value) == f"dataset {expected}"
+    # What the official scripts do not read is not required to score a file, but is to prepare one.
+    minimal = {"data": [{"paragraphs": [{"qas": [{"id": "q1", "answers": [{"text": "a"}]}]}]}]}
+    assert [q.gold_answers for q in metrics.questions.iter_questions(minimal)] == [("a",)]
+    assert structure_problem(minimal) == "data[0]: missing 'title'"

@@ -83,15 +83,20 @@ def test_kill_during_finetune_and_grid_then_resume(smoke_run, data_dir, tmp_path
     _kill_when(proc, workdir, second_grid_running)
     finished = _mtimes(results / "data") | _mtimes(results / "models")
     assert finished == before, "data or model preparation was recomputed after the first kill"
+    # The first grid's part is finished (one core: the second ablate outranks its merge_grid).
     parts = list(results.glob("ablation/**/parts/all.parquet"))
     assert len(parts) == 1, parts
     checkpoint = run_dir / "seed7" / "checkpoint" / "model.safetensors"
-    kept = {parts[0]: parts[0].stat().st_mtime_ns, checkpoint: checkpoint.stat().st_mtime_ns}
+    kept = {checkpoint: checkpoint.stat().st_mtime_ns}
 
     # 3. Restart to the end: nothing finished is recomputed, and the results equal an uninterrupted run's.
     _unlock(workdir, env)
-    run_snakemake([*ARGS, "--cores", "2"],
-                  cwd=workdir, env=env, timeout=1800)
+    resumed = run_snakemake([*ARGS, "--cores", "2"],
+                            cwd=workdir, env=env, timeout=1800)
+    # Only the interrupted grid is computed again; the finished part is merged, then deleted (temp()).
+    log_text = resumed.stdout + resumed.stderr
+    assert len(re.findall(r"^(?:local)?rule ablate:", log_text, re.MULTILINE)) == 1, log_text[-3000:]
+    assert not list(results.glob("ablation/**/parts/*.parquet"))
     for path, mtime in kept.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     assert (_mtimes(results / "data") | _mtimes(results / "models")) == before

@@ -100,6 +100,69 @@ def test_stats_and_report(smoke_run):
     assert "Fine-tuning seeds: not recorded" not in text
 
 
+def _snakemake_report(workdir, zip_path, env):
+    """`snakemake --report` of the smoke profile in ``workdir``: the archive's entries and its index page."""
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/smoke.yaml", "--report",
+                           str(zip_path)], check=False, cwd=workdir, capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        index = html_lib.unescape(archive.read("snakemake_report/report.html").decode())
+        files = {name.rsplit("/", 1)[-1]: archive.read(name) for name in names if "/data/raw/" in name}
+    return names, index, files
+
+
+def _assert_report_lists_every_flagged_output(index, files):
+    from mrcbench.stats.tables import TABLES
+
+    assert {f"{table}.csv" for table in TABLES} | {"report.html", "metrics.json"} <= set(files), sorted(files)
+    assert "Statistics tables" in index and "Official scores" in index and "Report" in index
+    flat = " ".join(index.replace("\\n", " ").split())  # captions sit in the page's JSON, newlines escaped
+    assert "attention zone (P2P, P2Q, Q2P, Q2Q)" in flat  # rules/report/workflow.rst, the archive's front page
+    for eval_set in EVALS:  # the captions' wildcards were filled in, one caption per run
+        assert f"train split squad_train, seed 7, eval split {eval_set}." in flat, eval_set
+
+
+@pytest.mark.slow
+def test_snakemake_report_of_the_smoke_run(smoke_run, tmp_path):
+    """`snakemake --report` on the finished smoke run: a browsable archive holding the paper-style HTML."""
+    workdir, _ = smoke_run
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MRCBENCH_DATA_DIR": "/nonexistent"}
+    _, index, files = _snakemake_report(workdir, tmp_path / "snakemake_report.zip", env)
+    _assert_report_lists_every_flagged_output(index, files)
+    assert files["report.html"] == (workdir / SMOKE_RESULTS / "report.html").read_bytes()
+    assert files["deltas.csv"] == (workdir / SMOKE_RESULTS / "stats" / "deltas.csv").read_bytes()
+
+
+def test_snakemake_report_wiring(tmp_path):
+    """The report() flags, captions and categories, without a run: every output of the smoke DAG as a
+    placeholder file, then `snakemake --report` (the slow test above does it on the real smoke run)."""
+    from workflow import copy_workflow
+
+    workdir = copy_workflow(tmp_path / "wf")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MRCBENCH_DATA_DIR": "/nonexistent"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/smoke.yaml", "--summary"],
+                          check=False, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("\t") for line in proc.stdout.splitlines()[1:] if "\t" in line]
+    assert any(row[2] == "report" for row in rows), proc.stdout[-2000:]
+    for path, _, rule, *rest in rows:
+        if "removed temp file" in rest:  # a grid part: temp(), gone once merge_grid has run
+            continue
+        target = workdir / path
+        if rule in ("prepare_model", "finetune"):  # directory() outputs
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f"placeholder {path}\n")
+    _, index, files = _snakemake_report(workdir, tmp_path / "snakemake_report.zip", env)
+    _assert_report_lists_every_flagged_output(index, files)
+    assert files["report.html"] == f"placeholder {SMOKE_RESULTS}/report.html\n".encode()
+
+
 def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/smoke.yaml"],
                           check=False, cwd=REPO_ROOT, capture_output=True, text=True,

@@ -184,6 +184,12 @@ class OverlapReport:
     removed_titles: list[str] = field(default_factory=list)
     against: list[str] = field(default_factory=list)
 
+    def count_removed(self, before: Mapping[str, int], after: Mapping[str, int]) -> None:
+        """The articles, paragraphs and questions removed: :func:`count` before minus after."""
+        self.articles_removed = before["articles"] - after["articles"]
+        self.paragraphs_removed = before["paragraphs"] - after["paragraphs"]
+        self.questions_removed = before["questions"] - after["questions"]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -212,10 +218,7 @@ def remove_overlap(
         if paragraphs:
             kept_articles.append(article | {"paragraphs": paragraphs})
     filtered = train | {"data": kept_articles}
-    after = count(filtered)
-    report.articles_removed = before["articles"] - after["articles"]
-    report.paragraphs_removed = before["paragraphs"] - after["paragraphs"]
-    report.questions_removed = before["questions"] - after["questions"]
+    report.count_removed(before, count(filtered))
     return filtered, report
 
 
@@ -239,10 +242,7 @@ def exclude_articles(
         return False
 
     filtered = _filter(dataset, keep_article=keep)
-    after = count(filtered)
-    report.articles_removed = before["articles"] - after["articles"]
-    report.paragraphs_removed = before["paragraphs"] - after["paragraphs"]
-    report.questions_removed = before["questions"] - after["questions"]
+    report.count_removed(before, count(filtered))
     return filtered, report
 
 

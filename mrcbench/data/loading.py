@@ -59,14 +59,33 @@ def load_squad_json(path: str | Path, config_key: str | None = None) -> SquadDat
         raise MrcbenchError(f"{where}{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise MrcbenchError(f"{where}{path}: cannot read ({exc.strerror})") from None
-    problem = _structure_problem(dataset)
+    problem = structure_problem(dataset)
     if problem is not None:
         raise MrcbenchError(f"{where}{path}: not SQuAD JSON: {problem}")
     return dataset
 
 
-def _structure_problem(dataset: Any) -> str | None:
-    """Return ``"<json path>: <problem>"`` for the first structural problem, or None for valid SQuAD JSON."""
+#: The keys (and their types) each level of SQuAD JSON must have: all of them for a dataset the pipeline
+#: prepares; for scoring, only those the official scripts read (:mod:`mrcbench.metrics.questions`).
+_REQUIRED = {
+    "article": (("title", str, "a string"), ("paragraphs", list, "a list")),
+    "paragraph": (("context", str, "a string"), ("qas", list, "a list")),
+    "qa": (("id", str, "a string"), ("question", str, "a string"), ("answers", list, "a list")),
+    "answer": (("text", str, "a string"), ("answer_start", int, "an integer")),
+}
+_SCORING_OPTIONAL = {"title", "context", "question", "answer_start"}
+
+
+def structure_problem(dataset: Any, scoring: bool = False) -> str | None:
+    """Return ``"<json path>: <problem>"`` for the first structural problem, or None for valid SQuAD JSON.
+
+    The one SQuAD-structure reader. ``scoring``: check only what the official scorers read (``data``,
+    ``paragraphs``, ``qas``, ``id``, ``answers``, answer ``text``), as the scorers accept such files.
+    """
+    required = {
+        level: tuple(item for item in items if not (scoring and item[0] in _SCORING_OPTIONAL))
+        for level, items in _REQUIRED.items()
+    }
 
     def check(obj: Any, where: str, key: str, kind: type | tuple[type, ...], kind_name: str) -> str | None:
         if key not in obj:
@@ -77,45 +96,41 @@ def _structure_problem(dataset: Any) -> str | None:
             return f"{where}.{key}: expected {kind_name}, got {type(value).__name__}"
         return None
 
-    if not isinstance(dataset, dict):
+    if not isinstance(dataset, Mapping):
         return f"top level: expected an object, got {type(dataset).__name__}"
     if (problem := check(dataset, "top level", "data", list, "a list")) is not None:
         return problem.replace("top level.", "")
-    if "version" in dataset and not isinstance(dataset["version"], (str, int, float)):
+    if not scoring and "version" in dataset and not isinstance(dataset["version"], (str, int, float)):
         return f"version: expected a string, got {type(dataset['version']).__name__}"
     for a, article in enumerate(dataset["data"]):
         at = f"data[{a}]"
-        if not isinstance(article, dict):
+        if not isinstance(article, Mapping):
             return f"{at}: expected an object, got {type(article).__name__}"
-        for key, kind, name in (("title", str, "a string"), ("paragraphs", list, "a list")):
+        for key, kind, name in required["article"]:
             if (problem := check(article, at, key, kind, name)) is not None:
                 return problem
         for p, paragraph in enumerate(article["paragraphs"]):
             pt = f"{at}.paragraphs[{p}]"
-            if not isinstance(paragraph, dict):
+            if not isinstance(paragraph, Mapping):
                 return f"{pt}: expected an object, got {type(paragraph).__name__}"
-            for key, kind, name in (("context", str, "a string"), ("qas", list, "a list")):
+            for key, kind, name in required["paragraph"]:
                 if (problem := check(paragraph, pt, key, kind, name)) is not None:
                     return problem
             for q, qa in enumerate(paragraph["qas"]):
                 qt = f"{pt}.qas[{q}]"
-                if not isinstance(qa, dict):
+                if not isinstance(qa, Mapping):
                     return f"{qt}: expected an object, got {type(qa).__name__}"
-                for key, kind, name in (
-                    ("id", str, "a string"),
-                    ("question", str, "a string"),
-                    ("answers", list, "a list"),
-                ):
+                for key, kind, name in required["qa"]:
                     if (problem := check(qa, qt, key, kind, name)) is not None:
                         return problem
-                if "is_impossible" in qa and not isinstance(qa["is_impossible"], bool):
+                if not scoring and "is_impossible" in qa and not isinstance(qa["is_impossible"], bool):
                     kind = type(qa["is_impossible"]).__name__
                     return f"{qt}.is_impossible: expected true or false, got {kind}"
                 for n, answer in enumerate(qa["answers"]):
                     nt = f"{qt}.answers[{n}]"
-                    if not isinstance(answer, dict):
+                    if not isinstance(answer, Mapping):
                         return f"{nt}: expected an object, got {type(answer).__name__}"
-                    for key, kind, name in (("text", str, "a string"), ("answer_start", int, "an integer")):
+                    for key, kind, name in required["answer"]:
                         if (problem := check(answer, nt, key, kind, name)) is not None:
                             return problem
     return None

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import graphlib
-import hashlib
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -63,7 +62,7 @@ from mrcbench.data.filters import (
 from mrcbench.data.loading import METRICS, SquadDataset, load_hub, load_squad_json
 from mrcbench.data.validation import ON_BAD_CHOICES, ValidationReport, validate
 from mrcbench.errors import MrcbenchError
-from mrcbench.files import write_json
+from mrcbench.files import sha256_file, write_json
 
 ROLES = ("train", "eval")
 PARTS = ("train", "eval")
@@ -199,14 +198,6 @@ class _SplitState:
     final: SquadDataset | None = None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _DatasetLoader:
     """Loads, validates and article-splits each configured dataset once."""
 
@@ -237,7 +228,7 @@ class _DatasetLoader:
             if spec.source == "local":
                 path = self._local_path(spec)
                 raw = load_squad_json(path, config_key=f"datasets.{key}.local")
-                provenance = {"source": "local", "local": spec.local, "sha256": _file_sha256(path)}
+                provenance = {"source": "local", "local": spec.local, "sha256": sha256_file(path)}
                 name = f"dataset '{key}' ({spec.local})"
             else:
                 raw = load_hub(spec.hub, key=key, metric=spec.metric)

@@ -68,8 +68,10 @@ class ValidationReport:
         return dataclasses.asdict(self) | {"questions_removed": self.questions_removed}
 
 
-def _realign(context: str, text: str, start: int, max_shift: int) -> int | None:
-    """The occurrence of ``text`` nearest to ``start`` if within ``max_shift`` characters, else None.
+def realign(context: str, text: str, start: int, max_shift: int) -> int | None:
+    """The occurrence of ``text`` nearest to ``start`` if within ``max_shift`` characters, else None;
+    of two equally near, the earlier one. The one answer realignment: data validation (config
+    ``validation.realign_max_shift``) and the training features (:func:`mrcbench.features.locate_answer`).
 
     CMRC 2018 has answers whose offset is off by one or two characters (BERT's CMRC script shifted them
     back by up to a few characters); a wrong offset puts the training target on the wrong tokens."""
@@ -162,7 +164,7 @@ def _check_question(
         if start >= 0 and context[start : start + len(text)] == text:
             kept.append(answer)
             continue
-        fixed = _realign(context, text, start, realign_max_shift) if realign_max_shift > 0 else None
+        fixed = realign(context, text, start, realign_max_shift) if realign_max_shift > 0 else None
         if fixed is not None:
             kept.append(answer | {"answer_start": fixed})
             realigned = True

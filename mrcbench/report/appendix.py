@@ -6,7 +6,6 @@ statistics table is involved.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -68,14 +67,6 @@ def git_commit(path: Path) -> str:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "not recorded (git unavailable)"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
