@@ -45,7 +45,7 @@ from mrcbench import precision as precision_mod
 from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
 from mrcbench.errors import MrcbenchError
 from mrcbench.extraction import EvalRun
-from mrcbench.zones import ZONES, check_variant, check_zone
+from mrcbench.zones import ZONES, check_operator, check_variant, check_zone
 
 MODES: tuple[str, ...] = ("baseline", "layer", "head", "from_layer")
 """``layer``: one zone in one layer, all heads (the paper grid); ``head``: one zone in one head of one
@@ -58,27 +58,36 @@ LOGIT_PAD = -10000.0
 """Fill value for logits beyond a batch's (dynamically padded) length when batches are concatenated."""
 
 GRID_COLUMNS = (
-    *KEY_COLUMNS, "variant", "mode", "layer", "head", "zone", "qid", "article", "em", "f1", "removed_mass",
+    *KEY_COLUMNS, "variant", "mode", "operator", "layer", "head", "zone", "qid", "article", "em", "f1",
+    "removed_mass",
 )
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of the ablation grid. The baseline has ``zone=None, layer=None, mode="baseline"``."""
+    """One cell of the ablation grid. The baseline has ``zone=None, layer=None, mode="baseline"``.
+
+    ``operator`` (:data:`mrcbench.zones.OPERATORS`) says how the zone's cells are removed; the baseline
+    carries the default ``renorm``.
+    """
 
     zone: str | None
     layer: int | None
     head: int | None = None
     mode: str = "layer"
+    operator: str = "renorm"
 
     def __post_init__(self) -> None:
+        check_operator(self.operator)
         if self.mode not in MODES:
             raise MrcbenchError(f"unknown ablation mode {self.mode!r}; allowed: {', '.join(MODES)}")
         if self.mode == "baseline":
-            if (self.zone, self.layer, self.head) != (None, None, None):
-                raise MrcbenchError(f"the baseline cell takes no zone, layer or head, got {self}")
+            if (self.zone, self.layer, self.head, self.operator) != (None, None, None, "renorm"):
+                raise MrcbenchError(f"the baseline cell takes no zone, layer, head or operator, got {self}")
             return
         check_zone(self.zone)
+        if self.zone == "all_paper_quirk" and self.operator != "renorm":
+            raise MrcbenchError(f"all_paper_quirk lifts the padding mask; it has no {self.operator!r} operator")
         if not isinstance(self.layer, int) or self.layer < 0:
             raise MrcbenchError(f"ablation cell {self.zone}/{self.mode} needs a 0-based layer, got {self.layer!r}")
         if (self.mode == "head") != (self.head is not None):
@@ -96,6 +105,7 @@ class Cell:
         """This cell's columns of the grid table (layer/head -1 = none/all, zone "none" for the baseline)."""
         return {
             "mode": self.mode,
+            "operator": self.operator,
             "layer": -1 if self.layer is None else self.layer,
             "head": -1 if self.head is None else self.head,
             "zone": "none" if self.zone is None else self.zone,
@@ -106,11 +116,15 @@ BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
 
 
 def grid_cells(
-    n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",)
+    n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",),
+    operators: Sequence[str] = ("renorm",),
 ) -> list[Cell]:
-    """The baseline followed by every (mode, layer, [head,] zone) cell."""
+    """The baseline followed by every (mode, layer, [head,] operator, zone) cell (``all_paper_quirk``
+    only with ``renorm``)."""
     for zone in zones:
         check_zone(zone)
+    for operator in operators:
+        check_operator(operator)
     cells = [BASELINE]
     for mode in modes:
         if mode == "baseline":
@@ -119,7 +133,13 @@ def grid_cells(
             raise MrcbenchError(f"unknown ablation mode {mode!r}; allowed: {', '.join(MODES)}")
         for layer in range(n_layers):
             heads = range(n_heads) if mode == "head" else [None]
-            cells.extend(Cell(zone, layer, head, mode) for head in heads for zone in zones)
+            cells.extend(
+                Cell(zone, layer, head, mode, operator)
+                for head in heads
+                for operator in operators
+                for zone in zones
+                if operator == "renorm" or zone != "all_paper_quirk"
+            )
     return cells
 
 
@@ -194,7 +214,9 @@ def run_grid_naive(
                     outputs = model(**inputs)
                     removed = np.zeros(batch["input_ids"].shape[0])
                 else:
-                    with controller.intervene(batch["zone_ids"], cell.zone, layers, cell.head, variant) as result:
+                    with controller.intervene(
+                        batch["zone_ids"], cell.zone, layers, cell.head, variant, cell.operator
+                    ) as result:
                         outputs = model(**inputs)
                     removed = result.first_masked_layer_mass()
                 collector.add(cell, outputs.start_logits, outputs.end_logits, removed)
@@ -357,10 +379,10 @@ def run_grid(
     model.eval()
     with ZoneAttention(model) as controller, torch.inference_mode():
         n_layers = controller.n_layers
-        by_start: dict[int, list[Cell]] = defaultdict(list)
+        by_start: dict[tuple[int, str], list[Cell]] = defaultdict(list)  # stacked cells share one operator
         for cell in cells:
             if cell.mode != "baseline":
-                by_start[cell.masked_layers(n_layers)[0]].append(cell)
+                by_start[cell.masked_layers(n_layers)[0], cell.operator].append(cell)
         for batch in tqdm(batches, desc="ablation grid (fast)", disable=not progress):
             batch_size = batch["input_ids"].shape[0]
             with _record_layer_calls(stack.blocks) as calls:
@@ -371,7 +393,7 @@ def run_grid(
                 )
             if BASELINE in cells:
                 collector.add(BASELINE, baseline.start_logits, baseline.end_logits, np.zeros(batch_size))
-            for start, start_cells in sorted(by_start.items()):
+            for (start, operator), start_cells in sorted(by_start.items()):
                 layer_input = calls[start].args[0] if calls[start].args else (
                     calls[start].kwargs["hidden_states"]
                 )
@@ -380,7 +402,7 @@ def run_grid(
                         [
                             MaskPlan.build(
                                 batch["zone_ids"], cell.zone, variant, cell.masked_layers(n_layers), cell.head,
-                                n_layers, controller.n_heads,
+                                n_layers, controller.n_heads, operator,
                             )
                             for cell in chunk
                         ]
@@ -478,7 +500,7 @@ def configured_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int
     cells = [BASELINE] if layer in (None, 0) else []
     for mode in ablation_cfg["modes"]:
         zones = ablation_cfg["head_zones"] if mode == "head" else ablation_cfg["zones"]
-        for cell in grid_cells(n_layers, n_heads, zones, [mode]):
+        for cell in grid_cells(n_layers, n_heads, zones, [mode], ablation_cfg["operators"]):
             if cell.mode != "baseline" and (layer is None or cell.layer == layer):
                 cells.append(cell)
     return cells

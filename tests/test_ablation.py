@@ -130,8 +130,10 @@ def test_grid_cells_and_cell_validation():
     assert len(set(cells)) == len(cells)
     assert Cell("p2q", 3, mode="from_layer").masked_layers(6) == [3, 4, 5]
     assert Cell("p2q", 3, head=2, mode="head").masked_layers(6) == [3]
-    assert Cell("p2q", 3, head=2, mode="head").columns() == {"mode": "head", "layer": 3, "head": 2, "zone": "p2q"}
-    assert BASELINE.columns() == {"mode": "baseline", "layer": -1, "head": -1, "zone": "none"}
+    assert Cell("p2q", 3, head=2, mode="head").columns() == {
+        "mode": "head", "operator": "renorm", "layer": 3, "head": 2, "zone": "p2q"
+    }
+    assert BASELINE.columns() == {"mode": "baseline", "operator": "renorm", "layer": -1, "head": -1, "zone": "none"}
     with pytest.raises(MrcbenchError, match="unknown attention zone"):
         Cell("q3p", 1)
     with pytest.raises(MrcbenchError, match="unknown ablation mode"):
@@ -259,3 +261,27 @@ def test_fast_grid_replays_unread_attention_with_fused_kernels(monkeypatch):
     with precision.autocast("bf16", "cpu"):
         run_grid(model, batches, cells, "paper")
     assert not calls
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_grid_equals_naive_grid_for_every_operator(arch):
+    """zero/uniform edit the masked layer's probabilities after softmax: the fast grid's masked layer goes
+    through the eager path (never fused), the layers above may be fused; fast == naive for every operator."""
+    model = tiny_model(arch, seed=1)
+    batches = make_batches(model.config, seed=1)
+    cells = grid_cells(N_LAYERS, N_HEADS, ("q2p", "p2q", "p2p", "all"), modes=("layer", "head", "from_layer"),
+                       operators=("renorm", "zero", "uniform"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = run_grid(model, batches, cells, "paper", max_stack=3)
+    assert_same_grid(fast, run_grid_naive(model, batches, cells, "paper"))
+    for layer in range(N_LAYERS):  # the three operators are different interventions with the same removed mass
+        renorm, zero, uniform = (fast[Cell("p2q", layer, operator=op)] for op in ("renorm", "zero", "uniform"))
+        assert not np.allclose(zero.start_logits, renorm.start_logits)
+        assert not np.allclose(uniform.start_logits, renorm.start_logits)
+        np.testing.assert_allclose(zero.removed_mass, renorm.removed_mass, atol=1e-6)
+        np.testing.assert_allclose(uniform.removed_mass, renorm.removed_mass, atol=1e-6)
+    assert all(cell.zone != "all_paper_quirk" or cell.operator == "renorm"
+               for cell in grid_cells(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, operators=("renorm", "zero")))
+    with pytest.raises(MrcbenchError, match="no 'zero' operator"):
+        Cell("all_paper_quirk", 0, operator="zero")
