@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrcbench import config as cfg
-from mrcbench import files, metrics, predict
+from mrcbench import decoding, files, metrics, predict
 from mrcbench import precision as precision_mod
 from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
 from mrcbench.errors import MrcbenchError
@@ -57,9 +57,15 @@ GPU_MAX_STACK = 8
 LOGIT_PAD = -10000.0
 """Fill value for logits beyond a batch's (dynamically padded) length when batches are concatenated."""
 
+EFFECT_COLUMNS = ("start_logprob_delta", "end_logprob_delta", "start_kl", "end_kl")
+"""The continuous effect measure of a cell, per question, on the window the unmasked answer came from:
+the change (masked minus unmasked) of the log-probability of the unmasked prediction's start and end
+tokens, and KL(P_unmasked || P_masked) of the start and end distributions (softmax over the window's
+tokens), in nats. NaN for a question without a valid unmasked span."""
+
 GRID_COLUMNS = (
     *KEY_COLUMNS, "variant", "mode", "operator", "layer", "head", "zone", "qid", "article", "em", "f1",
-    "removed_mass",
+    "removed_mass", *EFFECT_COLUMNS,
 )
 
 
@@ -429,7 +435,7 @@ def ablate(
     features: object,
     cells: Iterable[Cell],
     variant: str,
-    decode: Callable[[np.ndarray, np.ndarray], dict[str, str]],
+    decode: Callable[[np.ndarray, np.ndarray], decoding.Predictions],
     score: Callable[[dict[str, str]], pd.DataFrame],
     keys: Mapping[str, object],
     batch_size: int = 32,
@@ -442,7 +448,10 @@ def ablate(
     """Run the grid and return the long ``grid.parquet`` table (one row per cell and question).
 
     ``features`` is an ``EvalFeatures`` (``batches(batch_size)`` and ``example_ids``). ``decode`` turns
-    ``[N, T]`` start/end logits into ``{qid: answer text}``; ``score`` turns predictions into a frame
+    ``[N, T]`` start/end logits into :class:`mrcbench.decoding.Predictions` (``answers``, and
+    ``best_span``: where the continuous measure of :data:`EFFECT_COLUMNS` is read, from the baseline's
+    decoding; the baseline pass is added to the first group of cells when it is not a grid cell);
+    ``score`` turns ``{qid: answer text}`` into a frame
     with columns qid, article, em, f1. ``keys`` gives model, train_set, eval_set and seed. Cells are
     processed ``cells_per_pass`` at a time (one baseline pass each) so that only their logits are held
     in memory. ``removed_mass`` is averaged over a question's windows. With ``sort_by_length`` the
@@ -462,23 +471,34 @@ def ablate(
     batches = list(features.batches(batch_size, order))
     restore = np.argsort(np.asarray(order, dtype=np.int64), kind="stable")  # batch row -> feature order
     runner = run_grid if fast else run_grid_naive
-    frames = []
+    windows = np.asarray([sum(mask) for mask in features.attention_mask])  # real tokens of each window
+    frames, reference = [], None
     with tqdm(total=len(cells), desc=f"ablation grid ({variant})", disable=not progress) as bar:
         for group in _chunks(cells, cells_per_pass):
             kwargs = {"max_stack": max_stack} if fast else {}
-            outputs = runner(model, batches, group, variant, **kwargs)
+            run_cells = list(group) if reference is not None or BASELINE in group else [BASELINE, *group]
+            outputs = runner(model, batches, run_cells, variant, **kwargs)
+            if reference is None:
+                baseline_output = CellOutput(*(array[restore] for array in outputs[BASELINE]))
+                reference = _EffectReference.build(
+                    baseline_output, _predictions(decode(baseline_output.start_logits, baseline_output.end_logits)),
+                    windows,
+                )
             for cell in group:
                 rows = outputs[cell].start_logits.shape[0]
                 if rows != len(example_ids):
                     raise MrcbenchError(f"grid produced {rows} feature rows for {len(example_ids)} features")
                 output = CellOutput(*(array[restore] for array in outputs[cell]))
-                scores = score(decode(output.start_logits, output.end_logits))
+                scores = score(_predictions(decode(output.start_logits, output.end_logits)).answers)
                 lacking = {"qid", "article", "em", "f1"} - set(scores.columns)
                 if lacking:
                     raise MrcbenchError(f"ablate: the score frame lacks column {min(lacking)!r}")
                 removed = pd.Series(output.removed_mass).groupby(example_ids, sort=False).mean()
                 frame = scores[["qid", "article", "em", "f1"]].copy()
                 frame["removed_mass"] = frame["qid"].map(removed).astype(float)
+                effects = reference.effects(output)
+                for column in EFFECT_COLUMNS:
+                    frame[column] = frame["qid"].map(effects[column]).astype(float)
                 for key in KEY_COLUMNS:
                     frame[key] = keys[key]
                 frame["variant"] = variant
@@ -487,6 +507,67 @@ def ablate(
                 frames.append(frame[list(GRID_COLUMNS)])
                 bar.update(1)
     return pd.concat(frames, ignore_index=True)
+
+
+def _predictions(decoded: object) -> decoding.Predictions:
+    if not isinstance(getattr(decoded, "answers", None), Mapping) or not isinstance(
+        getattr(decoded, "best_span", None), Mapping
+    ):
+        raise MrcbenchError(
+            "ablate: decode must return decoding.Predictions (answers and best_span, for the continuous measure)"
+        )
+    return decoded
+
+
+def _log_softmax_rows(logits: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax over each row's first ``lengths`` positions (float64; -inf beyond)."""
+    logits = logits.astype(np.float64)
+    logits = np.where(np.arange(logits.shape[1])[None, :] < lengths[:, None], logits, -np.inf)
+    top = logits.max(axis=1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+@dataclass
+class _EffectReference:
+    """The unmasked model's log-probabilities on the window of each question's unmasked answer."""
+
+    qids: list[str]
+    rows: np.ndarray  # feature row (window) of each question
+    starts: np.ndarray  # unmasked prediction's start token
+    ends: np.ndarray
+    lengths: np.ndarray  # real tokens of the window
+    start_logp: np.ndarray  # [questions, T] log-softmax over the window
+    end_logp: np.ndarray
+
+    @classmethod
+    def build(cls, baseline: CellOutput, predictions: decoding.Predictions, windows: np.ndarray) -> _EffectReference:
+        spans = predictions.best_span
+        qids = list(spans)
+        rows = np.asarray([spans[qid][0] for qid in qids], dtype=np.int64)
+        lengths = windows[rows] if len(rows) else np.zeros(0, dtype=np.int64)
+        return cls(
+            qids=qids, rows=rows, lengths=lengths,
+            starts=np.asarray([spans[qid][1] for qid in qids], dtype=np.int64),
+            ends=np.asarray([spans[qid][2] for qid in qids], dtype=np.int64),
+            start_logp=_log_softmax_rows(baseline.start_logits[rows], lengths),
+            end_logp=_log_softmax_rows(baseline.end_logits[rows], lengths),
+        )
+
+    def effects(self, output: CellOutput) -> dict[str, pd.Series]:
+        """Per question (index qid): the columns of :data:`EFFECT_COLUMNS` for one cell's logits."""
+        values = {}
+        index = np.arange(len(self.qids))
+        for side, reference, tokens, logits in (
+            ("start", self.start_logp, self.starts, output.start_logits),
+            ("end", self.end_logp, self.ends, output.end_logits),
+        ):
+            masked = _log_softmax_rows(logits[self.rows], self.lengths)
+            values[f"{side}_logprob_delta"] = masked[index, tokens] - reference[index, tokens]
+            inside = np.isfinite(reference)
+            reference, masked = np.where(inside, reference, 0.0), np.where(inside, masked, 0.0)
+            terms = np.where(inside, np.exp(reference) * (reference - masked), 0.0)
+            values[f"{side}_kl"] = terms.sum(axis=1)
+        return {name: pd.Series(value, index=self.qids, dtype=float) for name, value in values.items()}
 
 
 # ==================================================================================================
@@ -511,8 +592,8 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
         raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
     cells = configured_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
 
-    def decode(start: np.ndarray, end: np.ndarray) -> dict[str, str]:
-        return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg).answers
+    def decode(start: np.ndarray, end: np.ndarray) -> decoding.Predictions:
+        return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg)
 
     def score(answers: dict[str, str]) -> pd.DataFrame:
         return metrics.scoring.per_question_scores(run.metric, run.dataset, answers, run.language)

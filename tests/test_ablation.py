@@ -9,7 +9,8 @@ import torch
 from tiny_models import architectures
 from torch import nn
 
-from mrcbench.ablation import BASELINE, GRID_COLUMNS, Cell, ablate, grid_cells, run_grid, run_grid_naive
+from mrcbench.ablation import BASELINE, EFFECT_COLUMNS, GRID_COLUMNS, Cell, ablate, grid_cells, run_grid, run_grid_naive
+from mrcbench.decoding import Predictions
 from mrcbench.errors import MrcbenchError
 from mrcbench.features import EvalFeatures
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
@@ -174,11 +175,13 @@ def test_ablate_returns_the_long_grid_table():
 
     def decode(start_logits, end_logits):  # best window by start score, answer = "start-end" positions
         best = {}
-        for qid, start, end, length in zip(example_ids, start_logits, end_logits, features.lengths, strict=True):
+        rows = zip(example_ids, start_logits, end_logits, features.lengths, strict=True)
+        for window, (qid, start, end, length) in enumerate(rows):
             start, end = start[:length], end[:length]  # a window's own tokens (as real decoding)
-            candidate = (start.max(), f"{start.argmax()}-{end.argmax()}")
-            best[qid] = max(best.get(qid, candidate), candidate)
-        return {qid: text for qid, (_, text) in best.items()}
+            candidate = (start.max(), f"{start.argmax()}-{end.argmax()}", (window, start.argmax(), end.argmax()))
+            best[qid] = max(best.get(qid, candidate), candidate, key=lambda c: c[0])
+        return Predictions(answers={qid: text for qid, (_, text, _) in best.items()},
+                           best_span={qid: span for qid, (_, _, span) in best.items()})
 
     baseline_predictions = {}
 
@@ -204,9 +207,32 @@ def test_ablate_returns_the_long_grid_table():
     assert q1.removed_mass.item() == pytest.approx(grid.removed_mass[:2].mean())
     assert 0 < q1.removed_mass.item() < 1
     assert (frame.variant == "paper").all() and (frame.model == "tiny-bert").all() and (frame.seed == 7).all()
+    assert (frame.operator == "renorm").all()
+    # the continuous measure: 0 for the baseline, computed on the unmasked answer's window (q1: its 2nd)
+    assert (baseline[list(EFFECT_COLUMNS)] == 0).all().all()
+    base = run_grid(model, batches, [BASELINE], "paper")[BASELINE]
+    cell = grid
+    lengths = features.lengths[:2]  # q1's two windows
+    window = int(base.start_logits[1, : lengths[1]].max() > base.start_logits[0, : lengths[0]].max())
+    length = lengths[window]
+
+    def logp(logits):
+        logits = logits[window, :length].astype(np.float64)
+        return logits - np.log(np.exp(logits).sum())
+
+    start_token = base.start_logits[window, :length].argmax()
+    assert q1.start_logprob_delta.item() == pytest.approx(
+        logp(cell.start_logits)[start_token] - logp(base.start_logits)[start_token], abs=1e-6)
+    p = np.exp(logp(base.end_logits))
+    assert q1.end_kl.item() == pytest.approx((p * (logp(base.end_logits) - logp(cell.end_logits))).sum(), abs=1e-6)
+    assert q1.end_kl.item() > 0 and q1.start_kl.item() > 0
+    masked = frame[frame["mode"] != "baseline"]
+    assert (masked[["start_kl", "end_kl"]] >= 0).all().all() and masked.start_logprob_delta.notna().all()
     naive = ablate(model, features, cells, "paper", decode, score, keys, fast=False, progress=False)
-    pd.testing.assert_frame_equal(frame.drop(columns="removed_mass"), naive.drop(columns="removed_mass"))
-    np.testing.assert_allclose(frame.removed_mass, naive.removed_mass, atol=1e-6)
+    floats = ["removed_mass", *EFFECT_COLUMNS]
+    pd.testing.assert_frame_equal(frame.drop(columns=floats), naive.drop(columns=floats))
+    for column in floats:
+        np.testing.assert_allclose(frame[column], naive[column], atol=1e-5, err_msg=column)
     # batches of two windows, longest first (the default) or in feature order: decoding gets the same
     # logits in feature order (up to float rounding; positions past a window's length are padding).
     # all_paper_quirk unmasks padding, so it depends on the padding (the paper pads every window to 512).
