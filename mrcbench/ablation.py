@@ -45,7 +45,8 @@ from mrcbench import precision as precision_mod
 from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
 from mrcbench.errors import MrcbenchError
 from mrcbench.extraction import EvalRun
-from mrcbench.zones import ZONES, check_operator, check_variant, check_zone
+from mrcbench.nulls import NullMasks, NullSettings, null_masks
+from mrcbench.zones import NULL_ZONES, ZONES, check_operator, check_variant, check_zone, null_of, null_zone_name
 
 MODES: tuple[str, ...] = ("baseline", "layer", "head", "from_layer")
 """``layer``: one zone in one layer, all heads (the paper grid); ``head``: one zone in one head of one
@@ -65,7 +66,7 @@ tokens), in nats. NaN for a question without a valid unmasked span."""
 
 GRID_COLUMNS = (
     *KEY_COLUMNS, "variant", "mode", "operator", "layer", "head", "zone", "qid", "article", "em", "f1",
-    "removed_mass", *EFFECT_COLUMNS,
+    "removed_mass", *EFFECT_COLUMNS, "null_draw", "mass_match", "null_feasible", "null_seed",
 )
 
 
@@ -74,7 +75,8 @@ class Cell:
     """One cell of the ablation grid. The baseline has ``zone=None, layer=None, mode="baseline"``.
 
     ``operator`` (:data:`mrcbench.zones.OPERATORS`) says how the zone's cells are removed; the baseline
-    carries the default ``renorm``.
+    carries the default ``renorm``. A size-matched null (:mod:`mrcbench.nulls`) has the zone name
+    ``null_<zone>`` and its ``null_draw`` (mode ``layer``, operator ``renorm`` only).
     """
 
     zone: str | None
@@ -82,9 +84,20 @@ class Cell:
     head: int | None = None
     mode: str = "layer"
     operator: str = "renorm"
+    null_draw: int | None = None
 
     def __post_init__(self) -> None:
         check_operator(self.operator)
+        if self.zone is not None and null_of(self.zone) is not None:
+            if self.mode != "layer" or self.operator != "renorm":
+                raise MrcbenchError(f"null cell {self.zone}: only mode 'layer' with operator 'renorm' has a null")
+            if not isinstance(self.null_draw, int) or self.null_draw < 0:
+                raise MrcbenchError(f"null cell {self.zone} needs a draw number >= 0, got {self.null_draw!r}")
+            if not isinstance(self.layer, int) or self.layer < 0:
+                raise MrcbenchError(f"null cell {self.zone} needs a 0-based layer, got {self.layer!r}")
+            return
+        if self.null_draw is not None:
+            raise MrcbenchError(f"only null cells (null_<zone>) take a draw number, got {self}")
         if self.mode not in MODES:
             raise MrcbenchError(f"unknown ablation mode {self.mode!r}; allowed: {', '.join(MODES)}")
         if self.mode == "baseline":
@@ -115,7 +128,13 @@ class Cell:
             "layer": -1 if self.layer is None else self.layer,
             "head": -1 if self.head is None else self.head,
             "zone": "none" if self.zone is None else self.zone,
+            "null_draw": -1 if self.null_draw is None else self.null_draw,
         }
+
+    @property
+    def null_zone(self) -> str | None:
+        """The zone this null cell matches (None for every other cell)."""
+        return None if self.zone is None else null_of(self.zone)
 
 
 BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
@@ -123,10 +142,11 @@ BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
 
 def grid_cells(
     n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",),
-    operators: Sequence[str] = ("renorm",),
+    operators: Sequence[str] = ("renorm",), null_draws: int = 0,
 ) -> list[Cell]:
     """The baseline followed by every (mode, layer, [head,] operator, zone) cell (``all_paper_quirk``
-    only with ``renorm``)."""
+    only with ``renorm``), and in mode ``layer`` ``null_draws`` size-matched nulls of each of the zones
+    that have one (:data:`mrcbench.zones.NULL_ZONES`)."""
     for zone in zones:
         check_zone(zone)
     for operator in operators:
@@ -146,6 +166,13 @@ def grid_cells(
                 for zone in zones
                 if operator == "renorm" or zone != "all_paper_quirk"
             )
+            if mode == "layer":
+                cells.extend(
+                    Cell(null_zone_name(zone), layer, null_draw=draw)
+                    for draw in range(null_draws)
+                    for zone in zones
+                    if zone in NULL_ZONES
+                )
     return cells
 
 
@@ -160,28 +187,60 @@ class CellOutput(NamedTuple):
     start_logits: np.ndarray
     end_logits: np.ndarray
     removed_mass: np.ndarray
+    null_target: np.ndarray  # null cells: per window, mean over the zone's rows of the zone's mass (else NaN)
+    null_achieved: np.ndarray  # ... and of the mass the null removes
+    null_feasible: np.ndarray  # 1.0 where every row matched within the tolerance, 0.0 where not, NaN: no null
+    null_seed: np.ndarray  # the question's recorded seed (int64; -1: no null)
 
 
 class _Collector:
     """Per-cell lists of per-batch arrays, concatenated (with padding) at the end."""
 
     def __init__(self) -> None:
-        self.parts: dict[Cell, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.parts: dict[Cell, list[tuple[np.ndarray, ...]]] = defaultdict(list)
 
-    def add(self, cell: Cell, start: torch.Tensor, end: torch.Tensor, removed: np.ndarray) -> None:
-        self.parts[cell].append((start.float().cpu().numpy(), end.float().cpu().numpy(), removed))
+    def add(
+        self, cell: Cell, start: torch.Tensor, end: torch.Tensor, removed: np.ndarray, null: NullMasks | None = None
+    ) -> None:
+        rows = len(removed)
+        if null is None:
+            nan = np.full(rows, np.nan)
+            extra = (nan, nan, nan, np.full(rows, -1, dtype=np.int64))
+        else:  # removed mass over the zone's rows (a row may draw no key), as the zone's own
+            removed = null.achieved
+            extra = (null.target, null.achieved, null.feasible.astype(np.float64), null.seeds)
+        self.parts[cell].append((start.float().cpu().numpy(), end.float().cpu().numpy(), removed, *extra))
 
     def result(self, cells: Sequence[Cell]) -> dict[Cell, CellOutput]:
         outputs = {}
         for cell in cells:
             parts = self.parts[cell]
-            width = max(start.shape[1] for start, _, _ in parts)
+            width = max(part[0].shape[1] for part in parts)
             outputs[cell] = CellOutput(
-                start_logits=np.concatenate([_pad(start, width) for start, _, _ in parts]),
-                end_logits=np.concatenate([_pad(end, width) for _, end, _ in parts]),
-                removed_mass=np.concatenate([removed for _, _, removed in parts]),
+                np.concatenate([_pad(part[0], width) for part in parts]),
+                np.concatenate([_pad(part[1], width) for part in parts]),
+                *(np.concatenate([part[index] for part in parts]) for index in range(2, len(CellOutput._fields))),
             )
         return outputs
+
+
+def _null_plan(
+    batch: Mapping[str, object], cell: Cell, variant: str, mean_probs: torch.Tensor, n_layers: int,
+    settings: NullSettings,
+) -> tuple[MaskPlan, NullMasks]:
+    """The mask plan of a null cell for one batch, from the unmasked head-averaged probabilities of its layer."""
+    if "qid" not in batch or "window" not in batch:
+        raise MrcbenchError("null cells need each batch's 'qid' and 'window' (window ordinal) lists; see ablate")
+    zone_ids = torch.as_tensor(batch["zone_ids"]).to(mean_probs.device)
+    masks = null_masks(zone_ids, mean_probs, cell.null_zone, variant, cell.layer, cell.null_draw,
+                       batch["qid"], batch["window"], settings)
+    rows = zone_ids.shape[0]
+    layers = torch.zeros(rows, n_layers, dtype=torch.bool, device=zone_ids.device)
+    layers[:, cell.layer] = True
+    plan = MaskPlan(zone_ids=zone_ids, blanked=masks.blanked, layers=layers, heads=None,
+                    unmask_padding=torch.zeros(rows, dtype=torch.bool, device=zone_ids.device))
+    plan.check_rows_keep_a_key()
+    return plan, masks
 
 
 def _pad(logits: np.ndarray, width: int) -> np.ndarray:
@@ -204,9 +263,12 @@ def run_grid_naive(
     cells: Iterable[Cell],
     variant: str,
     progress: bool = False,
+    null: NullSettings | None = None,
 ) -> dict[Cell, CellOutput]:
-    """Reference grid: one full forward pass per cell and batch, masking inside the attention function."""
+    """Reference grid: one full forward pass per cell and batch, masking inside the attention function
+    (a null cell: one unmasked pass for its layer's probabilities, then the masked one)."""
     check_variant(variant)
+    null = null or NullSettings()
     cells, batches = _unique_cells(cells), list(batches)
     device = next(model.parameters()).device
     collector = _Collector()
@@ -216,16 +278,24 @@ def run_grid_naive(
             layers = cell.masked_layers(controller.n_layers)
             for batch in batches:
                 inputs = model_inputs(batch, device)
+                masks = None
                 if cell.mode == "baseline":
                     outputs = model(**inputs)
                     removed = np.zeros(batch["input_ids"].shape[0])
+                elif cell.null_zone is not None:
+                    with controller.record_mean_probs([cell.layer]) as mean:
+                        model(**inputs)
+                    plan, masks = _null_plan(batch, cell, variant, mean[cell.layer], controller.n_layers, null)
+                    with controller.apply_plan(plan) as result:
+                        outputs = model(**inputs)
+                    removed = result.first_masked_layer_mass()
                 else:
                     with controller.intervene(
                         batch["zone_ids"], cell.zone, layers, cell.head, variant, cell.operator
                     ) as result:
                         outputs = model(**inputs)
                     removed = result.first_masked_layer_mass()
-                collector.add(cell, outputs.start_logits, outputs.end_logits, removed)
+                collector.add(cell, outputs.start_logits, outputs.end_logits, removed, masks)
     return collector.result(cells)
 
 
@@ -353,6 +423,7 @@ def run_grid(
     max_stack: int | None = None,
     progress: bool = False,
     fused: bool = True,
+    null: NullSettings | None = None,
 ) -> dict[Cell, CellOutput]:
     """Fast grid with prefix reuse; same results as :func:`run_grid_naive` up to float rounding.
 
@@ -379,7 +450,8 @@ def run_grid(
             RuntimeWarning,
             stacklevel=2,
         )
-        return run_grid_naive(model, batches, cells, variant, progress=progress)
+        return run_grid_naive(model, batches, cells, variant, progress=progress, null=null)
+    null = null or NullSettings()
     cells, batches = _unique_cells(cells), list(batches)
     collector = _Collector()
     model.eval()
@@ -389,9 +461,10 @@ def run_grid(
         for cell in cells:
             if cell.mode != "baseline":
                 by_start[cell.masked_layers(n_layers)[0], cell.operator].append(cell)
+        null_layers = sorted({cell.layer for cell in cells if cell.null_zone is not None})
         for batch in tqdm(batches, desc="ablation grid (fast)", disable=not progress):
             batch_size = batch["input_ids"].shape[0]
-            with _record_layer_calls(stack.blocks) as calls:
+            with _record_layer_calls(stack.blocks) as calls, controller.record_mean_probs(null_layers) as mean:
                 baseline = model(**model_inputs(batch, device))
             if len(calls) != n_layers:
                 raise MrcbenchError(
@@ -404,15 +477,18 @@ def run_grid(
                     calls[start].kwargs["hidden_states"]
                 )
                 for chunk in _chunks(start_cells, max_stack):
-                    plan = MaskPlan.concat(
-                        [
-                            MaskPlan.build(
+                    plans, nulls = [], []
+                    for cell in chunk:
+                        if cell.null_zone is not None:
+                            plan, masks = _null_plan(batch, cell, variant, mean[start], n_layers, null)
+                        else:
+                            plan, masks = MaskPlan.build(
                                 batch["zone_ids"], cell.zone, variant, cell.masked_layers(n_layers), cell.head,
                                 n_layers, controller.n_heads, operator,
-                            )
-                            for cell in chunk
-                        ]
-                    )
+                            ), None
+                        plans.append(plan.to(device))
+                        nulls.append(masks)
+                    plan = MaskPlan.concat(plans)
                     hidden = _repeat_batch(layer_input, len(chunk), batch_size)
                     with controller.apply_plan(plan) as result, controller.replay(start, fused=fused):
                         hidden = _replay(calls, start, hidden, len(chunk), batch_size, stack.shared)
@@ -422,8 +498,8 @@ def run_grid(
                     removed = result.first_masked_layer_mass()
                     for index, cell in enumerate(chunk):
                         rows = slice(index * batch_size, (index + 1) * batch_size)
-                        collector.add(cell, start_logits[rows], end_logits[rows], removed[rows])
-            del calls
+                        collector.add(cell, start_logits[rows], end_logits[rows], removed[rows], nulls[index])
+            del calls, mean
     return collector.result(cells)
 
 
@@ -444,6 +520,7 @@ def ablate(
     fast: bool = True,
     progress: bool = True,
     sort_by_length: bool = True,
+    null: NullSettings | None = None,
 ) -> pd.DataFrame:
     """Run the grid and return the long ``grid.parquet`` table (one row per cell and question).
 
@@ -457,7 +534,9 @@ def ablate(
     in memory. ``removed_mass`` is averaged over a question's windows. With ``sort_by_length`` the
     windows are batched longest first (``features.length_order()``), so that a batch pads little
     (XQuAD: about a fifth fewer token positions at 32 windows per batch), and the logits are put back
-    in feature order before decoding.
+    in feature order before decoding. Null cells (``null_<zone>``) follow ``null`` (tolerance, base seed);
+    their ``mass_match`` is the question's achieved null mass over its zone mass (means over the zone's
+    rows and the question's windows), ``null_feasible`` whether every row matched within the tolerance.
     """
     check_variant(variant)
     missing = [key for key in KEY_COLUMNS if key not in keys]
@@ -469,13 +548,24 @@ def ablate(
     example_ids = np.asarray(features.example_ids)
     order = features.length_order() if sort_by_length else list(range(len(example_ids)))
     batches = list(features.batches(batch_size, order))
+    ordinal: dict[str, int] = defaultdict(int)
+    window_of = []  # each feature's window ordinal within its question
+    for qid in example_ids:
+        window_of.append(ordinal[qid])
+        ordinal[qid] += 1
+    for index, batch in enumerate(batches):  # the null draws' seeds: question id and window ordinal per row
+        rows = order[index * batch_size : (index + 1) * batch_size]
+        if len(rows) != batch["input_ids"].shape[0]:
+            raise MrcbenchError("ablate: features.batches did not batch the features in the given order")
+        batch["qid"] = [str(example_ids[row]) for row in rows]
+        batch["window"] = [window_of[row] for row in rows]
     restore = np.argsort(np.asarray(order, dtype=np.int64), kind="stable")  # batch row -> feature order
     runner = run_grid if fast else run_grid_naive
     windows = np.asarray([sum(mask) for mask in features.attention_mask])  # real tokens of each window
     frames, reference = [], None
     with tqdm(total=len(cells), desc=f"ablation grid ({variant})", disable=not progress) as bar:
         for group in _chunks(cells, cells_per_pass):
-            kwargs = {"max_stack": max_stack} if fast else {}
+            kwargs = {"max_stack": max_stack, "null": null} if fast else {"null": null}
             run_cells = list(group) if reference is not None or BASELINE in group else [BASELINE, *group]
             outputs = runner(model, batches, run_cells, variant, **kwargs)
             if reference is None:
@@ -499,6 +589,21 @@ def ablate(
                 effects = reference.effects(output)
                 for column in EFFECT_COLUMNS:
                     frame[column] = frame["qid"].map(effects[column]).astype(float)
+                by_question = pd.DataFrame(
+                    {"target": output.null_target, "achieved": output.null_achieved,
+                     "feasible": output.null_feasible, "seed": output.null_seed}
+                ).groupby(example_ids, sort=False)
+                if cell.null_zone is None:
+                    frame["mass_match"] = np.nan
+                    frame["null_feasible"] = pd.array([pd.NA] * len(frame), dtype="boolean")
+                    frame["null_seed"] = -1
+                else:
+                    means = by_question[["target", "achieved"]].mean()
+                    match = means["achieved"] / means["target"].where(means["target"] > 0)
+                    frame["mass_match"] = frame["qid"].map(match).astype(float)
+                    feasible = by_question["feasible"].min() == 1.0
+                    frame["null_feasible"] = pd.array(frame["qid"].map(feasible).tolist(), dtype="boolean")
+                    frame["null_seed"] = frame["qid"].map(by_question["seed"].first()).astype(np.int64)
                 for key in KEY_COLUMNS:
                     frame[key] = keys[key]
                 frame["variant"] = variant
@@ -581,7 +686,8 @@ def configured_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int
     cells = [BASELINE] if layer in (None, 0) else []
     for mode in ablation_cfg["modes"]:
         zones = ablation_cfg["head_zones"] if mode == "head" else ablation_cfg["zones"]
-        for cell in grid_cells(n_layers, n_heads, zones, [mode], ablation_cfg["operators"]):
+        null_draws = ablation_cfg["null_draws"] if mode == "layer" else 0
+        for cell in grid_cells(n_layers, n_heads, zones, [mode], ablation_cfg["operators"], null_draws):
             if cell.mode != "baseline" and (layer is None or cell.layer == layer):
                 cells.append(cell)
     return cells
@@ -600,7 +706,8 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
 
     with precision_mod.autocast(run.precision, run.model.device):
         frames = [
-            ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size)
+            ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size,
+                   null=NullSettings(ablation_cfg["null_tolerance"], ablation_cfg["null_seed"]))
             for variant in ablation_cfg["variants"]
         ]
     frame = pd.concat(frames, ignore_index=True)

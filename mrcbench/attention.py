@@ -380,6 +380,7 @@ class ZoneAttention:
         self._adapter_layer: int | None = None
         self._reference_probs: list[torch.Tensor] | None = None
         self._adapter_edit: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._mean_probs: dict[int, torch.Tensor | None] | None = None
         self._next_layer = 0
         self._plan: MaskPlan | None = None
         self._removed: torch.Tensor | None = None
@@ -510,6 +511,23 @@ class ZoneAttention:
         finally:
             self._stats = None
 
+    @contextlib.contextmanager
+    def record_mean_probs(self, layers: Iterable[int]) -> Iterator[dict[int, torch.Tensor | None]]:
+        """Keep the head-averaged attention probabilities ``[B, T, T]`` (fp32) of ``layers`` during the
+        forward pass (the size-matched null's reference, :mod:`mrcbench.nulls`); eager, never fused."""
+        if self._mean_probs is not None:
+            raise MrcbenchError("mean attention probabilities are already being recorded on this model")
+        self._mean_probs = {int(layer): None for layer in layers}
+        recorded = self._mean_probs
+        try:
+            yield recorded
+        finally:
+            self._mean_probs = None
+
+    def _keep_mean_probs(self, layer: int, probs: torch.Tensor) -> None:
+        if self._mean_probs is not None and layer in self._mean_probs:
+            self._mean_probs[layer] = probs.float().mean(1)
+
     # ---- the attention call ------------------------------------------------------------------------
     def _attend(
         self,
@@ -533,7 +551,7 @@ class ZoneAttention:
             edit = plan.for_layer(layer)
         attend = eager
         if (
-            self._fused and stats is None and query.dtype == torch.float32
+            self._fused and stats is None and self._mean_probs is None and query.dtype == torch.float32
             and (attention_mask is None or attention_mask.is_floating_point())
         ):
             attend = _fused_attention
@@ -553,6 +571,7 @@ class ZoneAttention:
                 _, unmasked = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0, **kwargs)
                 self._removed[:, layer] = _removed_mass(unmasked, blank, plan.zone_ids).cpu()
             output, probs = attend(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+        self._keep_mean_probs(layer, probs)
         if stats is not None:
             self._check_batch(stats.zone_ids, query, key, "record_stats")
             stats.zone_ids = stats.zone_ids.to(query.device)
@@ -626,6 +645,7 @@ class ZoneAttention:
             if bool(blank.any()):
                 self._removed[:, layer] = _removed_mass(probs, blank, self._plan.zone_ids).cpu()
             probs = apply_operator(probs, attendable, self._plan.operator).to(probs.dtype)
+        self._keep_mean_probs(self._adapter_layer, probs)
         stats = self._stats
         if stats is not None:
             self._check_batch(stats.zone_ids, probs, probs, "record_stats")

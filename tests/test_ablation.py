@@ -13,6 +13,7 @@ from mrcbench.ablation import BASELINE, EFFECT_COLUMNS, GRID_COLUMNS, Cell, abla
 from mrcbench.decoding import Predictions
 from mrcbench.errors import MrcbenchError
 from mrcbench.features import EvalFeatures
+from mrcbench.nulls import NullSettings
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
 
 N_LAYERS, N_HEADS = 3, 4
@@ -311,3 +312,123 @@ def test_fast_grid_equals_naive_grid_for_every_operator(arch):
                for cell in grid_cells(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, operators=("renorm", "zero")))
     with pytest.raises(MrcbenchError, match="no 'zero' operator"):
         Cell("all_paper_quirk", 0, operator="zero")
+
+
+def with_null_keys(batches):
+    """Each batch row's question id and window ordinal (as ablate adds them): one window per question."""
+    for index, batch in enumerate(batches):
+        batch["qid"] = [f"b{index}r{row}" for row in range(batch["input_ids"].shape[0])]
+        batch["window"] = [0] * batch["input_ids"].shape[0]
+    return batches
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_grid_equals_naive_grid_for_size_matched_nulls(arch):
+    model = tiny_model(arch, seed=2)
+    batches = with_null_keys(make_batches(model.config, seed=2))
+    cells = grid_cells(N_LAYERS, N_HEADS, ("q2q", "q2p", "p2q", "p2p", "all"), null_draws=2)
+    null_cells = [cell for cell in cells if cell.null_zone is not None]
+    assert {cell.zone for cell in null_cells} == {"null_q2q", "null_q2p", "null_p2q", "null_p2p"}
+    assert len(null_cells) == 4 * 2 * N_LAYERS
+    settings = NullSettings(tolerance=0.25, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = run_grid(model, batches, cells, "paper", max_stack=4, null=settings)
+    naive = run_grid_naive(model, batches, cells, "paper", null=settings)
+    assert_same_grid(fast, naive)
+    for cell in null_cells:
+        for name in ("null_target", "null_achieved", "null_feasible", "null_seed"):
+            np.testing.assert_allclose(getattr(fast[cell], name), getattr(naive[cell], name), atol=1e-9,
+                                       err_msg=f"{cell} {name}")
+        out = fast[cell]
+        zone = fast[Cell(cell.null_zone, cell.layer)]
+        # the target is the zone's removed mass (head-averaged, unmasked model, same rows)
+        np.testing.assert_allclose(out.null_target, zone.removed_mass, atol=1e-6, err_msg=str(cell))
+        ok = out.null_feasible == 1
+        assert np.all(np.abs(out.null_achieved[ok] / out.null_target[ok] - 1) <= settings.tolerance + 1e-9)
+        assert (out.null_seed >= 0).all()
+    draws = [fast[Cell("null_p2q", 1, null_draw=draw)].start_logits for draw in (0, 1)]
+    assert not np.allclose(draws[0], draws[1])  # two draws are two different masks
+    assert not np.allclose(draws[0], fast[BASELINE].start_logits)
+    np.testing.assert_array_equal(fast[Cell("p2q", 1)].null_seed, -1)
+    with pytest.raises(MrcbenchError, match="only mode 'layer'"):
+        Cell("null_p2q", 1, mode="from_layer", null_draw=0)
+    with pytest.raises(MrcbenchError, match="needs a draw"):
+        Cell("null_p2q", 1)
+
+
+def test_null_masks_match_the_zone_mass_from_outside_its_columns():
+    """Per row: keys outside the zone's columns, never special or PAD; the mass within the tolerance or the
+    row flagged; the draw is fixed by the seed and independent of the batch's padding."""
+    from mrcbench.nulls import null_masks
+
+    zone_ids = torch.tensor([[SPECIAL, QUESTION, QUESTION, SPECIAL] + [PASSAGE] * 8 + [SPECIAL, PAD, PAD]])
+    length = zone_ids.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand((1, length, length), generator=generator) * (zone_ids != PAD)[:, None, :]
+    probs = probs / probs.sum(-1, keepdim=True)
+    settings = NullSettings(tolerance=0.1, seed=3)
+    masks = null_masks(zone_ids, probs, "p2q", "clean", 0, 0, ["q"], [0], settings)
+    chosen = masks.blanked[0]
+    assert chosen.any()
+    assert not chosen[:, zone_ids[0] != PASSAGE].any()  # p2q's columns are the question; never specials/PAD
+    assert not chosen[zone_ids[0] != PASSAGE].any()  # the zone's rows only (clean p2q: passage rows)
+    target = (probs[0][:, 1:3]).sum(-1)[zone_ids[0] == PASSAGE]
+    achieved = (probs[0] * chosen).sum(-1)[zone_ids[0] == PASSAGE]
+    within = (achieved / target - 1).abs() <= settings.tolerance
+    assert bool(masks.feasible[0]) == bool(within.all())
+    assert masks.target[0] == pytest.approx(float(target.mean()))
+    assert masks.achieved[0] == pytest.approx(float(achieved.mean()))
+    # p2p from outside its columns: the question keys cannot supply most passage rows' mass
+    p2p = null_masks(zone_ids, probs, "p2p", "clean", 0, 0, ["q"], [0], settings)
+    assert not p2p.feasible[0] and p2p.achieved[0] < p2p.target[0] * (1 - settings.tolerance)
+    assert p2p.blanked[0][zone_ids[0] == PASSAGE][:, 1:3].all()  # every candidate key taken
+    # same seed, same draw; more padding changes nothing
+    again = null_masks(zone_ids, probs, "p2q", "clean", 0, 0, ["q"], [0], settings)
+    assert torch.equal(again.blanked, masks.blanked) and again.seeds[0] == masks.seeds[0]
+    padded_ids = torch.cat([zone_ids, torch.full((1, 3), PAD)], 1)
+    padded = torch.zeros((1, length + 3, length + 3))
+    padded[:, :length, :length] = probs
+    wide = null_masks(padded_ids, padded, "p2q", "clean", 0, 0, ["q"], [0], settings)
+    assert torch.equal(wide.blanked[:, :length, :length], masks.blanked)
+    other = null_masks(zone_ids, probs, "p2q", "clean", 0, 1, ["q"], [0], settings)
+    assert other.seeds[0] != masks.seeds[0]
+
+
+def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
+    from mrcbench import predict
+
+    model = tiny_model("bert")
+    batches = make_batches(model.config)
+    example_ids = ["q1", "q1", "q2", "q3", "q3"]
+    features = eval_features(batches, example_ids)
+
+    def decode(start_logits, end_logits):
+        spans = {}
+        for window, (qid, length) in enumerate(zip(example_ids, features.lengths, strict=True)):
+            best = (window, int(start_logits[window, :length].argmax()), int(end_logits[window, :length].argmax()))
+            spans.setdefault(qid, best)
+        return Predictions(answers={qid: f"{s}-{e}" for qid, (_, s, e) in spans.items()}, best_span=spans)
+
+    def score(answers):
+        return pd.DataFrame({"qid": list(answers), "article": "A", "em": 1.0, "f1": 1.0})
+
+    cells = [cell for cell in grid_cells(N_LAYERS, N_HEADS, ("p2q", "q2q"), null_draws=1) if cell.layer in (None, 1)]
+    keys = {"model": "tiny-bert", "train_set": "squad", "eval_set": "squad-dev", "seed": 7}
+    settings = NullSettings(tolerance=0.2, seed=1)
+    frame = ablate(model, features, cells, "paper", decode, score, keys, progress=False, null=settings)
+    naive = ablate(model, features, cells, "paper", decode, score, keys, progress=False, null=settings, fast=False)
+    pd.testing.assert_frame_equal(frame, naive, atol=1e-5, check_exact=False)
+    nulls = frame[frame.zone.str.startswith("null_")]
+    assert set(nulls.zone) == {"null_p2q", "null_q2q"} and (nulls.null_draw == 0).all() and len(nulls) == 6
+    others = frame[~frame.zone.str.startswith("null_")]
+    assert others.mass_match.isna().all() and others.null_feasible.isna().all() and (others.null_draw == -1).all()
+    assert nulls.null_feasible.notna().all() and (nulls.null_seed >= 0).all()
+    feasible = nulls[nulls.null_feasible.astype(bool)]
+    assert (abs(feasible.mass_match - 1) <= settings.tolerance + 1e-9).all()
+    zone = frame[(frame.zone == "p2q")].set_index("qid").removed_mass
+    null = nulls[nulls.zone == "null_p2q"].set_index("qid")
+    np.testing.assert_allclose(null.removed_mass, (zone * null.mass_match)[null.index], rtol=1e-4)
+    predict.write_parquet(frame, tmp_path / "grid.parquet")
+    back = pd.read_parquet(tmp_path / "grid.parquet")
+    assert back.null_feasible.isna().sum() == len(others)
