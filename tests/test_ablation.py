@@ -133,9 +133,12 @@ def test_grid_cells_and_cell_validation():
     assert Cell("p2q", 3, mode="from_layer").masked_layers(6) == [3, 4, 5]
     assert Cell("p2q", 3, head=2, mode="head").masked_layers(6) == [3]
     assert Cell("p2q", 3, head=2, mode="head").columns() == {
-        "mode": "head", "operator": "renorm", "layer": 3, "head": 2, "zone": "p2q"
+        "mode": "head", "operator": "renorm", "layer": 3, "head": 2, "zone": "p2q", "null_draw": -1
     }
-    assert BASELINE.columns() == {"mode": "baseline", "operator": "renorm", "layer": -1, "head": -1, "zone": "none"}
+    assert BASELINE.columns() == {
+        "mode": "baseline", "operator": "renorm", "layer": -1, "head": -1, "zone": "none", "null_draw": -1
+    }
+    assert Cell("null_p2q", 2, null_draw=1).columns()["null_draw"] == 1
     with pytest.raises(MrcbenchError, match="unknown attention zone"):
         Cell("q3p", 1)
     with pytest.raises(MrcbenchError, match="unknown ablation mode"):
