@@ -9,7 +9,10 @@ over the same query rows as the zone (its non-PAD rows), random keys that
   model at that layer (the quantity ``removed_mass`` averages), within a relative ``tolerance``.
 
 Selection per row is a seeded greedy random draw: the candidate keys are shuffled and added until the
-row's zone mass is reached; the key that crosses it is kept if that lands closer to the target. Where the
+row's zone mass is reached; the key that crosses it is kept if that lands closer to the target (and within
+the tolerance). A row still short of the tolerance then takes, in the same shuffled order, further keys
+that fit under its upper bound (up to :data:`REFILL_PASSES` passes), so that one heavy key at the crossing
+does not decide the match. Where the
 candidates cannot supply the mass (P2P's passage rows: the question keys hold little), every candidate is
 blanked and the row is *infeasible*; a row whose greedy draw ends outside the tolerance is infeasible too.
 Nothing is silently weakened: per window the achieved and target masses and the feasibility are returned,
@@ -33,6 +36,8 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.zones import PASSAGE, QUESTION, PAD, blanked_cells
 
 SEED_MASK = (1 << 63) - 1
+REFILL_PASSES = 16
+"""Further passes over the shuffled keys for rows the first greedy pass leaves outside the tolerance."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +132,29 @@ def null_masks(
     under = torch.where(
         below > 0, cumulative.gather(-1, (below - 1).clamp(min=0)[..., None])[..., 0], torch.zeros_like(over)
     )
-    take = torch.where((over - target) <= (target - under), below + 1, below)
+    upper = target * (1 + settings.tolerance)
+    lower = target * (1 - settings.tolerance)
+    closer = (over - target) <= (target - under)
+    take = torch.where(closer & (over <= upper), below + 1, below)  # the crossing key only if closer and within
     take = torch.minimum(take, n_candidates)
     take = torch.where((target > 0) & rows, take, torch.zeros_like(take))
     chosen_sorted = torch.arange(length, device=device)[None, None, :] < take[..., None]
     chosen = torch.zeros_like(chosen_sorted).scatter(-1, order, chosen_sorted) & candidates[:, None, :]
     achieved = (probs * chosen).sum(-1)
+    for _ in range(REFILL_PASSES):  # still short of the tolerance: add, in the same order, keys that fit
+        need = rows & (target > 0) & (achieved < lower)
+        if not bool(need.any()):
+            break
+        room = upper - achieved
+        fits = candidates[:, None, :] & ~chosen & (probs <= room[..., None]) & need[..., None]
+        fits_sorted = torch.gather(fits, -1, order)
+        mass_sorted = torch.gather(probs * fits, -1, order)
+        running = mass_sorted.cumsum(-1)
+        adds = fits_sorted & (running <= room[..., None]) & (running - mass_sorted < (target - achieved)[..., None])
+        if not bool(adds.any()):
+            break
+        chosen = chosen | torch.zeros_like(adds).scatter(-1, order, adds)
+        achieved = (probs * chosen).sum(-1)
     row_ok = (achieved - target).abs() <= settings.tolerance * target + 1e-12
     counted = rows.sum(-1).clamp(min=1)
     mean_target = ((target * rows).sum(-1) / counted).cpu().numpy()
