@@ -34,6 +34,7 @@ class ResultTables:
     scores: pd.DataFrame | None
     zone_stats: pd.DataFrame | None
     official: pd.DataFrame  # model, train_set, eval_set, seed, official_em, official_f1
+    controls: pd.DataFrame | None = None  # the whole grid: every operator and the null cells
 
 
 @dataclass
@@ -120,11 +121,13 @@ def load_results(results_dir: Path, files: ResultFiles | None = None) -> ResultT
     """Read ``files`` (default: every grid, score, zone-statistics and metrics file under ``results_dir``),
     refusing two files that hold the same run."""
     files = files or ResultFiles.discover(results_dir)
-    grid = paper_cells(_read_parquets(files.grids, GRID_COLUMNS))
+    controls = _read_parquets(files.grids, GRID_COLUMNS)
+    grid = paper_cells(controls)
     scores = _read_parquets(files.scores, SCORES_COLUMNS)
     zone_stats = _read_parquets(files.zone_stats, ZONE_STATS_COLUMNS)
     return ResultTables(
-        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics)
+        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics),
+        controls=controls,
     )
 
 
