@@ -435,3 +435,23 @@ def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
     predict.write_parquet(frame, tmp_path / "grid.parquet")
     back = pd.read_parquet(tmp_path / "grid.parquet")
     assert back.null_feasible.isna().sum() == len(others)
+
+
+def test_null_refill_skips_a_heavy_key_that_would_overshoot():
+    """A passage row puts 0.1 on the question (its p2q mass) and 0.5 on one passage key: whatever the shuffle,
+    the null never takes that key (it alone overshoots the tolerance) and matches with the small keys."""
+    from mrcbench.nulls import null_masks
+
+    zone_ids = torch.tensor([[SPECIAL, QUESTION, QUESTION, SPECIAL] + [PASSAGE] * 12 + [SPECIAL]])
+    length = zone_ids.shape[1]
+    row = torch.zeros(length)
+    row[[1, 2]] = 0.05  # p2q mass 0.1
+    row[4] = 0.5  # one heavy passage key
+    row[5:16] = 0.3 / 11 * torch.linspace(0.5, 1.5, 11) / torch.linspace(0.5, 1.5, 11).mean()  # small keys
+    row[[0, 3, 16]] = (1 - row.sum()) / 3
+    probs = row.expand(1, length, length).clone()
+    for seed in range(20):
+        masks = null_masks(zone_ids, probs, "p2q", "clean", 0, 0, ["q"], [0], NullSettings(0.2, seed))
+        assert not masks.blanked[0][:, 4].any() and bool(masks.feasible[0])
+        achieved = (probs[0] * masks.blanked[0]).sum(-1)[4:16]
+        assert ((achieved / 0.1 - 1).abs() <= 0.2 + 1e-6).all()
