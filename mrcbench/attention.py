@@ -60,6 +60,7 @@ from mrcbench.zones import (
     PAD,
     STAT_ZONES,
     blanked_cells,
+    check_operator,
     check_variant,
     check_zone,
     stat_zone_onehot,
@@ -158,6 +159,15 @@ class MaskPlan:
     unmask_padding: torch.Tensor  # [B] bool (replicated authors' "all")
     layers: torch.Tensor  # [B, L] bool
     heads: torch.Tensor | None  # [B, H] bool, or None = all heads in every row
+    operator: str = "renorm"  # how the blanked cells are removed (mrcbench.zones.OPERATORS), one per plan
+
+    def __post_init__(self) -> None:
+        check_operator(self.operator)
+        if self.operator != "renorm" and bool(self.unmask_padding.any()):
+            raise MrcbenchError(
+                f"operator {self.operator!r} removes blanked cells after softmax; all_paper_quirk (which lifts "
+                "the padding mask before it) exists only for the renorm operator"
+            )
 
     @classmethod
     def build(
@@ -169,6 +179,7 @@ class MaskPlan:
         heads: int | Sequence[int] | None,
         n_layers: int,
         n_heads: int,
+        operator: str = "renorm",
     ) -> MaskPlan:
         """One zone, the same layers and heads for every row of the batch."""
         zone_ids = torch.as_tensor(zone_ids)
@@ -181,13 +192,17 @@ class MaskPlan:
             unmask_padding=torch.full((batch,), unmasks_padding(zone), dtype=torch.bool, device=device),
             layers=layer_mask.expand(batch, n_layers),
             heads=None if head_mask is None else head_mask.expand(batch, n_heads),
+            operator=operator,
         )
         plan.check_rows_keep_a_key()
         return plan
 
     @classmethod
     def concat(cls, plans: Sequence[MaskPlan]) -> MaskPlan:
-        """Stack plans along the batch dimension (their sequence lengths must agree)."""
+        """Stack plans along the batch dimension (their sequence lengths and operators must agree)."""
+        operators = {plan.operator for plan in plans}
+        if len(operators) != 1:
+            raise MrcbenchError(f"cannot stack plans of different operators {sorted(operators)}")
         heads = None
         if any(plan.heads is not None for plan in plans):
             heads = torch.cat(
@@ -204,6 +219,7 @@ class MaskPlan:
             unmask_padding=torch.cat([plan.unmask_padding for plan in plans]),
             layers=torch.cat([plan.layers for plan in plans]),
             heads=heads,
+            operator=operators.pop(),
         )
 
     def check_rows_keep_a_key(self) -> None:
@@ -224,6 +240,7 @@ class MaskPlan:
             unmask_padding=self.unmask_padding.to(device),
             layers=self.layers.to(device),
             heads=None if self.heads is None else self.heads.to(device),
+            operator=self.operator,
         )
 
     def for_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -362,6 +379,8 @@ class ZoneAttention:
         ]
         self._adapter_layer: int | None = None
         self._reference_probs: list[torch.Tensor] | None = None
+        self._adapter_edit: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._mean_probs: dict[int, torch.Tensor | None] | None = None
         self._next_layer = 0
         self._plan: MaskPlan | None = None
         self._removed: torch.Tensor | None = None
@@ -441,15 +460,18 @@ class ZoneAttention:
         layers: int | Sequence[int],
         heads: int | Sequence[int] | None = None,
         variant: str = "paper",
+        operator: str = "renorm",
     ) -> Iterator[InterventionResult]:
-        """Blank ``zone`` (see :mod:`mrcbench.zones`) in ``layers`` (all heads, or only ``heads``).
+        """Remove ``zone`` (see :mod:`mrcbench.zones`) in ``layers`` (all heads, or only ``heads``).
 
         The paper grid is ``layers=l, heads=None``; head ablation ``layers=l, heads=h``; masking from
         layer ``l`` upward ``layers=range(l, L)``. ``zone_ids`` must be the current batch's ``[B, T]``.
+        ``operator`` (:data:`mrcbench.zones.OPERATORS`): ``renorm`` blanks before softmax (the paper's),
+        ``zero`` and ``uniform`` edit the probabilities after it.
         """
         check_zone(zone)
         check_variant(variant)
-        plan = MaskPlan.build(zone_ids, zone, variant, layers, heads, self.n_layers, self.n_heads)
+        plan = MaskPlan.build(zone_ids, zone, variant, layers, heads, self.n_layers, self.n_heads, operator)
         with self.apply_plan(plan) as result:
             yield result
 
@@ -489,6 +511,23 @@ class ZoneAttention:
         finally:
             self._stats = None
 
+    @contextlib.contextmanager
+    def record_mean_probs(self, layers: Iterable[int]) -> Iterator[dict[int, torch.Tensor | None]]:
+        """Keep the head-averaged attention probabilities ``[B, T, T]`` (fp32) of ``layers`` during the
+        forward pass (the size-matched null's reference, :mod:`mrcbench.nulls`); eager, never fused."""
+        if self._mean_probs is not None:
+            raise MrcbenchError("mean attention probabilities are already being recorded on this model")
+        self._mean_probs = {int(layer): None for layer in layers}
+        recorded = self._mean_probs
+        try:
+            yield recorded
+        finally:
+            self._mean_probs = None
+
+    def _keep_mean_probs(self, layer: int, probs: torch.Tensor) -> None:
+        if self._mean_probs is not None and layer in self._mean_probs:
+            self._mean_probs[layer] = probs.float().mean(1)
+
     # ---- the attention call ------------------------------------------------------------------------
     def _attend(
         self,
@@ -512,18 +551,27 @@ class ZoneAttention:
             edit = plan.for_layer(layer)
         attend = eager
         if (
-            self._fused and stats is None and query.dtype == torch.float32
+            self._fused and stats is None and self._mean_probs is None and query.dtype == torch.float32
             and (attention_mask is None or attention_mask.is_floating_point())
         ):
             attend = _fused_attention
         if edit is None:
             output, probs = attend(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        elif plan.operator != "renorm":  # after softmax: the model's own eager probabilities, edited
+            _, blank = _edit_mask(attention_mask, *edit, plan.zone_ids, query, _window_band(module, key.shape[2]))
+            _, unmasked = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0, **kwargs)
+            if bool(blank.any()):
+                self._removed[:, layer] = _removed_mass(unmasked, blank, plan.zone_ids).cpu()
+            probs = apply_operator(unmasked, blank & _allowed_cells(attention_mask, query), plan.operator)
+            weights = nn.functional.dropout(probs, p=dropout, training=module.training)
+            output = torch.matmul(weights.to(value.dtype), value).transpose(1, 2).contiguous()  # as eager
         else:
             mask, blank = _edit_mask(attention_mask, *edit, plan.zone_ids, query, _window_band(module, key.shape[2]))
             if bool(blank.any()):
                 _, unmasked = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=0.0, **kwargs)
                 self._removed[:, layer] = _removed_mass(unmasked, blank, plan.zone_ids).cpu()
             output, probs = attend(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+        self._keep_mean_probs(layer, probs)
         if stats is not None:
             self._check_batch(stats.zone_ids, query, key, "record_stats")
             stats.zone_ids = stats.zone_ids.to(query.device)
@@ -572,6 +620,9 @@ class ZoneAttention:
         bound = inspect.signature(module.forward).bind(*args, **kwargs)
         attention_mask = bound.arguments.get("attention_mask")
         mask, blank = _edit_mask(attention_mask, *edit, plan.zone_ids, hidden, None)
+        if plan.operator != "renorm":  # edited after softmax, at the dropout (removed mass measured there)
+            self._adapter_edit = (blank, blank & _allowed_cells(attention_mask, hidden), layer)
+            return None
         if bool(blank.any()):  # the unmasked probabilities of this call, for the removed mass
             self._reference_probs = []
             try:
@@ -587,12 +638,47 @@ class ZoneAttention:
         """Forward hook on the dropout applied to the attention probabilities ``[B, H, T, T]``."""
         if self._reference_probs is not None:
             self._reference_probs.append(probs)
-            return
+            return None
+        edit, self._adapter_edit = self._adapter_edit, None
+        if edit is not None:
+            blank, attendable, layer = edit
+            if bool(blank.any()):
+                self._removed[:, layer] = _removed_mass(probs, blank, self._plan.zone_ids).cpu()
+            probs = apply_operator(probs, attendable, self._plan.operator).to(probs.dtype)
+        self._keep_mean_probs(self._adapter_layer, probs)
         stats = self._stats
         if stats is not None:
             self._check_batch(stats.zone_ids, probs, probs, "record_stats")
             stats.zone_ids = stats.zone_ids.to(probs.device)
             stats.add(self._adapter_layer, probs)
+        return probs if edit is not None else None
+
+
+def apply_operator(probs: torch.Tensor, cells: torch.Tensor, operator: str) -> torch.Tensor:
+    """Attention probabilities ``[B, H, T, T]`` with ``cells`` (bool, broadcastable: the blanked cells the
+    model's own mask allows) removed after softmax by ``operator`` (``zero`` or ``uniform``; see
+    :data:`mrcbench.zones.OPERATORS`). ``zero``: the cells become 0 (rows then sum to 1 minus their
+    zone mass). ``uniform``: each row's mass on its cells is spread evenly over them (rows still sum to 1).
+    """
+    check_operator(operator)
+    cells = cells.expand_as(probs)
+    kept = probs.masked_fill(cells, 0)
+    if operator == "zero":
+        return kept
+    if operator != "uniform":
+        raise MrcbenchError(f"operator {operator!r} is applied before softmax, not by apply_operator")
+    mass = (probs.float() * cells).sum(-1, keepdim=True)
+    count = cells.sum(-1, keepdim=True).clamp(min=1)
+    return torch.where(cells, (mass / count).to(probs.dtype), kept)
+
+
+def _allowed_cells(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Bool cells the model's own mask lets a query attend to (additive float or DeBERTa keep mask)."""
+    if attention_mask is None:
+        return torch.ones((), dtype=torch.bool, device=like.device)
+    if attention_mask.is_floating_point():
+        return attention_mask > torch.finfo(attention_mask.dtype).min
+    return attention_mask.bool()
 
 
 def _fused_attention(

@@ -47,6 +47,10 @@ DEFAULT_ABLATION = {
     "max_questions": None,
     "answerable_only": True,
     "split_by_layer": False,
+    "operators": ["renorm"],
+    "null_draws": 0,
+    "null_tolerance": 0.1,
+    "null_seed": 0,
 }
 DEFAULT_INFERENCE = {"precision": "auto"}
 DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}

@@ -47,13 +47,15 @@ class Predictions:
     SQuAD 2.0 evaluator needs it: a ``""`` answer cannot be recovered by lowering the threshold).
     ``null_score_diff``: null score minus best non-null span score (``inf`` when no valid span exists).
     ``nbest``: ranked dicts ``{text, probability, start_logit, end_logit}``; probabilities are a softmax
-    over the listed scores.
+    over the listed scores. ``best_span``: (window index, start token, end token) of the best non-null
+    span (questions without a valid span are absent).
     """
 
     answers: dict[str, str] = field(default_factory=dict)
     best_non_null: dict[str, str] = field(default_factory=dict)
     null_score_diff: dict[str, float] = field(default_factory=dict)
     nbest: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    best_span: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _logit_rows(
@@ -127,6 +129,7 @@ def postprocess(
             raise MrcbenchError(f"decoding: question {qid} has no window in the features")
 
         candidates: list[tuple[float, float, float, str]] = []  # (score, start_logit, end_logit, text)
+        spans: list[tuple[int, int, int]] = []  # (window, start token, end token) of each candidate
         null_start = null_end = 0.0
         null_score = math.inf
         for f in window_indices:
@@ -149,8 +152,12 @@ def postprocess(
                         continue
                     text = context[offsets[i][0] : offsets[j][1]]
                     candidates.append((start_row[i] + end_row[j], start_row[i], end_row[j], text))
+                    spans.append((int(f), int(i), int(j)))
 
-        candidates.sort(key=lambda c: c[0], reverse=True)  # stable: earlier windows/positions win ties
+        order = sorted(range(len(candidates)), key=lambda c: candidates[c][0], reverse=True)
+        if order:  # the best non-null span (every candidate's text is non-empty)
+            predictions.best_span[qid] = spans[order[0]]
+        candidates = [candidates[c] for c in order]  # stable: earlier windows/positions win ties
         ranked: list[tuple[float, float, float, str]] = []
         seen: set[str] = set()
         null_entry = (float(null_score), float(null_start), float(null_end), "")

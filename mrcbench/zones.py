@@ -67,6 +67,16 @@ ALL_ZONE_OPTIONS: tuple[str, ...] = ZONES + ("all_paper_quirk",)
 """Every accepted zone name, including the explicitly named replication of the authors' "all"."""
 VARIANTS: tuple[str, ...] = ("paper", "clean")
 
+OPERATORS: tuple[str, ...] = ("renorm", "zero", "uniform")
+"""How a zone's cells are removed. ``renorm`` (the paper's, the default): blanked before softmax, so the
+row renormalises over the kept keys. ``zero``: the zone's probabilities set to 0 after softmax, no
+renormalisation (the mass leaves the row). ``uniform``: after softmax each row's total mass on the zone's
+(attendable) keys is spread evenly over those keys (the pattern goes, the amount stays)."""
+
+NULL_ZONES: tuple[str, ...] = ("q2q", "q2p", "p2q", "p2p")
+"""Zones with a size-matched random null (``all`` leaves no key outside its columns to draw from)."""
+NULL_PREFIX = "null_"
+
 STAT_ZONES: tuple[str, ...] = ("question", "passage", "special")
 """Row/column zone names of the zone statistics, in the order of their array axes."""
 STAT_ZONE_IDS: tuple[int, ...] = (QUESTION, PASSAGE, SPECIAL)
@@ -77,6 +87,27 @@ def check_zone(zone: str) -> str:
     if zone not in ALL_ZONE_OPTIONS:
         raise MrcbenchError(f"unknown attention zone {zone!r}; allowed: {', '.join(ALL_ZONE_OPTIONS)}")
     return zone
+
+
+def check_operator(operator: str) -> str:
+    """Return ``operator`` if it is a known ablation operator, else raise a one-line :class:`MrcbenchError`."""
+    if operator not in OPERATORS:
+        raise MrcbenchError(f"unknown ablation operator {operator!r}; allowed: {', '.join(OPERATORS)}")
+    return operator
+
+
+def null_zone_name(zone: str) -> str:
+    """Grid zone name of ``zone``'s size-matched random null, e.g. ``null_p2q``."""
+    if zone not in NULL_ZONES:
+        raise MrcbenchError(f"zone {zone!r} has no size-matched null; allowed: {', '.join(NULL_ZONES)}")
+    return NULL_PREFIX + zone
+
+
+def null_of(name: str) -> str | None:
+    """The zone whose null ``name`` is (``null_p2q`` -> ``p2q``), None if ``name`` is not a null zone name."""
+    if name.startswith(NULL_PREFIX) and name[len(NULL_PREFIX):] in NULL_ZONES:
+        return name[len(NULL_PREFIX):]
+    return None
 
 
 def check_variant(variant: str) -> str:

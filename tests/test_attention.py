@@ -350,3 +350,69 @@ def test_collect_zone_stats_over_batches_with_case_studies():
     assert result.maps[1].shape == (N_LAYERS, N_HEADS, 16, 16)  # row 1 of batch 0 has no padding
     with pytest.raises(MrcbenchError, match="beyond the 5 features"):
         collect_zone_stats(model, batches, case_study_features=[5])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("operator", ["zero", "uniform"])
+def test_post_softmax_operators_change_exactly_the_zone_cells(arch, operator):
+    """zero: the zone's cells become 0, the rest keep their unmasked probability (rows sum to 1 minus the
+    zone mass); uniform: each row's zone mass is spread evenly over its attendable zone keys (rows sum to 1)."""
+    model = tiny_model(arch)
+    batch = make_batch(model.config)
+    zone_ids = batch["zone_ids"]
+    layer = 1  # ModernBERT: a local (sliding-window) layer
+    rows = (zone_ids != PAD)[:, None, :].expand(-1, N_HEADS, -1)
+    with ZoneAttention(model) as controller:
+        baseline = model(**inputs(batch), output_attentions=True).attentions
+        allowed = baseline[layer] > 0
+        changed = 0
+        for zone in ("q2q", "q2p", "p2q", "p2p", "all"):
+            with controller.intervene(zone_ids, zone, layers=layer, variant="paper", operator=operator) as result:
+                outputs = model(**inputs(batch), output_attentions=True)
+            probs, before = outputs.attentions[layer], baseline[layer]
+            assert torch.equal(outputs.attentions[0], baseline[0])
+            blanked = blanked_cells(zone_ids, zone, "paper")[:, None].expand_as(probs)
+            # a row whose every attendable key is in the zone keeps its diagonal (ModernBERT's window), as renorm
+            starved = ~(allowed & ~blanked).any(-1, keepdim=True)
+            cells = blanked & allowed & ~(starved & torch.eye(zone_ids.shape[1], dtype=torch.bool))
+            cells = cells & rows[..., None]  # PAD rows (never read) are left out of the comparison
+            mass = (before * cells).sum(-1)
+            real = rows[..., None].expand_as(probs)
+            assert (probs[~cells & real] == before[~cells & real]).all(), zone  # every other cell untouched
+            if operator == "zero":
+                assert (probs[cells] == 0).all()
+                torch.testing.assert_close(probs.sum(-1)[rows], (1 - mass)[rows], atol=1e-6, rtol=0)
+            else:
+                count = cells.sum(-1, keepdim=True).clamp(min=1)
+                expected = torch.where(cells, (mass[..., None] / count).expand_as(probs), before)
+                torch.testing.assert_close(probs[real], expected[real], atol=1e-7, rtol=0)
+                torch.testing.assert_close(probs.sum(-1)[rows], torch.ones(int(rows.sum())), atol=1e-6, rtol=0)
+            changed += int(not torch.equal(outputs.start_logits, baseline_logits(model, batch)))
+            # removed mass is the operator-independent unmasked zone mass, as for renorm
+            blank_rows = (blanked & ~(starved & torch.eye(zone_ids.shape[1], dtype=torch.bool))).any(-1) & rows
+            np.testing.assert_allclose(
+                result.removed_mass[:, layer],
+                ((mass * blank_rows).sum((1, 2)) / blank_rows.sum((1, 2))).numpy(), rtol=1e-5,
+            )
+    assert changed == 5
+
+
+def baseline_logits(model, batch):
+    return model(**inputs(batch)).start_logits
+
+
+def test_post_softmax_operators_refuse_the_paper_quirk():
+    model = tiny_model("bert")
+    batch = make_batch(model.config)
+    with (
+        ZoneAttention(model) as controller,
+        pytest.raises(MrcbenchError, match="all_paper_quirk"),
+        controller.intervene(batch["zone_ids"], "all_paper_quirk", layers=0, operator="zero"),
+    ):
+        pass
+    with (
+        ZoneAttention(model) as controller,
+        pytest.raises(MrcbenchError, match="unknown ablation operator"),
+        controller.intervene(batch["zone_ids"], "p2q", layers=0, operator="mean"),
+    ):
+        pass

@@ -276,7 +276,8 @@ def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p")
     """One layer's grid part, shaped like `mrcbench ablate --part layerN` writes it."""
     from mrcbench import ablation
 
-    settings = {"modes": ["layer"], "zones": list(zones), "head_zones": [], "variants": ["paper"]}
+    settings = {"modes": ["layer"], "zones": list(zones), "head_zones": [], "variants": ["paper"],
+                "operators": ["renorm", "zero"], "null_draws": 1}
     rows = []
     for cell in ablation.configured_cells(n_layers, 1, settings, layer=layer):
         for qid in qids:
@@ -299,7 +300,8 @@ def _merge(tmp_path, frames: dict[str, pd.DataFrame], order: list[str] | None = 
 def test_merge_grid_accepts_a_complete_grid(tmp_path, capsys):
     status, err, out = _merge(tmp_path, {f"layer{i}": grid_part(i) for i in range(3)}, capsys=capsys)
     assert status == 0, err
-    assert len(pd.read_parquet(out)) == (1 + 3 * 2) * 2
+    # baseline + 3 layers x (2 zones x 2 operators + 2 size-matched nulls), 2 questions each
+    assert len(pd.read_parquet(out)) == (1 + 3 * (2 * 2 + 2)) * 2
 
 
 @pytest.mark.parametrize(
@@ -309,7 +311,8 @@ def test_merge_grid_accepts_a_complete_grid(tmp_path, capsys):
         ("two runs", "part of another run"),
         ("overlap", "parts overlap"),
         ("missing layer", "lack layer(s) 1 (no cell at all)"),
-        ("missing cell", "lack 1 cell(s), e.g. paper layer p2p in layer 2"),
+        ("missing cell", "lack 1 cell(s), e.g. paper layer renorm p2p in layer 2"),
+        ("missing null", "lack 1 cell(s), e.g. paper layer renorm null_p2q draw 0 in layer 1"),
     ],
 )
 def test_merge_grid_refuses_parts_that_are_not_one_grid(tmp_path, capsys, case, needle):
@@ -325,7 +328,10 @@ def test_merge_grid_refuses_parts_that_are_not_one_grid(tmp_path, capsys, case, 
         order = ["layer0", "layer2"]
     elif case == "missing cell":
         part = parts["layer2"]
-        parts["layer2"] = part[~((part["zone"] == "p2p") & (part["layer"] == 2))]
+        parts["layer2"] = part[~((part["zone"] == "p2p") & (part["layer"] == 2) & (part["operator"] == "renorm"))]
+    elif case == "missing null":
+        part = parts["layer1"]
+        parts["layer1"] = part[part["zone"] != "null_p2q"]
     status, err, out = _merge(tmp_path, parts, order, capsys=capsys)
     assert status == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not out.exists()
@@ -343,13 +349,14 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     for layer in range(3):
         frame = grid_part(layer, n_layers=3).assign(model=model)
         parts.append((tmp_path / f"layer{layer}.parquet", frame))
-    settings = {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [], "variants": ["paper"]}
+    settings = {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [], "variants": ["paper"],
+                "operators": ["renorm", "zero"], "null_draws": 1}
     ablation.check_grid_parts(parts, settings, 3)
     with pytest.raises(Exception, match=r"lack layer\(s\) 3 \(no cell at all\) of the configured 4-layer grid"):
         ablation.check_grid_parts(parts, settings, 4)
     # The command reads the layer count and the configured zones from --config.
     config["ablation"] = {**(config.get("ablation") or {}), "modes": ["layer"], "zones": ["p2q", "p2p"],
-                          "variants": ["paper"]}
+                          "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     for path, frame in parts:
         frame.to_parquet(path, index=False)
@@ -358,7 +365,7 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     argv = ["merge-grid", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "grid.parquet")]
     assert cli.main([*argv, *[str(p) for p, _ in parts]]) == 2
     assert "lack layer(s) 3 (no cell at all) of the configured 4-layer grid" in capsys.readouterr().err
-    with pytest.raises(Exception, match=r"lack 3 cell\(s\), e.g. paper layer q2q in layer 0"):
+    with pytest.raises(Exception, match=r"lack 9 cell\(s\), e.g. paper layer renorm null_q2q draw 0 in layer 0"):
         ablation.check_grid_parts(parts, {**settings, "zones": ["q2q", "p2q", "p2p"]}, 3)
 
 

@@ -62,9 +62,16 @@ def test_predictions_scores_and_grid(smoke_run, eval_set):
 
     grid = pd.read_parquet(results / "ablation" / RUN / eval_set / "grid.parquet")
     n_layers = 6
-    cells = grid.groupby(["variant", "mode", "layer", "head", "zone"]).size()
-    assert len(cells) == 2 * (1 + 5 * n_layers)  # paper + clean: baseline and 5 zones x 6 layers
-    assert set(grid["zone"]) == {"none", "all", "q2q", "q2p", "p2q", "p2p"}
+    cells = grid.groupby(["variant", "mode", "operator", "layer", "head", "zone", "null_draw"]).size()
+    # paper + clean: baseline, 5 zones x 6 layers x 3 operators, and one null of each of the 4 zones x 6 layers
+    assert len(cells) == 2 * (1 + 5 * n_layers * 3 + 4 * n_layers)
+    assert set(grid["zone"]) == {"none", "all", "q2q", "q2p", "p2q", "p2p",
+                                 "null_q2q", "null_q2p", "null_p2q", "null_p2p"}
+    nulls = grid[grid["zone"].str.startswith("null_")]
+    feasible = nulls[nulls["null_feasible"].astype(bool)]
+    assert (feasible["mass_match"] - 1).abs().max() <= 0.1 + 1e-9  # ablation.null_tolerance
+    assert grid.loc[~grid["zone"].str.startswith("null_"), "mass_match"].isna().all()
+    assert grid[["start_kl", "end_kl"]].min().min() >= 0
     # The grid runs on the answerable questions only (ablation.answerable_only, the default).
     answerable = [q["id"] for a in gold["data"] for p in a["paragraphs"] for q in p["qas"]
                   if q["answers"] and not q.get("is_impossible", False)]

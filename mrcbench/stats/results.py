@@ -18,6 +18,7 @@ import pandas as pd
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import read_json, read_parquet
 from mrcbench.stats.common import GRID_COLUMNS, RUN_KEYS, SCORES_COLUMNS, ZONE_STATS_COLUMNS
+from mrcbench.zones import NULL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class ResultTables:
     scores: pd.DataFrame | None
     zone_stats: pd.DataFrame | None
     official: pd.DataFrame  # model, train_set, eval_set, seed, official_em, official_f1
+    controls: pd.DataFrame | None = None  # the whole grid: every operator and the null cells
 
 
 @dataclass
@@ -131,12 +133,25 @@ def load_results(results_dir: Path, files: ResultFiles | None = None) -> ResultT
     """Read ``files`` (default: every grid, score, zone-statistics and metrics file under ``results_dir``),
     refusing two files that hold the same run."""
     files = files or ResultFiles.discover(results_dir)
-    grid = _read_parquets(files.grids, GRID_COLUMNS)
+    controls = _read_parquets(files.grids, GRID_COLUMNS)
+    grid = paper_cells(controls)
     scores = _read_parquets(files.scores, SCORES_COLUMNS)
     zone_stats = _read_parquets(files.zone_stats, ZONE_STATS_COLUMNS)
     return ResultTables(
-        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics)
+        grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics),
+        controls=controls,
     )
+
+
+def paper_cells(grid: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The grid's rows of the paper's operator (``renorm``) and zones: no other operator, no null
+    (``null_<zone>``) cells. Grids written before the operator column existed hold only those."""
+    if grid is None:
+        return None
+    keep = ~grid["zone"].astype(str).str.startswith(NULL_PREFIX)
+    if "operator" in grid.columns:
+        keep &= grid["operator"].astype(str) == "renorm"
+    return grid.loc[keep].reset_index(drop=True)
 
 
 def answerable_grid(grid: pd.DataFrame | None, scores: pd.DataFrame | None) -> pd.DataFrame | None:

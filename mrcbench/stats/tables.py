@@ -20,6 +20,7 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.files import write_csv, write_parquet, write_text
 from mrcbench.stats.baselines import compute_baselines
 from mrcbench.stats.common import RUN_KEYS, StatsSettings, eval_language
+from mrcbench.stats.controls import CONTRAST_FAMILY, compute_null_contrasts
 from mrcbench.stats.correlations import CORRELATION_FAMILY, compute_correlations
 from mrcbench.stats.crosslingual import compute_crosslingual
 from mrcbench.stats.headline import headline_zones
@@ -46,6 +47,7 @@ TABLES = (
     "paper_comparison",
     "paper_comparison_cells",
     "headline",
+    "null_contrasts",
 )
 
 
@@ -112,6 +114,7 @@ def run_stats(
     question_types = compute_question_types(matrices, questions, languages, settings)
     paper, paper_cells = compare_with_paper(deltas, settings)
     headline = headline_zones(deltas)
+    null_contrasts = compute_null_contrasts(answerable_grid(tables.controls, tables.scores), settings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_spread = pd.concat(
@@ -121,7 +124,8 @@ def run_stats(
     )
     written: list[Path] = []
     frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, correlations, cross_rank,
-                               cross_question, question_types, paper, paper_cells, headline), strict=True))
+                               cross_question, question_types, paper, paper_cells, headline, null_contrasts),
+                      strict=True))
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
@@ -140,6 +144,7 @@ def run_stats(
                 "languages": languages,
                 "correction_family": [*RUN_KEYS, "variant", "mode", "metric"],
                 "correlation_correction_family": CORRELATION_FAMILY,
+                "null_contrast_correction_family": CONTRAST_FAMILY,
             },
             indent=2,
             ensure_ascii=False,
