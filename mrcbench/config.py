@@ -48,7 +48,7 @@ DEFAULT_ABLATION = {
     "answerable_only": True,
     "split_by_layer": False,
 }
-DEFAULT_INFERENCE = {"precision": "auto"}
+DEFAULT_INFERENCE = {"precision": "fp32"}
 DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}
 DEFAULT_STATS = {
     "bootstrap": 1000,

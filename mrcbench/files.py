@@ -10,6 +10,7 @@ The readers turn a truncated or corrupt intermediate into one line naming the fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -71,6 +72,15 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     return Path(path)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def corrupt(path: str | os.PathLike, exc: BaseException | str) -> MrcbenchError:
