@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from mrcbench import config as cfg
+from mrcbench import manifest
 from mrcbench.models import load_for_qa, prepare_model
 from mrcbench.training import finetune, no_decay, optimizer_groups
 
@@ -42,6 +43,10 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(setup):
     other = finetune(model_dir, train_json, root / "c", features, training, seed=4)
     weights = [load_file(str(root / name / "checkpoint" / "model.safetensors")) for name in "abc"]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # Byte-identical: checkpoint files and training log (train_summary.json holds the wall time).
+    assert manifest.compare(root / "a", root / "b") == (True, ["identical"])
+    assert "checkpoint/model.safetensors" in {row["path"] for row in manifest.result_files(root / "a")}
+    assert manifest.compare(root / "a", root / "c")[0] is False
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert first["final_loss"] == second["final_loss"] != other["final_loss"]
     # 4 questions -> 4 windows; micro-batches of 2, accumulation 2 -> 1 step per epoch, 2 epochs.
