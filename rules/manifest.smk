@@ -10,7 +10,7 @@ rule manifest:
         MANIFEST,
     params:
         config=CONFIG,
-        results=RESULTS,
+        results=lambda wc, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/manifest.log",
     threads: 1

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
-from mrcbench import files, manifest
-from mrcbench.cli import main as cli
 from synthetic_results import write_synthetic_results
+
+from mrcbench import manifest
+from mrcbench.cli import main as cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN = "predict/minilm/squad_train/seed42/squad_heldout"
@@ -216,3 +216,21 @@ def test_the_appendix_states_the_precision_and_what_bf16_costs(tree):
     assert "**bf16** (setting `inference.precision: auto`)" in note and "differ from fp32 runs" in note
     env = appendix.environment_table(tree, _config()).set_index("item")["value"]
     assert env["precision"] == "bf16" and "predict: 3" in env["threads"]
+
+
+@pytest.mark.slow
+def test_the_smoke_run_ends_with_its_manifest(smoke_run, capsys):
+    """The smoke DAG's last step: every result of the run is in it, computed in fp32."""
+    workdir, _ = smoke_run
+    config = yaml.safe_load((REPO_ROOT / "config" / "smoke.yaml").read_text(encoding="utf-8"))
+    results = workdir / config["results_dir"]
+    written = json.loads((results / "manifest.json").read_text(encoding="utf-8"))
+    paths = {row["path"] for row in written["files"]}
+    assert paths == {row["path"] for row in manifest.result_files(results)}
+    from mrcbench.stats.tables import TABLES
+
+    assert {f"stats/{name}.parquet" for name in TABLES} <= paths
+    assert any(path.endswith("checkpoint/model.safetensors") for path in paths)
+    assert not any(path.startswith(("logs/", "benchmarks/")) for path in paths)
+    assert written["environment"]["precision"] == "fp32"
+    assert _compare(capsys, results / "manifest.json", results) == (0, "identical\n")
