@@ -36,6 +36,10 @@ TIMING_FILES: tuple[str, ...] = ("train_summary.json",)
 """Files that hold a wall time (``seconds``), so they differ on every run; their content (loss,
 steps) is fixed by the checkpoint and ``training_log.jsonl``, which are recorded."""
 
+NESTED_RUN_MARK = "config.resolved.yaml"
+"""A folder below the results folder holding this file, other than a stage folder (``stats/`` keeps
+a copy), is another run's results folder (skipped)."""
+
 STAGES: tuple[str, ...] = ("data", "models", "finetune", "predict", "attention", "ablation", "stats")
 """The DAG's stages in run order: the first path component of a result file."""
 
@@ -70,7 +74,10 @@ def result_files(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
         raise MrcbenchError(f"{root}: results folder not found")
     rows = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        # Another run's results folder inside this one (results/smoke under results) is not ours.
+        top = Path(dirpath) == root
+        dirnames[:] = sorted(name for name in dirnames if (top and name in STAGES)
+                             or not (Path(dirpath) / name / NESTED_RUN_MARK).is_file())
         for name in sorted(filenames):
             path = Path(dirpath) / name
             relative = path.relative_to(root)

@@ -48,6 +48,10 @@ def tree(tmp_path) -> Path:
     (results / "benchmarks" / "predict").mkdir(parents=True)
     (results / "benchmarks" / "predict" / "x.tsv").write_text("s\n1.0\n", encoding="utf-8")
     (results / RUN / ".scores.parquet.abc.tmp.parquet").write_bytes(b"partial")
+    # Another profile's run inside this folder (config/smoke.yaml writes results/smoke).
+    (results / "smoke" / "stats").mkdir(parents=True)
+    (results / "smoke" / "config.resolved.yaml").write_text("{}\n", encoding="utf-8")
+    (results / "smoke" / "stats" / "deltas.parquet").write_bytes(b"other run")
     return results
 
 
