@@ -40,6 +40,10 @@ NESTED_RUN_MARK = "config.resolved.yaml"
 """A folder below the results folder holding this file, other than a stage folder (``stats/`` keeps
 a copy), is another run's results folder (skipped)."""
 
+TIMING_SUFFIXES: tuple[str, ...] = (".html",)
+"""The rendered report (``report.html``, inside the results folder in some profiles) shows the run's
+wall times in its appendix; its numbers come from the statistics tables, which are recorded."""
+
 STAGES: tuple[str, ...] = ("data", "models", "finetune", "predict", "attention", "ablation", "stats")
 """The DAG's stages in run order: the first path component of a result file."""
 
@@ -64,7 +68,7 @@ def _is_result(relative: Path) -> bool:
         return False
     if parts[0] in EXCLUDED_FOLDERS or relative.as_posix() == MANIFEST_NAME:
         return False
-    return relative.name not in TIMING_FILES
+    return relative.name not in TIMING_FILES and relative.suffix not in TIMING_SUFFIXES
 
 
 def result_files(results_dir: str | os.PathLike) -> list[dict[str, Any]]:

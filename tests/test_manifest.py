@@ -48,6 +48,7 @@ def tree(tmp_path) -> Path:
     (results / "benchmarks" / "predict").mkdir(parents=True)
     (results / "benchmarks" / "predict" / "x.tsv").write_text("s\n1.0\n", encoding="utf-8")
     (results / RUN / ".scores.parquet.abc.tmp.parquet").write_bytes(b"partial")
+    (results / "report.html").write_text("<html>wall time 12 s</html>", encoding="utf-8")
     # Another profile's run inside this folder (config/smoke.yaml writes results/smoke).
     (results / "smoke" / "stats").mkdir(parents=True)
     (results / "smoke" / "config.resolved.yaml").write_text("{}\n", encoding="utf-8")
@@ -238,3 +239,22 @@ def test_the_smoke_run_ends_with_its_manifest(smoke_run, capsys):
     assert not any(path.startswith(("logs/", "benchmarks/")) for path in paths)
     assert written["environment"]["precision"] == "fp32"
     assert _compare(capsys, results / "manifest.json", results) == (0, "identical\n")
+
+
+@pytest.mark.slow
+def test_a_second_smoke_run_is_byte_identical(smoke_run, data_dir, tmp_path, capsys):
+    """Same config, same seed, a fresh copy: the same bytes in every stage (checkpoints included)."""
+    import os
+
+    from workflow import LOCAL_PROFILE, SMOKE_CONFIG, SMOKE_RESULTS, copy_workflow, run_snakemake
+
+    first, _ = smoke_run
+    second = copy_workflow(tmp_path / "again")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["MRCBENCH_DATA_DIR"] = str(data_dir)
+    run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "2"],
+                  cwd=second, env=env, timeout=1800)
+    paths = {row["path"] for row in manifest.result_files(second / SMOKE_RESULTS)}
+    assert any(path.startswith("finetune/") and path.endswith("model.safetensors") for path in paths)
+    assert any(path.startswith("ablation/") and path.endswith("grid.parquet") for path in paths)
+    assert _compare(capsys, first / SMOKE_RESULTS, second / SMOKE_RESULTS) == (0, "identical\n")
