@@ -268,19 +268,61 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+MAX_LISTED = 10
+"""Up to this many differing JSON values are listed one by one."""
+
+MAX_KEYS_LISTED = 50
+"""A JSON object with up to this many top-level keys (metrics) has each differing value listed; a
+larger one (keyed by question id: predictions, n-best, null odds) is summarised per value name."""
+
+
+def _value_name(key: str) -> str:
+    """``qid.3.start_logit`` -> ``start_logit``; ``qid`` -> ``value``: the question id and list
+    positions are dropped."""
+    parts = [part for part in key.split(".")[1:] if not part.isdigit()]
+    return ".".join(parts) or "value"
+
+
 def _json_lines(a_path: Path, b_path: Path) -> list[str]:
-    a, b = _flatten(files.read_json(a_path)), _flatten(files.read_json(b_path))
-    lines, other = [], 0
+    a_raw, b_raw = files.read_json(a_path), files.read_json(b_path)
+    a, b = _flatten(a_raw), _flatten(b_raw)
+    numeric, text, one_side = [], [], 0
     for key in sorted(set(a) | set(b)):
         if key not in a or key not in b:
-            other += 1
+            one_side += 1
         elif not _same(a[key], b[key]):
-            if _number(a[key]) and _number(b[key]):
-                lines.append(f"{key}: {a[key]} vs {b[key]} (|diff| {abs(a[key] - b[key]):.6g})")
-            else:
-                other += 1
-    if other:
-        lines.append(f"{other} other values differ (text, or keys on one side only)")
+            (numeric if _number(a[key]) and _number(b[key]) else text).append(key)
+    lines = []
+    top_keys = max(len(raw) if isinstance(raw, (dict, list)) else 1 for raw in (a_raw, b_raw))
+    if len(numeric) + len(text) > MAX_LISTED:
+        # Listed one by one: the top-level values of a small object (metrics); the rest summarised.
+        listed = [key for key in numeric + text if "." not in key and top_keys <= MAX_KEYS_LISTED]
+        numeric = [key for key in numeric if key not in listed]
+        text = [key for key in text if key not in listed]
+    else:
+        listed = numeric + text
+        numeric, text = [], []
+    for key in sorted(listed):
+        if _number(a[key]) and _number(b[key]):
+            lines.append(f"{key}: {a[key]} vs {b[key]} (|diff| {abs(a[key] - b[key]):.6g})")
+        else:
+            lines.append(f"{key}: {a[key]!r} vs {b[key]!r}")
+    if numeric or text:
+        groups: dict[str, list[float]] = {}
+        for key in numeric:
+            groups.setdefault(_value_name(key), []).append(abs(a[key] - b[key]))
+        totals: dict[str, int] = {}
+        for key in set(a) & set(b):
+            totals[_value_name(key)] = totals.get(_value_name(key), 0) + 1
+        for name, diffs in sorted(groups.items()):
+            lines.append(f"{name}: max |diff| {max(diffs):.6g}, {len(diffs)} of {totals[name]} values differ")
+        if text:
+            texts: dict[str, int] = {}
+            for key in text:
+                texts[_value_name(key)] = texts.get(_value_name(key), 0) + 1
+            lines += [f"{name}: {count} of {totals[name]} texts differ" for name, count in sorted(texts.items())]
+    if one_side:
+        lines.append(f"{one_side} keys on one side only")
     return lines
 
 

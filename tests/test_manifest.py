@@ -258,3 +258,17 @@ def test_a_second_smoke_run_is_byte_identical(smoke_run, data_dir, tmp_path, cap
     assert any(path.startswith("finetune/") and path.endswith("model.safetensors") for path in paths)
     assert any(path.startswith("ablation/") and path.endswith("grid.parquet") for path in paths)
     assert _compare(capsys, first / SMOKE_RESULTS, second / SMOKE_RESULTS) == (0, "identical\n")
+
+
+def test_a_large_json_is_summarised_per_value_name(tree, tmp_path, capsys):
+    nbest = {f"q{i}": [{"text": "a", "start_logit": 0.5, "probability": 0.25}] for i in range(20)}
+    (tree / RUN / "nbest.json").write_text(json.dumps(nbest), encoding="utf-8")
+    copy = _copy(tree, tmp_path / "b")
+    for i in range(12):
+        nbest[f"q{i}"][0]["start_logit"] = 0.5 + i / 100
+    nbest["q0"][0]["text"] = "b"
+    (copy / RUN / "nbest.json").write_text(json.dumps(nbest), encoding="utf-8")
+    code, out = _compare(capsys, tree, copy)
+    assert code == 1
+    assert "start_logit: max |diff| 0.11, 11 of 20 values differ" in out
+    assert "text: 1 of 20 texts differ" in out and "probability" not in out
