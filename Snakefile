@@ -37,10 +37,15 @@ include: "rules/attention.smk"
 include: "rules/ablation.smk"
 include: "rules/stats.smk"
 include: "rules/report.smk"
+include: "rules/manifest.smk"
 
 
 onstart:
     mrc_config.write_resolved(config, CONFIG)
+    # Jobs are about to change results: an old manifest would no longer describe them (rule
+    # manifest writes a new one at the end when it is a target, as in `rule all`).
+    if os.path.isfile(MANIFEST):
+        os.remove(MANIFEST)
 
 
 # Cheap rules run where Snakemake runs, never as a cluster job: the target, the grid merge and the
@@ -54,4 +59,5 @@ localrules:
 rule all:
     input:
         final_outputs(),
+        MANIFEST,
     default_target: True

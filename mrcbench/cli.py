@@ -28,6 +28,8 @@ COMMANDS = {
     "merge-grid": ("mrcbench.ablation", "main_merge", "merge per-layer grid parts"),
     "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
     "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
+    "manifest": ("mrcbench.manifest", "main", "write results/manifest.json: digests of every result + environment"),
+    "compare": ("mrcbench.manifest", "main_compare", "compare two runs (results folders or manifests)"),
 }
 
 

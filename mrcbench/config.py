@@ -52,7 +52,7 @@ DEFAULT_ABLATION = {
     "null_tolerance": 0.1,
     "null_seed": 0,
 }
-DEFAULT_INFERENCE = {"precision": "auto"}
+DEFAULT_INFERENCE = {"precision": "fp32"}
 DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}
 DEFAULT_STATS = {
     "bootstrap": 1000,

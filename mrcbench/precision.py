@@ -1,6 +1,8 @@
 """Numeric precision of inference: fp32, or bf16 through ``torch.autocast``.
 
-Config key ``inference.precision`` (``auto`` | ``fp32`` | ``bf16``). ``auto`` means bf16 where the
+Config key ``inference.precision`` (``fp32`` | ``bf16`` | ``auto``), ``fp32`` by default so that a
+run gives the same numbers on every machine; bf16 is an explicit choice (faster where the hardware
+has it, but every score moves, so its numbers differ from fp32 runs). ``auto`` means bf16 where the
 hardware computes it natively: a CUDA device that supports bf16, or a CPU that reports AMX or
 AVX512-BF16 (Linux ``/proc/cpuinfo`` flags ``amx_bf16`` / ``avx512_bf16``); fp32 elsewhere (on
 other CPUs bf16 is emulated and slower than fp32). :func:`resolve` is the one place that decides;

@@ -28,6 +28,8 @@ else:
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
 # Written when the run starts (onstart, in the Snakefile), never by a dry run or a lint.
 CONFIG = f"{RESULTS}/config.resolved.yaml"
+# Digests of every result file and the environment (rules/manifest.smk, the DAG's last step).
+MANIFEST = f"{RESULTS}/manifest.json"
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)

@@ -65,11 +65,21 @@ def test_autocast_context():
         precision.autocast("auto", "cpu")
 
 
-def test_config_default_is_auto():
+def test_config_default_is_fp32_everywhere():
+    """The default and the smoke profile give the same numbers on every machine (issue 17)."""
+    from pathlib import Path
+
+    import yaml
+
     from mrcbench import config as cfg
 
-    assert cfg.inference_config({}) == {"precision": "auto"}
+    assert cfg.inference_config({}) == {"precision": "fp32"}
     assert cfg.inference_config({"inference": {"precision": "bf16"}})["precision"] == "bf16"
+    assert cfg.inference_config({"inference": {"precision": "auto"}})["precision"] == "auto"
+    root = Path(__file__).resolve().parents[1]
+    for name in ("config.yaml", "config/smoke.yaml"):
+        config = yaml.safe_load((root / name).read_text(encoding="utf-8"))
+        assert cfg.inference_config(config)["precision"] == "fp32", name
 
 
 # --- the attention machinery under bf16 -----------------------------------------------------------

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from mrcbench import config as cfg
+from mrcbench import manifest
 from mrcbench.models import load_for_qa, prepare_model
 from mrcbench.training import finetune, no_decay, optimizer_groups
 
@@ -42,6 +43,10 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(setup):
     other = finetune(model_dir, train_json, root / "c", features, training, seed=4)
     weights = [load_file(str(root / name / "checkpoint" / "model.safetensors")) for name in "abc"]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # Byte-identical: checkpoint files and training log (train_summary.json holds the wall time).
+    assert manifest.compare(root / "a", root / "b") == (True, ["identical"])
+    assert "checkpoint/model.safetensors" in {row["path"] for row in manifest.result_files(root / "a")}
+    assert manifest.compare(root / "a", root / "c")[0] is False
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert first["final_loss"] == second["final_loss"] != other["final_loss"]
     # 4 questions -> 4 windows; micro-batches of 2, accumulation 2 -> 1 step per epoch, 2 epochs.
@@ -128,3 +133,19 @@ def test_second_stage_starts_from_first_stage_with_frozen_embeddings(setup):
     query = "bert.encoder.layer.0.attention.self.query.weight"
     assert (second[query] - first[query]).abs().max() < 1e-5 < (first[query] - pretrained[query]).abs().max()
     assert summary["init_checkpoint"].endswith("checkpoint") and summary["frozen_embedding_parameters"] > 0
+
+
+def test_prediction_is_byte_identical_on_rerun(setup):
+    """Predicting twice with one checkpoint writes the same bytes (predictions, n-best, metrics, scores)."""
+    from mrcbench.predict import predict
+
+    root, model_dir, train_json, features, _ = setup
+    checkpoint = root / "a" / "checkpoint"
+    if not checkpoint.is_dir():
+        finetune(model_dir, train_json, root / "a", features, dict(cfg.DEFAULT_TRAINING, epochs=1, threads=1,
+                                                                   train_batch_size=4, micro_batch_size=2), seed=3)
+    keys = {"model": "minilm", "train_set": "tiny", "eval_set": "tiny", "seed": 3}
+    for name in ("p1", "p2"):
+        predict(checkpoint, train_json, root / name, "squad", features, dict(cfg.DEFAULT_DECODING), 4, keys)
+    assert {"metrics.json", "scores.parquet", "predictions.json"} <= {row["path"] for row in manifest.result_files(root / "p1")}
+    assert manifest.compare(root / "p1", root / "p2") == (True, ["identical"])

@@ -7,7 +7,6 @@ statistics table is involved.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mrcbench import manifest
 from mrcbench.config import DEFAULT_SEEDS
 
 
@@ -47,26 +47,38 @@ def package_versions(
 
 def git_commit(path: Path) -> str:
     """Commit of the checkout holding ``path`` (with ``-dirty`` when it has uncommitted changes)."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=20,
-        )
-        if head.returncode != 0:
-            return "not recorded (not a git checkout)"
-        dirty = subprocess.run(
-            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=20,
-        )
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "not recorded (git unavailable)"
+    commit = manifest.git_commit(path)
+    return commit if commit is not None else "not recorded (not a git checkout, or git unavailable)"
+
+
+def precision_note(results_dir: Path, config: dict[str, Any] | None = None) -> str:
+    """One sentence: the precision the forward passes ran in and, unless fp32, what that costs."""
+    recorded = manifest.recorded_precisions(results_dir)
+    setting = (config or {}).get("inference", {}).get("precision", "fp32")
+    if not recorded:
+        return f"Inference precision: not recorded (setting `{setting}`)."
+    used = ", ".join(recorded)
+    text = f"Inference precision: **{used}** (setting `inference.precision: {setting}`)."
+    if recorded != ["fp32"]:
+        text += (" These numbers differ from fp32 runs (the default's, and the published reference): bf16"
+                 " autocast moves every F1, grid cell, CI and p-value; set `inference.precision: fp32`"
+                 " to reproduce them.")
+    return text
+
+
+def environment_table(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The environment the run manifest records (CPU, kernel flags, threads, precision, CUDA, OS)."""
+    env = manifest.environment(config or {}, results_dir)
+    rows = []
+    for key, value in env.items():
+        if key == "packages":
+            continue  # the versions table
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = " ".join(map(str, value)) or "-"
+        rows.append({"item": key, "value": "none" if value is None else str(value)})
+    return pd.DataFrame(rows, columns=["item", "value"])
 
 
 def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
