@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mrcbench import hf_compat
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model
 from mrcbench.zones import (
@@ -74,7 +74,6 @@ IMPLEMENTATION = "mrcbench"
 """Name under which the attention function and its mask factory are registered in transformers."""
 
 _CONTROLLERS: weakref.WeakKeyDictionary[nn.Module, ZoneAttention] = weakref.WeakKeyDictionary()
-_EAGER_CACHE: dict[str, Callable] = {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,24 +85,13 @@ def register_attention() -> str:
     Idempotent. Without the mask registration transformers would treat ``"mrcbench"`` as a backend
     that needs no mask and silently drop the padding mask.
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    AttentionInterface.register(IMPLEMENTATION, mrcbench_attention_forward)
-    AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    hf_compat.register_attention_function(IMPLEMENTATION, mrcbench_attention_forward)
     return IMPLEMENTATION
 
 
 def _eager_for(module: nn.Module) -> Callable:
     """The ``eager_attention_forward`` of the modeling file that defines ``module`` (BERT's as fallback)."""
-    module_name = type(module).__module__
-    eager = _EAGER_CACHE.get(module_name)
-    if eager is None:
-        eager = getattr(sys.modules.get(module_name), "eager_attention_forward", None)
-        if eager is None:
-            from transformers.models.bert.modeling_bert import eager_attention_forward as eager
-        _EAGER_CACHE[module_name] = eager
-    return eager
+    return hf_compat.eager_attention_for(module)
 
 
 def mrcbench_attention_forward(
@@ -362,9 +350,9 @@ class ZoneAttention:
         self._previous_implementation = None
         if family.adapter is None:
             register_attention()
-            self._previous_implementation = config._attn_implementation
+            self._previous_implementation = hf_compat.attention_implementation(config)
             model.set_attn_implementation(IMPLEMENTATION)
-            if config._attn_implementation != IMPLEMENTATION:
+            if hf_compat.attention_implementation(config) != IMPLEMENTATION:
                 raise MrcbenchError(
                     f"{type(model).__name__} does not route attention through transformers' AttentionInterface; "
                     "zone masking is not possible for it"
@@ -686,10 +674,8 @@ def _fused_attention(
     attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' ``sdpa`` attention for a bidirectional encoder (never causal), no probabilities."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    return sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=False, **kwargs
+    return hf_compat.sdpa_attention(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
     )
 
 
@@ -701,10 +687,7 @@ def _window_band(module: nn.Module, length: int) -> torch.Tensor | None:
     """
     if getattr(module, "sliding_window", None) is None or getattr(module, "config", None) is None:
         return None
-    from transformers.masking_utils import sliding_window_bidirectional_overlay
-
-    positions = torch.arange(length)
-    return sliding_window_bidirectional_overlay(module.config.sliding_window)(0, 0, positions[:, None], positions)
+    return hf_compat.sliding_window_band(module.config.sliding_window, length)
 
 
 def _edit_mask(
