@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from mrcbench import zones
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model_type, spec_model_type
 
@@ -40,10 +41,10 @@ DEFAULT_TRAINING = {
 }
 DEFAULT_DECODING = {"n_best": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0}
 DEFAULT_ABLATION = {
-    "zones": ["all", "q2q", "q2p", "p2q", "p2p"],
+    "zones": ["all", *zones.FOUR_ZONES],
     "variants": ["paper"],
     "modes": ["layer"],
-    "head_zones": ["p2q", "p2p"],
+    "head_zones": list(zones.PAPER_ZONES),
     "max_questions": None,
     "answerable_only": True,
     "split_by_layer": False,
@@ -180,8 +181,8 @@ def _check_references(config: dict, source: str) -> None:
                 )
             trained[key] = name
     _check_recipes(config, source)
-    zones = config.get("ablation", {}).get("zones", [])
-    if "all_paper_quirk" in zones and not config.get("features", {}).get("pad_to_max_length", False):
+    ablation_zones = config.get("ablation", {}).get("zones", [])
+    if "all_paper_quirk" in ablation_zones and not config.get("features", {}).get("pad_to_max_length", False):
         raise MrcbenchError(
             f"{source}: ablation.zones: 'all_paper_quirk' replicates the authors' padding leak and needs "
             "features.pad_to_max_length: true"

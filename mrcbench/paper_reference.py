@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mrcbench import zones
+
 #: Where the numbers come from, shown next to every comparison.
 PAPER_GRID_PROVENANCE = (
     "Cui et al. (iScience 2022) via the STAR-protocol overview heatmap: BERT-base-cased, SQuAD 1.1 dev, "
@@ -30,7 +32,7 @@ PAPER_GRID_METRIC = "em"
 PAPER_GRID_NUM_LAYERS = 12
 
 #: mrcbench zone name of each paper column. The paper's ALL is the padding-leak artefact.
-PAPER_COLUMN_TO_ZONE = {"ALL*": "all_paper_quirk", "Q2": "q2q", "Q2P": "q2p", "P2Q": "p2q", "P2": "p2p"}
+PAPER_COLUMN_TO_ZONE = dict(zones.PAPER_COLUMNS)
 
 #: Delta EM by 1-based layer, columns in the paper's order (ALL*, Q2, Q2P, P2Q, P2).
 _PAPER_DELTA_EM_BY_LAYER: dict[int, tuple[float, float, float, float, float]] = {

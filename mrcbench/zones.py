@@ -77,6 +77,31 @@ NULL_ZONES: tuple[str, ...] = ("q2q", "q2p", "p2q", "p2p")
 """Zones with a size-matched random null (``all`` leaves no key outside its columns to draw from)."""
 NULL_PREFIX = "null_"
 
+FOUR_ZONES: tuple[str, ...] = ("q2q", "q2p", "p2q", "p2p")
+"""The paper's four zones, in its order (query side then key side: question before passage)."""
+ZONE_SIDES: dict[str, tuple[str, str]] = {
+    "q2q": ("question", "question"),
+    "q2p": ("question", "passage"),
+    "p2q": ("passage", "question"),
+    "p2p": ("passage", "passage"),
+}
+"""Each of the four zones as (query row zone, key column zone), the names of :data:`STAT_ZONES`."""
+ZONE_LABELS: dict[str, str] = {
+    "all_paper_quirk": "ALL*",
+    "all": "ALL",
+    "q2q": "Q2Q",
+    "q2p": "Q2P",
+    "p2q": "P2Q",
+    "p2p": "P2P",
+}
+"""How tables and figures name each zone; its key order is the order zones are shown in (our extra
+zones first, then the paper's four in its order)."""
+ZONE_ORDER: tuple[str, ...] = tuple(ZONE_LABELS)
+PAPER_ZONES: tuple[str, ...] = ("p2q", "p2p")
+"""The paper's answer: the two zones whose masking matters most (docs/method.md)."""
+PAPER_COLUMNS: dict[str, str] = {"ALL*": "all_paper_quirk", "Q2": "q2q", "Q2P": "q2p", "P2Q": "p2q", "P2": "p2p"}
+"""The column heads of the paper's result tables and the zone each one is."""
+
 STAT_ZONES: tuple[str, ...] = ("question", "passage", "special")
 """Row/column zone names of the zone statistics, in the order of their array axes."""
 STAT_ZONE_IDS: tuple[int, ...] = (QUESTION, PASSAGE, SPECIAL)

@@ -191,3 +191,34 @@ def test_stat_zone_onehot_orders_question_passage_special():
     onehot = stat_zone_onehot(EXAMPLE)[0]
     assert onehot.sum(0).tolist() == [2.0, 3.0, 3.0]
     assert onehot[8:].sum() == 0  # PAD belongs to no zone
+
+
+def test_the_schema_enums_are_the_zone_vocabulary():
+    """The config schema's zone, variant and operator enums are zones.py's (one vocabulary)."""
+    import json
+    from importlib import resources
+
+    from mrcbench import zones
+
+    schema = json.loads(resources.files("mrcbench").joinpath("schemas/config.schema.json").read_text())
+    ablation = schema["properties"]["ablation"]["properties"]
+    assert set(ablation["zones"]["items"]["enum"]) == set(zones.ALL_ZONE_OPTIONS)
+    assert set(ablation["head_zones"]["items"]["enum"]) == set(zones.ZONES)
+    assert set(ablation["variants"]["items"]["enum"]) == set(zones.VARIANTS)
+    assert set(ablation["operators"]["items"]["enum"]) == set(zones.OPERATORS)
+
+
+def test_every_zone_has_a_label_and_the_four_zones_their_sides():
+    from mrcbench import paper_reference, zones
+    from mrcbench.report import blocks
+    from mrcbench.stats import common
+
+    assert set(zones.ZONE_LABELS) == set(zones.ALL_ZONE_OPTIONS)
+    assert tuple(zones.ZONE_SIDES) == zones.FOUR_ZONES == zones.NULL_ZONES
+    assert set(zones.ZONES) == {*zones.FOUR_ZONES, "all"}
+    assert set(zones.PAPER_COLUMNS.values()) == {"all_paper_quirk", *zones.FOUR_ZONES}
+    assert all(side in zones.STAT_ZONES for sides in zones.ZONE_SIDES.values() for side in sides)
+    # the statistics, the report and the paper's tables read the same vocabulary
+    assert common.ZONE_ORDER == blocks.ZONE_ORDER == list(zones.ZONE_ORDER)
+    assert common.FOUR_ZONES == zones.ZONE_SIDES and blocks.FOUR_ZONES == list(zones.FOUR_ZONES)
+    assert paper_reference.PAPER_COLUMN_TO_ZONE == zones.PAPER_COLUMNS

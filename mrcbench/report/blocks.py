@@ -14,18 +14,12 @@ import html
 import numpy as np
 import pandas as pd
 
+from mrcbench import zones
 from mrcbench.report.render import REPORT_CSS
 
-ZONE_LABELS = {
-    "all_paper_quirk": "ALL*",
-    "all": "ALL",
-    "q2q": "Q2Q",
-    "q2p": "Q2P",
-    "p2q": "P2Q",
-    "p2p": "P2P",
-}
-ZONE_ORDER = list(ZONE_LABELS)
-FOUR_ZONES = ["q2q", "q2p", "p2q", "p2p"]
+ZONE_LABELS = dict(zones.ZONE_LABELS)
+ZONE_ORDER = list(zones.ZONE_ORDER)
+FOUR_ZONES = list(zones.FOUR_ZONES)
 #: The paper's heatmap range (visualize_att_zone.py: vmin -10, vmax +2, centre 0).
 DELTA_RANGE = (-10.0, 2.0)
 ZONE_COLORS = {

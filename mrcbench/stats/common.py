@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mrcbench import zones
+
 METRICS = ("em", "f1")
 RUN_KEYS = ["model", "train_set", "eval_set"]
 CELL_KEYS = ["mode", "layer", "head", "zone"]
@@ -24,17 +26,11 @@ SCORES_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "question", "em", "f1"]
 ZONE_STATS_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "layer", "head", "row_zone", "col_zone", "mass"]
 
 #: The four zones of the paper, as (query row zone, key column zone) of ``zone_stats.parquet``.
-FOUR_ZONES: dict[str, tuple[str, str]] = {
-    "q2q": ("question", "question"),
-    "q2p": ("question", "passage"),
-    "p2q": ("passage", "question"),
-    "p2p": ("passage", "passage"),
-}
+FOUR_ZONES: dict[str, tuple[str, str]] = dict(zones.ZONE_SIDES)
 _SHORT = {"question": "q", "passage": "p", "special": "s"}
 #: Zone order of the heatmaps (paper order, our extra zones first).
-ZONE_ORDER = ["all_paper_quirk", "all", "q2q", "q2p", "p2q", "p2p"]
-#: The paper's answer: the two zones whose masking matters most (docs/method.md §4).
-PAPER_ZONES = ("p2q", "p2p")
+ZONE_ORDER = list(zones.ZONE_ORDER)
+PAPER_ZONES = zones.PAPER_ZONES
 #: Fewest article clusters for article-level resampling (config ``stats.min_clusters``).
 MIN_CLUSTERS = 10
 
