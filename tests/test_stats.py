@@ -605,7 +605,7 @@ def synthetic_stats(tmp_path_factory):
 def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     results, written = synthetic_stats
     names = {path.name for path in written}
-    assert len(stats.tables.TABLES) == 12
+    assert len(stats.tables.TABLES) == 14
     for table in stats.tables.TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         # the synthetic grids have no null cells (ablation.null_draws 0): that table is written empty
@@ -713,3 +713,48 @@ def test_truncated_parquet_and_bad_json_are_one_line_naming_the_file(tmp_path, s
                            "--grids", str(truncated)], check=False, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_attention_sinks_average_the_special_token_mass_per_run_over_layers_and_heads():
+    from mrcbench.stats.zone_mass import attention_sinks
+
+    rows = []
+    for model, scale in (("a", 1.0), ("b", 2.0)):
+        for layer in range(2):
+            for head in range(2):
+                for zone, mass in (("q2s", 0.1 * (layer + 1)), ("p2s", 0.2 + 0.1 * head), ("p2q", 0.9)):
+                    rows.append({"model": model, "train_set": "t", "eval_set": "e", "layer": layer,
+                                 "head": head, "zone": zone, "mass": mass * scale})
+    sinks = attention_sinks(pd.DataFrame(rows)).set_index("model")
+    assert list(sinks.columns) == ["train_set", "eval_set", "q2s", "p2s"]
+    assert sinks.loc["a", "q2s"] == pytest.approx(0.15) and sinks.loc["a", "p2s"] == pytest.approx(0.25)
+    assert sinks.loc["b", "q2s"] == pytest.approx(0.30) and sinks.loc["b", "p2s"] == pytest.approx(0.50)
+    assert attention_sinks(pd.DataFrame(columns=["zone", "mass"])).empty
+
+
+def test_crosslingual_question_summary_averages_over_layers_per_zone():
+    from mrcbench.stats.crosslingual import summarise_question_agreement
+
+    keys = {"model": "m", "variant": "paper", "metric": "f1", "eval_a": "en", "eval_b": "zh"}
+    question = pd.DataFrame([
+        {**keys, "zone": zone, "layer": layer, "pearson_r": r, "hurt_agreement": 0.5 + layer / 10,
+         "cohen_kappa": 0.1 * layer}
+        for zone, base in (("p2q", 0.2), ("p2p", 0.6)) for layer, r in enumerate((base, base + 0.2))
+    ])
+    summary = summarise_question_agreement(question).set_index("zone")
+    assert summary.loc["p2q", "pearson_r"] == pytest.approx(0.3)
+    assert summary.loc["p2p", "pearson_r"] == pytest.approx(0.7)
+    assert summary.loc["p2p", "hurt_agreement"] == pytest.approx(0.55)
+    assert summary.loc["p2q", "cohen_kappa"] == pytest.approx(0.05)
+
+
+def test_baselines_flag_a_grid_whose_baseline_differs_from_the_prediction_scores(synthetic_stats):
+    results, _ = synthetic_stats
+    baselines = pd.read_parquet(results / "stats" / "baselines.parquet")
+    assert "grid_mismatch" in baselines
+    expected = (baselines["grid_baseline"] - baselines["scores_on_grid_questions"]).abs() > 0.05
+    assert (baselines["grid_mismatch"] == expected.fillna(False)).all()
+    from mrcbench.report.blocks import baseline_mismatches
+
+    flagged = baselines.assign(grid_mismatch=[True] + [False] * (len(baselines) - 1))
+    assert len(baseline_mismatches(flagged)) == 1 and baseline_mismatches(baselines.assign(grid_mismatch=False)).empty

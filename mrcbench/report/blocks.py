@@ -154,3 +154,27 @@ def grid_counts(rows: pd.DataFrame, min_clusters: int | None = None) -> str:
     if units:
         return text + "; resampled over articles or questions (see the resampling column)"
     return text
+
+
+def baselines_wide(baselines: pd.DataFrame) -> pd.DataFrame:
+    """The baselines table one row per run (model, train, eval, language): EM/F1 with CI, seed sd and
+    the official scorer's value side by side (formatting only; every number is the table's)."""
+    wide = []
+    for (model, train_set, eval_set, language), rows in baselines.groupby(
+            ["model", "train_set", "eval_set", "language"], sort=True):
+        record = {"model": model, "train": train_set, "eval": eval_set, "lang": language,
+                  "questions": int(rows["n_questions"].iloc[0]), "seeds": int(rows["n_seeds"].iloc[0])}
+        for metric in ("em", "f1"):
+            row = rows[rows["metric"] == metric].iloc[0]
+            record[f"{metric.upper()} [95% CI]"] = fmt_ci(row["value"], row["ci_low"], row["ci_high"], 2)
+            record[f"{metric.upper()} seed sd"] = row["seed_sd"]
+            record[f"{metric.upper()} official"] = row["official"]
+        wide.append(record)
+    return pd.DataFrame(wide)
+
+
+def baseline_mismatches(baselines: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose grid baseline differs from the prediction scores on the grid's questions
+    (the statistics' ``grid_mismatch`` flag)."""
+    flagged = baselines[baselines["grid_mismatch"].astype(bool)] if "grid_mismatch" in baselines else baselines.iloc[:0]
+    return flagged[["model", "train_set", "eval_set", "metric", "scores_on_grid_questions", "grid_baseline"]]

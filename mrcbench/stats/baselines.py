@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import METRICS, RUN_KEYS, StatsSettings, _rng, eval_language
+from mrcbench.stats.common import BASELINE_TOLERANCE, METRICS, RUN_KEYS, StatsSettings, _rng, eval_language
 from mrcbench.stats.paired import SEED_COLUMNS, ResamplingDesign, summarize_paired
 from mrcbench.stats.results import ResultTables
 
@@ -30,6 +30,7 @@ BASELINE_COLUMNS = [
     "official",
     "grid_baseline",
     "scores_on_grid_questions",
+    "grid_mismatch",
     "source",
 ]
 
@@ -110,6 +111,8 @@ def compute_baselines(
                     "official": official_value,
                     "grid_baseline": grid_value,
                     "scores_on_grid_questions": on_grid_questions,
+                    "grid_mismatch": bool(abs(grid_value - on_grid_questions) > BASELINE_TOLERANCE)
+                    if pd.notna(grid_value) and pd.notna(on_grid_questions) else False,
                     "source": source_name,
                 }
             )

@@ -31,6 +31,9 @@ _SHORT = {"question": "q", "passage": "p", "special": "s"}
 #: Zone order of the heatmaps (paper order, our extra zones first).
 ZONE_ORDER = list(zones.ZONE_ORDER)
 PAPER_ZONES = zones.PAPER_ZONES
+#: Largest |grid baseline - prediction scores on the grid's questions| (EM/F1 points) that still counts
+#: as the same number: the grid's unmasked pass must reproduce the prediction step (baselines table).
+BASELINE_TOLERANCE = 0.05
 #: Fewest article clusters for article-level resampling (config ``stats.min_clusters``).
 MIN_CLUSTERS = 10
 

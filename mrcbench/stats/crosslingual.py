@@ -266,3 +266,16 @@ def _question_agreement(delta_a: np.ndarray, delta_b: np.ndarray) -> dict[str, A
         with np.errstate(all="ignore"):
             out["cohen_kappa"] = float(cohens_kappa(table, return_results=False))
     return out
+
+
+CROSS_QUESTION_SUMMARY_KEYS = ["model", "variant", "metric", "eval_a", "eval_b", "zone"]
+CROSS_QUESTION_SUMMARY_VALUES = ["pearson_r", "hurt_agreement", "cohen_kappa"]
+
+
+def summarise_question_agreement(question: pd.DataFrame) -> pd.DataFrame:
+    """The per-question agreement of ``crosslingual_question`` averaged over layers, per zone."""
+    columns = [*CROSS_QUESTION_SUMMARY_KEYS, *CROSS_QUESTION_SUMMARY_VALUES]
+    if question.empty:
+        return pd.DataFrame(columns=columns)
+    return (question.groupby(CROSS_QUESTION_SUMMARY_KEYS, sort=True)[CROSS_QUESTION_SUMMARY_VALUES]
+            .mean().reset_index()[columns])

@@ -22,13 +22,13 @@ from mrcbench.stats.baselines import compute_baselines
 from mrcbench.stats.common import RUN_KEYS, StatsSettings, eval_language
 from mrcbench.stats.controls import CONTRAST_FAMILY, compute_null_contrasts
 from mrcbench.stats.correlations import CORRELATION_FAMILY, compute_correlations
-from mrcbench.stats.crosslingual import compute_crosslingual
+from mrcbench.stats.crosslingual import compute_crosslingual, summarise_question_agreement
 from mrcbench.stats.headline import headline_zones
 from mrcbench.stats.paired import SEED_COLUMNS, build_question_matrices, compute_deltas
 from mrcbench.stats.paper_comparison import compare_with_paper
 from mrcbench.stats.question_types import compute_question_types
 from mrcbench.stats.results import ResultFiles, answerable_grid, load_results
-from mrcbench.stats.zone_mass import compute_zone_mass, question_layer_mass
+from mrcbench.stats.zone_mass import attention_sinks, compute_zone_mass, question_layer_mass
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,11 @@ TABLES = (
     "deltas",
     "seed_spread",
     "zone_mass",
+    "attention_sinks",
     "correlations",
     "crosslingual_rank",
     "crosslingual_question",
+    "crosslingual_question_summary",
     "question_types",
     "paper_comparison",
     "paper_comparison_cells",
@@ -123,8 +125,10 @@ def run_stats(
         ignore_index=True,
     )
     written: list[Path] = []
-    frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, correlations, cross_rank,
-                               cross_question, question_types, paper, paper_cells, headline, null_contrasts),
+    frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, attention_sinks(zone_mass),
+                               correlations, cross_rank, cross_question,
+                               summarise_question_agreement(cross_question), question_types, paper,
+                               paper_cells, headline, null_contrasts),
                       strict=True))
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)

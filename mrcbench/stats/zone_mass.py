@@ -71,3 +71,20 @@ def question_layer_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
     )
     mass = frame.groupby([*RUN_KEYS, "qid", "layer", "zone"])["mass"].mean()
     return mass.unstack(["layer", "zone"])
+
+
+#: Zones of the special-token sinks: question rows (q2s) and passage rows (p2s) on [CLS]/[SEP] columns.
+SINK_ZONES = ("q2s", "p2s")
+ATTENTION_SINK_COLUMNS = [*RUN_KEYS, *SINK_ZONES]
+
+
+def attention_sinks(zone_mass: pd.DataFrame) -> pd.DataFrame:
+    """Mean mass on special tokens ([CLS]/[SEP]) of question rows (``q2s``) and passage rows (``p2s``)
+    per run, over layers and heads (of the zone-mass table): the sinks that absorb the renormalised mass
+    when a zone is blanked."""
+    if zone_mass.empty:
+        return pd.DataFrame(columns=ATTENTION_SINK_COLUMNS)
+    sinks = (zone_mass[zone_mass["zone"].isin(SINK_ZONES)]
+             .groupby([*RUN_KEYS, "zone"], sort=True)["mass"].mean().unstack("zone"))
+    sinks = sinks.reindex(columns=list(SINK_ZONES)).rename_axis(columns=None).reset_index()
+    return sinks[ATTENTION_SINK_COLUMNS]
