@@ -10,7 +10,7 @@ import pandas as pd
 
 from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, zone_label
 from mrcbench.report.inputs import ReportData
-from mrcbench.stats.common import TIE_TOLERANCE
+from mrcbench.stats.common import TIE_TOLERANCE, layer_grid, primary_variant
 
 
 def _paper_sentence(em: pd.DataFrame) -> str:
@@ -116,7 +116,7 @@ def abstract_markdown(data: ReportData) -> str:
     """The abstract, written from the run's own numbers."""
     deltas, baselines = data.deltas, data.baselines
     parts: list[str] = []
-    layer = deltas[(deltas["mode"] == "layer") & (deltas["head"] == -1)] if not deltas.empty else deltas
+    layer = layer_grid(deltas)
     models = (
         sorted(set(baselines["model"]) | set(layer.get("model", pd.Series(dtype=str))))
         if not baselines.empty
@@ -139,9 +139,9 @@ def abstract_markdown(data: ReportData) -> str:
         parts.append(
             f"Unmasked F1 ranged from {low['value']:.1f} ({where(low)}) to {high['value']:.1f} ({where(high)})."
         )
-    primary = layer[(layer["metric"] == "f1")]
-    if "paper" in set(primary.get("variant", [])):
-        primary = primary[primary["variant"] == "paper"]
+    primary = layer[(layer["metric"] == "f1")] if not layer.empty else layer
+    if not primary.empty:
+        primary = primary[primary["variant"] == primary_variant(primary["variant"])]
     finite = primary[np.isfinite(primary["delta"].astype(float))] if not primary.empty else primary
     lowest = float(finite["delta"].min()) if not finite.empty else float("nan")
     tied_lowest = (finite["delta"] - lowest).abs() <= TIE_TOLERANCE if not finite.empty else finite["delta"]

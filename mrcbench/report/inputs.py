@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # noqa: F401  (the report reads them as R.inputs.*)
 from mrcbench.stats.tables import TABLES as STATS_TABLES
 
 # ==================================================================================================

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mrcbench import zones
 
@@ -31,6 +32,27 @@ _SHORT = {"question": "q", "passage": "p", "special": "s"}
 #: Zone order of the heatmaps (paper order, our extra zones first).
 ZONE_ORDER = list(zones.ZONE_ORDER)
 PAPER_ZONES = zones.PAPER_ZONES
+def layer_grid(frame: pd.DataFrame) -> pd.DataFrame:
+    """The zone x layer cells of a grid or deltas table (mode ``layer``, all heads): the paper's grid."""
+    if frame.empty or "mode" not in frame:
+        return frame
+    return frame[(frame["mode"] == "layer") & (frame["head"] == -1)]
+
+
+def variant_order(variants) -> list[str]:
+    """The variants present, in the order the report shows them: ``zones.VARIANTS`` first (``paper``,
+    then ``clean``), any other in sorted order."""
+    present = set(variants)
+    return [v for v in zones.VARIANTS if v in present] + sorted(present - set(zones.VARIANTS))
+
+
+def primary_variant(variants) -> str:
+    """The variant the report and the abstract lead with: the first of :func:`variant_order`
+    (``paper`` when there is none)."""
+    ordered = variant_order(variants)
+    return ordered[0] if ordered else "paper"
+
+
 #: Largest |grid baseline - prediction scores on the grid's questions| (EM/F1 points) that still counts
 #: as the same number: the grid's unmasked pass must reproduce the prediction step (baselines table).
 BASELINE_TOLERANCE = 0.05

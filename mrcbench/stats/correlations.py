@@ -16,7 +16,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats as sps
 
-from mrcbench.stats.common import FOUR_ZONES, MIN_CLUSTERS, RUN_KEYS, StatsSettings
+from mrcbench.stats.common import FOUR_ZONES, MIN_CLUSTERS, RUN_KEYS, StatsSettings, layer_grid
 from mrcbench.stats.paired import QuestionMatrix, _adjusted
 
 CORRELATION_COLUMNS = [
@@ -188,9 +188,7 @@ def compute_correlations(
             .groupby([*RUN_KEYS, "zone", "layer"])["mass"]
             .mean()
         )
-    layer_deltas = (
-        deltas[(deltas["mode"] == "layer") & (deltas["head"] == -1)] if not deltas.empty else deltas
-    )
+    layer_deltas = layer_grid(deltas)
     # C1
     for (model, train_set, eval_set, variant, metric, zone), cells in layer_deltas.groupby(
         [*RUN_KEYS, "variant", "metric", "zone"], sort=True

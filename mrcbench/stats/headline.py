@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrcbench.stats.common import FOUR_ZONES, PAPER_ZONES, RUN_KEYS, TIE_TOLERANCE, real_top_zones
+from mrcbench.stats.common import FOUR_ZONES, PAPER_ZONES, RUN_KEYS, TIE_TOLERANCE, layer_grid, real_top_zones
 
 HEADLINE_COLUMNS = [
     *RUN_KEYS,
@@ -62,9 +62,10 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
     """
     if deltas.empty:
         return pd.DataFrame(columns=HEADLINE_COLUMNS)
-    layer_grid = deltas[(deltas["mode"] == "layer") & (deltas["head"] == -1) & deltas["zone"].isin(list(zones))]
+    layer_cells = layer_grid(deltas)
+    layer_cells = layer_cells[layer_cells["zone"].isin(list(zones))]
     rows: list[dict[str, Any]] = []
-    for (model, train_set, eval_set, variant, metric), grid in layer_grid.groupby(
+    for (model, train_set, eval_set, variant, metric), grid in layer_cells.groupby(
         [*RUN_KEYS, "variant", "metric"], sort=True
     ):
         grid = grid[grid["delta"].notna()]

@@ -22,7 +22,16 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.stats.common import CELL_KEYS, METRICS, MIN_CLUSTERS, RUN_KEYS, ZONE_ORDER, StatsSettings, _rng
+from mrcbench.stats.common import (
+    CELL_KEYS,
+    METRICS,
+    MIN_CLUSTERS,
+    RUN_KEYS,
+    ZONE_ORDER,
+    StatsSettings,
+    _rng,
+    layer_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +312,7 @@ class QuestionMatrix:
     def layer_cells(self) -> pd.DataFrame:
         """The zone x layer (all heads) cells, with their column index in ``column``."""
         cells = self.cells.assign(column=np.arange(len(self.cells)))
-        return cells[(cells["mode"] == "layer") & (cells["head"] == -1)]
+        return layer_grid(cells)
 
 
 def _baseline_rows(run: pd.DataFrame, variant: str) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mrcbench import paper_reference
-from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_ORDER, StatsSettings, real_top_zones
+from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_ORDER, StatsSettings, layer_grid, real_top_zones
 
 PAPER_COLUMNS = [
     *RUN_KEYS,
@@ -90,8 +90,8 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
     rows, cell_rows = [], []
     if deltas.empty:
         return pd.DataFrame(columns=PAPER_COLUMNS), pd.DataFrame(columns=PAPER_CELL_COLUMNS)
-    layer_grid = deltas[(deltas["mode"] == "layer") & (deltas["head"] == -1)]
-    for (model, train_set, eval_set, variant, metric), grid in layer_grid.groupby(
+    layer_cells = layer_grid(deltas)
+    for (model, train_set, eval_set, variant, metric), grid in layer_cells.groupby(
         [*RUN_KEYS, "variant", "metric"], sort=True
     ):
         run_layers = int(grid["layer"].max()) + 1
