@@ -155,3 +155,20 @@ def test_specificity_without_uniform_says_none_for_an_infeasible_null():
     assert table.loc[("p2p", "f1"), "control"] == "none" and np.isnan(table.loc[("p2p", "f1"), "difference"])
     assert table.loc[("p2q", "f1"), "control"] == "null"
     assert compute_specificity(grid, pd.DataFrame(), FAST).empty
+
+
+def test_contrasts_carry_each_side_as_a_change_against_the_unmasked_pass():
+    from mrcbench.stats.controls import compute_operator_contrasts
+
+    grid = grid_with_controls()
+    nulls = compute_null_contrasts(grid, FAST).set_index(["metric", "layer", "zone"])
+    assert abs(nulls.loc[("f1", 0, "p2q"), "zone_delta"] + 20) < 1 and abs(nulls.loc[("f1", 0, "p2q"), "null_delta"] + 2) < 1
+    assert abs(nulls.loc[("logprob_delta", 0, "p2q"), "zone_delta"] + 2) < 0.1
+    assert abs(nulls.loc[("logprob_delta", 0, "p2q"), "null_delta"] + 0.2) < 0.1
+    operators = compute_operator_contrasts(grid, FAST).set_index(["operator", "metric", "layer", "zone"])
+    assert abs(operators.loc[("zero", "f1", 0, "p2q"), "operator_delta"] + 50) < 1
+    assert abs(operators.loc[("zero", "f1", 0, "p2q"), "renorm_delta"] + 20) < 1
+    assert abs(operators.loc[("uniform", "f1", 1, "p2p"), "operator_delta"] + 25) < 1
+    # without baseline rows the EM/F1 deltas are unknown (NaN), never the raw score
+    no_base = compute_null_contrasts(grid[grid["mode"] != "baseline"], FAST)
+    assert no_base[no_base.metric == "f1"]["zone_delta"].isna().all()

@@ -44,11 +44,31 @@ def with_primary_continuous(grid: pd.DataFrame) -> pd.DataFrame:
 
 NULL_CONTRAST_COLUMNS = [
     *RUN_KEYS, "variant", "layer", "zone", "metric", "n_questions", "n_clusters", "resampling", "test",
-    "n_seeds", "null_draws", "zone_value", "null_value", "difference", "ci_low", "ci_high", "p_value",
+    "n_seeds", "null_draws", "zone_value", "null_value", "zone_delta", "null_delta", "difference", "ci_low", "ci_high", "p_value",
     "p_holm", "p_bh", "significant_holm", "significant_bh", "removed_mass", "null_removed_mass",
     "mass_match", "feasible_fraction", "feasible",
 ]
 CONTRAST_FAMILY = [*RUN_KEYS, "variant", "metric"]
+
+
+def _baseline_means(grid: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The unmasked pass's per-question EM/F1 of one (run, variant), seed-averaged (index qid): the
+    variant's own baseline rows when written per variant, else the shared ones; empty without any."""
+    selector = np.logical_and.reduce([(grid[c] == v).to_numpy() for c, v in zip(RUN_KEYS, key[:-1], strict=True)])
+    base = grid[selector & (grid["mode"].astype(str) == "baseline").to_numpy()]
+    own = base[base["variant"] == key[-1]]
+    base = (own if len(own) else base).assign(qid=lambda frame: frame["qid"].astype(str))
+    return base.drop_duplicates(["seed", "qid"]).groupby("qid")[list(METRICS)].mean()
+
+
+def _deltas(values: np.ndarray, metric: str, baseline: pd.DataFrame, qids) -> np.ndarray:
+    """``values`` (cell means of ``metric``) as changes against the unmasked pass: minus the baseline's
+    mean over ``qids`` for EM/F1 (NaN without a baseline); the continuous measures are changes already."""
+    if metric not in METRICS:
+        return np.asarray(values, dtype=float)
+    if baseline.empty:
+        return np.full(len(values), np.nan)
+    return np.asarray(values, dtype=float) - float(baseline[metric].reindex(qids).mean())
 
 
 def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -> pd.DataFrame:
@@ -83,6 +103,7 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
             continue
         articles = run.drop_duplicates("qid").set_index("qid")["article"]
         n_seeds = int(run["seed"].nunique())
+        baseline = _baseline_means(grid, key)
         for metric in metrics:
             difference = (joined[f"{metric}_zone"] - joined[f"{metric}_null"]).unstack(["layer", "zone"])
             difference = difference.dropna(axis=0, how="any")  # questions with every cell (e.g. a span)
@@ -110,6 +131,8 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
             table["null_draws"] = per_cell["draws"].max().reindex(pd.MultiIndex.from_frame(cells)).to_numpy()
             table["zone_value"] = means[f"{metric}_zone"].to_numpy()
             table["null_value"] = means[f"{metric}_null"].to_numpy()
+            table["zone_delta"] = _deltas(table["zone_value"], metric, baseline, difference.index)
+            table["null_delta"] = _deltas(table["null_value"], metric, baseline, difference.index)
             table["difference"] = summary.mean
             table["ci_low"] = summary.ci_low
             table["ci_high"] = summary.ci_high
@@ -137,7 +160,7 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
 
 OPERATOR_CONTRAST_COLUMNS = [
     *RUN_KEYS, "variant", "operator", "layer", "zone", "metric", "n_questions", "n_clusters", "resampling",
-    "test", "n_seeds", "operator_value", "renorm_value", "difference", "ci_low", "ci_high", "p_value",
+    "test", "n_seeds", "operator_value", "renorm_value", "operator_delta", "renorm_delta", "difference", "ci_low", "ci_high", "p_value",
     "p_holm", "p_bh", "significant_holm", "significant_bh", "removed_mass",
 ]
 OPERATOR_FAMILY = [*RUN_KEYS, "variant", "metric"]
@@ -174,6 +197,7 @@ def _paired_cells(
         table["test"] = summary.test
         table["treated_value"] = means[f"{metric}_t"].to_numpy()
         table["reference_value"] = means[f"{metric}_r"].to_numpy()
+        table["qids"] = [tuple(difference.index)] * len(table)
         table["difference"] = summary.mean
         table["ci_low"] = summary.ci_low
         table["ci_high"] = summary.ci_high
@@ -207,6 +231,7 @@ def compute_operator_contrasts(grid: pd.DataFrame | None, settings: StatsSetting
             continue
         reference = renorm.groupby(index)[metrics].mean()
         articles = run.drop_duplicates("qid").set_index("qid")["article"]
+        baseline = _baseline_means(grid, key)
         for operator, rows_op in run[run["operator"] != "renorm"].groupby("operator", sort=True):
             treated = rows_op.groupby(index)[[*metrics, "removed_mass"]].mean()
             mass = treated["removed_mass"].groupby(level=["layer", "zone"]).mean()
@@ -217,6 +242,11 @@ def compute_operator_contrasts(grid: pd.DataFrame | None, settings: StatsSetting
                 table.insert(len(RUN_KEYS) + 1, "operator", operator)
                 table["n_seeds"] = int(run["seed"].nunique())
                 table = table.rename(columns={"treated_value": "operator_value", "reference_value": "renorm_value"})
+                qids = list(table["qids"].iloc[0])
+                metric = table["metric"].iloc[0]
+                table["operator_delta"] = _deltas(table["operator_value"], metric, baseline, qids)
+                table["renorm_delta"] = _deltas(table["renorm_value"], metric, baseline, qids)
+                table = table.drop(columns="qids")
                 table["removed_mass"] = mass.reindex(
                     pd.MultiIndex.from_frame(table[["layer", "zone"]])).to_numpy()
                 rows.append(table)

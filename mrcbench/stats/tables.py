@@ -143,6 +143,7 @@ def run_stats(
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
+    ablation = cfg.ablation_config(config or {})  # the controls' knobs, for the report's captions
     write_text(
         settings_path,
         json.dumps(
@@ -162,6 +163,9 @@ def run_stats(
                 "operator_contrast_correction_family": OPERATOR_FAMILY,
                 "specificity_correction_family": SPECIFICITY_FAMILY,
                 "primary_continuous_measure": PRIMARY_CONTINUOUS,
+                "null_draws": ablation.get("null_draws"),
+                "null_tolerance": ablation.get("null_tolerance"),
+                "operators": ablation.get("operators"),
             },
             indent=2,
             ensure_ascii=False,
