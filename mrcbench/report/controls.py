@@ -125,10 +125,10 @@ def operator_figure(operator_rows: pd.DataFrame, measure: str = "f1", title: str
     return fig
 
 
-def _summary_phrase(row: pd.Series, label: str) -> str:
+def _summary_phrase(row: pd.Series, label: str, digits: int = 2) -> str:
     p = fmt_p(row["p_holm"])
     p_text = f"Holm p {p}" if p.startswith("<") else f"Holm p = {p}"
-    return f"{label} = {fmt_ci(row['difference'], row['ci_low'], row['ci_high'], 2)}, {p_text}"
+    return f"{label} = {fmt_ci(row['difference'], row['ci_low'], row['ci_high'], digits)}, {p_text}"
 
 
 def specificity_clause(specificity: pd.DataFrame, run: tuple, variant: str = "paper",
@@ -161,7 +161,7 @@ def specificity_clause(specificity: pd.DataFrame, run: tuple, variant: str = "pa
                 where += f" ({int(f1['n_infeasible'])} infeasible layer(s) left out)"
             numbers = _summary_phrase(f1, "zone − null ΔF1 over those layers")
             if cont is not None:
-                numbers += "; " + _summary_phrase(cont, "Δ log-prob")
+                numbers += "; " + _summary_phrase(cont, "Δ log-prob", 3)
             phrases.append(f"{zone_label(zone)} {where} ({numbers})")
         elif f1["control"] == "uniform":
             layers = [int(x) for x in str(f1["layers_exceeding"]).split(",") if x != ""]
@@ -169,7 +169,7 @@ def specificity_clause(specificity: pd.DataFrame, run: tuple, variant: str = "pa
                      else "lowers F1 significantly in no layer")
             numbers = _summary_phrase(f1, "ΔF1 over layers")
             if cont is not None:
-                numbers += "; " + _summary_phrase(cont, "Δ log-prob")
+                numbers += "; " + _summary_phrase(cont, "Δ log-prob", 3)
             phrases.append(f"{zone_label(zone)}'s size-matched null is infeasible in all {int(f1['n_infeasible'])} "
                            f"layer(s); the `uniform` operator (same mass, pattern removed) {shows} ({numbers})")
         else:
