@@ -42,7 +42,8 @@ Modules (one analysis each; ``tables`` is the ``mrcbench stats`` command that wr
 ``common`` (shared names, settings, languages), ``results`` (loading the result files), ``paired``
 (masking deltas: matrices, bootstrap, sign-flip and Wilcoxon tests, corrections), ``baselines``,
 ``zone_mass``, ``correlations``, ``crosslingual``, ``question_types``, ``paper_comparison``,
-``headline``, ``controls`` (zone minus size-matched null, operator minus renorm, specificity) and ``tables``. docs/architecture.md maps each report section to the module that computes
+``headline``, ``controls`` (zone minus size-matched null, operator minus renorm, specificity) and
+``tables``. docs/architecture.md maps each report section to the module that computes
 it and the one that draws it.
 """
 
