@@ -25,6 +25,7 @@ SECTIONS = (
     "Setup",
     "Baselines",
     "Zone × layer masking",
+    "Controls",
     "Head-level masking",
     "Attention mass by layer and head",
     "Correlations between attention and performance",
@@ -445,3 +446,68 @@ def test_grid_counts_reads_the_tables():
         "60 questions from 4 articles; resampled over questions (fewer than 10 articles)"
     )
     assert report.blocks.grid_counts(rows).startswith("60–100 questions from 4–33 articles")
+
+
+# --------------------------------------------------------------------------------------------------
+# The Controls section and the abstract's clause on them
+# --------------------------------------------------------------------------------------------------
+
+
+def _control_tables(uniform: bool = True) -> dict[str, pd.DataFrame]:
+    """The controls' stats tables of the planted grid of tests/test_controls.py: P2Q beyond its feasible
+    null in layer 1 (1-based), Q2P no more than its null, P2P's null infeasible with uniform hurting in layer 2."""
+    from test_controls import FINE, grid_with_controls
+
+    grid = grid_with_controls(uniform=uniform)
+    nulls = stats.controls.compute_null_contrasts(grid, FINE)
+    return {"null_contrasts": nulls, "operator_contrasts": stats.controls.compute_operator_contrasts(grid, FINE),
+            "specificity": stats.controls.compute_specificity(grid, nulls, FINE)}
+
+
+def test_specificity_clause_says_where_a_zone_exceeds_its_null_and_falls_back_to_uniform():
+    tables = _control_tables()
+    text = report.controls.specificity_clause(tables["specificity"], ("m", "t", "e"), "paper")
+    assert "P2Q exceeds its size-matched null in layer(s) 1 of 2 feasible" in text
+    assert re.search(r"P2Q[^;]*zone − null ΔF1 over those layers = -\d+\.\d\d \[-\d+\.\d\d, -\d+\.\d\d\], "
+                     r"Holm p [<=]", text)
+    assert "P2P's size-matched null is infeasible in all 2 layer(s); the `uniform` operator" in text
+    assert "lowers F1 significantly in layer(s) 2 " in text
+    q2p = report.controls.specificity_clause(tables["specificity"], ("m", "t", "e"), "paper", zones=("q2p",))
+    assert "Q2P exceeds its size-matched null in none of its 2 feasible layer(s)" in q2p
+    none = report.controls.specificity_clause(_control_tables(uniform=False)["specificity"], ("m", "t", "e"))
+    assert "no `uniform` operator, so its effect has no size control" in none
+    assert "no size-matched nulls" in report.controls.specificity_clause(pd.DataFrame(), ("m", "t", "e"))
+    assert "no size-matched nulls" in report.controls.specificity_clause(tables["specificity"], ("x", "t", "e"))
+
+
+def test_abstract_leg_sentence_carries_the_controls_clause_either_way():
+    headline = _headline({("p2q", 4): -9.0, ("p2p", 0): -14.0})
+    without = report.abstract.headline_sentences(headline, min_clusters=10, specificity=pd.DataFrame())[0]
+    assert without.endswith("cannot say whether an effect exceeds what removing as much random attention does.")
+    assert "Against size-matched controls" not in without
+    spec = _control_tables()["specificity"].assign(model="m", train_set="t", eval_set="dev")
+    with_nulls = report.abstract.headline_sentences(headline, min_clusters=10, specificity=spec)[0]
+    assert "This agrees with the paper's answer, P2Q + P2P. Against size-matched controls: P2Q exceeds" in with_nulls
+    assert report.abstract.headline_sentences(headline, min_clusters=10)[0].endswith("P2Q + P2P.")
+
+
+def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_captions():
+    tables = _control_tables()
+    data = report.inputs.ReportData(Path("."), Path("."), tables, {},
+                                    {"null_tolerance": 0.1, "min_clusters": 10,
+                                     "null_contrast_correction_family": ["model", "metric"]})
+    document = report.controls.controls_section_html(data, "paper")
+    assert document.count('<figure class="mrc-figure">') == 2
+    assert "1 null draw(s) per cell, tolerance ±10% of the zone's mass per row" in document
+    assert "infeasible null cells" in document and "P2P in layer(s) 1, 2" in document
+    assert "operator profiles (ΔF1)" in document and "renorm: the paper's blank; uniform, zero" in document
+    assert "Table: specificity" in document and "No grid has" not in document
+    # the figure draws the table's numbers: the zone's and the null's deltas of P2Q's F1 cells
+    nulls = tables["null_contrasts"]
+    p2q = nulls[(nulls.metric == "f1") & (nulls.zone == "p2q")].sort_values("layer")
+    figure = report.controls.null_figure(nulls)
+    zone_trace = next(t for t in figure.data if t.name == "zone" and t.hovertemplate.startswith("P2Q layer"))
+    assert np.allclose(zone_trace.y, p2q["zone_delta"])
+    empty = report.inputs.ReportData(Path("."), Path("."), {}, {}, {})
+    text = report.controls.controls_section_html(empty)
+    assert "No grid has size-matched null cells" in text and "other than <code>renorm</code>" in text

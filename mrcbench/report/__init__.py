@@ -15,6 +15,7 @@ module                report section
 ``abstract``          Abstract
 ``setup``             Setup
 ``masking``           Zone × layer masking; Head-level masking
+``controls``          Controls (size-matched nulls, ablation operators)
 ``mass``              Attention mass by layer and head
 ``correlations``      Correlations between attention and performance
 ``crosslingual``      Cross-lingual consistency
@@ -33,6 +34,7 @@ from mrcbench.report import (
     appendix,
     blocks,
     case_studies,
+    controls,
     correlations,
     crosslingual,
     inputs,
@@ -45,6 +47,6 @@ from mrcbench.report import (
 )
 
 __all__ = [
-    "abstract", "appendix", "blocks", "case_studies", "correlations", "crosslingual", "inputs",
+    "abstract", "appendix", "blocks", "case_studies", "controls", "correlations", "crosslingual", "inputs",
     "masking", "mass", "paper_comparison", "question_types", "render", "setup"
 ]

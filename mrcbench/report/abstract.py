@@ -1,6 +1,8 @@
 """The report's "Abstract": one sentence per leg from the ``headline`` table.
 
-The table is computed by :mod:`mrcbench.stats.headline`; this module only turns it into text.
+The table is computed by :mod:`mrcbench.stats.headline`; this module only turns it into text. Each leg's
+sentence ends with the size-matched controls of P2Q and P2P (``specificity`` table,
+:func:`mrcbench.report.controls.specificity_clause`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, zone_label
+from mrcbench.report.controls import specificity_clause
 from mrcbench.report.inputs import ReportData
 from mrcbench.stats.common import TIE_TOLERANCE, layer_grid, primary_variant
 
@@ -76,11 +79,13 @@ VERDICT_SENTENCES = {
 
 
 def headline_sentences(
-    headline: pd.DataFrame, variant: str = "paper", metric: str = "f1", min_clusters: int | None = None
+    headline: pd.DataFrame, variant: str = "paper", metric: str = "f1", min_clusters: int | None = None,
+    specificity: pd.DataFrame | None = None,
 ) -> list[str]:
     """One sentence per leg (model, train set, eval set) from :func:`mrcbench.stats.headline.headline_zones`:
     the two zones whose masking hurts most, with CIs and corrected significance, and whether they are
-    the paper's P2Q + P2P."""
+    the paper's P2Q + P2P. With ``specificity`` (the stats table, possibly empty), each sentence adds
+    whether P2Q and P2P exceed their size-matched nulls (or what the uniform operator shows)."""
     if headline is None or headline.empty:
         return []
     rows = headline[(headline["metric"] == metric)]
@@ -96,18 +101,22 @@ def headline_sentences(
         verdict_key = leg["verdict"].iloc[0]
         verdict = VERDICT_SENTENCES.get(verdict_key, "")
         counts = grid_counts(leg.head(1), min_clusters)
+        controls = (
+            " " + specificity_clause(specificity, (model, train_set, eval_set), leg["variant"].iloc[0])
+            if specificity is not None else ""
+        )
         if verdict_key == "no change":
-            sentences.append(f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): {verdict}")
+            sentences.append(f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): {verdict}{controls}")
             continue
         if verdict_key == "tied":
             sentences.append(
                 f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): the largest drops are "
-                f"{zones}. {verdict}"
+                f"{zones}. {verdict}{controls}"
             )
             continue
         sentences.append(
             f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): the zones whose masking hurts "
-            f"most are {zones}. {verdict}"
+            f"most are {zones}. {verdict}{controls}"
         )
     return sentences
 
@@ -169,7 +178,8 @@ def abstract_markdown(data: ReportData) -> str:
             "are P2Q or P2P, the zones the paper singles out."
         )
     legs = headline_sentences(
-        data.tables.get("headline", pd.DataFrame()), min_clusters=data.settings.get("min_clusters")
+        data.tables.get("headline", pd.DataFrame()), min_clusters=data.settings.get("min_clusters"),
+        specificity=data.tables.get("specificity", pd.DataFrame()),
     )
     if legs:
         parts.append(

@@ -42,13 +42,15 @@ Modules (one analysis each; ``tables`` is the ``mrcbench stats`` command that wr
 ``common`` (shared names, settings, languages), ``results`` (loading the result files), ``paired``
 (masking deltas: matrices, bootstrap, sign-flip and Wilcoxon tests, corrections), ``baselines``,
 ``zone_mass``, ``correlations``, ``crosslingual``, ``question_types``, ``paper_comparison``,
-``headline`` and ``tables``. docs/architecture.md maps each report section to the module that computes
+``headline``, ``controls`` (zone minus size-matched null, operator minus renorm, specificity) and
+``tables``. docs/architecture.md maps each report section to the module that computes
 it and the one that draws it.
 """
 
 from mrcbench.stats import (
     baselines,
     common,
+    controls,
     correlations,
     crosslingual,
     headline,
@@ -61,6 +63,6 @@ from mrcbench.stats import (
 )
 
 __all__ = [
-    "baselines", "common", "correlations", "crosslingual", "headline", "paired", "paper_comparison",
+    "baselines", "common", "controls", "correlations", "crosslingual", "headline", "paired", "paper_comparison",
     "question_types", "results", "tables", "zone_mass"
 ]

@@ -20,7 +20,15 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.files import write_csv, write_parquet, write_text
 from mrcbench.stats.baselines import compute_baselines
 from mrcbench.stats.common import RUN_KEYS, StatsSettings, eval_language
-from mrcbench.stats.controls import CONTRAST_FAMILY, compute_null_contrasts
+from mrcbench.stats.controls import (
+    CONTRAST_FAMILY,
+    OPERATOR_FAMILY,
+    PRIMARY_CONTINUOUS,
+    SPECIFICITY_FAMILY,
+    compute_null_contrasts,
+    compute_operator_contrasts,
+    compute_specificity,
+)
 from mrcbench.stats.correlations import CORRELATION_FAMILY, compute_correlations
 from mrcbench.stats.crosslingual import compute_crosslingual, summarise_question_agreement
 from mrcbench.stats.headline import headline_zones
@@ -50,6 +58,8 @@ TABLES = (
     "paper_comparison_cells",
     "headline",
     "null_contrasts",
+    "operator_contrasts",
+    "specificity",
 )
 
 
@@ -116,7 +126,10 @@ def run_stats(
     question_types = compute_question_types(matrices, questions, languages, settings)
     paper, paper_cells = compare_with_paper(deltas, settings)
     headline = headline_zones(deltas)
-    null_contrasts = compute_null_contrasts(answerable_grid(tables.controls, tables.scores), settings)
+    controls = answerable_grid(tables.controls, tables.scores)
+    null_contrasts = compute_null_contrasts(controls, settings)
+    operator_contrasts = compute_operator_contrasts(controls, settings)
+    specificity = compute_specificity(controls, null_contrasts, settings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_spread = pd.concat(
@@ -128,11 +141,12 @@ def run_stats(
     frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, attention_sinks(zone_mass),
                                correlations, cross_rank, cross_question,
                                summarise_question_agreement(cross_question), question_types, paper,
-                               paper_cells, headline, null_contrasts),
+                               paper_cells, headline, null_contrasts, operator_contrasts, specificity),
                       strict=True))
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
+    ablation = cfg.ablation_config(config or {})  # the controls' knobs, for the report's captions
     write_text(
         settings_path,
         json.dumps(
@@ -149,6 +163,12 @@ def run_stats(
                 "correction_family": [*RUN_KEYS, "variant", "mode", "metric"],
                 "correlation_correction_family": CORRELATION_FAMILY,
                 "null_contrast_correction_family": CONTRAST_FAMILY,
+                "operator_contrast_correction_family": OPERATOR_FAMILY,
+                "specificity_correction_family": SPECIFICITY_FAMILY,
+                "primary_continuous_measure": PRIMARY_CONTINUOUS,
+                "null_draws": ablation.get("null_draws"),
+                "null_tolerance": ablation.get("null_tolerance"),
+                "operators": ablation.get("operators"),
             },
             indent=2,
             ensure_ascii=False,
