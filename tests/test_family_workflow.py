@@ -60,8 +60,12 @@ def test_local_deberta_checkpoint_runs_through_the_report(family_run):
         scores = pd.read_parquet(results / "predict" / RUN / eval_set / "scores.parquet")
         assert len(scores) > 0
         grid = pd.read_parquet(results / "ablation" / RUN / eval_set / "grid.parquet")
-        cells = grid.groupby(["variant", "mode", "layer", "head", "zone"]).size()
-        assert len(cells) == 2 * (1 + 5 * N_LAYERS)
+        cells = grid.groupby(["variant", "mode", "operator", "layer", "head", "zone", "null_draw"]).size()
+        # per variant: the baseline, then per layer 5 zones x 3 operators and 4 size-matched nulls
+        assert len(cells) == 2 * (1 + (5 * 3 + 4) * N_LAYERS)
+        nulls = grid[grid["zone"].str.startswith("null_")]
+        assert set(nulls["zone"]) == {"null_q2q", "null_q2p", "null_p2q", "null_p2p"}
+        assert nulls["mass_match"].notna().all() and grid.loc[grid["null_draw"] < 0, "mass_match"].isna().all()
         # The grid runs on the answerable questions only (ablation.answerable_only, the default).
         answerable = set(scores.loc[scores["has_answer"], "qid"])
         assert answerable and set(grid["qid"]) == answerable
