@@ -24,7 +24,7 @@ from mrcbench.report.blocks import (
     zone_label,
 )
 from mrcbench.report.inputs import ReportData
-from mrcbench.stats.common import RUN_KEYS
+from mrcbench.stats.common import RUN_KEYS, primary_variant
 from mrcbench.stats.controls import PRIMARY_CONTINUOUS
 from mrcbench.zones import NULL_ZONES
 
@@ -178,6 +178,15 @@ def specificity_clause(specificity: pd.DataFrame, run: tuple, variant: str = "pa
     return "Against size-matched controls: " + "; ".join(phrases) + "."
 
 
+def _cell_table(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """A contrasts table's per-cell rows for display: 1-based layer, zone label, difference [CI], p."""
+    return contrasts[contrasts["metric"].isin(MEASURES)].assign(
+        layer=lambda f: f["layer"] + 1, zone=lambda f: f["zone"].map(zone_label),
+        difference_ci=lambda f: [fmt_ci(d, lo, hi, 3) for d, lo, hi in
+                                 zip(f["difference"], f["ci_low"], f["ci_high"], strict=True)],
+        p_holm=lambda f: f["p_holm"].map(fmt_p))
+
+
 def controls_section_html(data: ReportData, variant: str | None = None) -> str:
     """The whole "Controls" section: per grid, the null figure and table, the operator profiles and the
     specificity table; a sentence when no grid has nulls or other operators."""
@@ -200,7 +209,7 @@ def controls_section_html(data: ReportData, variant: str | None = None) -> str:
         label = run_label(*run)
         run_nulls, run_ops = _of_run(nulls, run), _of_run(operators, run)
         variants = sorted(set(run_nulls.get("variant", [])) | set(run_ops.get("variant", [])))
-        chosen = variant if variant in variants else ("paper" if "paper" in variants else variants[0])
+        chosen = variant if variant in variants else primary_variant(variants)
         run_nulls, run_ops = _of_run(nulls, run, chosen), _of_run(operators, run, chosen)
         if not run_nulls.empty:
             counts = grid_counts(run_nulls.head(1), min_clusters)
@@ -209,11 +218,7 @@ def controls_section_html(data: ReportData, variant: str | None = None) -> str:
                 f"Figure: each zone's Δ (solid) beside its size-matched null's Δ (dashed; open marker: infeasible "
                 f"cell) per layer, ΔF1 and {MEASURE_LABELS[PRIMARY_CONTINUOUS]}, {label}, {chosen} variant. "
                 f"{html.escape(null_caption(run_nulls, settings), quote=False)}; {counts}."))
-            table = run_nulls[run_nulls["metric"].isin(MEASURES)].assign(
-                layer=lambda f: f["layer"] + 1, zone=lambda f: f["zone"].map(zone_label),
-                difference_ci=lambda f: [fmt_ci(d, lo, hi, 3) for d, lo, hi in
-                                         zip(f["difference"], f["ci_low"], f["ci_high"])],
-                p_holm=lambda f: f["p_holm"].map(fmt_p))
+            table = _cell_table(run_nulls)
             parts.append(details_html(f"Zone minus null per cell: {label}", table_html(
                 table[["metric", "layer", "zone", "zone_delta", "null_delta", "difference_ci", "p_holm",
                        "removed_mass", "null_removed_mass", "mass_match", "feasible_fraction", "feasible"]],
@@ -241,11 +246,7 @@ def controls_section_html(data: ReportData, variant: str | None = None) -> str:
                 operator_figure(run_ops, "f1", title=f"{label} · operator profiles (ΔF1)"),
                 f"Figure: ΔF1 per layer under each ablation operator (renorm: the paper's blank; {ops}), "
                 f"{label}, {chosen} variant; {grid_counts(run_ops.head(1), min_clusters)}."))
-            table = run_ops[run_ops["metric"].isin(MEASURES)].assign(
-                layer=lambda f: f["layer"] + 1, zone=lambda f: f["zone"].map(zone_label),
-                difference_ci=lambda f: [fmt_ci(d, lo, hi, 3) for d, lo, hi in
-                                         zip(f["difference"], f["ci_low"], f["ci_high"])],
-                p_holm=lambda f: f["p_holm"].map(fmt_p))
+            table = _cell_table(run_ops)
             parts.append(details_html(f"Operator minus renorm per cell: {label}", table_html(
                 table[["operator", "metric", "layer", "zone", "renorm_delta", "operator_delta", "difference_ci",
                        "p_holm", "removed_mass"]],
