@@ -54,6 +54,10 @@ KERNEL_FLAGS: tuple[str, ...] = (
 )
 """CPU flags (``/proc/cpuinfo``) that decide which oneDNN / ATen / BLAS kernels run."""
 
+REFERENCE_DIR = "reference"
+"""The repository's folder of published run manifests (``reference/default.json``: a fresh-clone run of
+``config.yaml``); the report's appendix compares a run with the one made from the same config."""
+
 PACKAGES: tuple[str, ...] = ("torch", "transformers", "tokenizers", "numpy", "pandas", "pyarrow", "scipy")
 
 
@@ -179,11 +183,22 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def files_digest(rows: list[dict[str, Any]]) -> str:
+    """One SHA-256 over every result file's path and digest (``files_sha256``): equal for two runs
+    exactly when ``mrcbench compare`` says ``identical``."""
+    import hashlib
+
+    text = "".join(f"{row['path']}\t{row['sha256']}\n" for row in sorted(rows, key=lambda row: row["path"]))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def build(results_dir: str | os.PathLike, config: dict, repo: str | os.PathLike | None = None,
           cpuinfo: str | None = None) -> dict[str, Any]:
+    rows = result_files(results_dir)
     return {
         "manifest_version": MANIFEST_VERSION,
-        "files": result_files(results_dir),
+        "files": rows,
+        "files_sha256": files_digest(rows),
         "environment": environment(config, results_dir, cpuinfo),
         "config_sha256": config_digest(config),
         "git_commit": git_commit(repo if repo is not None else Path.cwd()),
@@ -453,6 +468,40 @@ def compare(a_spec: str | os.PathLike, b_spec: str | os.PathLike) -> tuple[bool,
     lines.append(f"{counts['differ']} files differ, {counts['only in A']} only in A, {counts['only in B']} only in B;"
                  f" first differing stage: {stages[0]}")
     return False, lines
+
+
+def reference_manifests_in(folder: str | os.PathLike = REFERENCE_DIR) -> list[str]:
+    """The reference manifests (``*.json``) in ``folder`` (the repository's ``reference/``), sorted."""
+    return sorted(str(path) for path in Path(folder).glob("*.json"))
+
+
+def reference_check(results_dir: str | os.PathLike, config: dict, references: list[str]) -> str:
+    """One sentence: does this run match the reference manifest made from the same config?
+
+    The reference is the one whose ``config_sha256`` equals this run's config digest (a reference of
+    another config says nothing about this run). The results folder is hashed now, as ``compare`` does."""
+    digest = config_digest(config)
+    matching = []
+    for path in references:
+        reference = files.read_json(path)
+        if isinstance(reference, dict) and reference.get("config_sha256") == digest:
+            matching.append((path, reference))
+    if not matching:
+        return (f"No reference manifest was made from this configuration (config digest `{digest[:12]}`;"
+                f" the repository's `{REFERENCE_DIR}/` holds the default's), so there is nothing to match:"
+                " compare two runs with `mrcbench compare A B`.")
+    path, reference = matching[0]
+    rows = result_files(results_dir)
+    made = reference.get("environment", {}).get("cpu_model") or "an unrecorded CPU"
+    commit = (reference.get("git_commit") or "unrecorded")[:12]
+    identical, lines = compare(results_dir, path)
+    if identical:
+        return (f"Reference: this run's {len(rows)} result files (digest `{files_digest(rows)[:16]}`) are"
+                f" **identical** to the repository's reference `{path}` (a fresh-clone default run on"
+                f" {made}, commit `{commit}`).")
+    return (f"Reference: this run **differs** from the repository's reference `{path}` (made on {made},"
+            f" commit `{commit}`): {lines[-1]}. `mrcbench compare {results_dir} {path}` lists every"
+            " difference and the environment's.")
 
 
 def main_compare(argv: list[str]) -> int:

@@ -6,6 +6,7 @@ import sys
 from snakemake.utils import validate
 
 from mrcbench import config as mrc_config
+from mrcbench import manifest as mrc_manifest
 from mrcbench.stats.tables import TABLES
 
 # The project's validator first (schema, then cross-references the schema cannot express), so a bad
@@ -30,6 +31,10 @@ else:
 CONFIG = f"{RESULTS}/config.resolved.yaml"
 # Digests of every result file and the environment (rules/manifest.smk, the DAG's last step).
 MANIFEST = f"{RESULTS}/manifest.json"
+# The repository's reference manifests; the report's appendix says whether this run matches the one
+# made from its config (mrcbench compare RESULTS reference/default.json lists the differences).
+REFERENCE_DIR = mrc_manifest.REFERENCE_DIR
+REFERENCE_MANIFESTS = mrc_manifest.reference_manifests_in(REFERENCE_DIR)
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)

@@ -6,6 +6,7 @@ rule report:
     input:
         qmd=config.get("report", {}).get("qmd", "reports/report.qmd"),
         stats=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
+        references=REFERENCE_MANIFESTS,
     output:
         report(
             config.get("report", {}).get("html", "reports/report.html"),
@@ -14,6 +15,7 @@ rule report:
             labels={"file": "paper-style report"},
         ),
     params:
+        references=REFERENCE_DIR,
         results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats[0])),
     log:
         f"{LOGS}/report.log",
@@ -24,4 +26,4 @@ rule report:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench report --qmd {input.qmd:q} --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+        "mrcbench report --qmd {input.qmd:q} --results {params.results:q} --out {output:q} --references {params.references:q} > {log:q} 2>&1"

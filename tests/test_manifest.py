@@ -272,3 +272,26 @@ def test_a_large_json_is_summarised_per_value_name(tree, tmp_path, capsys):
     assert code == 1
     assert "start_logit: max |diff| 0.11, 11 of 20 values differ" in out
     assert "text: 1 of 20 texts differ" in out and "probability" not in out
+
+
+def test_the_appendix_says_whether_the_run_matches_the_reference_of_its_config(tree, tmp_path):
+    from mrcbench.report import appendix
+
+    config = _config()
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    assert "No reference manifest" in appendix.reference_note(tree, config, reference_dir)
+    manifest.write(tree, config, reference_dir / "default.json")
+    written = json.loads((reference_dir / "default.json").read_text(encoding="utf-8"))
+    assert written["files_sha256"] == manifest.files_digest(manifest.result_files(tree))
+    note = appendix.reference_note(tree, config, reference_dir)
+    assert "**identical**" in note and str(reference_dir / "default.json") in note
+    # A reference made from another config says nothing about this run.
+    assert "No reference manifest" in appendix.reference_note(tree, {**config, "sample_seed": 14}, reference_dir)
+    # One changed score: the note names the count and the first differing stage.
+    scores = pd.read_parquet(tree / RUN / "scores.parquet")
+    scores.loc[1, "f1"] = 0.5
+    scores.to_parquet(tree / RUN / "scores.parquet", index=False)
+    note = appendix.reference_note(tree, config, reference_dir)
+    assert "**differs**" in note and "1 files differ" in note and "first differing stage: predict" in note
+    assert manifest.files_digest(manifest.result_files(tree)) != written["files_sha256"]

@@ -66,6 +66,12 @@ def precision_note(results_dir: Path, config: dict[str, Any] | None = None) -> s
     return text
 
 
+def reference_note(results_dir: Path, config: dict[str, Any] | None, reference_dir: str | Path | None) -> str:
+    """Whether this run's result files match the repository's reference manifest of the same config."""
+    references = manifest.reference_manifests_in(reference_dir) if reference_dir else []
+    return manifest.reference_check(results_dir, config or {}, references)
+
+
 def environment_table(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
     """The environment the run manifest records (CPU, kernel flags, threads, precision, CUDA, OS)."""
     env = manifest.environment(config or {}, results_dir)

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from mrcbench import files
+from mrcbench import files, manifest
 from mrcbench.errors import Interrupted, MrcbenchError
 
 log = logging.getLogger(__name__)
@@ -449,7 +449,7 @@ def render_with_quarto(quarto: str, qmd: Path, out_html: Path, params: dict[str,
 def render(qmd: Path, out_html: Path, params: dict[str, Any], engine: str = "auto") -> str:
     """Render ``qmd`` to the single self-contained file ``out_html``; return the engine used.
 
-    ``params`` override the report's parameters cell (``results_dir``, ``stats_dir``); relative paths
+    ``params`` override the report's parameters cell (``results_dir``, ``stats_dir``, ``reference_dir``); relative paths
     are made absolute because the report executes in the .qmd's folder. ``engine``: ``auto`` (Quarto
     when on PATH, else the fallback), ``quarto`` or ``fallback``.
     """
@@ -457,7 +457,7 @@ def render(qmd: Path, out_html: Path, params: dict[str, Any], engine: str = "aut
     if not qmd.is_file():
         raise MrcbenchError(f"report source not found: {qmd}")
     params = dict(params)
-    for key in ("results_dir", "stats_dir"):
+    for key in ("results_dir", "stats_dir", "reference_dir"):
         if params.get(key) is not None:
             params[key] = str(Path(params[key]).resolve())
     results_dir = params.get("results_dir")
@@ -487,9 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--stats", type=Path, default=None, help="statistics tables (default: RESULTS/stats)")
     parser.add_argument("--out", type=Path, default=Path("reports/report.html"))
+    parser.add_argument("--references", type=Path, default=Path(manifest.REFERENCE_DIR),
+                        help="folder of reference run manifests the appendix matches the run against")
     parser.add_argument("--engine", choices=("auto", "quarto", "fallback"), default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    engine = render(args.qmd, args.out, {"results_dir": args.results, "stats_dir": args.stats}, args.engine)
+    engine = render(args.qmd, args.out, {"results_dir": args.results, "stats_dir": args.stats,
+                                          "reference_dir": args.references}, args.engine)
     log.info("wrote %s (%s)", args.out, engine)
     return 0
