@@ -15,7 +15,7 @@ rule report:
             labels={"file": "paper-style report"},
         ),
     params:
-        references=REFERENCE_DIR,
+        references=lambda wc: REFERENCE_DIR,
         results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats[0])),
     log:
         f"{LOGS}/report.log",
