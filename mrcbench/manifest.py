@@ -14,6 +14,7 @@ of rows that differ; then the environment differences, the likely cause. Exactly
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -178,16 +179,12 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
 
 
 def config_digest(config: dict) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def files_digest(rows: list[dict[str, Any]]) -> str:
     """One SHA-256 over every result file's path and digest (``files_sha256``): equal for two runs
     exactly when ``mrcbench compare`` says ``identical``."""
-    import hashlib
-
     text = "".join(f"{row['path']}\t{row['sha256']}\n" for row in sorted(rows, key=lambda row: row["path"]))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -434,7 +431,11 @@ def environment_lines(a: dict | None, b: dict | None) -> list[str]:
 
 def compare(a_spec: str | os.PathLike, b_spec: str | os.PathLike) -> tuple[bool, list[str]]:
     """(identical, lines to print)."""
-    a, b = Side(a_spec), Side(b_spec)
+    return compare_sides(Side(a_spec), Side(b_spec))
+
+
+def compare_sides(a: Side, b: Side) -> tuple[bool, list[str]]:
+    """:func:`compare` of two sides already read (a folder is hashed once, when its side is made)."""
     paths = sorted(set(a.files) | set(b.files))
     by_stage: dict[str, list[str]] = {}
     counts = {"differ": 0, "only in A": 0, "only in B": 0}
@@ -479,7 +480,8 @@ def reference_check(results_dir: str | os.PathLike, config: dict, references: li
     """One sentence: does this run match the reference manifest made from the same config?
 
     The reference is the one whose ``config_sha256`` equals this run's config digest (a reference of
-    another config says nothing about this run). The results folder is hashed now, as ``compare`` does."""
+    another config says nothing about this run). The results folder is hashed once, now, as ``compare``
+    does."""
     digest = config_digest(config)
     matching = []
     for path in references:
@@ -491,10 +493,11 @@ def reference_check(results_dir: str | os.PathLike, config: dict, references: li
                 f" the repository's `{REFERENCE_DIR}/` holds the default's), so there is nothing to match:"
                 " compare two runs with `mrcbench compare A B`.")
     path, reference = matching[0]
-    rows = result_files(results_dir)
+    run = Side(results_dir)
+    rows = list(run.files.values())
     made = reference.get("environment", {}).get("cpu_model") or "an unrecorded CPU"
     commit = (reference.get("git_commit") or "unrecorded")[:12]
-    identical, lines = compare(results_dir, path)
+    identical, lines = compare_sides(run, Side(path))
     if identical:
         return (f"Reference: this run's {len(rows)} result files (digest `{files_digest(rows)[:16]}`) are"
                 f" **identical** to the repository's reference `{path}` (a fresh-clone default run on"
