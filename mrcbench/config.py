@@ -299,6 +299,11 @@ def init_from(config: dict, model: str, train: str) -> str | None:
     return init["train"] if init else None
 
 
+def cpu_kernels(config: dict) -> str:
+    """``cpu_kernels`` (``portable`` | ``native``; mrcbench/kernels.py), the schema's default when unset."""
+    return config.get("cpu_kernels", schema()["properties"]["cpu_kernels"]["default"])
+
+
 def decoding_config(config: dict) -> dict:
     return deep_merge(DEFAULT_DECODING, config.get("decoding"))
 

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mrcbench import files
+from mrcbench import files, kernels
 from mrcbench.errors import MrcbenchError
 
 MANIFEST_NAME = "manifest.json"
@@ -155,7 +155,7 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
     from mrcbench import config as cfg
     from mrcbench import precision
 
-    flags = precision.cpu_flags(cpuinfo)
+    flags = kernels.cpu_flags(cpuinfo)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rules = [name for name in cfg.schema()["properties"]["resources"]["properties"] if name != "default"]
     threads = {rule: cfg.resources_for(config, rule)["threads"] for rule in rules}
@@ -165,6 +165,7 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
         "cpu_model": cpu_model(cpuinfo),
         "cpu_flags": sorted(flag for flag in KERNEL_FLAGS if flag in flags),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "kernel_env": kernels.recorded(),
         "threads": threads,
         "training_threads": {f"{run.model}/{run.train}": cfg.training_config(config, run.model, run.train)["threads"]
                              for run in cfg.runs(config)} if config.get("experiments") else {},
@@ -423,7 +424,7 @@ def environment_lines(a: dict | None, b: dict | None) -> list[str]:
         elif x != y:
             lines.append(f"environment differs: {key} {_show(x)} vs {_show(y)}")
     # The likeliest cause first.
-    order = ("precision", "threads", "training_threads", "cpu_flags", "cpu_capability", "packages",
+    order = ("precision", "kernel_env", "cpu_capability", "threads", "training_threads", "cpu_flags", "packages",
              "config_sha256", "git_commit", "cuda")
     rank = {name: i for i, name in enumerate(order)}
     return sorted(lines, key=lambda line: rank.get(line.split()[2], len(order)))
@@ -466,7 +467,8 @@ def compare_sides(a: Side, b: Side) -> tuple[bool, list[str]]:
     for stage in stages:
         lines.append(f"{stage}:")
         lines += by_stage[stage]
-    lines.append(f"{counts['differ']} files differ, {counts['only in A']} only in A, {counts['only in B']} only in B;"
+    differ = f"{counts['differ']} file{'s' if counts['differ'] != 1 else ''} differ{'s' if counts['differ'] == 1 else ''}"
+    lines.append(f"{differ}, {counts['only in A']} only in A, {counts['only in B']} only in B;"
                  f" first differing stage: {stages[0]}")
     return False, lines
 

@@ -16,35 +16,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.kernels import cpu_flags
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 """Values of the config key; :func:`resolve` turns ``auto`` into one of the other two."""
 
 BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
 """``/proc/cpuinfo`` flags of CPUs with native bf16 matrix instructions (Intel AMX, AVX512-BF16)."""
-
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (or of the given text); empty where not readable."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return set()
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
-
 
 def cpu_has_native_bf16(flags: Iterable[str] | None = None) -> bool:
     """True when the CPU reports AMX or AVX512-BF16.

@@ -6,6 +6,7 @@ import sys
 from snakemake.utils import validate
 
 from mrcbench import config as mrc_config
+from mrcbench import kernels as mrc_kernels
 from mrcbench import manifest as mrc_manifest
 from mrcbench.stats.tables import TABLES
 
@@ -16,6 +17,8 @@ try:
 except mrc_config.MrcbenchError as exc:
     sys.exit(f"error: {exc}")
 validate(config, schema="../mrcbench/schemas/config.schema.json")
+# Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/kernels.py).
+mrc_kernels.export(mrc_config.cpu_kernels(config))
 
 RESULTS = os.path.normpath(config.get("results_dir", "results"))
 # Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke, other -> logs/other;

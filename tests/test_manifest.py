@@ -1,6 +1,7 @@
 """The run manifest (``results/manifest.json``), ``mrcbench compare``, and re-run determinism."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 import yaml
 from synthetic_results import write_synthetic_results
 
-from mrcbench import manifest
+from mrcbench import kernels, manifest
 from mrcbench.cli import main as cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,9 @@ def test_manifest_holds_every_result_with_its_digest_and_the_environment(tree, c
     assert set(env["packages"]) >= {"python", "torch", "transformers", "tokenizers", "numpy"}
     assert set(env["cpu_flags"]) <= set(manifest.KERNEL_FLAGS)
     assert env["os"] and env["cpu_model"]
+    # The variables that choose CPU kernels, as the job saw them (mrcbench/kernels.py).
+    assert set(env["kernel_env"]) == set(kernels.RECORDED)
+    assert env["kernel_env"]["ATEN_CPU_CAPABILITY"] == os.environ.get("ATEN_CPU_CAPABILITY")
     config = yaml.safe_load((tree / "config.resolved.yaml").read_text(encoding="utf-8"))
     assert written["config_sha256"] == manifest.config_digest(config)
     assert written["config_sha256"] != manifest.config_digest({**config, "seeds": [1]})
@@ -93,6 +97,24 @@ def test_environment_names_the_cpu_and_its_kernel_flags():
     assert env["cpu_flags"] == ["amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512f", "fma"]
     # Nothing predicted yet: the precision this machine would use for the config's setting.
     assert env["precision"] == "fp32"
+
+
+def test_a_kernel_difference_is_named_right_after_precision(tree, tmp_path, capsys, monkeypatch):
+    """An AVX2 run beside a native AVX512 one: compare names the kernel variables and dispatch level
+    before the (informational) CPU flags, as the likely cause of differing results."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    manifest.write(tree, _config())
+    copy = _copy(tree, tmp_path / "b")
+    (copy / RUN / "metrics.json").write_text('{"f1": 75.1}', encoding="utf-8")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setenv("MKL_CBWR", "AUTO")
+    manifest.write(copy, _config())
+    code, out = _compare(capsys, tree, copy)
+    assert code == 1
+    lines = [line for line in out.splitlines() if line.startswith("environment differs")]
+    assert lines[0] == "environment differs: kernel_env ATEN_CPU_CAPABILITY avx2 vs None"
+    assert lines[1] == "environment differs: kernel_env MKL_CBWR AVX2 vs AUTO"
 
 
 def test_git_commit_outside_a_checkout_is_none(tmp_path):
@@ -138,7 +160,7 @@ def test_a_changed_parquet_cell_is_named_with_its_column_and_difference(tree, tm
     assert any(line.strip().startswith(f"differs: {RUN}/scores.parquet") for line in lines), out
     assert "column f1: max |diff| 0.25, 1 of 3 rows differ" in out
     assert "column em" not in out
-    assert "1 files differ, 0 only in A, 0 only in B; first differing stage: predict" in out
+    assert "1 file differs, 0 only in A, 0 only in B; first differing stage: predict" in out
 
 
 def test_an_extra_question_is_counted_by_key(tree, tmp_path, capsys):
@@ -293,5 +315,5 @@ def test_the_appendix_says_whether_the_run_matches_the_reference_of_its_config(t
     scores.loc[1, "f1"] = 0.5
     scores.to_parquet(tree / RUN / "scores.parquet", index=False)
     note = appendix.reference_note(tree, config, reference_dir)
-    assert "**differs**" in note and "1 files differ" in note and "first differing stage: predict" in note
+    assert "**differs**" in note and "1 file differs" in note and "first differing stage: predict" in note
     assert manifest.files_digest(manifest.result_files(tree)) != written["files_sha256"]

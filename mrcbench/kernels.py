@@ -1,0 +1,129 @@
+"""Which CPU kernels compute the numbers: ``portable`` (the same bits on every x86-64 CPU with AVX2)
+or ``native`` (the widest instructions this CPU has).
+
+PyTorch's CPU build picks its kernels at run time from the processor: ATen's vectorised operations
+(softmax, LayerNorm, GELU, fused attention) use AVX512 where the CPU has it and AVX2 otherwise, and
+MKL's matrix products pick their own code path per processor. Each path sums in another order, so
+the last bits of an fp32 result differ between an AVX2 and an AVX512 machine; over a fine-tuning
+run the differences grow into other checkpoints, other predictions and other grid cells. The
+``portable`` setting (the default, config key ``cpu_kernels``) pins both to their AVX2 paths:
+
+- ``ATEN_CPU_CAPABILITY=avx2``: ATen's dispatch level (``torch.backends.cpu.get_cpu_capability()``);
+- ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility, its AVX2 branch (also removes
+  MKL's dependence on how the inputs happen to be aligned in memory).
+
+Both are read by the libraries once, when the first operation runs, so they are set when
+``mrcbench`` is imported (:func:`apply`, called from ``mrcbench/__init__.py``) and before any torch
+computation. The workflow exports the config's choice to every job (``MRCBENCH_CPU_KERNELS``); a
+variable the user set beforehand wins. Nothing is pinned on a CPU without AVX2 and FMA (where
+ATen would fault on AVX2 code), on other architectures, or with ``native``; the run manifest
+records the dispatch level and the variables, and ``mrcbench compare`` names a difference in them
+as the likely cause of differing results. CUDA kernels are not affected.
+
+``benchmarks/kernels.py`` measures what ``portable`` costs against ``native`` on the machine it runs on.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable, Mapping, MutableMapping
+from pathlib import Path
+
+SETTINGS: tuple[str, ...] = ("portable", "native")
+"""Values of the config key ``cpu_kernels`` (schema default ``portable``)."""
+
+ENV = "MRCBENCH_CPU_KERNELS"
+"""The environment variable through which the workflow passes ``cpu_kernels`` to each job."""
+
+PORTABLE_ENV: dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+"""What ``portable`` sets: the variables of :data:`RECORDED` that pin the kernels."""
+
+RECORDED: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", ENV)
+"""Variables that choose CPU kernels; the run manifest records them."""
+
+REQUIRED_FLAGS: tuple[str, ...] = ("avx2", "fma")
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (or of the given text); empty where not readable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return set()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+def setting(environ: Mapping[str, str] | None = None) -> str:
+    """The requested setting: ``$MRCBENCH_CPU_KERNELS``, ``portable`` when unset."""
+    value = (os.environ if environ is None else environ).get(ENV, "portable") or "portable"
+    if value not in SETTINGS:
+        from mrcbench.errors import MrcbenchError
+
+        raise MrcbenchError(f"{ENV}: {value!r} is not one of {', '.join(SETTINGS)}")
+    return value
+
+
+def portable_supported(flags: Iterable[str] | None = None, machine: str | None = None) -> bool:
+    """True on an x86-64 CPU with AVX2 and FMA (the paths ``portable`` pins exist there)."""
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64"):
+        return False
+    flags = cpu_flags() if flags is None else set(flags)
+    return all(flag in flags for flag in REQUIRED_FLAGS)
+
+
+ADDED: dict[str, str] = {}
+"""The pinning variables :func:`apply` set in this process's environment (not the user's own)."""
+
+
+def apply(environ: MutableMapping[str, str] | None = None, flags: Iterable[str] | None = None,
+          machine: str | None = None) -> dict[str, str]:
+    """Set the pinning variables for the requested setting; return those this call set.
+
+    A variable already present in the environment is left as it is (the user's choice wins)."""
+    environ = os.environ if environ is None else environ
+    if setting(environ) != "portable" or not portable_supported(flags, machine):
+        return {}
+    added = {}
+    for name, value in PORTABLE_ENV.items():
+        if name not in environ:
+            environ[name] = value
+            added[name] = value
+    if environ is os.environ:
+        ADDED.update(added)
+    return added
+
+
+def export(value: str, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """The workflow's side (rules/common.smk): pass the config's ``cpu_kernels`` to every job.
+
+    Sets ``MRCBENCH_CPU_KERNELS`` and the pins that go with it in this (Snakemake's) environment,
+    which each job inherits; with ``native``, the pins that importing ``mrcbench`` set here are
+    taken back (a pin the user set is kept). Returns the kernel variables the jobs will see."""
+    environ = os.environ if environ is None else environ
+    if value not in SETTINGS:
+        from mrcbench.errors import MrcbenchError
+
+        raise MrcbenchError(f"cpu_kernels: {value!r} is not one of {', '.join(SETTINGS)}")
+    environ[ENV] = value
+    if value == "native" and environ is os.environ:
+        for name, pinned in list(ADDED.items()):
+            if environ.get(name) == pinned:
+                del environ[name]
+            del ADDED[name]
+    apply(environ)
+    return recorded(environ)
+
+
+def recorded(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The kernel-choosing variables as this process sees them (the manifest's ``kernel_env``)."""
+    environ = os.environ if environ is None else environ
+    return {name: environ.get(name) for name in RECORDED}
