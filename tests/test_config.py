@@ -85,9 +85,9 @@ def test_recipe_precedence(default_config):
     config["models"]["minilm"]["training"] = {"learning_rate": 5e-5}
     config["experiments"]["english"]["training"] = {"epochs": 4}
     training = cfg.training_config(config, "minilm", "squad_train")
-    assert training["learning_rate"] == 5e-5 and training["epochs"] == 4
-    assert training["weight_decay"] == 0.01  # from the file
-    assert training["max_grad_norm"] == 1.0  # paper default
+    assert training.learning_rate == 5e-5 and training.epochs == 4
+    assert training.weight_decay == 0.01  # from the file
+    assert training.max_grad_norm == 1.0  # paper default
 
 
 def test_data_dir_from_environment(monkeypatch, tmp_path):

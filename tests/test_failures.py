@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mrcbench import config as cfg
 from mrcbench import report, stats
-from mrcbench.stats.common import StatsSettings
 
-FAST = StatsSettings(n_bootstrap=200, n_permutations=200)
+FAST = cfg.stats_config({"stats": {"bootstrap": 200, "permutations": 200}})
 
 # --------------------------------------------------------------------------------------------------
 # 1. Flat or tied grids: no "most damaging" zone, no agreement claimed, no NaN printed
