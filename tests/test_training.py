@@ -1,4 +1,5 @@
 """Fine-tuning: the recipe's pieces, determinism, and a checkpoint any HF tool can load."""
+import dataclasses
 import json
 
 import pytest
@@ -125,8 +126,8 @@ def test_answerless_windows_are_downsampled_and_counted(setup):
 def test_second_stage_starts_from_first_stage_with_frozen_embeddings(setup):
     root, model_dir, train_json, features, training = setup
     # Stage 1 moves far from the pre-trained weights (large steps); stage 2 takes tiny steps.
-    finetune(model_dir, train_json, root / "stage1", features, dict(training, learning_rate=1e-2), seed=3)
-    recipe = dict(training, freeze_embeddings=True, epochs=1, learning_rate=1e-7)
+    finetune(model_dir, train_json, root / "stage1", features, dataclasses.replace(training, learning_rate=1e-2), seed=3)
+    recipe = dataclasses.replace(training, freeze_embeddings=True, epochs=1, learning_rate=1e-7)
     summary = finetune(model_dir, train_json, root / "stage2", features, recipe, seed=3,
                        init_checkpoint=root / "stage1" / "checkpoint")
     first = load_file(str(root / "stage1" / "checkpoint" / "model.safetensors"))
