@@ -44,8 +44,9 @@ EVAL_SETS = {  # name: (file under the data dir, metric)
     "cmrc_dev": ("cmrc2018/cmrc2018_dev.json", "cmrc2018"),
 }
 MODEL_EVAL_SETS = {"minilm": ["xquad_en"], "e5_small": ["xquad_en", "cmrc_dev"]}
-FEATURES = {"max_seq_length": 256, "doc_stride": 128, "max_query_length": 64}  # config.yaml's
-DECODING = cfg.DEFAULT_DECODING
+# config.yaml's windows; the rest (decoding, padding) are the schema's defaults
+FEATURES = cfg.global_features({"features": {"max_seq_length": 256, "doc_stride": 128, "max_query_length": 64}})
+DECODING = cfg.decoding_config(None)
 TRAIN_FILE = "squad_v2/dev-v2.0-half.json"
 
 
@@ -183,7 +184,8 @@ def compare_training(args) -> dict:
     dataset = data_mod.filters.answerable_only(data_mod.loading.load_squad_json(args.data_dir / TRAIN_FILE))
     train_size = args.train_steps * args.train_batch
     examples = data_mod.filters.flatten(data_mod.filters.subsample(dataset, train_size, seed=13))
-    train = feat_mod.prepare_train_features(examples, tokenizer, progress=False, **FEATURES)
+    train = feat_mod.prepare_train_features(examples, tokenizer, progress=False, max_seq_length=FEATURES.max_seq_length,
+                                           doc_stride=FEATURES.doc_stride, max_query_length=FEATURES.max_query_length)
     lengths = [len(ids) for ids in train.input_ids]
     order = feat_mod.length_grouped_batches(lengths, args.train_batch, seed=args.seed)
     initial = copy.deepcopy(model.state_dict())
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "cmrc_dev": args.cmrc_questions or (12 if quick else 24),
     }
     args.grid_questions = args.grid_questions or (4 if quick else 16)
-    args.grid_zones = args.grid_zones or (["p2q", "p2p"] if quick else list(cfg.DEFAULT_ABLATION["zones"]))
+    args.grid_zones = args.grid_zones or (["p2q", "p2p"] if quick else list(cfg.ablation_config(None).zones))
     threads = args.threads or (1 if quick else None)
     if threads:
         torch.set_num_threads(threads)

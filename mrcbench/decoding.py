@@ -102,12 +102,22 @@ def postprocess(
     features: EvalFeatures,
     start_logits: np.ndarray,
     end_logits: np.ndarray,
-    n_best: int = 20,
-    max_answer_length: int = 30,
+    n_best: int | None = None,
+    max_answer_length: int | None = None,
     version_2_with_negative: bool = False,
-    null_score_diff_threshold: float = 0.0,
+    null_score_diff_threshold: float | None = None,
 ) -> Predictions:
-    """Decode answers for ``examples`` from per-window logits ``[n_windows, T]`` (T >= window length)."""
+    """Decode answers for ``examples`` from per-window logits ``[n_windows, T]`` (T >= window length).
+
+    ``n_best``, ``max_answer_length``, ``null_score_diff_threshold``: None takes the schema's default
+    (config section ``decoding``)."""
+    from mrcbench.config import decoding_config
+
+    default = decoding_config(None)
+    n_best = default.n_best if n_best is None else n_best
+    max_answer_length = default.max_answer_length if max_answer_length is None else max_answer_length
+    if null_score_diff_threshold is None:
+        null_score_diff_threshold = default.null_score_diff_threshold
     if n_best < 1 or max_answer_length < 1:
         raise MrcbenchError("decoding: n_best and max_answer_length must be positive")
     starts = _logit_rows(start_logits, features, "start_logits")

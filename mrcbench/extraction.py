@@ -53,24 +53,24 @@ class EvalRun:
         self.args = args
         self.features_cfg = cfg.features_config(self.config, args.model, args.train)
         self.training_cfg = cfg.training_config(self.config, args.model, args.train)
-        if self.training_cfg.get("threads"):
-            torch.set_num_threads(int(self.training_cfg["threads"]))
+        if self.training_cfg.threads:
+            torch.set_num_threads(int(self.training_cfg.threads))
         self.metric = cfg.split_metric(self.config, args.eval)
         self.language = cfg.split_language(self.config, args.eval)
         self.keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
         self.model, self.tokenizer = load_for_qa(args.checkpoint)
         self.model.eval()
         # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.
-        self.precision = precision_mod.resolve(cfg.inference_config(self.config)["precision"], self.model.device)
+        self.precision = precision_mod.resolve(cfg.inference_config(self.config).precision, self.model.device)
         dataset = data_mod.loading.load_squad_json(args.eval_json)
         if answerable_only or max_questions:
             dataset = select_grid_questions(
-                dataset, max_questions, answerable_only, self.config.get("sample_seed", 0), str(args.eval_json)
+                dataset, max_questions, answerable_only, cfg.sample_seed(self.config), str(args.eval_json)
             )
         self.dataset = dataset
         self.examples = data_mod.filters.flatten(dataset)
         self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
-        self.batch_size = int(self.training_cfg["eval_batch_size"])
+        self.batch_size = int(self.training_cfg.eval_batch_size)
 
     @property
     def n_layers(self) -> int:
@@ -122,8 +122,8 @@ def _answer_tokens(run: EvalRun, feature: int) -> tuple[int, int] | None:
     return (tokens[0], tokens[-1]) if tokens else None
 
 
-def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: dict) -> dict:
-    cases = choose_case_studies(run, scores, attention_cfg["case_studies"], attention_cfg["case_study_ids"])
+def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: cfg.Attention) -> dict:
+    cases = choose_case_studies(run, scores, attention_cfg.case_studies, list(attention_cfg.case_study_ids))
     with precision_mod.autocast(run.precision, run.model.device):
         result = attention.collect_zone_stats(
             run.model, run.features.batches(run.batch_size), case_study_features=cases, progress=True

@@ -453,18 +453,23 @@ class EvalFeatures:
 def prepare_eval_features(
     examples: Sequence[Mapping[str, Any]],
     tokenizer: Any,
-    max_seq_length: int = 384,
-    doc_stride: int = 128,
-    max_query_length: int = 64,
-    pad_to_max_length: bool = False,
+    max_seq_length: int,
+    doc_stride: int,
+    max_query_length: int,
+    pad_to_max_length: bool | None = None,
     progress: bool = True,
 ) -> EvalFeatures:
     """Windows, zone ids, offsets and max-context flags for every question of ``examples``.
 
     ``examples`` are flattened examples (``id``, ``question``, ``context``, ...). With
     ``pad_to_max_length`` every batch is padded to ``max_seq_length`` (the paper pads to 512, which
-    matters when the ``all`` zone is replicated with padding columns unmasked).
+    matters when the ``all`` zone is replicated with padding columns unmasked); None takes the
+    schema's default (``features.pad_to_max_length``).
     """
+    if pad_to_max_length is None:
+        from mrcbench.config import global_features
+
+        pad_to_max_length = global_features(None).pad_to_max_length
     _require_fast(tokenizer)
     with_types = _returns_token_type_ids(tokenizer)
     out = EvalFeatures(
@@ -600,9 +605,9 @@ class TrainFeatures:
 def prepare_train_features(
     examples: Sequence[Mapping[str, Any]],
     tokenizer: Any,
-    max_seq_length: int = 384,
-    doc_stride: int = 128,
-    max_query_length: int = 64,
+    max_seq_length: int,
+    doc_stride: int,
+    max_query_length: int,
     progress: bool = True,
 ) -> TrainFeatures:
     """Training windows labelled with the first gold answer's token span (see ``TrainFeatures``)."""

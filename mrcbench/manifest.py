@@ -158,8 +158,8 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
     flags = kernels.cpu_flags(cpuinfo)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rules = [name for name in cfg.schema()["properties"]["resources"]["properties"] if name != "default"]
-    threads = {rule: cfg.resources_for(config, rule)["threads"] for rule in rules}
-    setting = cfg.inference_config(config)["precision"]
+    threads = {rule: cfg.resources_for(config, rule).threads for rule in rules}
+    setting = cfg.inference_config(config).precision
     recorded = recorded_precisions(results_dir)
     return {
         "cpu_model": cpu_model(cpuinfo),
@@ -167,7 +167,7 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "kernel_env": kernels.recorded(),
         "threads": threads,
-        "training_threads": {f"{run.model}/{run.train}": cfg.training_config(config, run.model, run.train)["threads"]
+        "training_threads": {f"{run.model}/{run.train}": cfg.training_config(config, run.model, run.train).threads
                              for run in cfg.runs(config)} if config.get("experiments") else {},
         "precision": recorded[0] if len(recorded) == 1 else (recorded or precision.resolve(setting, device)),
         "precision_setting": setting,
@@ -180,7 +180,12 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
 
 
 def config_digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    """SHA-256 of the config with the schema's defaults filled in (as every command reads it), so a
+    config and its resolved copy have one digest."""
+    from mrcbench import config as cfg
+
+    filled = cfg.fill_defaults(config)
+    return hashlib.sha256(json.dumps(filled, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def files_digest(rows: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from mrcbench import precision as precision_mod
 from mrcbench.errors import MrcbenchError
 from mrcbench.features import PAD_LOGIT
 from mrcbench.metrics.questions import iter_questions
+
+if TYPE_CHECKING:
+    from mrcbench.config import Decoding, Features
 
 
 def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
@@ -53,27 +57,27 @@ def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: 
     return stack_logits(starts, width), stack_logits(ends, width)
 
 
-def eval_features(examples, tokenizer, features_cfg: dict) -> feat_mod.EvalFeatures:
+def eval_features(examples, tokenizer, features_cfg: Features) -> feat_mod.EvalFeatures:
     return feat_mod.prepare_eval_features(
         examples,
         tokenizer,
-        max_seq_length=features_cfg["max_seq_length"],
-        doc_stride=features_cfg["doc_stride"],
-        max_query_length=features_cfg["max_query_length"],
-        pad_to_max_length=features_cfg.get("pad_to_max_length", False),
+        max_seq_length=features_cfg.max_seq_length,
+        doc_stride=features_cfg.doc_stride,
+        max_query_length=features_cfg.max_query_length,
+        pad_to_max_length=features_cfg.pad_to_max_length,
     )
 
 
-def decode(examples, features, start, end, metric: str, decoding_cfg: dict) -> decoding.Predictions:
+def decode(examples, features, start, end, metric: str, decoding_cfg: Decoding) -> decoding.Predictions:
     return decoding.postprocess(
         examples,
         features,
         start,
         end,
-        n_best=decoding_cfg["n_best"],
-        max_answer_length=decoding_cfg["max_answer_length"],
+        n_best=decoding_cfg.n_best,
+        max_answer_length=decoding_cfg.max_answer_length,
         version_2_with_negative=(metric == "squad_v2"),
-        null_score_diff_threshold=decoding_cfg["null_score_diff_threshold"],
+        null_score_diff_threshold=decoding_cfg.null_score_diff_threshold,
     )
 
 
@@ -117,8 +121,8 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--eval-json", required=True, type=Path, help="prepared eval split (SQuAD JSON)")
 
 
-def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: dict,
-            decoding_cfg: dict, batch_size: int, keys: dict, language: str | None = None,
+def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: Features,
+            decoding_cfg: Decoding, batch_size: int, keys: dict, language: str | None = None,
             precision: str = "fp32") -> dict:
     """Predict, score and write one run's files; ``precision`` is ``inference.precision`` (``auto``
     is resolved for the model's device and the result recorded in ``metrics.json``); ``language``
@@ -158,14 +162,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = cfg.load(args.config)
     training_cfg = cfg.training_config(config, args.model, args.train)
-    if training_cfg.get("threads"):
-        torch.set_num_threads(int(training_cfg["threads"]))
+    if training_cfg.threads:
+        torch.set_num_threads(int(training_cfg.threads))
     keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
     result = predict(
         args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
         cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),
-        training_cfg["eval_batch_size"], keys, language=cfg.split_language(config, args.eval),
-        precision=cfg.inference_config(config)["precision"],
+        training_cfg.eval_batch_size, keys, language=cfg.split_language(config, args.eval),
+        precision=cfg.inference_config(config).precision,
     )
     print(json.dumps(result, ensure_ascii=False))
     return 0

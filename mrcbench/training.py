@@ -17,6 +17,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from mrcbench import features as feat_mod
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import replace_directory, staging_dir
 from mrcbench.models import load_for_qa
+
+if TYPE_CHECKING:
+    from mrcbench.config import Features, Training
 
 
 def set_seed(seed: int) -> None:
@@ -101,8 +105,8 @@ def finetune(
     model_dir: Path,
     train_json: Path,
     out_dir: Path,
-    features_cfg: dict,
-    training_cfg: dict,
+    features_cfg: Features,
+    training_cfg: Training,
     seed: int,
     init_checkpoint: Path | None = None,
 ) -> dict:
@@ -120,12 +124,12 @@ def finetune(
     out_dir = Path(out_dir)
     tmp = staging_dir(out_dir)
     tmp.mkdir(parents=True)
-    if training_cfg.get("threads"):
-        torch.set_num_threads(int(training_cfg["threads"]))
+    if training_cfg.threads:
+        torch.set_num_threads(int(training_cfg.threads))
     set_seed(seed)
 
     model, tokenizer = load_for_qa(init_checkpoint or model_dir)
-    frozen = freeze_word_embeddings(model) if training_cfg.get("freeze_embeddings") else 0
+    frozen = freeze_word_embeddings(model) if training_cfg.freeze_embeddings else 0
     dataset = data_mod.loading.load_squad_json(train_json)
     examples = [ex for ex in data_mod.filters.flatten(dataset)]
     if not examples:
@@ -133,34 +137,34 @@ def finetune(
     train = feat_mod.prepare_train_features(
         examples,
         tokenizer,
-        max_seq_length=features_cfg["max_seq_length"],
-        doc_stride=features_cfg["doc_stride"],
-        max_query_length=features_cfg["max_query_length"],
+        max_seq_length=features_cfg.max_seq_length,
+        doc_stride=features_cfg.doc_stride,
+        max_query_length=features_cfg.max_query_length,
     )
     n_all = len(train.input_ids)
     impossible = {str(ex["id"]) for ex in examples if ex.get("is_impossible") or not ex["answers"]["text"]}
     order, window_counts = select_windows(
-        train, impossible, float(training_cfg.get("answerless_window_keep", 1.0)),
-        training_cfg.get("max_train_features"), seed,
+        train, impossible, float(training_cfg.answerless_window_keep),
+        training_cfg.max_train_features, seed,
     )
     lengths = [len(train.input_ids[i]) for i in order]
 
-    micro = int(training_cfg["micro_batch_size"])
-    effective = int(training_cfg["train_batch_size"])
+    micro = int(training_cfg.micro_batch_size)
+    effective = int(training_cfg.train_batch_size)
     accumulation = max(1, effective // micro)
-    epochs = float(training_cfg["epochs"])
+    epochs = float(training_cfg.epochs)
     micro_per_epoch = math.ceil(len(order) / micro)
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
     total_steps = max(1, math.ceil(steps_per_epoch * epochs))
-    warmup = int(training_cfg["warmup_ratio"] * total_steps)
+    warmup = int(training_cfg.warmup_ratio * total_steps)
 
     from transformers import get_linear_schedule_with_warmup
 
     optimizer = torch.optim.AdamW(
-        optimizer_groups(model, training_cfg["weight_decay"]),
-        lr=training_cfg["learning_rate"],
-        betas=tuple(training_cfg["adam_betas"]),
-        eps=training_cfg["adam_epsilon"],
+        optimizer_groups(model, training_cfg.weight_decay),
+        lr=training_cfg.learning_rate,
+        betas=tuple(training_cfg.adam_betas),
+        eps=training_cfg.adam_epsilon,
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -184,7 +188,7 @@ def finetune(
                 loss = model(**batch).loss
                 (loss * len(micro_batch) / n_group).backward()
                 loss_sum += loss.item() * len(micro_batch)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), training_cfg["max_grad_norm"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), training_cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -221,8 +225,8 @@ def finetune(
         "sequences_seen": seen,
         "final_loss": json.loads(log_lines[-1])["loss"] if log_lines else None,
         "seconds": round(time.time() - started, 1),
-        "features": features_cfg,
-        "training": training_cfg,
+        "features": features_cfg.as_dict(),
+        "training": training_cfg.as_dict(),
         "notes": "torch AdamW with bias correction; steps from training windows (features)",
     }
     (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))

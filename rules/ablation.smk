@@ -12,10 +12,10 @@ rule ablate:
         temp(f"{RESULTS}/ablation/{{model}}/{{train}}/seed{{seed}}/{{eval}}/parts/{{part}}.parquet"),
     params:
         config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
-        decoding=mrc_config.decoding_config(config),
-        inference=mrc_config.inference_config(config),
-        ablation=ABLATION,
+        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
+        decoding=mrc_config.decoding_config(config).as_dict(),
+        inference=mrc_config.inference_config(config).as_dict(),
+        ablation=ABLATION.as_dict(),
     log:
         f"{LOGS}/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/{{part}}.log",
     benchmark:

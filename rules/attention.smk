@@ -13,9 +13,9 @@ rule extract_attention:
         cases=f"{RESULTS}/attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}/case_studies.json",
     params:
         config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
-        attention=mrc_config.attention_config(config),
-        inference=mrc_config.inference_config(config),
+        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
+        attention=mrc_config.attention_config(config).as_dict(),
+        inference=mrc_config.inference_config(config).as_dict(),
         out=lambda wc, output: os.path.dirname(output.stats),
     log:
         f"{LOGS}/extract_attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",

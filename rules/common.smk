@@ -3,20 +3,18 @@
 import os
 import sys
 
-from snakemake.utils import validate
-
 from mrcbench import config as mrc_config
 from mrcbench import kernels as mrc_kernels
 from mrcbench import manifest as mrc_manifest
 from mrcbench.stats.tables import TABLES
 
-# The project's validator first (schema, then cross-references the schema cannot express), so a bad
-# key stops the DAG with one line naming it, before Snakemake's own validator dumps the schema.
+# The one validation (mrcbench.config.validate: the schema, then the cross-references it cannot
+# express): it fills the schema's defaults into `config` in place, and a bad key stops the DAG with one
+# line naming it.
 try:
     mrc_config.validate(config, source=" + ".join(map(str, workflow.configfiles)) or "config")
 except mrc_config.MrcbenchError as exc:
     sys.exit(f"error: {exc}")
-validate(config, schema="../mrcbench/schemas/config.schema.json")
 # Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/kernels.py).
 mrc_kernels.export(mrc_config.cpu_kernels(config))
 
@@ -38,7 +36,7 @@ MANIFEST = f"{RESULTS}/manifest.json"
 # made from its config (mrcbench compare RESULTS reference/default.json lists the differences).
 REFERENCE_DIR = mrc_manifest.REFERENCE_DIR
 REFERENCE_MANIFESTS = mrc_manifest.reference_manifests_in(REFERENCE_DIR)
-NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+NAME = mrc_config.name_pattern()  # the schema's name pattern ($defs.name), the one definition
 RUNS = list(mrc_config.runs(config))
 ABLATION = mrc_config.ablation_config(config)
 # Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/tables.py).
@@ -46,7 +44,7 @@ STATS_TABLES = list(TABLES)
 
 
 def res(rule_name, key):
-    return mrc_config.resources_for(config, rule_name)[key]
+    return getattr(mrc_config.resources_for(config, rule_name), key)
 
 
 def model_source(model):
@@ -92,7 +90,7 @@ def num_layers(model):
 def grid_parts(wildcards):
     """The parts of one grid: `all`, or one per layer with ablation.split_by_layer."""
     parts = ["all"]
-    if ABLATION["split_by_layer"]:
+    if ABLATION.split_by_layer:
         parts = [f"layer{layer}" for layer in range(num_layers(wildcards.model))]
     folder = f"{RESULTS}/ablation/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}/{wildcards.eval}"
     return [f"{folder}/parts/{part}.parquet" for part in parts]
@@ -106,5 +104,5 @@ def final_outputs():
             out.append(f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet")
             out.append(f"{RESULTS}/ablation/{run.eval_dir}/grid.parquet")
     out.append(f"{RESULTS}/stats/deltas.parquet")
-    out.append(config.get("report", {}).get("html", "reports/report.html"))
+    out.append(mrc_config.report_config(config).html)
     return out

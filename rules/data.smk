@@ -11,8 +11,8 @@ rule prepare_data:
         out=lambda wc, output: os.path.dirname(output.splits[0]),
         datasets=config["datasets"],
         splits=config["splits"],
-        seed=config.get("sample_seed"),
-        validation=config.get("validation"),
+        seed=config["sample_seed"],
+        validation=config["validation"],
     log:
         f"{LOGS}/prepare_data.log",
     benchmark:

@@ -11,8 +11,8 @@ rule finetune:
         directory(f"{RESULTS}/finetune/{{model}}/{{train}}/seed{{seed}}"),
     params:
         config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
-        training=lambda wc: mrc_config.training_config(config, wc.model, wc.train),
+        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
+        training=lambda wc: mrc_config.training_config(config, wc.model, wc.train).as_dict(),
         init=init_checkpoint_arg,
     log:
         f"{LOGS}/finetune/{{model}}/{{train}}/seed{{seed}}.log",

@@ -16,9 +16,9 @@ rule predict:
         predictions=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/predictions.json",
     params:
         config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train),
-        decoding=mrc_config.decoding_config(config),
-        inference=mrc_config.inference_config(config),
+        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
+        decoding=mrc_config.decoding_config(config).as_dict(),
+        inference=mrc_config.inference_config(config).as_dict(),
         out=lambda wc, output: os.path.dirname(output.metrics),
     log:
         f"{LOGS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",

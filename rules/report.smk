@@ -4,12 +4,12 @@
 
 rule report:
     input:
-        qmd=config.get("report", {}).get("qmd", "reports/report.qmd"),
+        qmd=mrc_config.report_config(config).qmd,
         stats=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
         references=REFERENCE_MANIFESTS,
     output:
         report(
-            config.get("report", {}).get("html", "reports/report.html"),
+            mrc_config.report_config(config).html,
             caption="report/report.rst",
             category="Report",
             labels={"file": "paper-style report"},

@@ -27,7 +27,7 @@ rule stats:
         config=CONFIG,
         results=lambda wc, output: os.path.dirname(os.path.dirname(output.tables[0])),
         out=lambda wc, output: os.path.dirname(output.tables[0]),
-        stats=mrc_config.stats_config(config),
+        stats=mrc_config.stats_config(config).as_dict(),
     log:
         f"{LOGS}/stats.log",
     benchmark:

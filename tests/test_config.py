@@ -85,9 +85,9 @@ def test_recipe_precedence(default_config):
     config["models"]["minilm"]["training"] = {"learning_rate": 5e-5}
     config["experiments"]["english"]["training"] = {"epochs": 4}
     training = cfg.training_config(config, "minilm", "squad_train")
-    assert training["learning_rate"] == 5e-5 and training["epochs"] == 4
-    assert training["weight_decay"] == 0.01  # from the file
-    assert training["max_grad_norm"] == 1.0  # paper default
+    assert training.learning_rate == 5e-5 and training.epochs == 4
+    assert training.weight_decay == 0.01  # from the file
+    assert training.max_grad_norm == 1.0  # paper default
 
 
 def test_data_dir_from_environment(monkeypatch, tmp_path):
@@ -237,3 +237,159 @@ def test_every_path_in_a_rule_shell_command_is_quoted():
             unquoted += [f"{smk.name}: {m}" for m in re.findall(r"\{(?:input|output|params|log)[^}:]*\}", block)]
     assert unquoted == []
     assert sum(len(re.findall(r"shell:\n", smk.read_text())) for smk in (ROOT / "rules").glob("*.smk")) == 10
+
+
+# --- one configuration: every default in the schema, typed sections ---------------------------------
+
+#: Each typed section, the accessor that builds it from a config, and where its keys live in the schema.
+SECTIONS = [
+    (cfg.Features, cfg.global_features, ("$defs", "features"), "features"),
+    (cfg.Training, lambda c: cfg.Training.from_mapping(cfg.defaults()["training"] | (c or {}).get("training", {})),
+     ("$defs", "training"), "training"),
+    (cfg.Decoding, cfg.decoding_config, ("$defs", "decoding"), "decoding"),
+    (cfg.Inference, cfg.inference_config, ("properties", "inference"), "inference"),
+    (cfg.Attention, cfg.attention_config, ("properties", "attention"), "attention"),
+    (cfg.Ablation, cfg.ablation_config, ("properties", "ablation"), "ablation"),
+    (cfg.Stats, cfg.stats_config, ("properties", "stats"), "stats"),
+    (cfg.Report, cfg.report_config, ("properties", "report"), "report"),
+    (cfg.Validation, cfg.validation_config, ("properties", "validation"), "validation"),
+    (cfg.Resources, lambda c: cfg.resources_for(c, "default"), ("$defs", "resources"), None),
+]
+
+
+def _node(schema, path):
+    for key in path:
+        schema = schema[key]
+    return schema
+
+
+def test_no_default_lives_outside_the_schema():
+    """The old homes of defaults are gone: config.DEFAULT_*, the stats' own settings, signature defaults."""
+    import dataclasses
+    import inspect
+
+    from mrcbench import decoding, features, stats
+    from mrcbench.data import validation
+
+    assert [name for name in dir(cfg) if name.startswith("DEFAULT")] == []
+    assert not hasattr(stats.common, "MIN_CLUSTERS")
+    assert stats.common.StatsSettings is cfg.Stats
+    for section, *_ in SECTIONS:
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(section)), section
+    for function, names in [
+        (features.prepare_eval_features, ["max_seq_length", "doc_stride", "max_query_length"]),
+        (features.prepare_train_features, ["max_seq_length", "doc_stride", "max_query_length"]),
+    ]:
+        parameters = inspect.signature(function).parameters
+        assert all(parameters[n].default is inspect.Parameter.empty for n in names), function
+    # Where a caller may leave a config value out, None means "the schema's default".
+    for function, names in [
+        (features.prepare_eval_features, ["pad_to_max_length"]),
+        (decoding.postprocess, ["n_best", "max_answer_length", "null_score_diff_threshold"]),
+        (validation.validate, ["on_bad", "realign_max_shift"]),
+    ]:
+        parameters = inspect.signature(function).parameters
+        assert all(parameters[n].default is None for n in names), function
+
+
+@pytest.mark.parametrize(("section", "accessor", "path", "key"), SECTIONS, ids=[s[0].__name__ for s in SECTIONS])
+def test_every_section_key_has_a_schema_default_and_a_typed_field(section, accessor, path, key):
+    """A schema key without a default or without a field (or a field without a key) fails here."""
+    import dataclasses
+
+    schema = cfg.schema()
+    properties = _node(schema, path)["properties"]
+    assert [f.name for f in dataclasses.fields(section)] == list(properties)
+    filled = cfg.defaults()[key] if key else cfg.defaults()["resources"]["default"]
+    assert set(filled) == set(properties)  # every key of the section has a default
+    assert accessor(None).as_dict() == filled  # ...and the typed section returns it
+
+
+def test_a_mapping_without_a_key_or_with_an_unknown_one_names_it():
+    values = cfg.defaults()["stats"]
+    with pytest.raises(MrcbenchError, match=r"stats: no value for \['alpha'\]"):
+        cfg.Stats.from_mapping({k: v for k, v in values.items() if k != "alpha"}, "stats")
+    with pytest.raises(MrcbenchError, match=r"\['extra'\] not known"):
+        cfg.Stats.from_mapping(values | {"extra": 1}, "stats")
+
+
+def test_changing_a_schema_default_changes_every_typed_value(monkeypatch, default_config):
+    """Changing a default is a one-file change: the schema's default is what every reader gets."""
+    schema = copy.deepcopy(cfg.schema())
+    schema["properties"]["stats"]["properties"]["bootstrap"]["default"] = 2000
+    schema["properties"]["stats"]["properties"]["min_layers_for_paper"]["default"] = 6
+    schema["properties"]["ablation"]["properties"]["null_seed"]["default"] = 5
+    schema["properties"]["features"]["default"]["doc_stride"] = 100
+    schema["properties"]["training"]["default"]["adam_epsilon"] = 1e-8
+    schema["properties"]["resources"]["properties"]["default"]["default"]["mem_mb"] = 1234
+    schema["properties"]["experiments"]["additionalProperties"]["properties"]["seeds"]["default"] = [1, 2]
+    monkeypatch.setattr(cfg, "schema", lambda: schema)
+    from mrcbench import stats
+
+    assert cfg.stats_config(None).bootstrap == 2000 and cfg.stats_config(None).min_layers_for_paper == 6
+    assert stats.common.StatsSettings is cfg.Stats
+    assert cfg.ablation_config({}).null_seed == 5
+    config = copy.deepcopy(default_config)
+    config["features"].pop("doc_stride", None)
+    config["training"].pop("adam_epsilon", None)
+    config.pop("resources", None)
+    config["experiments"]["english"].pop("seeds", None)
+    filled = cfg.validate(config)
+    assert filled["stats"]["bootstrap"] == default_config.get("stats", {}).get("bootstrap", 2000)
+    assert cfg.features_config(filled, "minilm", "squad_train").doc_stride == 100
+    assert cfg.training_config(filled, "minilm", "squad_train").adam_epsilon == 1e-8
+    assert cfg.resources_for(filled, "predict").mem_mb == 1234
+    assert {run.seed for run in cfg.runs(filled) if run.experiment == "english"} == {1, 2}
+
+
+def test_filled_defaults_keep_the_overlay_precedence(default_config):
+    """defaults < global < models.<m> < experiments.<e>; the overlays get no defaults of their own."""
+    config = copy.deepcopy(default_config)
+    config["features"] = {"doc_stride": 100}  # partial global section
+    config["models"]["minilm"]["features"] = {"max_seq_length": 256}
+    config["models"]["minilm"]["training"] = {"epochs": 5}
+    config["experiments"]["english"]["training"] = {"learning_rate": 1e-4}
+    config["resources"] = {"default": {"threads": 2}, "predict": {"mem_mb": 999}}
+    filled = cfg.validate(config)
+    assert filled["features"] == {"doc_stride": 100, **{k: v for k, v in cfg.defaults()["features"].items()
+                                                         if k != "doc_stride"}}
+    assert filled["models"]["minilm"]["features"] == {"max_seq_length": 256}  # not filled: an overlay
+    assert filled["experiments"]["english"]["training"] == {"learning_rate": 1e-4}
+    assert filled["resources"]["predict"] == {"mem_mb": 999}
+    features = cfg.features_config(filled, "minilm", "squad_train")
+    assert (features.max_seq_length, features.doc_stride) == (256, 100)
+    training = cfg.training_config(filled, "minilm", "squad_train")
+    assert (training.epochs, training.learning_rate) == (5, 1e-4)
+    resources = cfg.resources_for(filled, "predict")
+    assert (resources.threads, resources.mem_mb, resources.runtime) == (2, 999, 60)
+    # Validating twice changes nothing (the resolved config every command reads is already filled).
+    assert cfg.validate(copy.deepcopy(filled)) == filled
+
+
+def test_typed_sections_are_frozen_and_give_plain_mappings_back(default_config):
+    import dataclasses
+
+    stats = cfg.stats_config(default_config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.alpha = 0.1
+    ablation = cfg.ablation_config(default_config)
+    assert isinstance(ablation.zones, tuple) and isinstance(ablation.as_dict()["zones"], list)
+    assert cfg.ablation_config({"ablation": ablation.as_dict()}) == ablation
+
+
+def test_the_name_pattern_lives_in_the_schema_only():
+    schema = cfg.schema()
+    assert schema["$defs"]["name"]["pattern"] == f"^{cfg.name_pattern()}$"
+    for path in ["rules/common.smk", "Snakefile", "mrcbench/data/splits.py"]:
+        assert "A-Za-z0-9_.-" not in (ROOT / path).read_text(), path
+
+
+def test_prepare_data_reads_the_validated_config_without_checking_it_again():
+    from mrcbench.data import splits
+
+    source = (ROOT / "mrcbench/data/splits.py").read_text()
+    assert "_DATASET_KEYS" not in source and "_SPLIT_KEYS" not in source and "def parse" not in source
+    config = cfg.load(ROOT / "config/smoke.yaml")
+    assert cfg.splits(config)["xquad_en"].exclude_articles_of == ("squad_train",)
+    assert cfg.datasets(config)["squad_v2_half"].article_split == cfg.ArticleSplit(0.25, 13)
+    assert splits.prepare_splits.__doc__ and "not checked again" in splits.prepare_splits.__doc__

@@ -2,11 +2,11 @@
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import StatsSettings
+from mrcbench import config as cfg
 from mrcbench.stats.controls import NULL_CONTRAST_COLUMNS, compute_null_contrasts
 
-FAST = StatsSettings(n_bootstrap=200, n_permutations=199, seed=1)
-FINE = StatsSettings(n_bootstrap=200, n_permutations=1999, seed=1)  # p down to 5e-4: room for Holm over 12 cells
+FAST = cfg.stats_config({"stats": {"bootstrap": 200, "permutations": 199, "seed": 1}})
+FINE = cfg.stats_config({"stats": {"bootstrap": 200, "permutations": 1999, "seed": 1}})  # p down to 5e-4: room for Holm over 12 cells
 
 
 def synthetic_grid(n_questions=40, seed=0):

@@ -599,6 +599,7 @@ def test_prepare_splits_article_split_and_answerable_only(tmp_path):
             "v2": {
                 "local": str(tmp_path / "v2.json"),
                 "metric": "squad_v2",
+                "language": "en",
                 "article_split": {"eval_fraction": 0.25, "seed": 13},
             }
         },
@@ -651,7 +652,7 @@ def test_prepare_splits_only_writes_requested_splits_but_resolves_dependencies(t
         ),
         (
             lambda c: c["splits"]["train"].update(part="train"),
-            r"splits\.train\.part: dataset 'train_src' has no",
+            r"splits\.train\.part needs datasets\.train_src\.article_split",
         ),
         (lambda c: c["datasets"]["train_src"].update(metric="bleu"), r"datasets\.train_src\.metric"),
         (
@@ -665,10 +666,14 @@ def test_prepare_splits_only_writes_requested_splits_but_resolves_dependencies(t
     ],
 )
 def test_prepare_splits_config_errors_name_the_key(tmp_path, change, expected):
-    config = toy_config(tmp_path)
+    """What `mrcbench prepare-data` does: validate once (mrcbench.config), then prepare the splits."""
+    config = toy_config(tmp_path) | {
+        "models": {"m": {"source": "local", "path": "/models/m"}},
+        "experiments": {"x": {"models": ["m"], "train": "train", "eval": ["heldout"]}},
+    }
     change(config)
     with pytest.raises(MrcbenchError, match=expected):
-        data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out")
+        data.splits.prepare_splits(cfg.validate(config), tmp_path / "data", tmp_path / "out")
 
 
 def test_prepare_splits_unknown_requested_split(tmp_path):

@@ -12,7 +12,7 @@ from mrcbench.errors import MrcbenchError
 
 
 def _ablation(**overrides):
-    return cfg.deep_merge(cfg.DEFAULT_ABLATION, overrides)
+    return cfg.ablation_config({"ablation": overrides})
 
 
 def test_every_mode_and_the_head_zones():
@@ -82,7 +82,7 @@ def test_grid_questions_are_answerable_and_spread_over_articles():
     chosen = extraction.select_grid_questions(split, 24, answerable_only=True, seed=13)
     counts = data_mod.filters.count(chosen)
     assert counts == {"articles": 12, "paragraphs": 12, "questions": 24, "answerable": 24, "unanswerable": 0}
-    assert cfg.DEFAULT_ABLATION["answerable_only"] is True
+    assert cfg.ablation_config(None).answerable_only is True
     mixed = extraction.select_grid_questions(split, 24, answerable_only=False, seed=13)
     assert data_mod.filters.count(mixed)["unanswerable"] > 0 and data_mod.filters.count(mixed)["articles"] == 12
     # All answerable questions when there are fewer than max_questions.

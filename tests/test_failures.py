@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mrcbench import config as cfg
 from mrcbench import report, stats
-from mrcbench.stats.common import StatsSettings
 
-FAST = StatsSettings(n_bootstrap=200, n_permutations=200)
+FAST = cfg.stats_config({"stats": {"bootstrap": 200, "permutations": 200}})
 
 # --------------------------------------------------------------------------------------------------
 # 1. Flat or tied grids: no "most damaging" zone, no agreement claimed, no NaN printed
@@ -276,8 +277,8 @@ def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p")
     """One layer's grid part, shaped like `mrcbench ablate --part layerN` writes it."""
     from mrcbench import ablation
 
-    settings = {"modes": ["layer"], "zones": list(zones), "head_zones": [], "variants": ["paper"],
-                "operators": ["renorm", "zero"], "null_draws": 1}
+    settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": list(zones), "head_zones": [],
+                                                 "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}})
     rows = []
     for cell in ablation.configured_cells(n_layers, 1, settings, layer=layer):
         for qid in qids:
@@ -349,8 +350,9 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     for layer in range(3):
         frame = grid_part(layer, n_layers=3).assign(model=model)
         parts.append((tmp_path / f"layer{layer}.parquet", frame))
-    settings = {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [], "variants": ["paper"],
-                "operators": ["renorm", "zero"], "null_draws": 1}
+    settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [],
+                                                 "variants": ["paper"], "operators": ["renorm", "zero"],
+                                                 "null_draws": 1}})
     ablation.check_grid_parts(parts, settings, 3)
     with pytest.raises(Exception, match=r"lack layer\(s\) 3 \(no cell at all\) of the configured 4-layer grid"):
         ablation.check_grid_parts(parts, settings, 4)
@@ -366,7 +368,7 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     assert cli.main([*argv, *[str(p) for p, _ in parts]]) == 2
     assert "lack layer(s) 3 (no cell at all) of the configured 4-layer grid" in capsys.readouterr().err
     with pytest.raises(Exception, match=r"lack 9 cell\(s\), e.g. paper layer renorm null_q2q draw 0 in layer 0"):
-        ablation.check_grid_parts(parts, {**settings, "zones": ["q2q", "p2q", "p2p"]}, 3)
+        ablation.check_grid_parts(parts, dataclasses.replace(settings, zones=("q2q", "p2q", "p2p")), 3)
 
 
 def test_stats_refuses_the_same_grid_twice_under_another_spelling(tmp_path):

@@ -73,13 +73,13 @@ def test_config_default_is_fp32_everywhere():
 
     from mrcbench import config as cfg
 
-    assert cfg.inference_config({}) == {"precision": "fp32"}
-    assert cfg.inference_config({"inference": {"precision": "bf16"}})["precision"] == "bf16"
-    assert cfg.inference_config({"inference": {"precision": "auto"}})["precision"] == "auto"
+    assert cfg.inference_config({}).precision == "fp32"
+    assert cfg.inference_config({"inference": {"precision": "bf16"}}).precision == "bf16"
+    assert cfg.inference_config({"inference": {"precision": "auto"}}).precision == "auto"
     root = Path(__file__).resolve().parents[1]
     for name in ("config.yaml", "config/smoke.yaml"):
         config = yaml.safe_load((root / name).read_text(encoding="utf-8"))
-        assert cfg.inference_config(config)["precision"] == "fp32", name
+        assert cfg.inference_config(config).precision == "fp32", name
 
 
 # --- the attention machinery under bf16 -----------------------------------------------------------

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from synthetic_results import write_synthetic_results
 
+from mrcbench import config as cfg
 from mrcbench import report, stats
 from mrcbench.errors import MrcbenchError
 
@@ -362,13 +363,11 @@ def test_appendix_reads_the_seeds_where_the_schema_keeps_them():
     """experiments.<name>.seeds (the schema allows no top-level seeds); the default where unset."""
     import yaml
 
-    from mrcbench.config import DEFAULT_SEEDS
-
     root = Path(__file__).resolve().parents[1]
     seeds = report.appendix.fine_tuning_seeds
     assert seeds({"experiments": {"english": {"seeds": [7]}, "crosslingual": {"seeds": [7]}}}) == "7"
     assert seeds({"experiments": {"english": {"seeds": [1, 2, 3]}, "crosslingual": {}}}) == (
-        f"english: 1, 2, 3 | crosslingual: {', '.join(map(str, DEFAULT_SEEDS))}"
+        f"english: 1, 2, 3 | crosslingual: {', '.join(map(str, cfg.experiment_seeds({})))}"
     )
     assert seeds({"seeds": [5]}) == seeds({}) == seeds(None) == "not recorded"
     smoke = yaml.safe_load((root / "config" / "smoke.yaml").read_text())
@@ -412,7 +411,7 @@ def _headline(effects: dict[tuple[str, int], float], eval_set: str = "dev", n_ar
             frames.append(pd.DataFrame({**keys, "mode": "layer", "layer": layer, "head": -1, "zone": zone,
                                         "qid": qids, "article": articles, "em": 0.0, "f1": masked,
                                         "removed_mass": 0.5}))
-    settings = stats.common.StatsSettings(seed=1, n_bootstrap=500, n_permutations=1999)
+    settings = cfg.stats_config({"stats": {"seed": 1, "bootstrap": 500, "permutations": 1999}})
     deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(pd.concat(frames)), settings)
     return stats.headline.headline_zones(deltas)
 

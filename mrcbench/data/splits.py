@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import graphlib
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,27 +58,13 @@ from mrcbench.data.filters import (
     same_questions_as,
     subsample,
 )
-from mrcbench.data.loading import METRICS, SquadDataset, load_hub, load_squad_json
-from mrcbench.data.validation import ON_BAD_CHOICES, ValidationReport, validate
+from mrcbench.data.loading import SquadDataset, load_hub, load_squad_json
+from mrcbench.data.validation import ValidationReport, validate
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import sha256_file, write_json
 
-ROLES = ("train", "eval")
+#: Which side of a dataset's article_split a split's ``part`` names (index into article_split's pair).
 PARTS = ("train", "eval")
-
-
-_DATASET_KEYS = {"local", "hub", "source", "metric", "language", "article_split"}
-_HUB_KEYS = {"path", "name", "split", "revision"}
-_SPLIT_KEYS = {
-    "dataset",
-    "part",
-    "answerable_only",
-    "max_questions",
-    "role",
-    "exclude_articles_of",
-    "same_questions_as",
-}
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _say(message: str) -> None:
@@ -92,106 +77,11 @@ def _say(message: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    key: str
-    metric: str
-    language: str | None
-    source: str  # "local" | "hub"
-    local: str | None
-    hub: Mapping[str, Any] | None
-    eval_fraction: float | None
-    split_seed: int | None
-
-    @classmethod
-    def parse(cls, key: str, spec: Any) -> DatasetSpec:
-        where = f"datasets.{key}"
-        if not isinstance(spec, Mapping):
-            raise MrcbenchError(f"{where}: expected a mapping")
-        if unknown := set(spec) - _DATASET_KEYS:
-            raise MrcbenchError(f"{where}: unknown key(s) {sorted(unknown)}")
-        source = spec.get("source") or ("local" if spec.get("local") else "hub")
-        if source not in ("local", "hub"):
-            raise MrcbenchError(f"{where}.source: expected 'local' or 'hub', got {source!r}")
-        if source == "local" and not spec.get("local"):
-            raise MrcbenchError(f"{where}.local: required with source: local")
-        hub = spec.get("hub")
-        if source == "hub":
-            if not isinstance(hub, Mapping) or not hub.get("path") or not hub.get("split"):
-                raise MrcbenchError(f"{where}.hub: needs 'path' and 'split' (no local file is configured)")
-            if unknown := set(hub) - _HUB_KEYS:
-                raise MrcbenchError(f"{where}.hub: unknown key(s) {sorted(unknown)}")
-        metric = spec.get("metric")
-        if metric not in METRICS:
-            raise MrcbenchError(f"{where}.metric: expected one of {METRICS}, got {metric!r}")
-        eval_fraction = split_seed = None
-        if (split := spec.get("article_split")) is not None:
-            if not isinstance(split, Mapping) or "eval_fraction" not in split:
-                raise MrcbenchError(f"{where}.article_split: needs eval_fraction (and optionally seed)")
-            eval_fraction, split_seed = float(split["eval_fraction"]), int(split.get("seed", 0))
-        return cls(
-            key, metric, spec.get("language"), source, spec.get("local"), hub, eval_fraction, split_seed
-        )
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    name: str
-    dataset: str
-    part: str | None
-    role: str
-    answerable_only: bool
-    max_questions: int | None
-    exclude_articles_of: tuple[str, ...]
-    same_questions_as: str | None
-
-    @classmethod
-    def parse(cls, name: str, spec: Any, datasets: Mapping[str, DatasetSpec]) -> SplitSpec:
-        where = f"splits.{name}"
-        if not _SPLIT_NAME.match(name):
-            raise MrcbenchError(f"{where}: split names may hold only letters, digits, '_', '-' and '.'")
-        if not isinstance(spec, Mapping):
-            raise MrcbenchError(f"{where}: expected a mapping")
-        if unknown := set(spec) - _SPLIT_KEYS:
-            raise MrcbenchError(f"{where}: unknown key(s) {sorted(unknown)}")
-        dataset = spec.get("dataset")
-        if dataset not in datasets:
-            raise MrcbenchError(f"{where}.dataset: unknown dataset {dataset!r} (known: {sorted(datasets)})")
-        part = spec.get("part")
-        if part is not None:
-            if part not in PARTS:
-                raise MrcbenchError(f"{where}.part: expected one of {PARTS}, got {part!r}")
-            if datasets[dataset].eval_fraction is None:
-                raise MrcbenchError(f"{where}.part: dataset '{dataset}' has no article_split")
-        role = spec.get("role")
-        if role not in ROLES:
-            raise MrcbenchError(f"{where}.role: expected one of {ROLES}, got {role!r}")
-        max_questions = spec.get("max_questions")
-        if max_questions is not None and (not isinstance(max_questions, int) or max_questions < 1):
-            raise MrcbenchError(f"{where}.max_questions: expected a positive integer, got {max_questions!r}")
-        exclude = spec.get("exclude_articles_of") or []
-        if isinstance(exclude, str):
-            exclude = [exclude]
-        same = spec.get("same_questions_as")
-        if same is not None and max_questions is not None:
-            raise MrcbenchError(f"{where}: same_questions_as and max_questions exclude each other")
-        return cls(
-            name,
-            dataset,
-            part,
-            role,
-            bool(spec.get("answerable_only", False)),
-            max_questions,
-            tuple(exclude),
-            same,
-        )
-
-
 @dataclass
 class _SplitState:
     """A split's content while it is being resolved, plus the counts for its summary file."""
 
-    spec: SplitSpec
+    spec: cfg.Split
     pool: SquadDataset
     removed: dict[str, int]
     details: dict[str, Any]
@@ -204,7 +94,7 @@ class _DatasetLoader:
     def __init__(
         self,
         config: Mapping[str, Any],
-        specs: Mapping[str, DatasetSpec],
+        specs: Mapping[str, cfg.Dataset],
         data_dir: Path | None,
         on_bad: str,
         realign_max_shift: int,
@@ -214,7 +104,7 @@ class _DatasetLoader:
         self.validated: dict[str, tuple[SquadDataset, ValidationReport, dict[str, Any]]] = {}
         self.parts: dict[str, tuple[SquadDataset, SquadDataset]] = {}
 
-    def _local_path(self, spec: DatasetSpec) -> Path:
+    def _local_path(self, spec: cfg.Dataset) -> Path:
         path = Path(spec.local).expanduser()
         if path.is_absolute():
             return path
@@ -245,29 +135,11 @@ class _DatasetLoader:
             return dataset
         if key not in self.parts:
             spec = self.specs[key]
-            self.parts[key] = article_split(dataset, spec.eval_fraction, spec.split_seed)
+            self.parts[key] = article_split(dataset, spec.article_split.eval_fraction, spec.article_split.seed)
         return self.parts[key][PARTS.index(part)]
 
 
-def _parse_config(config: Mapping[str, Any]) -> tuple[dict[str, DatasetSpec], dict[str, SplitSpec]]:
-    if not isinstance(config.get("datasets"), Mapping) or not config["datasets"]:
-        raise MrcbenchError("datasets: the config defines no datasets")
-    if not isinstance(config.get("splits"), Mapping) or not config["splits"]:
-        raise MrcbenchError("splits: the config defines no splits")
-    datasets = {key: DatasetSpec.parse(key, spec) for key, spec in config["datasets"].items()}
-    splits = {name: SplitSpec.parse(name, spec, datasets) for name, spec in config["splits"].items()}
-    for split in splits.values():
-        for other in split.exclude_articles_of:
-            if other not in splits:
-                raise MrcbenchError(f"splits.{split.name}.exclude_articles_of: unknown split {other!r}")
-        if split.same_questions_as is not None and split.same_questions_as not in splits:
-            raise MrcbenchError(
-                f"splits.{split.name}.same_questions_as: unknown split {split.same_questions_as!r}"
-            )
-    return datasets, splits
-
-
-def _final_dependencies(split: SplitSpec, splits: Mapping[str, SplitSpec]) -> set[str]:
+def _final_dependencies(split: cfg.Split, splits: Mapping[str, cfg.Split]) -> set[str]:
     """Splits whose *final* content this split's final content needs (pools are needed separately)."""
     deps = {split.same_questions_as} if split.same_questions_as else set()
     if split.role == "train":
@@ -280,21 +152,20 @@ def prepare_splits(
 ) -> dict[str, Path]:
     """Resolve the config's splits (order: see the module docstring) and write the requested ones.
 
-    Returns ``{split: out_dir/split.json}`` for the requested splits (all when ``splits`` is None).
+    ``config`` is a validated config (:func:`mrcbench.config.load` or ``validate``): its datasets and
+    splits are read as the typed :class:`~mrcbench.config.Dataset` and :class:`~mrcbench.config.Split`,
+    not checked again. Returns ``{split: out_dir/split.json}`` for the requested splits (all when
+    ``splits`` is None).
     ``data_dir`` may be None when no dataset reads a relative local file; it is then resolved from the
     config or ``MRCBENCH_DATA_DIR`` only if needed.
     """
-    dataset_specs, split_specs = _parse_config(config)
+    dataset_specs, split_specs = cfg.datasets(config), cfg.splits(config)
     requested = list(split_specs) if splits is None else list(splits)
     for name in requested:
         if name not in split_specs:
             raise MrcbenchError(f"--splits: unknown split {name!r} (known: {sorted(split_specs)})")
-    validation = config.get("validation") or {}
-    on_bad = validation.get("on_bad_record", "skip")
-    if on_bad not in ON_BAD_CHOICES:
-        raise MrcbenchError(f"validation.on_bad_record: expected one of {ON_BAD_CHOICES}, got {on_bad!r}")
-    realign_max_shift = int(validation.get("realign_max_shift", 0))
-    seed = int(config.get("sample_seed", 0))
+    validation = cfg.validation_config(config)
+    seed = cfg.sample_seed(config)
 
     # Which finals are needed: the requested splits and, transitively, their final dependencies.
     graph = {name: _final_dependencies(spec, split_specs) for name, spec in split_specs.items()}
@@ -314,7 +185,7 @@ def prepare_splits(
             "eval split, and same_questions_as needs the other split first)"
         ) from None
 
-    loader = _DatasetLoader(config, dataset_specs, data_dir, on_bad, realign_max_shift)
+    loader = _DatasetLoader(config, dataset_specs, data_dir, validation.on_bad_record, validation.realign_max_shift)
     states: dict[str, _SplitState] = {}
 
     def pool_of(name: str) -> _SplitState:
@@ -383,7 +254,7 @@ def prepare_splits(
             "provenance": provenance,
             "article_split": None
             if state.spec.part is None
-            else {"eval_fraction": dataset_spec.eval_fraction, "seed": dataset_spec.split_seed},
+            else {"eval_fraction": dataset_spec.article_split.eval_fraction, "seed": dataset_spec.article_split.seed},
             "sample_seed": seed,
             "max_questions": state.spec.max_questions,
             "same_questions_as": state.spec.same_questions_as,

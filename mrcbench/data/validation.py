@@ -85,7 +85,7 @@ def realign(context: str, text: str, start: int, max_shift: int) -> int | None:
 
 
 def validate(
-    dataset: SquadDataset, source_name: str, on_bad: str = "skip", realign_max_shift: int = 0
+    dataset: SquadDataset, source_name: str, on_bad: str | None = None, realign_max_shift: int | None = None
 ) -> tuple[SquadDataset, ValidationReport]:
     """Check every question's content; return a cleaned copy and a report.
 
@@ -97,7 +97,13 @@ def validate(
     ``drop_answer`` removes only misaligned *answers* and keeps the question if an aligned answer remains
     (useful for CMRC 2018 dev, whose extra reference answers sometimes have ``answer_start = -1``: the
     CMRC scorer matches answer text, and skipping those questions would drop 5 % of the dev set).
+    None takes the schema's default (config section ``validation``).
     """
+    from mrcbench.config import validation_config
+
+    default = validation_config(None)
+    on_bad = default.on_bad_record if on_bad is None else on_bad
+    realign_max_shift = default.realign_max_shift if realign_max_shift is None else realign_max_shift
     if on_bad not in ON_BAD_CHOICES:
         raise MrcbenchError(f"validation.on_bad_record: expected one of {ON_BAD_CHOICES}, got {on_bad!r}")
     report = ValidationReport(source=source_name)

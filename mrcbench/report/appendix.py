@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mrcbench import config as cfg
 from mrcbench import manifest
-from mrcbench.config import DEFAULT_SEEDS
 
 
 def package_versions(
@@ -54,7 +54,7 @@ def git_commit(path: Path) -> str:
 def precision_note(results_dir: Path, config: dict[str, Any] | None = None) -> str:
     """One sentence: the precision the forward passes ran in and, unless fp32, what that costs."""
     recorded = manifest.recorded_precisions(results_dir)
-    setting = (config or {}).get("inference", {}).get("precision", "fp32")
+    setting = cfg.inference_config(config).precision
     if not recorded:
         return f"Inference precision: not recorded (setting `{setting}`)."
     used = ", ".join(recorded)
@@ -117,10 +117,10 @@ def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> 
 
 def fine_tuning_seeds(config: dict[str, Any] | None) -> str:
     """The fine-tuning seeds of every experiment (``experiments.<name>.seeds``, default
-    :data:`mrcbench.config.DEFAULT_SEEDS`): ``"7"`` when all experiments share them, else
+    the schema's, :func:`mrcbench.config.experiment_seeds`): ``"7"`` when all experiments share them, else
     ``"english: 1, 2 | crosslingual: 42"``; ``"not recorded"`` without experiments."""
     experiments = (config or {}).get("experiments") or {}
-    seeds = {name: ", ".join(str(seed) for seed in spec.get("seeds", DEFAULT_SEEDS))
+    seeds = {name: ", ".join(str(seed) for seed in cfg.experiment_seeds(spec))
              for name, spec in experiments.items()}
     if not seeds:
         return "not recorded"

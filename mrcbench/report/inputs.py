@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # noqa: F401  (the report reads them as R.inputs.*)
 from mrcbench.stats.tables import TABLES as STATS_TABLES
@@ -36,6 +37,11 @@ class ReportData:
     tables: dict[str, pd.DataFrame]
     config: dict[str, Any]
     settings: dict[str, Any]
+
+    @property
+    def stats(self) -> cfg.Stats:
+        """The typed ``stats`` section of the run's config (the schema's defaults where it has none)."""
+        return cfg.stats_config(self.config)
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         tables = self.__dict__.get("tables", {})

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrcbench.config import DEFAULT_SEEDS
+from mrcbench.config import experiment_seeds
 
 
 def _starting_point(config: dict[str, Any], experiment: str) -> str:
@@ -57,7 +57,7 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
                 "train": spec.get("train"),
                 "eval": ", ".join(spec.get("eval", [])),
                 "models": ", ".join(spec.get("models", [])) or "(all of the language)",
-                "seeds": ", ".join(map(str, spec.get("seeds", DEFAULT_SEEDS))),
+                "seeds": ", ".join(map(str, experiment_seeds(spec))),
                 "starts from": _starting_point(config, name),
             }
             for name, spec in (config.get("experiments") or {}).items()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mrcbench import zones
+from mrcbench.config import Stats
 
 METRICS = ("em", "f1")
 RUN_KEYS = ["model", "train_set", "eval_set"]
@@ -56,47 +56,14 @@ def primary_variant(variants) -> str:
 #: Largest |grid baseline - prediction scores on the grid's questions| (EM/F1 points) that still counts
 #: as the same number: the grid's unmasked pass must reproduce the prediction step (baselines table).
 BASELINE_TOLERANCE = 0.05
-#: Fewest article clusters for article-level resampling (config ``stats.min_clusters``).
-MIN_CLUSTERS = 10
-
-
 # --------------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StatsSettings:
-    """Knobs of the statistics (config section ``stats``).
-
-    ``alpha`` is the significance level of the corrected tests and sets the CI level (1 - alpha).
-    """
-
-    seed: int = 0
-    n_bootstrap: int = 1000
-    n_permutations: int = 9999
-    alpha: float = 0.05
-    min_bucket_size: int = 30
-    min_clusters: int = MIN_CLUSTERS
-    parallel_min_overlap: float = 0.9
-    min_layers_for_paper: int = 4
-
-    @property
-    def confidence(self) -> float:
-        return 1.0 - self.alpha
-
-    @classmethod
-    def from_config(cls, config: dict | None) -> StatsSettings:
-        section = dict((config or {}).get("stats") or {})
-        defaults = cls()
-        return cls(
-            seed=int(section.get("seed", defaults.seed)),
-            n_bootstrap=int(section.get("bootstrap", defaults.n_bootstrap)),
-            n_permutations=int(section.get("permutations", defaults.n_permutations)),
-            alpha=float(section.get("alpha", defaults.alpha)),
-            min_bucket_size=int(section.get("min_bucket_size", defaults.min_bucket_size)),
-            min_clusters=int(section.get("min_clusters", defaults.min_clusters)),
-        )
+#: The statistics settings: the typed ``stats`` section of the config, every default in the schema
+#: (build one with :func:`mrcbench.config.stats_config`; ``None`` gives the schema's defaults).
+StatsSettings = Stats
 
 
 def _rng(settings: StatsSettings, *key: Any) -> np.random.Generator:

@@ -16,7 +16,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats as sps
 
-from mrcbench.stats.common import FOUR_ZONES, MIN_CLUSTERS, RUN_KEYS, StatsSettings, layer_grid
+from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, StatsSettings, layer_grid
 from mrcbench.stats.paired import QuestionMatrix, _adjusted
 
 CORRELATION_COLUMNS = [
@@ -99,7 +99,7 @@ def correlation_summary(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) 
 
 
 def ols_cluster(
-    y: np.ndarray, x: np.ndarray, groups: Sequence[Any] | None, min_clusters: int = MIN_CLUSTERS
+    y: np.ndarray, x: np.ndarray, groups: Sequence[Any] | None, min_clusters: int
 ) -> dict[str, Any]:
     """OLS of y on x with cluster-robust (by article) standard errors, plus the naive SE for contrast.
 

@@ -211,7 +211,7 @@ def _profile_agreement(
         lambda x, y, axis: kendall_tau_b(x, y, axis=axis),
         permutation_type="pairings",
         vectorized=True,
-        n_resamples=settings.n_permutations,
+        n_resamples=settings.permutations,
         alternative="two-sided",
         rng=rng,
     )
@@ -219,7 +219,7 @@ def _profile_agreement(
     if design.n_clusters >= 2:
         sums_a, sums_b = design.cluster_sums(delta_a), design.cluster_sums(delta_b)
         k = design.n_clusters
-        counts = rng.multinomial(k, np.full(k, 1.0 / k), size=settings.n_bootstrap).astype(np.float64)
+        counts = rng.multinomial(k, np.full(k, 1.0 / k), size=settings.bootstrap).astype(np.float64)
         totals = (counts @ design.sizes)[:, None]
         taus = []
         step = max(1, 4_000_000 // (n_cells * n_cells))

@@ -25,7 +25,6 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.stats.common import (
     CELL_KEYS,
     METRICS,
-    MIN_CLUSTERS,
     RUN_KEYS,
     ZONE_ORDER,
     StatsSettings,
@@ -83,8 +82,8 @@ class ResamplingDesign:
     codes: np.ndarray  # resampling unit of every question, 0..n_clusters-1
     n_clusters: int
     unit: str  # "article" or "question"
-    article_codes: np.ndarray | None = None  # article of every question (questions without one: own code)
-    min_clusters: int = MIN_CLUSTERS
+    article_codes: np.ndarray | None  # article of every question (questions without one: own code)
+    min_clusters: int  # config stats.min_clusters
 
     @property
     def n_articles(self) -> int:
@@ -95,7 +94,7 @@ class ResamplingDesign:
 
     @classmethod
     def from_articles(
-        cls, articles: Sequence[Any] | None, n_questions: int, min_clusters: int = MIN_CLUSTERS
+        cls, articles: Sequence[Any] | None, n_questions: int, min_clusters: int
     ) -> ResamplingDesign:
         """Article clusters when article ids exist and there are at least ``min_clusters`` of them
         (and fewer than questions); question-level otherwise."""
@@ -220,13 +219,13 @@ def summarize_paired(
     if design.n_clusters < 2:
         nan = np.full(n_cells, np.nan)
         return PairedSummary(mean, nan, nan, nan, nan, "too few clusters")
-    replicates = bootstrap_means(deltas, design, settings.n_bootstrap, rng)
+    replicates = bootstrap_means(deltas, design, settings.bootstrap, rng)
     tail = settings.alpha / 2.0
     ci_low, ci_high = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
     if not with_tests:
         nan = np.full(n_cells, np.nan)
         return PairedSummary(mean, ci_low, ci_high, nan, nan, "")
-    p_value, test = sign_flip_pvalues(deltas, design, settings.n_permutations, rng)
+    p_value, test = sign_flip_pvalues(deltas, design, settings.permutations, rng)
     return PairedSummary(mean, ci_low, ci_high, p_value, wilcoxon_pvalues(deltas), test)
 
 
@@ -306,7 +305,7 @@ class QuestionMatrix:
     def delta(self) -> np.ndarray:
         return self.masked - self.baseline[:, None]
 
-    def design(self, min_clusters: int = MIN_CLUSTERS) -> ResamplingDesign:
+    def design(self, min_clusters: int) -> ResamplingDesign:
         return ResamplingDesign.from_articles(self.articles, len(self.qids), min_clusters)
 
     def layer_cells(self) -> pd.DataFrame:

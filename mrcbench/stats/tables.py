@@ -19,7 +19,7 @@ from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import write_csv, write_parquet, write_text
 from mrcbench.stats.baselines import compute_baselines
-from mrcbench.stats.common import RUN_KEYS, StatsSettings, eval_language
+from mrcbench.stats.common import RUN_KEYS, eval_language
 from mrcbench.stats.controls import (
     CONTRAST_FAMILY,
     OPERATOR_FAMILY,
@@ -90,7 +90,7 @@ def run_stats(
         raise MrcbenchError(f"results directory not found: {results_dir}")
     if config is None and (results_dir / "config.resolved.yaml").is_file():
         config = cfg.load(results_dir / "config.resolved.yaml")
-    settings = StatsSettings.from_config(config)
+    settings = cfg.stats_config(config)
     tables = load_results(results_dir, files)
     if tables.grid is None and tables.scores is None:
         raise MrcbenchError(
@@ -146,14 +146,14 @@ def run_stats(
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
-    ablation = cfg.ablation_config(config or {})  # the controls' knobs, for the report's captions
+    ablation = cfg.ablation_config(config)  # the controls' knobs, for the report's captions
     write_text(
         settings_path,
         json.dumps(
             {
                 "seed": settings.seed,
-                "bootstrap": settings.n_bootstrap,
-                "permutations": settings.n_permutations,
+                "bootstrap": settings.bootstrap,
+                "permutations": settings.permutations,
                 "alpha": settings.alpha,
                 "confidence": settings.confidence,
                 "min_bucket_size": settings.min_bucket_size,
@@ -166,9 +166,9 @@ def run_stats(
                 "operator_contrast_correction_family": OPERATOR_FAMILY,
                 "specificity_correction_family": SPECIFICITY_FAMILY,
                 "primary_continuous_measure": PRIMARY_CONTINUOUS,
-                "null_draws": ablation.get("null_draws"),
-                "null_tolerance": ablation.get("null_tolerance"),
-                "operators": ablation.get("operators"),
+                "null_draws": ablation.null_draws,
+                "null_tolerance": ablation.null_tolerance,
+                "operators": list(ablation.operators),
             },
             indent=2,
             ensure_ascii=False,
