@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mrcbench import files
+from mrcbench import files, layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model, check_model_type, spec_model_type
 
@@ -139,7 +139,7 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
         )
     except (OSError, ValueError, SafetensorError) as exc:
         # A truncated or corrupt file: name the step's output folder (fine-tuning writes DIR/checkpoint).
-        folder = checkpoint.parent if checkpoint.name == "checkpoint" else checkpoint
+        folder = checkpoint.parent if checkpoint.name == layout.CHECKPOINT else checkpoint
         raise files.corrupt(folder, exc) from None
     return model.to(best_device()), tokenizer
 
