@@ -198,6 +198,27 @@ def postprocess(
     return predictions
 
 
+def decode(
+    examples: Sequence[Mapping[str, Any]],
+    features: EvalFeatures,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    metric: str,
+    decoding_cfg: Mapping[str, Any],
+) -> Predictions:
+    """:func:`postprocess` with a run's ``decoding`` config; ``metric`` ``squad_v2`` allows no-answer."""
+    return postprocess(
+        examples,
+        features,
+        start_logits,
+        end_logits,
+        n_best=decoding_cfg["n_best"],
+        max_answer_length=decoding_cfg["max_answer_length"],
+        version_2_with_negative=(metric == "squad_v2"),
+        null_score_diff_threshold=decoding_cfg["null_score_diff_threshold"],
+    )
+
+
 def save_predictions(pred: Predictions, out_dir: str | Path) -> dict[str, Path]:
     """Write ``predictions.json`` (official ``{qid: text}``), ``null_odds.json``, ``nbest.json`` and
     ``predictions_non_null.json`` (best span per question) into ``out_dir``.

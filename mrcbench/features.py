@@ -504,6 +504,18 @@ def prepare_eval_features(
     return out
 
 
+def eval_features(examples: Sequence[Mapping[str, Any]], tokenizer: Any, features_cfg: Mapping[str, Any]) -> EvalFeatures:
+    """:func:`prepare_eval_features` with a run's ``features`` config (``mrcbench.config.features_config``)."""
+    return prepare_eval_features(
+        examples,
+        tokenizer,
+        max_seq_length=features_cfg["max_seq_length"],
+        doc_stride=features_cfg["doc_stride"],
+        max_query_length=features_cfg["max_query_length"],
+        pad_to_max_length=features_cfg.get("pad_to_max_length", False),
+    )
+
+
 def _pad_token_id(tokenizer: Any) -> int:
     pad = tokenizer.pad_token_id
     if pad is None:
