@@ -224,8 +224,8 @@ class _Collector:
             parts = self.parts[cell]
             width = max(part[0].shape[1] for part in parts)
             outputs[cell] = CellOutput(
-                np.concatenate([_pad(part[0], width) for part in parts]),
-                np.concatenate([_pad(part[1], width) for part in parts]),
+                np.concatenate([pad_logits(part[0], width) for part in parts]),
+                np.concatenate([pad_logits(part[1], width) for part in parts]),
                 *(np.concatenate([part[index] for part in parts]) for index in range(2, len(CellOutput._fields))),
             )
         return outputs
@@ -250,7 +250,7 @@ def _null_plan(
     return plan, masks
 
 
-def _pad(logits: np.ndarray, width: int) -> np.ndarray:
+def pad_logits(logits: np.ndarray, width: int) -> np.ndarray:
     return np.pad(logits, ((0, 0), (0, width - logits.shape[1])), constant_values=LOGIT_PAD)
 
 

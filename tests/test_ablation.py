@@ -276,13 +276,13 @@ def test_fast_grid_replays_unread_attention_with_fused_kernels(monkeypatch):
     from mrcbench import attention, precision
 
     calls = []
-    fused_attention = attention._fused_attention
+    fused_attention = attention.fused_attention
 
     def counting(*args, **kwargs):
         calls.append(args[1].dtype)
         return fused_attention(*args, **kwargs)
 
-    monkeypatch.setattr(attention, "_fused_attention", counting)
+    monkeypatch.setattr(attention, "fused_attention", counting)
     model = tiny_model("bert")
     batches = make_batches(model.config)
     cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "all"), modes=("layer",))
