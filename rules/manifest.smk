@@ -10,7 +10,7 @@ rule manifest:
         MANIFEST,
     params:
         config=CONFIG,
-        results=lambda wc, output: os.path.dirname(output[0]),
+        results=lambda wc: RESULTS,
     log:
         log_file("manifest"),
     threads: 1
