@@ -10,7 +10,7 @@ rule manifest:
         MANIFEST,
     params:
         config=CONFIG,
-        results=lambda wc: RESULTS,
+        results=lambda wc, output: os.path.dirname(output[0]),
     log:
         log_file("manifest"),
     threads: 1

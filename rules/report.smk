@@ -16,7 +16,7 @@ rule report:
         ),
     params:
         references=lambda wc: REFERENCE_DIR,
-        results=lambda wc: RESULTS,
+        results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats[0])),
     log:
         log_file("report"),
     threads: 1

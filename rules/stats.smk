@@ -25,8 +25,8 @@ rule stats:
         config=mrc_layout.stats(RESULTS, mrc_layout.CONFIG_NAME),
     params:
         config=CONFIG,
-        results=lambda wc: RESULTS,
-        out=lambda wc: mrc_layout.stats(RESULTS),
+        results=lambda wc, output: os.path.dirname(os.path.dirname(output.tables[0])),
+        out=lambda wc, output: os.path.dirname(output.tables[0]),
         stats=mrc_config.stats_config(config),
     log:
         log_file("stats"),
