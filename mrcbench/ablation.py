@@ -41,11 +41,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrcbench import config as cfg
-from mrcbench import decoding, files, metrics, predict
+from mrcbench import data as data_mod
+from mrcbench import decoding, files, metrics
 from mrcbench import precision as precision_mod
 from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
 from mrcbench.errors import MrcbenchError
-from mrcbench.extraction import EvalRun
+from mrcbench.eval_run import EvalRun, add_run_arguments
 from mrcbench.features import PAD_LOGIT as LOGIT_PAD
 from mrcbench.nulls import NullMasks, NullSettings, null_masks
 from mrcbench.zones import (
@@ -224,8 +225,8 @@ class _Collector:
             parts = self.parts[cell]
             width = max(part[0].shape[1] for part in parts)
             outputs[cell] = CellOutput(
-                np.concatenate([_pad(part[0], width) for part in parts]),
-                np.concatenate([_pad(part[1], width) for part in parts]),
+                np.concatenate([pad_logits(part[0], width) for part in parts]),
+                np.concatenate([pad_logits(part[1], width) for part in parts]),
                 *(np.concatenate([part[index] for part in parts]) for index in range(2, len(CellOutput._fields))),
             )
         return outputs
@@ -250,7 +251,7 @@ def _null_plan(
     return plan, masks
 
 
-def _pad(logits: np.ndarray, width: int) -> np.ndarray:
+def pad_logits(logits: np.ndarray, width: int) -> np.ndarray:
     return np.pad(logits, ((0, 0), (0, width - logits.shape[1])), constant_values=LOGIT_PAD)
 
 
@@ -708,7 +709,7 @@ def run_ablation(
     cells = configured_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
 
     def decode(start: np.ndarray, end: np.ndarray) -> decoding.Predictions:
-        return predict.decode(run.examples, run.features, start, end, run.metric, decoding_cfg)
+        return decoding.decode(run.examples, run.features, start, end, run.metric, decoding_cfg)
 
     def score(answers: dict[str, str]) -> pd.DataFrame:
         return metrics.scoring.per_question_scores(run.metric, run.dataset, answers, run.language)
@@ -724,9 +725,35 @@ def run_ablation(
     return frame
 
 
+def select_grid_questions(
+    dataset: dict, max_questions: int | None, answerable_only: bool, seed: int, source: str = "eval split"
+) -> dict:
+    """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
+    ``max_questions`` of them taken round-robin over the articles
+    (:func:`mrcbench.data.filters.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
+    languages keep the same ids, and spread over as many articles as the split has)."""
+    if answerable_only:
+        dataset = data_mod.filters.answerable_only(dataset)
+        if not data_mod.filters.question_ids(dataset):
+            raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
+    return data_mod.filters.subsample_across_articles(dataset, max_questions, seed)
+
+
+def grid_selection(ablation_cfg: cfg.Ablation) -> Callable[[dict, dict, str], dict] | None:
+    """The :class:`~mrcbench.eval_run.EvalRun` selection of the grid's questions (``None``: the whole split)."""
+    max_questions, answerable_only = ablation_cfg.max_questions, ablation_cfg.answerable_only
+    if not (answerable_only or max_questions):
+        return None
+
+    def select(dataset: dict, config: dict, source: str) -> dict:
+        return select_grid_questions(dataset, max_questions, answerable_only, cfg.sample_seed(config), source)
+
+    return select
+
+
 def main_ablate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
-    predict.add_run_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
     parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
     args = parser.parse_args(argv)
@@ -738,11 +765,9 @@ def main_ablate(argv: list[str]) -> int:
         raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
     config = cfg.load(args.config)
     ablation_cfg = cfg.ablation_config(config)
-    run = EvalRun(
-        args, max_questions=ablation_cfg.max_questions, answerable_only=ablation_cfg.answerable_only
-    )
+    run = EvalRun(args, select=grid_selection(ablation_cfg))
     frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
-    predict.write_parquet(frame, args.out)
+    files.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
                       "articles": int(frame["article"].nunique()),
@@ -872,6 +897,6 @@ def main_merge(argv: list[str]) -> int:
             n_layers = int(spec["num_layers"]) if spec.get("num_layers") is not None else None
     check_grid_parts(parts, ablation_cfg, n_layers)
     frame = pd.concat([frame for _, frame in parts], ignore_index=True)
-    predict.write_parquet(frame, args.out)
+    files.write_parquet(frame, args.out)
     print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
     return 0

@@ -113,7 +113,7 @@ def mrcbench_attention_forward(
     controller = _CONTROLLERS.get(module)
     if controller is None:
         return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    return controller._attend(eager, module, query, key, value, attention_mask, scaling, dropout, kwargs)
+    return controller.attend(eager, module, query, key, value, attention_mask, scaling, dropout, kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,7 +517,7 @@ class ZoneAttention:
             self._mean_probs[layer] = probs.float().mean(1)
 
     # ---- the attention call ------------------------------------------------------------------------
-    def _attend(
+    def attend(
         self,
         eager: Callable,
         module: nn.Module,
@@ -529,6 +529,7 @@ class ZoneAttention:
         dropout: float,
         kwargs: dict,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One attention call of this controller's model (called by the ``"mrcbench"`` attention function)."""
         layer = self._take_layer(module)
         plan, stats = self._plan, self._stats
         edit = None
@@ -542,7 +543,7 @@ class ZoneAttention:
             self._fused and stats is None and self._mean_probs is None and query.dtype == torch.float32
             and (attention_mask is None or attention_mask.is_floating_point())
         ):
-            attend = _fused_attention
+            attend = fused_attention
         if edit is None:
             output, probs = attend(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         elif plan.operator != "renorm":  # after softmax: the model's own eager probabilities, edited
@@ -669,7 +670,7 @@ def _allowed_cells(attention_mask: torch.Tensor | None, like: torch.Tensor) -> t
     return attention_mask.bool()
 
 
-def _fused_attention(
+def fused_attention(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs,
 ) -> tuple[torch.Tensor, None]:

@@ -626,12 +626,9 @@ class Run:
     ablation: bool
 
     @property
-    def finetune_dir(self) -> str:
-        return f"{self.model}/{self.train}/seed{self.seed}"
-
-    @property
-    def eval_dir(self) -> str:
-        return f"{self.finetune_dir}/{self.eval}"
+    def keys(self) -> dict:
+        """The run keys of its files' paths (:mod:`mrcbench.layout`)."""
+        return {"model": self.model, "train": self.train, "seed": self.seed, "eval": self.eval}
 
 
 def ablates(experiment: dict, eval_split: str) -> bool:

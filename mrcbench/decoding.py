@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.features import EvalFeatures
 from mrcbench.files import write_json
 from mrcbench.zones import SPECIAL
+
+if TYPE_CHECKING:
+    from mrcbench.config import Decoding
 
 #: Position of the null answer ([CLS] for BERT-style models, <s> for RoBERTa/XLM-R).
 NULL_INDEX = 0
@@ -206,6 +209,27 @@ def postprocess(
         else:
             predictions.answers[qid] = best[3]
     return predictions
+
+
+def decode(
+    examples: Sequence[Mapping[str, Any]],
+    features: EvalFeatures,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    metric: str,
+    decoding_cfg: Decoding,
+) -> Predictions:
+    """:func:`postprocess` with a run's ``decoding`` config; ``metric`` ``squad_v2`` allows no-answer."""
+    return postprocess(
+        examples,
+        features,
+        start_logits,
+        end_logits,
+        n_best=decoding_cfg.n_best,
+        max_answer_length=decoding_cfg.max_answer_length,
+        version_2_with_negative=(metric == "squad_v2"),
+        null_score_diff_threshold=decoding_cfg.null_score_diff_threshold,
+    )
 
 
 def save_predictions(pred: Predictions, out_dir: str | Path) -> dict[str, Path]:

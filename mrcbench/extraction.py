@@ -2,9 +2,8 @@
 
 The glue between the pipeline's pieces: windows from :mod:`mrcbench.features`, the attention
 controller of :mod:`mrcbench.attention`, answers from :mod:`mrcbench.decoding` and per-question
-scores from :mod:`mrcbench.metrics`. :class:`EvalRun` (a fine-tuned checkpoint and a prepared split,
-loaded once) is shared with the grid's commands (``mrcbench ablate``, in :mod:`mrcbench.ablation`).
-Each command writes one result file (atomically).
+scores from :mod:`mrcbench.metrics`, over the run :class:`mrcbench.eval_run.EvalRun` loads.
+Each output is written atomically.
 """
 from __future__ import annotations
 
@@ -15,70 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from mrcbench import attention, files, predict
+from mrcbench import attention, files
 from mrcbench import config as cfg
-from mrcbench import data as data_mod
 from mrcbench import precision as precision_mod
 from mrcbench.errors import MrcbenchError
-from mrcbench.models import load_for_qa
+from mrcbench.eval_run import EvalRun, add_run_arguments
 
 
 def _articles(examples: list[dict]) -> dict[str, str]:
     return {ex["id"]: ex["title"] for ex in examples}
-
-
-def select_grid_questions(
-    dataset: dict, max_questions: int | None, answerable_only: bool, seed: int, source: str = "eval split"
-) -> dict:
-    """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
-    ``max_questions`` of them taken round-robin over the articles
-    (:func:`mrcbench.data.filters.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
-    languages keep the same ids, and spread over as many articles as the split has)."""
-    if answerable_only:
-        dataset = data_mod.filters.answerable_only(dataset)
-        if not data_mod.filters.question_ids(dataset):
-            raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
-    return data_mod.filters.subsample_across_articles(dataset, max_questions, seed)
-
-
-class EvalRun:
-    """A fine-tuned model, an eval split and their windows, loaded once per command."""
-
-    def __init__(
-        self, args: argparse.Namespace, max_questions: int | None = None, answerable_only: bool = False
-    ):
-        self.config = cfg.load(args.config)
-        self.args = args
-        self.features_cfg = cfg.features_config(self.config, args.model, args.train)
-        self.training_cfg = cfg.training_config(self.config, args.model, args.train)
-        if self.training_cfg.threads:
-            torch.set_num_threads(int(self.training_cfg.threads))
-        self.metric = cfg.split_metric(self.config, args.eval)
-        self.language = cfg.split_language(self.config, args.eval)
-        self.keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
-        self.model, self.tokenizer = load_for_qa(args.checkpoint)
-        self.model.eval()
-        # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.
-        self.precision = precision_mod.resolve(cfg.inference_config(self.config).precision, self.model.device)
-        dataset = data_mod.loading.load_squad_json(args.eval_json)
-        if answerable_only or max_questions:
-            dataset = select_grid_questions(
-                dataset, max_questions, answerable_only, cfg.sample_seed(self.config), str(args.eval_json)
-            )
-        self.dataset = dataset
-        self.examples = data_mod.filters.flatten(dataset)
-        self.features = predict.eval_features(self.examples, self.tokenizer, self.features_cfg)
-        self.batch_size = int(self.training_cfg.eval_batch_size)
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
-
-    @property
-    def n_heads(self) -> int:
-        return int(self.model.config.num_attention_heads)
 
 
 # --- zone statistics and case studies -------------------------------------------------------------
@@ -130,7 +75,7 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
         )
     frame = attention.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
     frame["precision"] = run.precision
-    predict.write_parquet(frame, out_dir / "zone_stats.parquet")
+    files.write_parquet(frame, out_dir / "zone_stats.parquet")
 
     infos, arrays = [], []
     width = max((result.maps[f].shape[-1] for f in cases), default=0)
@@ -165,7 +110,7 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench extract-attention", description=extract_attention.__doc__)
-    predict.add_run_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--scores", type=Path, help="the prediction step's scores.parquet (case-study choice)")
     args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from tqdm import tqdm
 from mrcbench.data.validation import realign
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import PAD, zone_ids_from_sequence_ids
+
+if TYPE_CHECKING:
+    from mrcbench.config import Features
 
 log = logging.getLogger(__name__)
 
@@ -507,6 +510,18 @@ def prepare_eval_features(
             out.token_is_max_context.append(max_context)
             out.window_starts.append(window.span_start)
     return out
+
+
+def eval_features(examples: Sequence[Mapping[str, Any]], tokenizer: Any, features_cfg: Features) -> EvalFeatures:
+    """:func:`prepare_eval_features` with a run's ``features`` config (``mrcbench.config.features_config``)."""
+    return prepare_eval_features(
+        examples,
+        tokenizer,
+        max_seq_length=features_cfg.max_seq_length,
+        doc_stride=features_cfg.doc_stride,
+        max_query_length=features_cfg.max_query_length,
+        pad_to_max_length=features_cfg.pad_to_max_length,
+    )
 
 
 def _pad_token_id(tokenizer: Any) -> int:

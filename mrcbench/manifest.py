@@ -24,29 +24,25 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mrcbench import files, kernels
+from mrcbench import files, kernels, layout
 from mrcbench.errors import MrcbenchError
 
-MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
-EXCLUDED_FOLDERS: tuple[str, ...] = ("logs", "benchmarks")
+EXCLUDED_FOLDERS: tuple[str, ...] = (layout.LOGS_IN_RESULTS, layout.BENCHMARKS)
 """Top-level folders of the results folder that hold no result: logs, Snakemake benchmark timings."""
 
 TIMING_FILES: tuple[str, ...] = ("train_summary.json",)
 """Files that hold a wall time (``seconds``), so they differ on every run; their content (loss,
 steps) is fixed by the checkpoint and ``training_log.jsonl``, which are recorded."""
 
-NESTED_RUN_MARK = "config.resolved.yaml"
+NESTED_RUN_MARK = layout.CONFIG_NAME
 """A folder below the results folder holding this file, other than a stage folder (``stats/`` keeps
 a copy), is another run's results folder (skipped)."""
 
 TIMING_SUFFIXES: tuple[str, ...] = (".html",)
 """The rendered report (``report.html``, inside the results folder in some profiles) shows the run's
 wall times in its appendix; its numbers come from the statistics tables, which are recorded."""
-
-STAGES: tuple[str, ...] = ("data", "models", "finetune", "predict", "attention", "ablation", "stats")
-"""The DAG's stages in run order: the first path component of a result file."""
 
 KERNEL_FLAGS: tuple[str, ...] = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -71,7 +67,7 @@ def _is_result(relative: Path) -> bool:
     parts = relative.parts
     if any(part.startswith(".") for part in parts):  # temporary files of the atomic writer, .snakemake
         return False
-    if parts[0] in EXCLUDED_FOLDERS or relative.as_posix() == MANIFEST_NAME:
+    if parts[0] in EXCLUDED_FOLDERS or relative.as_posix() == layout.MANIFEST_NAME:
         return False
     return relative.name not in TIMING_FILES and relative.suffix not in TIMING_SUFFIXES
 
@@ -85,7 +81,7 @@ def result_files(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
     for dirpath, dirnames, filenames in os.walk(root):
         # Another run's results folder inside this one (results/smoke under results) is not ours.
         top = Path(dirpath) == root
-        dirnames[:] = sorted(name for name in dirnames if (top and name in STAGES)
+        dirnames[:] = sorted(name for name in dirnames if (top and name in layout.STAGES)
                              or not (Path(dirpath) / name / NESTED_RUN_MARK).is_file())
         for name in sorted(filenames):
             path = Path(dirpath) / name
@@ -142,7 +138,7 @@ def _version(name: str) -> str | None:
 def recorded_precisions(results_dir: str | os.PathLike) -> list[str]:
     """The precisions the predictions were made in (``metrics.json`` ``precision``), sorted."""
     found = set()
-    for path in Path(results_dir).glob("predict/**/metrics.json"):
+    for path in Path(results_dir).glob(layout.glob("predict", "metrics.json")):
         value = files.read_json(path).get("precision")
         if value:
             found.add(str(value))
@@ -209,7 +205,7 @@ def build(results_dir: str | os.PathLike, config: dict, repo: str | os.PathLike 
 
 
 def write(results_dir: str | os.PathLike, config: dict, out: str | os.PathLike | None = None, **kwargs) -> Path:
-    out = Path(out) if out else Path(results_dir) / MANIFEST_NAME
+    out = Path(out) if out else Path(results_dir) / layout.MANIFEST_NAME
     return files.write_json(out, build(results_dir, config, **kwargs))
 
 
@@ -219,7 +215,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench manifest", description="Write the run manifest.")
     parser.add_argument("--config", required=True, help="the resolved config (results/config.resolved.yaml)")
     parser.add_argument("--results", required=True)
-    parser.add_argument("--out", help=f"default: RESULTS/{MANIFEST_NAME}")
+    parser.add_argument("--out", help=f"default: RESULTS/{layout.MANIFEST_NAME}")
     args = parser.parse_args(argv)
     path = write(args.results, cfg.load(args.config), args.out)
     print(f"{path}: {len(files.read_json(path)['files'])} files")
@@ -239,7 +235,7 @@ class Side:
         if path.is_dir():
             self.folder: Path | None = path
             self.files = {row["path"]: row for row in result_files(path)}
-            own = path / MANIFEST_NAME
+            own = path / layout.MANIFEST_NAME
             self.manifest = files.read_json(own) if own.is_file() else None
         elif path.is_file():
             self.folder = None
@@ -467,8 +463,8 @@ def compare_sides(a: Side, b: Side) -> tuple[bool, list[str]]:
         return True, ["identical"]
     lines = [f"A: {a.name}", f"B: {b.name}"]
     lines += environment_lines(a.environment, b.environment)
-    order = {stage: i for i, stage in enumerate(STAGES)}
-    stages = sorted(by_stage, key=lambda stage: (order.get(stage, len(STAGES)), stage))
+    order = {stage: i for i, stage in enumerate(layout.STAGES)}
+    stages = sorted(by_stage, key=lambda stage: (order.get(stage, len(layout.STAGES)), stage))
     for stage in stages:
         lines.append(f"{stage}:")
         lines += by_stage[stage]

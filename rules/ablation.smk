@@ -9,7 +9,7 @@ rule ablate:
         eval=lambda wc: split_json(wc.eval),
     output:
         # A part lives until merge_grid has joined every part of its grid (temp), then is deleted.
-        temp(f"{RESULTS}/ablation/{{model}}/{{train}}/seed{{seed}}/{{eval}}/parts/{{part}}.parquet"),
+        temp(mrc_layout.grid_part(RESULTS)),
     params:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
@@ -17,9 +17,9 @@ rule ablate:
         inference=mrc_config.inference_config(config).as_dict(),
         ablation=ABLATION.as_dict(),
     log:
-        f"{LOGS}/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/{{part}}.log",
+        log_file("ablate"),
     benchmark:
-        f"{RESULTS}/benchmarks/ablate/{{model}}/{{train}}/seed{{seed}}/{{eval}}/{{part}}.tsv"
+        benchmark_file("ablate")
     threads: lambda wc: res("ablate", "threads")
     priority: 10  # after fine-tuning, before predictions (rules/finetune.smk)
     resources:
@@ -30,7 +30,7 @@ rule ablate:
         "../envs/mrcbench.yaml"
     shell:
         "mrcbench ablate --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned:q}/checkpoint"
+        f" --seed {{wildcards.seed}} --eval {{wildcards.eval}} --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
         " --eval-json {input.eval:q} --part {wildcards.part} --out {output:q} > {log:q} 2>&1"
 
 
@@ -38,11 +38,11 @@ rule merge_grid:
     input:
         grid_parts,
     output:
-        f"{RESULTS}/ablation/{{model}}/{{train}}/seed{{seed}}/{{eval}}/grid.parquet",
+        mrc_layout.ablation(RESULTS, "grid.parquet"),
     params:
         config=CONFIG,
     log:
-        f"{LOGS}/merge_grid/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
+        log_file("merge_grid"),
     threads: 1
     resources:
         mem_mb=lambda wc: res("default", "mem_mb"),

@@ -6,11 +6,11 @@ rule extract_attention:
     input:
         finetuned=finetune_dir,
         eval=lambda wc: split_json(wc.eval),
-        scores=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/scores.parquet",
+        scores=mrc_layout.predict(RESULTS, "scores.parquet"),
     output:
-        stats=f"{RESULTS}/attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}/zone_stats.parquet",
-        maps=f"{RESULTS}/attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}/case_studies.npz",
-        cases=f"{RESULTS}/attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}/case_studies.json",
+        stats=mrc_layout.attention(RESULTS, "zone_stats.parquet"),
+        maps=mrc_layout.attention(RESULTS, "case_studies.npz"),
+        cases=mrc_layout.attention(RESULTS, "case_studies.json"),
     params:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
@@ -18,9 +18,9 @@ rule extract_attention:
         inference=mrc_config.inference_config(config).as_dict(),
         out=lambda wc, output: os.path.dirname(output.stats),
     log:
-        f"{LOGS}/extract_attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
+        log_file("extract_attention"),
     benchmark:
-        f"{RESULTS}/benchmarks/extract_attention/{{model}}/{{train}}/seed{{seed}}/{{eval}}.tsv"
+        benchmark_file("extract_attention")
     threads: lambda wc: res("extract_attention", "threads")
     resources:
         mem_mb=lambda wc: res("extract_attention", "mem_mb"),
@@ -30,5 +30,5 @@ rule extract_attention:
         "../envs/mrcbench.yaml"
     shell:
         "mrcbench extract-attention --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned:q}/checkpoint"
+        f" --seed {{wildcards.seed}} --eval {{wildcards.eval}} --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
         " --eval-json {input.eval:q} --scores {input.scores:q} --out {params.out:q} > {log:q} 2>&1"

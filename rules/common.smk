@@ -1,10 +1,11 @@
-# Shared by every rules/*.smk file (config validation, and the functions that turn config into
-# paths); no other file computes paths by hand.
+# Shared by every rules/*.smk file: config validation, and the functions that turn config into
+# inputs and outputs. Every path comes from mrcbench/layout.py (the run layout, one file).
 import os
 import sys
 
 from mrcbench import config as mrc_config
 from mrcbench import kernels as mrc_kernels
+from mrcbench import layout as mrc_layout
 from mrcbench import manifest as mrc_manifest
 from mrcbench.stats.tables import TABLES
 
@@ -18,20 +19,14 @@ except mrc_config.MrcbenchError as exc:
 # Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/kernels.py).
 mrc_kernels.export(mrc_config.cpu_kernels(config))
 
-RESULTS = os.path.normpath(config.get("results_dir", "results"))
-# Logs mirror the results folder: results -> logs, results/smoke -> logs/smoke, other -> logs/other;
-# a results folder outside the working directory (absolute, or ../x) keeps its logs inside: DIR/logs.
-if RESULTS == "results" or RESULTS.startswith("results/"):
-    LOGS = f"logs{RESULTS[len('results'):]}"
-elif os.path.isabs(RESULTS) or RESULTS.split(os.sep)[0] == os.pardir:
-    LOGS = f"{RESULTS}/logs"
-else:
-    LOGS = f"logs/{RESULTS}"
+RESULTS = mrc_layout.results_root(config)
+# Logs mirror the results folder (results -> logs, results/smoke -> logs/smoke; mrc_layout.logs_root).
+LOGS = mrc_layout.logs_root(RESULTS)
 # Every command reads this file: the config file(s) plus command-line overrides, validated.
 # Written when the run starts (onstart, in the Snakefile), never by a dry run or a lint.
-CONFIG = f"{RESULTS}/config.resolved.yaml"
+CONFIG = mrc_layout.config_file(RESULTS)
 # Digests of every result file and the environment (rules/manifest.smk, the DAG's last step).
-MANIFEST = f"{RESULTS}/manifest.json"
+MANIFEST = mrc_layout.manifest_file(RESULTS)
 # The repository's reference manifests; the report's appendix says whether this run matches the one
 # made from its config (mrcbench compare RESULTS reference/default.json lists the differences).
 REFERENCE_DIR = mrc_manifest.REFERENCE_DIR
@@ -53,16 +48,30 @@ def model_source(model):
     return {key: value for key, value in spec.items() if key not in ("training", "features")}
 
 
+def run_keys(wildcards):
+    """A job's wildcards as the run keys of mrcbench.layout's functions."""
+    return dict(wildcards.items())
+
+
+def log_file(rule):
+    """A rule's log: LOGS/RULE/JOB.log, with its job's wildcards (mrcbench.layout.RULE_JOB)."""
+    return mrc_layout.log(LOGS, rule)
+
+
+def benchmark_file(rule):
+    return mrc_layout.benchmark(RESULTS, rule)
+
+
 def split_json(split):
-    return f"{RESULTS}/data/{split}.json"
+    return mrc_layout.split_json(RESULTS, split)
 
 
 def model_dir(wildcards):
-    return f"{RESULTS}/models/{wildcards.model}"
+    return mrc_layout.model_dir(RESULTS, wildcards.model)
 
 
 def finetune_dir(wildcards):
-    return f"{RESULTS}/finetune/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}"
+    return mrc_layout.finetune_dir(RESULTS, **run_keys(wildcards))
 
 
 def init_finetune_dir(wildcards):
@@ -70,12 +79,12 @@ def init_finetune_dir(wildcards):
     init = mrc_config.init_from(config, wildcards.model, wildcards.train)
     if init is None:
         return []
-    return f"{RESULTS}/finetune/{wildcards.model}/{init}/seed{wildcards.seed}"
+    return mrc_layout.finetune_dir(RESULTS, **{**run_keys(wildcards), "train": init})
 
 
 def init_checkpoint_arg(wildcards, input):
     """The first stage's checkpoint for `mrcbench finetune --init-checkpoint`, or '' (none)."""
-    return f"{input.init}/checkpoint" if input.init else ""
+    return mrc_layout.checkpoint_dir(input.init) if input.init else ""
 
 
 def num_layers(model):
@@ -92,17 +101,21 @@ def grid_parts(wildcards):
     parts = ["all"]
     if ABLATION.split_by_layer:
         parts = [f"layer{layer}" for layer in range(num_layers(wildcards.model))]
-    folder = f"{RESULTS}/ablation/{wildcards.model}/{wildcards.train}/seed{wildcards.seed}/{wildcards.eval}"
-    return [f"{folder}/parts/{part}.parquet" for part in parts]
+    return [mrc_layout.grid_part(RESULTS, **{**run_keys(wildcards), "part": part}) for part in parts]
+
+
+def run_files(stage, name, ablation_only=False):
+    """One file of every configured run (config.Run) in a stage's folder."""
+    return [mrc_layout.stage_path(RESULTS, stage, name, **run.keys) for run in RUNS if run.ablation or not ablation_only]
 
 
 def final_outputs():
     out = []
     for run in RUNS:
-        out.append(f"{RESULTS}/predict/{run.eval_dir}/metrics.json")
+        out.append(mrc_layout.predict(RESULTS, "metrics.json", **run.keys))
         if run.ablation:
-            out.append(f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet")
-            out.append(f"{RESULTS}/ablation/{run.eval_dir}/grid.parquet")
-    out.append(f"{RESULTS}/stats/deltas.parquet")
+            out.append(mrc_layout.attention(RESULTS, "zone_stats.parquet", **run.keys))
+            out.append(mrc_layout.ablation(RESULTS, "grid.parquet", **run.keys))
+    out.append(mrc_layout.stats(RESULTS, "deltas.parquet"))
     out.append(mrc_config.report_config(config).html)
     return out

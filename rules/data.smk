@@ -4,8 +4,8 @@
 
 rule prepare_data:
     output:
-        splits=expand(f"{RESULTS}/data/{{split}}.json", split=list(config["splits"])),
-        summaries=expand(f"{RESULTS}/data/{{split}}.summary.json", split=list(config["splits"])),
+        splits=[mrc_layout.split_json(RESULTS, split) for split in config["splits"]],
+        summaries=[mrc_layout.split_summary(RESULTS, split) for split in config["splits"]],
     params:
         config=CONFIG,
         out=lambda wc, output: os.path.dirname(output.splits[0]),
@@ -14,9 +14,9 @@ rule prepare_data:
         seed=config["sample_seed"],
         validation=config["validation"],
     log:
-        f"{LOGS}/prepare_data.log",
+        log_file("prepare_data"),
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_data.tsv"
+        benchmark_file("prepare_data")
     threads: 1
     resources:
         mem_mb=lambda wc: res("default", "mem_mb"),

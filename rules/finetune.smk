@@ -8,16 +8,16 @@ rule finetune:
         train=lambda wc: split_json(wc.train),
         init=init_finetune_dir,
     output:
-        directory(f"{RESULTS}/finetune/{{model}}/{{train}}/seed{{seed}}"),
+        directory(mrc_layout.finetune_dir(RESULTS)),
     params:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
         training=lambda wc: mrc_config.training_config(config, wc.model, wc.train).as_dict(),
         init=init_checkpoint_arg,
     log:
-        f"{LOGS}/finetune/{{model}}/{{train}}/seed{{seed}}.log",
+        log_file("finetune"),
     benchmark:
-        f"{RESULTS}/benchmarks/finetune/{{model}}/{{train}}/seed{{seed}}.tsv"
+        benchmark_file("finetune")
     threads: lambda wc: res("finetune", "threads")
     # Longest jobs first: fine-tuning (20), then the grids (10); predictions and attention statistics
     # (0) fill the gaps, so that no long job starts last with the other cores idle.

@@ -12,7 +12,7 @@ rule manifest:
         config=CONFIG,
         results=lambda wc, output: os.path.dirname(output[0]),
     log:
-        f"{LOGS}/manifest.log",
+        log_file("manifest"),
     threads: 1
     resources:
         mem_mb=lambda wc: res("manifest", "mem_mb"),

@@ -4,14 +4,14 @@
 
 rule prepare_model:
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        directory(mrc_layout.model_dir(RESULTS)),
     params:
         config=CONFIG,
         spec=lambda wc: model_source(wc.model),
     log:
-        f"{LOGS}/prepare_model/{{model}}.log",
+        log_file("prepare_model"),
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_model/{{model}}.tsv"
+        benchmark_file("prepare_model")
     threads: 1
     resources:
         mem_mb=lambda wc: res("prepare_model", "mem_mb"),

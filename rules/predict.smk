@@ -7,13 +7,13 @@ rule predict:
         eval=lambda wc: split_json(wc.eval),
     output:
         metrics=report(
-            f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/metrics.json",
+            mrc_layout.predict(RESULTS, "metrics.json"),
             caption="report/metrics.rst",
             category="Official scores",
             labels={"model": "{model}", "train": "{train}", "seed": "{seed}", "eval": "{eval}"},
         ),
-        scores=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/scores.parquet",
-        predictions=f"{RESULTS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}/predictions.json",
+        scores=mrc_layout.predict(RESULTS, "scores.parquet"),
+        predictions=mrc_layout.predict(RESULTS, "predictions.json"),
     params:
         config=CONFIG,
         features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
@@ -21,9 +21,9 @@ rule predict:
         inference=mrc_config.inference_config(config).as_dict(),
         out=lambda wc, output: os.path.dirname(output.metrics),
     log:
-        f"{LOGS}/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.log",
+        log_file("predict"),
     benchmark:
-        f"{RESULTS}/benchmarks/predict/{{model}}/{{train}}/seed{{seed}}/{{eval}}.tsv"
+        benchmark_file("predict")
     threads: lambda wc: res("predict", "threads")
     resources:
         mem_mb=lambda wc: res("predict", "mem_mb"),
@@ -33,5 +33,5 @@ rule predict:
         "../envs/mrcbench.yaml"
     shell:
         "mrcbench predict --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --eval {wildcards.eval} --checkpoint {input.finetuned:q}/checkpoint"
+        f" --seed {{wildcards.seed}} --eval {{wildcards.eval}} --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
         " --eval-json {input.eval:q} --out {params.out:q} > {log:q} 2>&1"

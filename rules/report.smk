@@ -5,7 +5,7 @@
 rule report:
     input:
         qmd=mrc_config.report_config(config).qmd,
-        stats=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
+        stats=[mrc_layout.stats(RESULTS, f"{table}.parquet") for table in STATS_TABLES],
         references=REFERENCE_MANIFESTS,
     output:
         report(
@@ -18,7 +18,7 @@ rule report:
         references=lambda wc: REFERENCE_DIR,
         results=lambda wc, input: os.path.dirname(os.path.dirname(input.stats[0])),
     log:
-        f"{LOGS}/report.log",
+        log_file("report"),
     threads: 1
     resources:
         mem_mb=lambda wc: res("report", "mem_mb"),

@@ -4,34 +4,36 @@
 
 rule stats:
     input:
-        grids=[f"{RESULTS}/ablation/{run.eval_dir}/grid.parquet" for run in RUNS if run.ablation],
-        zone_stats=[f"{RESULTS}/attention/{run.eval_dir}/zone_stats.parquet" for run in RUNS if run.ablation],
-        scores=[f"{RESULTS}/predict/{run.eval_dir}/scores.parquet" for run in RUNS],
-        metrics=[f"{RESULTS}/predict/{run.eval_dir}/metrics.json" for run in RUNS],
+        grids=run_files("ablation", "grid.parquet", ablation_only=True),
+        zone_stats=run_files("attention", "zone_stats.parquet", ablation_only=True),
+        scores=run_files("predict", "scores.parquet"),
+        metrics=run_files("predict", "metrics.json"),
     output:
-        tables=expand(f"{RESULTS}/stats/{{table}}.parquet", table=STATS_TABLES),
+        tables=[mrc_layout.stats(RESULTS, f"{table}.parquet") for table in STATS_TABLES],
         # Side outputs: each table as CSV (also in Snakemake's own report), the settings the tests ran
         # with, and the config beside the tables (the report reads it).
         csv=[
             report(
-                f"{RESULTS}/stats/{table}.csv",
+                mrc_layout.stats(RESULTS, f"{table}.csv"),
                 caption="report/stats_table.rst",
                 category="Statistics tables",
                 labels={"table": table},
             )
             for table in STATS_TABLES
         ],
-        settings=f"{RESULTS}/stats/settings.json",
-        config=f"{RESULTS}/stats/config.resolved.yaml",
+        settings=mrc_layout.stats(RESULTS, "settings.json"),
+        config=mrc_layout.stats(RESULTS, mrc_layout.CONFIG_NAME),
     params:
         config=CONFIG,
+        # Folders derived from the outputs (whose paths come from mrcbench/layout.py): Snakemake's
+        # provenance does not record params computed from outputs; `RESULTS` itself would be recorded.
         results=lambda wc, output: os.path.dirname(os.path.dirname(output.tables[0])),
         out=lambda wc, output: os.path.dirname(output.tables[0]),
         stats=mrc_config.stats_config(config).as_dict(),
     log:
-        f"{LOGS}/stats.log",
+        log_file("stats"),
     benchmark:
-        f"{RESULTS}/benchmarks/stats.tsv"
+        benchmark_file("stats")
     threads: 1
     resources:
         mem_mb=lambda wc: res("stats", "mem_mb"),

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mrcbench import layout
+
 MODEL = "tiny-bert"
 TRAIN_SET = "squad_train"
 ZONES = ("all", "q2q", "q2p", "p2q", "p2p")
@@ -349,7 +351,7 @@ def write_synthetic_results(
     results = Path(root) / "results"
     results.mkdir(parents=True, exist_ok=True)
     config = _config(seeds, n_layers)
-    (results / "config.resolved.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    Path(layout.config_file(results)).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     masses_by_qid: dict[str, np.ndarray] = {}
     for spec in EVAL_SETS:
         questions = _questions(spec)
@@ -363,9 +365,9 @@ def write_synthetic_results(
             masses = _zone_masses(rng, len(questions), n_layers, n_heads)
             masses_by_qid.update(dict(zip(questions["qid"], masses, strict=True)))
         for run_seed in seeds:
-            sub = f"{MODEL}/{TRAIN_SET}/seed{run_seed}/{spec.name}"
+            run = {"model": MODEL, "train": TRAIN_SET, "seed": run_seed, "eval": spec.name}
             predict_dir, attention_dir, ablation_dir = (
-                results / stage / sub for stage in ("predict", "attention", "ablation")
+                Path(layout.stage_path(results, stage, **run)) for stage in ("predict", "attention", "ablation")
             )
             for directory in (predict_dir, attention_dir, ablation_dir):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -394,15 +396,7 @@ def write_synthetic_results(
             (attention_dir / "case_studies.json").write_text(
                 json.dumps(cases, ensure_ascii=False), encoding="utf-8"
             )
-            bench = (
-                results
-                / "benchmarks"
-                / "predict"
-                / MODEL
-                / TRAIN_SET
-                / f"seed{run_seed}"
-                / f"{spec.name}.tsv"
-            )
+            bench = Path(layout.benchmark(results, "predict", **run))
             bench.parent.mkdir(parents=True, exist_ok=True)
             bench.write_text(
                 "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -410,7 +404,7 @@ def write_synthetic_results(
                 "\t1.2\t0.4\t95.0\t11.9\n",
                 encoding="utf-8",
             )
-        data_dir = results / "data"
+        data_dir = Path(layout.data_dir(results))
         data_dir.mkdir(exist_ok=True)
         # The format mrcbench.data.splits.prepare_splits writes.
         (data_dir / f"{spec.name}.summary.json").write_text(

@@ -276,13 +276,13 @@ def test_fast_grid_replays_unread_attention_with_fused_kernels(monkeypatch):
     from mrcbench import attention, precision
 
     calls = []
-    fused_attention = attention._fused_attention
+    fused_attention = attention.fused_attention
 
     def counting(*args, **kwargs):
         calls.append(args[1].dtype)
         return fused_attention(*args, **kwargs)
 
-    monkeypatch.setattr(attention, "_fused_attention", counting)
+    monkeypatch.setattr(attention, "fused_attention", counting)
     model = tiny_model("bert")
     batches = make_batches(model.config)
     cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "all"), modes=("layer",))
@@ -408,7 +408,7 @@ def test_null_masks_match_the_zone_mass_from_outside_its_columns():
 
 
 def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
-    from mrcbench import predict
+    from mrcbench import files
 
     model = tiny_model("bert")
     batches = make_batches(model.config)
@@ -441,7 +441,7 @@ def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
     zone = frame[(frame.zone == "p2q")].set_index("qid").removed_mass
     null = nulls[nulls.zone == "null_p2q"].set_index("qid")
     np.testing.assert_allclose(null.removed_mass, (zone * null.mass_match)[null.index], rtol=1e-4)
-    predict.write_parquet(frame, tmp_path / "grid.parquet")
+    files.write_parquet(frame, tmp_path / "grid.parquet")
     back = pd.read_parquet(tmp_path / "grid.parquet")
     assert back.null_feasible.isna().sum() == len(others)
 

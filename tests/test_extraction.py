@@ -79,16 +79,16 @@ def _split(n_articles: int, per_article: int, unanswerable_every: int = 2) -> di
 
 def test_grid_questions_are_answerable_and_spread_over_articles():
     split = _split(n_articles=12, per_article=20)
-    chosen = extraction.select_grid_questions(split, 24, answerable_only=True, seed=13)
+    chosen = ablation.select_grid_questions(split, 24, answerable_only=True, seed=13)
     counts = data_mod.filters.count(chosen)
     assert counts == {"articles": 12, "paragraphs": 12, "questions": 24, "answerable": 24, "unanswerable": 0}
     assert cfg.ablation_config(None).answerable_only is True
-    mixed = extraction.select_grid_questions(split, 24, answerable_only=False, seed=13)
+    mixed = ablation.select_grid_questions(split, 24, answerable_only=False, seed=13)
     assert data_mod.filters.count(mixed)["unanswerable"] > 0 and data_mod.filters.count(mixed)["articles"] == 12
     # All answerable questions when there are fewer than max_questions.
-    assert data_mod.filters.count(extraction.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
+    assert data_mod.filters.count(ablation.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
     with pytest.raises(MrcbenchError, match="answerable_only"):
-        extraction.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)
+        ablation.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)
 
 
 def test_unknown_case_study_ids_are_named_not_dropped_silently(capsys):

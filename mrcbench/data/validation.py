@@ -17,7 +17,7 @@ from mrcbench.errors import MrcbenchError
 ON_BAD_CHOICES = ("skip", "drop_answer", "fail")
 
 
-_MAX_IDS_IN_MESSAGE = 5
+MAX_IDS_IN_MESSAGE = 5
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -130,8 +130,8 @@ def validate(
             clean_articles.append(article | {"paragraphs": clean_paragraphs})
     if on_bad == "fail" and report.questions_removed:
         listed = "; ".join(
-            f"{problem}: {', '.join(ids[:_MAX_IDS_IN_MESSAGE])}"
-            + (" ..." if len(ids) > _MAX_IDS_IN_MESSAGE else "")
+            f"{problem}: {', '.join(ids[:MAX_IDS_IN_MESSAGE])}"
+            + (" ..." if len(ids) > MAX_IDS_IN_MESSAGE else "")
             for problem, ids in report.bad_ids.items()
             if ids
         )

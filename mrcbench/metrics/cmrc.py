@@ -28,7 +28,7 @@ CMRC_PUNCTUATION: tuple[str, ...] = (
 _CMRC_PUNCTUATION_SET = frozenset(CMRC_PUNCTUATION)
 
 
-def _is_cjk_unified(char: str) -> bool:
+def is_cjk_unified(char: str) -> bool:
     """The script's ``re.search(u'[\\u4e00-\\u9fa5]', char)``; the range is kept as is (it stops short of
     the end of the CJK Unified Ideographs block) so that the numbers match the official ones."""
     return "\u4e00" <= char <= "\u9fa5"
@@ -61,7 +61,7 @@ def mixed_segmentation(text: str, remove_punctuation: bool = True) -> list[str]:
     for char in text.lower().strip():
         if remove_punctuation and char in _CMRC_PUNCTUATION_SET:
             continue
-        if _is_cjk_unified(char) or char in _CMRC_PUNCTUATION_SET:
+        if is_cjk_unified(char) or char in _CMRC_PUNCTUATION_SET:
             if run:
                 segments.extend(tokenize(run))
                 run = ""
@@ -108,7 +108,7 @@ def cmrc_exact(gold: str, prediction: str) -> int:
     return int(cmrc_remove_punctuation(gold) == cmrc_remove_punctuation(prediction))
 
 
-def _cmrc_question(question: Question, prediction: str) -> tuple[float, float]:
+def cmrc_question(question: Question, prediction: str) -> tuple[float, float]:
     if not question.gold_answers:
         raise MrcbenchError(f"question {question.qid!r} has no gold answer; the cmrc2018 metric needs one")
     exact = max(cmrc_exact(gold, prediction) for gold in question.gold_answers)

@@ -18,8 +18,8 @@ from mrcbench.metrics.questions import iter_questions
 from mrcbench.metrics.scoring import (
     LANGUAGE_METRICS,
     METRICS,
-    _rule,
     evaluate,
+    metric_rule,
     per_question_scores,
     squad_v2_evaluate,
 )
@@ -89,7 +89,7 @@ def _evaluate_loaded(
     na_prob_thresh: float,
     language: str | None = None,
 ) -> dict[str, Any]:
-    _rule(metric, language)
+    metric_rule(metric, language)
     if language is not None and metric not in LANGUAGE_METRICS:
         raise MrcbenchError(
             f"--language is only used by the {', '.join(sorted(LANGUAGE_METRICS))} metric, not {metric}"
@@ -120,7 +120,7 @@ def score_files(
 ) -> dict[str, Any]:
     """Score a prediction file against a dataset file, like running the official script on them
     (``language``: the answer language, for ``mlqa`` only)."""
-    _rule(metric, language)
+    metric_rule(metric, language)
     dataset = load_dataset_file(data_path)
     preds = load_predictions_file(pred_path)
     na_probs = load_na_probs_file(na_prob_path) if na_prob_path is not None else None

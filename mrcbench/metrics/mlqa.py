@@ -11,9 +11,9 @@ import unicodedata
 from collections.abc import Callable
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.metrics.cmrc import _is_cjk_unified
+from mrcbench.metrics.cmrc import is_cjk_unified
 from mrcbench.metrics.questions import Question
-from mrcbench.metrics.squad import _ASCII_PUNCTUATION, _overlap_f1
+from mrcbench.metrics.squad import ASCII_PUNCTUATION, overlap_f1
 
 # --------------------------------------------------------------------------------------------------
 # MLQA answer comparison (per answer language)
@@ -58,7 +58,7 @@ def mlqa_mixed_segmentation(text: str) -> list[str]:
     tokens: list[str] = []
     run: list[str] = []
     for char in text:
-        if _is_cjk_unified(char):
+        if is_cjk_unified(char):
             tokens.extend("".join(run).split())
             run = []
             tokens.append(char)
@@ -94,7 +94,7 @@ def check_mlqa_language(language: str | None) -> str:
 def _is_punctuation(char: str) -> bool:
     """The script's ``PUNCT``: every character of a Unicode category P*, plus ``string.punctuation``
     (whose ``$ + < = > ^ ` | ~`` are symbols, not punctuation, in Unicode)."""
-    return char in _ASCII_PUNCTUATION or unicodedata.category(char).startswith("P")
+    return char in ASCII_PUNCTUATION or unicodedata.category(char).startswith("P")
 
 
 def mlqa_normalize(text: str, language: str) -> str:
@@ -117,15 +117,15 @@ def mlqa_exact(gold: str, prediction: str, language: str) -> int:
 def mlqa_f1(gold: str, prediction: str, language: str) -> float:
     """``f1_score`` of mlqa_evaluation_v1.py: bag-of-tokens F1 of the normalised strings, 0 when nothing
     is in common (so also 0 when both normalise to nothing, although their EM is 1)."""
-    return _overlap_f1(mlqa_normalize(gold, language).split(), mlqa_normalize(prediction, language).split())
+    return overlap_f1(mlqa_normalize(gold, language).split(), mlqa_normalize(prediction, language).split())
 
 
-def _mlqa_question(question: Question, prediction: str, language: str) -> tuple[float, float]:
+def mlqa_question(question: Question, prediction: str, language: str) -> tuple[float, float]:
     """``metric_max_over_ground_truths``: the maximum over every listed gold answer (duplicates allowed)."""
     if not question.gold_answers:
         raise MrcbenchError(f"question {question.qid!r} has no gold answer; the mlqa metric needs one")
     normalized = mlqa_normalize(prediction, language)  # the same for every gold answer: normalise once
     golds = [mlqa_normalize(gold, language) for gold in question.gold_answers]
     exact = max(float(gold == normalized) for gold in golds)
-    f1 = max(_overlap_f1(gold.split(), normalized.split()) for gold in golds)
+    f1 = max(overlap_f1(gold.split(), normalized.split()) for gold in golds)
     return exact, f1

@@ -2,7 +2,7 @@
 
 :func:`iter_questions` checks the structure each official script relies on (one line per problem, from
 the one SQuAD-structure reader in :mod:`mrcbench.data.loading`) and
-yields :class:`Question` records; :func:`_warn_missing` is the one summary line on missing predictions.
+yields :class:`Question` records; :func:`warn_missing` is the one summary line on missing predictions.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def iter_questions(dataset: Mapping[str, Any]) -> list[Question]:
     return questions
 
 
-def _warn_missing(metric: str, missing: list[str], total: int, consequence: str) -> None:
+def warn_missing(metric: str, missing: list[str], total: int, consequence: str) -> None:
     """The official scripts print one line per missing prediction; one summary line is enough here."""
     if missing:
         logger.warning(

@@ -19,10 +19,10 @@ from mrcbench.errors import MrcbenchError
 if TYPE_CHECKING:
     import pandas as pd
 
-from mrcbench.metrics.cmrc import _cmrc_question
-from mrcbench.metrics.mlqa import _mlqa_question, check_mlqa_language
-from mrcbench.metrics.questions import Question, _warn_missing, iter_questions
-from mrcbench.metrics.squad import _squad_v1_question, _squad_v2_question
+from mrcbench.metrics.cmrc import cmrc_question
+from mrcbench.metrics.mlqa import check_mlqa_language, mlqa_question
+from mrcbench.metrics.questions import Question, iter_questions, warn_missing
+from mrcbench.metrics.squad import squad_v1_question, squad_v2_question
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ class _MetricRule:
 
 
 _RULES: dict[str, _MetricRule] = {
-    "squad": _MetricRule(_squad_v1_question, missing_counts_as_zero=True),
-    "squad_v2": _MetricRule(_squad_v2_question, missing_counts_as_zero=False),
+    "squad": _MetricRule(squad_v1_question, missing_counts_as_zero=True),
+    "squad_v2": _MetricRule(squad_v2_question, missing_counts_as_zero=False),
     # cmrc2018_evaluate.py looks predictions up under ``qas['id'].strip()``.
-    "cmrc2018": _MetricRule(_cmrc_question, missing_counts_as_zero=True, strip_prediction_key=True),
+    "cmrc2018": _MetricRule(cmrc_question, missing_counts_as_zero=True, strip_prediction_key=True),
 }
 
 
@@ -55,7 +55,7 @@ def _mlqa_rule(language: str | None) -> _MetricRule:
             "the mlqa metric needs the answer language (--language, or the dataset's language)"
         )
     return _MetricRule(
-        functools.partial(_mlqa_question, language=check_mlqa_language(language)), missing_counts_as_zero=True
+        functools.partial(mlqa_question, language=check_mlqa_language(language)), missing_counts_as_zero=True
     )
 
 
@@ -74,7 +74,7 @@ class _ScoredQuestion:
 def _score_questions(
     metric: str, dataset: Mapping[str, Any], preds: Mapping[str, str], language: str | None = None
 ) -> list[_ScoredQuestion]:
-    rule = _rule(metric, language)
+    rule = metric_rule(metric, language)
     scored = []
     keys = set()
     for question in iter_questions(dataset):
@@ -109,7 +109,7 @@ def _require_a_prediction(scored: list[_ScoredQuestion]) -> None:
         raise MrcbenchError(message)
 
 
-def _rule(metric: str, language: str | None = None) -> _MetricRule:
+def metric_rule(metric: str, language: str | None = None) -> _MetricRule:
     """The rule of ``metric``; ``language`` is used by (and required for) the language-dependent ones."""
     if metric in _RULES:
         return _RULES[metric]
@@ -134,7 +134,7 @@ def per_question_scores(
     """
     import pandas as pd  # imported here: the config check reads this module's language tables
 
-    rule = _rule(metric, language)
+    rule = metric_rule(metric, language)
     missing_value = 0.0 if rule.missing_counts_as_zero else math.nan
     rows = [
         {
@@ -220,7 +220,7 @@ def squad_v2_evaluate(
     exact_raw = {item.question.qid: item.exact for item in scored if item.exact is not None}
     f1_raw = {item.question.qid: item.f1 for item in scored if item.f1 is not None}
     missing = [item.question.qid for item in scored if item.prediction is None]
-    _warn_missing("squad_v2", missing, len(scored), "skipped")
+    warn_missing("squad_v2", missing, len(scored), "skipped")
     if not exact_raw:
         raise MrcbenchError(f"none of the {len(scored)} questions of the dataset has a prediction")
 
@@ -280,7 +280,7 @@ def squad_v1_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> d
     if not scored:
         raise MrcbenchError("the dataset has no questions")
     _require_a_prediction(scored)
-    _warn_missing("squad", [i.question.qid for i in scored if i.prediction is None], len(scored), "scored 0")
+    warn_missing("squad", [i.question.qid for i in scored if i.prediction is None], len(scored), "scored 0")
     exact_match, f1 = _percent_over_all_questions(scored)
     return {"exact_match": exact_match, "f1": f1}
 
@@ -313,7 +313,7 @@ def mlqa_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str], language
         )
     else:
         missing = [item.question.qid for item in scored if item.prediction is None]
-        _warn_missing(f"mlqa ({language})", missing, len(scored), "scored 0")
+        warn_missing(f"mlqa ({language})", missing, len(scored), "scored 0")
     exact_match, f1 = _percent_over_all_questions(scored)
     return {"exact_match": exact_match, "f1": f1}
 
@@ -330,7 +330,7 @@ def cmrc2018_evaluate(dataset: Mapping[str, Any], preds: Mapping[str, str]) -> d
         raise MrcbenchError("the dataset has no questions")
     _require_a_prediction(scored)
     skipped = [item.question.qid for item in scored if item.prediction is None]
-    _warn_missing("cmrc2018", skipped, len(scored), "scored 0")
+    warn_missing("cmrc2018", skipped, len(scored), "scored 0")
     em, f1 = _percent_over_all_questions(scored)
     return {"AVERAGE": (em + f1) * 0.5, "F1": f1, "EM": em, "TOTAL": len(scored), "SKIP": len(skipped)}
 
@@ -355,7 +355,7 @@ def evaluate(
     ``language`` is the dataset's answer language: required by the metrics of :data:`LANGUAGE_METRICS`
     (``mlqa``), ignored by the others, which are language-independent.
     """
-    _rule(metric, language)
+    metric_rule(metric, language)
     if metric in LANGUAGE_METRICS:
         return METRICS[metric](dataset, preds, language)
     return METRICS[metric](dataset, preds)

@@ -20,7 +20,7 @@ from mrcbench.metrics.questions import Question
 # --------------------------------------------------------------------------------------------------
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_ASCII_PUNCTUATION = frozenset(string.punctuation)
+ASCII_PUNCTUATION = frozenset(string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
@@ -30,12 +30,12 @@ def normalize_answer(text: str) -> str:
     accents survive -- a known property of the official script that we keep.
     """
     lowered = text.lower()
-    no_punctuation = "".join(ch for ch in lowered if ch not in _ASCII_PUNCTUATION)
+    no_punctuation = "".join(ch for ch in lowered if ch not in ASCII_PUNCTUATION)
     no_articles = _ARTICLES.sub(" ", no_punctuation)
     return " ".join(no_articles.split())
 
 
-def _overlap_f1(gold_tokens: Sequence[str], pred_tokens: Sequence[str]) -> float:
+def overlap_f1(gold_tokens: Sequence[str], pred_tokens: Sequence[str]) -> float:
     """Bag-of-tokens F1: the overlap is the multiset intersection, so repeated tokens count at most
     as often as they occur on both sides."""
     common = collections.Counter(gold_tokens) & collections.Counter(pred_tokens)
@@ -59,15 +59,15 @@ def squad_v2_f1(gold: str, prediction: str) -> float:
     pred_tokens = normalize_answer(prediction).split()
     if not gold_tokens or not pred_tokens:
         return float(gold_tokens == pred_tokens)
-    return _overlap_f1(gold_tokens, pred_tokens)
+    return overlap_f1(gold_tokens, pred_tokens)
 
 
 def squad_v1_f1(gold: str, prediction: str) -> float:
     """``f1_score`` of evaluate-v1.1.py: no special case for empty strings (two empty strings give 0)."""
-    return _overlap_f1(normalize_answer(gold).split(), normalize_answer(prediction).split())
+    return overlap_f1(normalize_answer(gold).split(), normalize_answer(prediction).split())
 
 
-def _squad_v2_question(question: Question, prediction: str) -> tuple[float, float]:
+def squad_v2_question(question: Question, prediction: str) -> tuple[float, float]:
     """``get_raw_scores`` for one question: gold answers that normalise to nothing are dropped, and a
     question left with no gold answer has the empty string as its only correct answer."""
     golds = [text for text in question.gold_answers if normalize_answer(text)] or [""]
@@ -76,7 +76,7 @@ def _squad_v2_question(question: Question, prediction: str) -> tuple[float, floa
     return float(exact), f1
 
 
-def _squad_v1_question(question: Question, prediction: str) -> tuple[float, float]:
+def squad_v1_question(question: Question, prediction: str) -> tuple[float, float]:
     """``metric_max_over_ground_truths`` of evaluate-v1.1.py (every listed gold answer counts)."""
     if not question.gold_answers:
         raise MrcbenchError(

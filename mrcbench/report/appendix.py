@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mrcbench import config as cfg
-from mrcbench import manifest
+from mrcbench import layout, manifest
 
 
 def package_versions(
@@ -96,7 +96,7 @@ def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> 
     """
     results_dir = Path(results_dir)
     rows = []
-    for path in sorted((results_dir / "data").glob("*.summary.json")):
+    for path in sorted(Path(results_dir).glob(layout.split_summary("", "*"))):
         summary = json.loads(path.read_text(encoding="utf-8"))
         provenance = summary.get("provenance") or {}
         counts = summary.get("counts") or {}
@@ -132,7 +132,7 @@ def fine_tuning_seeds(config: dict[str, Any] | None) -> str:
 def benchmark_table(results_dir: Path) -> pd.DataFrame:
     """Wall time and peak memory per Snakemake rule from the ``benchmark:`` TSVs."""
     rows = []
-    root = Path(results_dir) / "benchmarks"
+    root = Path(layout.benchmark_dir(results_dir))
     for path in sorted(root.glob("**/*.tsv")):
         try:
             frame = pd.read_csv(path, sep="\t")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mrcbench import layout
 from mrcbench.report.blocks import FOUR_ZONES, ZONE_COLORS, zone_label
 
 # ==================================================================================================
@@ -56,7 +57,7 @@ def load_case_studies(results_dir: Path, per_language: int = 1, limit: int = 4) 
     """
     found: list[CaseStudy] = []
     counts: dict[str, int] = {}
-    for json_path in sorted(Path(results_dir).glob("attention/*/*/seed*/*/case_studies.json")):
+    for json_path in sorted(Path(results_dir).glob(layout.glob("attention", "case_studies.json"))):
         npz_path = json_path.with_suffix(".npz")
         if not npz_path.is_file():
             continue

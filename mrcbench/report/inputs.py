@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from mrcbench import config as cfg
+from mrcbench import layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # noqa: F401  (the report reads them as R.inputs.*)
 from mrcbench.stats.tables import TABLES as STATS_TABLES
@@ -52,7 +53,7 @@ class ReportData:
 
 def load_report_data(results_dir: str | Path, stats_dir: str | Path | None = None) -> ReportData:
     results_dir = Path(results_dir)
-    stats_dir = Path(stats_dir) if stats_dir else results_dir / "stats"
+    stats_dir = Path(stats_dir if stats_dir else layout.stats(results_dir))
     if not (stats_dir / "deltas.parquet").is_file():
         raise MrcbenchError(f"{stats_dir / 'deltas.parquet'} not found: run `mrcbench stats` first")
     tables = {}
@@ -60,9 +61,9 @@ def load_report_data(results_dir: str | Path, stats_dir: str | Path | None = Non
         path = stats_dir / f"{name}.parquet"
         tables[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
     # The config `mrcbench stats` ran with (written beside its tables), else a results-level copy.
-    config_path = stats_dir / "config.resolved.yaml"
+    config_path = stats_dir / layout.CONFIG_NAME
     if not config_path.is_file():
-        config_path = results_dir / "config.resolved.yaml"
+        config_path = Path(layout.config_file(results_dir))
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     settings_path = stats_dir / "settings.json"
     settings = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}

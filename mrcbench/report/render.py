@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from mrcbench import files, manifest
+from mrcbench import files, layout, manifest
 from mrcbench.errors import Interrupted, MrcbenchError
 
 log = logging.getLogger(__name__)
@@ -463,7 +463,7 @@ def render(qmd: Path, out_html: Path, params: dict[str, Any], engine: str = "aut
     results_dir = params.get("results_dir")
     if results_dir is None or not Path(results_dir).is_dir():
         raise MrcbenchError(f"results directory not found: {results_dir}")
-    stats_dir = Path(params.get("stats_dir") or Path(results_dir) / "stats")
+    stats_dir = Path(params.get("stats_dir") or layout.stats(results_dir))
     params["stats_dir"] = str(stats_dir)
     if not (stats_dir / "deltas.parquet").is_file():
         raise MrcbenchError(f"{stats_dir / 'deltas.parquet'} not found: run `mrcbench stats` first")

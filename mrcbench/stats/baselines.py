@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import BASELINE_TOLERANCE, METRICS, RUN_KEYS, StatsSettings, _rng, eval_language
+from mrcbench.stats.common import (
+    BASELINE_TOLERANCE,
+    METRICS,
+    RUN_KEYS,
+    StatsSettings,
+    eval_language,
+    seeded_rng,
+)
 from mrcbench.stats.paired import SEED_COLUMNS, ResamplingDesign, summarize_paired
 from mrcbench.stats.results import ResultTables
 
@@ -72,7 +79,7 @@ def compute_baselines(
                 per_question.to_numpy(dtype=float)[:, None],
                 design,
                 settings,
-                _rng(settings, "baseline", model, train_set, eval_set, metric),
+                seeded_rng(settings, "baseline", model, train_set, eval_set, metric),
                 with_tests=False,
             )
             official_value = official[f"official_{metric}"].get((model, train_set, eval_set), np.nan)

@@ -28,7 +28,7 @@ ZONE_STATS_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "layer", "head", "row
 
 #: The four zones of the paper, as (query row zone, key column zone) of ``zone_stats.parquet``.
 FOUR_ZONES: dict[str, tuple[str, str]] = dict(zones.ZONE_SIDES)
-_SHORT = {"question": "q", "passage": "p", "special": "s"}
+ZONE_SHORT = {"question": "q", "passage": "p", "special": "s"}
 #: Zone order of the heatmaps (paper order, our extra zones first).
 ZONE_ORDER = list(zones.ZONE_ORDER)
 PAPER_ZONES = zones.PAPER_ZONES
@@ -66,7 +66,7 @@ BASELINE_TOLERANCE = 0.05
 StatsSettings = Stats
 
 
-def _rng(settings: StatsSettings, *key: Any) -> np.random.Generator:
+def seeded_rng(settings: StatsSettings, *key: Any) -> np.random.Generator:
     """A generator seeded by the stats seed and the table key (independent of processing order)."""
     digest = zlib.crc32("\x1f".join(str(part) for part in key).encode("utf-8"))
     return np.random.default_rng([settings.seed, digest])

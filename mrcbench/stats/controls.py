@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import METRICS, RUN_KEYS, StatsSettings, _rng
+from mrcbench.stats.common import METRICS, RUN_KEYS, StatsSettings, seeded_rng
 from mrcbench.stats.paired import ResamplingDesign, correct_pvalues, summarize_paired
 from mrcbench.zones import NULL_PREFIX, NULL_ZONES, null_of
 
@@ -114,7 +114,7 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
                 articles.reindex(difference.index).tolist(), len(difference), settings.min_clusters
             )
             summary = summarize_paired(
-                difference.to_numpy(dtype=float), design, settings, _rng(settings, "null_contrasts", *key, metric)
+                difference.to_numpy(dtype=float), design, settings, seeded_rng(settings, "null_contrasts", *key, metric)
             )
             per_cell = joined.groupby(level=["layer", "zone"])
             means = per_cell.mean(numeric_only=True).reindex(pd.MultiIndex.from_frame(cells))
@@ -187,7 +187,7 @@ def _paired_cells(
             articles.reindex(difference.index).tolist(), len(difference), settings.min_clusters
         )
         summary = summarize_paired(difference.to_numpy(dtype=float), design, settings,
-                                   _rng(settings, *rng_key, metric))
+                                   seeded_rng(settings, *rng_key, metric))
         means = joined.groupby(level=["layer", "zone"]).mean().reindex(pd.MultiIndex.from_frame(cells))
         table = cells.copy()
         table["metric"] = metric
@@ -303,7 +303,7 @@ def _summary_row(values: pd.DataFrame, articles: pd.Series, settings: StatsSetti
     per_question = values.mean(axis=1).to_numpy(dtype=float)[:, None]
     design = ResamplingDesign.from_articles(articles.reindex(values.index).tolist(), len(values),
                                             settings.min_clusters)
-    summary = summarize_paired(per_question, design, settings, _rng(settings, *rng_key))
+    summary = summarize_paired(per_question, design, settings, seeded_rng(settings, *rng_key))
     return {"difference": float(summary.mean[0]), "ci_low": float(summary.ci_low[0]),
             "ci_high": float(summary.ci_high[0]), "p_value": float(summary.p_value[0]),
             "n_questions": len(values)}
@@ -356,7 +356,7 @@ def compute_specificity(
                 design = ResamplingDesign.from_articles(articles.reindex(wide.index).tolist(), len(wide),
                                                         settings.min_clusters)
                 summary = summarize_paired(wide.to_numpy(dtype=float), design, settings,
-                                           _rng(settings, "specificity_uniform", *key, measure))
+                                           seeded_rng(settings, "specificity_uniform", *key, measure))
                 cells = wide.columns.to_frame(index=False).assign(
                     difference=summary.mean, p_value=summary.p_value, **dict(zip(RUN_KEYS, key[:-1])),
                     variant=key[-1], metric=measure)

@@ -17,7 +17,7 @@ import statsmodels.api as sm
 from scipy import stats as sps
 
 from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, StatsSettings, layer_grid
-from mrcbench.stats.paired import QuestionMatrix, _adjusted
+from mrcbench.stats.paired import QuestionMatrix, adjusted_p_values
 
 CORRELATION_COLUMNS = [
     "analysis",
@@ -309,8 +309,8 @@ def correct_correlation_pvalues(table: pd.DataFrame, alpha: float) -> pd.DataFra
     for raw, prefix in (("pearson_p", "pearson_p"), ("spearman_p", "spearman_p"), ("ols_p_cluster", "ols_p")):
         table[raw] = pd.to_numeric(table[raw], errors="coerce").astype(float)
         grouped = table.groupby(CORRELATION_FAMILY, dropna=False, sort=False)[raw]
-        table[f"{prefix}_holm"] = grouped.transform(_adjusted, "holm", alpha)
-        table[f"{prefix}_bh"] = grouped.transform(_adjusted, "fdr_bh", alpha)
+        table[f"{prefix}_holm"] = grouped.transform(adjusted_p_values, "holm", alpha)
+        table[f"{prefix}_bh"] = grouped.transform(adjusted_p_values, "fdr_bh", alpha)
     table["significant_holm"] = table["pearson_p_holm"] < alpha
     table["significant_bh"] = table["pearson_p_bh"] < alpha
     return table[CORRELATION_COLUMNS]

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.inter_rater import cohens_kappa
 
-from mrcbench.stats.common import CELL_KEYS, METRICS, StatsSettings, _rng
+from mrcbench.stats.common import CELL_KEYS, METRICS, StatsSettings, seeded_rng
 from mrcbench.stats.correlations import correlation_summary
 from mrcbench.stats.paired import QuestionMatrix, ResamplingDesign
 
@@ -205,7 +205,7 @@ def _profile_agreement(
     }
     if n_cells < 3 or not np.isfinite(out["kendall_tau"]):
         return out
-    rng = _rng(settings, "crosslingual", *key.values())
+    rng = seeded_rng(settings, "crosslingual", *key.values())
     test = sps.permutation_test(
         (profile_a, profile_b),
         lambda x, y, axis: kendall_tau_b(x, y, axis=axis),

@@ -28,8 +28,8 @@ from mrcbench.stats.common import (
     RUN_KEYS,
     ZONE_ORDER,
     StatsSettings,
-    _rng,
     layer_grid,
+    seeded_rng,
 )
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,10 @@ class ResamplingDesign:
                 labels = labels.where(labels.notna(), fill)
                 codes, _ = pd.factorize(labels)
                 article_codes = codes.astype(np.int64)
-        return cls._choose(article_codes, n_questions, min_clusters)
+        return cls.choose(article_codes, n_questions, min_clusters)
 
     @classmethod
-    def _choose(cls, article_codes: np.ndarray | None, n_questions: int, min_clusters: int) -> ResamplingDesign:
+    def choose(cls, article_codes: np.ndarray | None, n_questions: int, min_clusters: int) -> ResamplingDesign:
         if article_codes is not None:
             n_articles = len(np.unique(article_codes))
             if max(2, min_clusters) <= n_articles < n_questions:
@@ -123,7 +123,7 @@ class ResamplingDesign:
         article_codes = None
         if self.article_codes is not None:
             article_codes = pd.factorize(self.article_codes[rows])[0].astype(np.int64)
-        return ResamplingDesign._choose(article_codes, len(rows), self.min_clusters)
+        return ResamplingDesign.choose(article_codes, len(rows), self.min_clusters)
 
     @property
     def sizes(self) -> np.ndarray:
@@ -243,7 +243,7 @@ def holm_adjust(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def _adjusted(p_values: pd.Series, method: str, alpha: float) -> pd.Series:
+def adjusted_p_values(p_values: pd.Series, method: str, alpha: float) -> pd.Series:
     """Adjusted p-values of one family; NaN entries (untestable cells) stay NaN and do not count."""
     p = p_values.to_numpy(dtype=float)
     out = np.full(p.shape, np.nan)
@@ -261,8 +261,8 @@ def correct_pvalues(frame: pd.DataFrame, family: list[str], alpha: float) -> pd.
     """Holm and Benjamini-Hochberg adjusted p-values of ``p_value`` within each family of rows."""
     frame = frame.copy()
     groups = frame.groupby(family, dropna=False, sort=False)["p_value"]
-    frame["p_holm"] = groups.transform(_adjusted, "holm", alpha)
-    frame["p_bh"] = groups.transform(_adjusted, "fdr_bh", alpha)
+    frame["p_holm"] = groups.transform(adjusted_p_values, "holm", alpha)
+    frame["p_bh"] = groups.transform(adjusted_p_values, "fdr_bh", alpha)
     frame["significant_holm"] = frame["p_holm"] < alpha
     frame["significant_bh"] = frame["p_bh"] < alpha
     return frame
@@ -409,7 +409,7 @@ def compute_deltas(
     seed_rows: list[pd.DataFrame] = []
     for matrix in matrices:
         design = matrix.design(settings.min_clusters)
-        summary = summarize_paired(matrix.delta, design, settings, _rng(settings, "deltas", *matrix.key))
+        summary = summarize_paired(matrix.delta, design, settings, seeded_rng(settings, "deltas", *matrix.key))
         seed_values = matrix.seed_deltas.to_numpy(dtype=float)
         table = matrix.cells.copy()
         table.insert(0, "variant", matrix.variant)

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import CELL_KEYS, RUN_KEYS, StatsSettings, _rng
+from mrcbench.stats.common import CELL_KEYS, RUN_KEYS, StatsSettings, seeded_rng
 from mrcbench.stats.paired import QuestionMatrix, summarize_paired
 
 QUESTION_TYPE_COLUMNS = [
@@ -148,7 +148,7 @@ def compute_question_types(
                 deltas,
                 sub_design,
                 settings,
-                _rng(settings, "question_types", *matrix.key, bucket),
+                seeded_rng(settings, "question_types", *matrix.key, bucket),
                 with_tests=False,
             )
             table = cells[CELL_KEYS].reset_index(drop=True).copy()

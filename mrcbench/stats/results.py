@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mrcbench import layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import read_json, read_parquet
 from mrcbench.stats.common import GRID_COLUMNS, RUN_KEYS, SCORES_COLUMNS, ZONE_STATS_COLUMNS
@@ -50,10 +51,8 @@ class ResultFiles:
     @classmethod
     def discover(cls, results_dir: Path) -> ResultFiles:
         """Every result file under ``results_dir`` (for a results tree built outside the workflow)."""
-        pattern = "{stage}/*/*/seed*/*/{name}"
-
         def found(stage: str, name: str) -> list[Path]:
-            return sorted(Path(results_dir).glob(pattern.format(stage=stage, name=name)))
+            return sorted(Path(results_dir).glob(layout.glob(stage, name)))
 
         return cls(
             grids=found("ablation", "grid.parquet"),
@@ -103,25 +102,24 @@ _F1_KEYS = ("f1", "F1")
 
 
 def _official_metrics(paths: list[Path]) -> pd.DataFrame:
-    """EM/F1 of the official-equivalent scorer from ``predict/MODEL/TRAIN/seedN/EVAL/metrics.json`` files."""
+    """EM/F1 of the official-equivalent scorer from the runs' ``metrics.json`` files (the run read from
+    the path, :func:`mrcbench.layout.parse`)."""
     rows = []
     owner: dict[tuple, Path] = {}
     seen: dict[Path, Path] = {}
     for path in map(Path, paths):
         _refuse_repeated_file(seen, path)
-        model, train_set, seed_dir, eval_set = path.parts[-5:-1]
-        if not seed_dir.startswith("seed") or not seed_dir[4:].isdigit():
-            raise MrcbenchError(f"{path}: expected predict/MODEL/TRAIN/seedN/EVAL/metrics.json")
-        _refuse_duplicate_runs(owner, [(model, train_set, eval_set, seed_dir[4:])], path)
+        run = layout.parse(path, "predict", "metrics.json")
+        _refuse_duplicate_runs(owner, [(run["model"], run["train"], run["eval"], str(run["seed"]))], path)
         payload = read_json(path)
         em = next((payload[key] for key in _EM_KEYS if isinstance(payload.get(key), (int, float))), None)
         f1 = next((payload[key] for key in _F1_KEYS if isinstance(payload.get(key), (int, float))), None)
         rows.append(
             {
-                "model": model,
-                "train_set": train_set,
-                "eval_set": eval_set,
-                "seed": int(seed_dir.removeprefix("seed")),
+                "model": run["model"],
+                "train_set": run["train"],
+                "eval_set": run["eval"],
+                "seed": run["seed"],
                 "official_em": em,
                 "official_f1": f1,
             }

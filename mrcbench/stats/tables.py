@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from mrcbench import config as cfg
+from mrcbench import layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import write_csv, write_parquet, write_text
 from mrcbench.stats.baselines import compute_baselines
@@ -88,13 +89,13 @@ def run_stats(
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise MrcbenchError(f"results directory not found: {results_dir}")
-    if config is None and (results_dir / "config.resolved.yaml").is_file():
-        config = cfg.load(results_dir / "config.resolved.yaml")
+    if config is None and Path(layout.config_file(results_dir)).is_file():
+        config = cfg.load(layout.config_file(results_dir))
     settings = cfg.stats_config(config)
     tables = load_results(results_dir, files)
     if tables.grid is None and tables.scores is None:
         raise MrcbenchError(
-            f"{results_dir}: no ablation/*/*/seed*/*/grid.parquet or predict/*/*/seed*/*/scores.parquet found"
+            f"{results_dir}: no {layout.glob('ablation', 'grid.parquet')} or {layout.glob('predict', 'scores.parquet')} found"
         )
     questions = tables.scores[["eval_set", "qid", "question"]] if tables.scores is not None else None
     languages = {}
@@ -178,7 +179,7 @@ def run_stats(
     if config is not None:
         # The report reads the config of the run beside the tables it describes: written last, so a
         # failed write (a full disk) never leaves a new config beside the previous run's tables.
-        config_path = out_dir / "config.resolved.yaml"
+        config_path = out_dir / layout.CONFIG_NAME
         write_text(config_path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         written.append(config_path)
     log.info("wrote %d files to %s", len(written), out_dir)
@@ -210,5 +211,5 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = cfg.load(args.config) if args.config is not None else None
     files = ResultFiles(grids=args.grids, zone_stats=args.zone_stats, scores=args.scores, metrics=args.metrics)
-    run_stats(args.results, args.out or args.results / "stats", config, files)
+    run_stats(args.results, args.out or Path(layout.stats(args.results)), config, files)
     return 0

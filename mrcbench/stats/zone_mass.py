@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mrcbench.stats.common import _SHORT, FOUR_ZONES, RUN_KEYS
+from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_SHORT
 
 ZONE_MASS_COLUMNS = [
     *RUN_KEYS,
@@ -30,7 +30,7 @@ ZONE_MASS_COLUMNS = [
 
 
 def _zone_name(row_zone: str, col_zone: str) -> str:
-    return f"{_SHORT.get(row_zone, row_zone)}2{_SHORT.get(col_zone, col_zone)}"
+    return f"{ZONE_SHORT.get(row_zone, row_zone)}2{ZONE_SHORT.get(col_zone, col_zone)}"
 
 
 def compute_zone_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
