@@ -64,14 +64,34 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+TIE = 1e-5
+"""Two positions whose reference logits lie within this are a tie: float noise may pick either."""
+
+
+def assert_same_predictions(ours: np.ndarray, reference: np.ndarray, what: str) -> tuple[int, int]:
+    """The same argmax in every row, except where the reference's best two positions tie within
+    :data:`TIE` (tiny random models give such ties, e.g. once a layer's whole attention is blanked, and
+    which one wins then depends on the order the CPU's kernels sum in); there ours must pick one of the
+    tied positions. Returns (rows checked exactly, rows)."""
+    picked = ours.argmax(1)
+    tied = reference >= (reference.max(1) - TIE)[:, None]
+    assert tied[np.arange(len(picked)), picked].all(), (what, picked, reference.argmax(1))
+    untied = tied.sum(1) == 1
+    np.testing.assert_array_equal(picked[untied], reference.argmax(1)[untied], err_msg=what)
+    return int(untied.sum()), len(picked)
+
+
 def assert_same_grid(fast, naive):
     assert fast.keys() == naive.keys()
+    checked = rows = 0
     for cell in naive:
         for name in ("start_logits", "end_logits"):
             ours, reference = getattr(fast[cell], name), getattr(naive[cell], name)
             np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0, err_msg=f"{cell} {name}")
-            np.testing.assert_array_equal(ours.argmax(1), reference.argmax(1), err_msg=f"{cell} {name} predictions")
+            exact, total = assert_same_predictions(ours, reference, f"{cell} {name} predictions")
+            checked, rows = checked + exact, rows + total
         np.testing.assert_allclose(fast[cell].removed_mass, naive[cell].removed_mass, atol=1e-6, err_msg=str(cell))
+    assert checked > rows / 2, f"only {checked} of {rows} rows have a unique best position: the check would be vacuous"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
