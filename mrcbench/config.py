@@ -39,7 +39,21 @@ from mrcbench.families import check_model_type, spec_model_type
 
 @functools.cache
 def _schema_file() -> dict:
-    return json.loads(resources.files("mrcbench").joinpath("schemas/config.schema.json").read_text())
+    schema_ = json.loads(resources.files("mrcbench").joinpath("schemas/config.schema.json").read_text())
+    return _with_zone_vocabulary(schema_)
+
+
+def _with_zone_vocabulary(schema_: dict) -> dict:
+    """Fill the zone names and zone defaults in from mrcbench/zones.py, their one home: renaming a
+    zone, or changing which zones a grid masks by default, is a change to zones.py alone."""
+    from mrcbench import zones
+
+    ablation = schema_["properties"]["ablation"]["properties"]
+    ablation["zones"]["items"] = {"enum": list(zones.ALL_ZONE_OPTIONS)}
+    ablation["zones"]["default"] = ["all", *zones.FOUR_ZONES]
+    ablation["head_zones"]["items"] = {"enum": list(zones.ZONES)}
+    ablation["head_zones"]["default"] = list(zones.PAPER_ZONES)
+    return schema_
 
 
 def schema() -> dict:
