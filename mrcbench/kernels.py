@@ -72,10 +72,15 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 def setting(environ: Mapping[str, str] | None = None) -> str:
     """The requested setting: ``$MRCBENCH_CPU_KERNELS``, ``portable`` when unset."""
     value = (os.environ if environ is None else environ).get(ENV, "portable") or "portable"
+    return checked(value, ENV)
+
+
+def checked(value: str, where: str) -> str:
+    """``value`` if it is one of :data:`SETTINGS`; else one line naming ``where`` it came from."""
     if value not in SETTINGS:
         from mrcbench.errors import MrcbenchError
 
-        raise MrcbenchError(f"{ENV}: {value!r} is not one of {', '.join(SETTINGS)}")
+        raise MrcbenchError(f"{where}: {value!r} is not one of {', '.join(SETTINGS)}")
     return value
 
 
@@ -117,11 +122,7 @@ def export(value: str, environ: MutableMapping[str, str] | None = None) -> dict[
     which each job inherits; with ``native``, the pins that importing ``mrcbench`` set here are
     taken back (a pin the user set is kept). Returns the kernel variables the jobs will see."""
     environ = os.environ if environ is None else environ
-    if value not in SETTINGS:
-        from mrcbench.errors import MrcbenchError
-
-        raise MrcbenchError(f"cpu_kernels: {value!r} is not one of {', '.join(SETTINGS)}")
-    environ[ENV] = value
+    environ[ENV] = checked(value, "cpu_kernels")
     if value == "native" and environ is os.environ:
         for name, pinned in list(ADDED.items()):
             if environ.get(name) == pinned:
