@@ -240,6 +240,39 @@ def test_wilcoxon_is_one_for_all_zero_columns_and_matches_scipy_otherwise():
     assert p[1] == pytest.approx(sps.wilcoxon(values[:, 1], zero_method="pratt").pvalue)
 
 
+def _scipy_wilcoxon_pvalues(values: np.ndarray) -> np.ndarray:
+    """What wilcoxon_pvalues stood for before its fast path: scipy's own call on the informative columns."""
+    import warnings
+
+    p = np.ones(values.shape[1])
+    informative = np.count_nonzero(values, axis=0) > 0
+    if informative.any():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            pvalue = sps.wilcoxon(values[:, informative], zero_method="pratt", axis=0).pvalue
+        p[informative] = np.where(np.isfinite(pvalue), pvalue, 1.0)
+    return p
+
+
+def test_wilcoxon_equals_scipy_to_the_last_bit_on_every_path():
+    """Small samples with zeros and ties (scipy's exact permutation test, computed here vectorised),
+    small samples without (exact distribution), mid-size with ties and large (normal approximation)."""
+    rng = np.random.default_rng(11)
+    permutation_cases = 0
+    # scipy's own permutation path costs 2**n Python calls per column: keep n small, but reach 13.
+    shapes = [(int(rng.choice([2, 4, 6, 8, 14, 30, 60])), int(rng.integers(1, 5))) for _ in range(120)]
+    for trial, (n, columns) in enumerate([(13, 1), (12, 2), *shapes]):
+        if trial % 3 == 0:
+            values = rng.normal(size=(n, columns))
+        else:  # F1-like deltas: few distinct values, many ties and zeros
+            values = rng.integers(-3, 4, size=(n, columns)) * rng.choice([1.0, 0.5, 1 / 3])
+        if trial % 7 == 0:
+            values[:, 0] = 0.0
+        permutation_cases += stats.paired._wilcoxon_takes_permutation_path(values[:, np.any(values != 0, axis=0)])
+        assert np.array_equal(stats.paired.wilcoxon_pvalues(values), _scipy_wilcoxon_pvalues(values)), (n, values)
+    assert permutation_cases >= 30
+
+
 def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
     grid = planted_grid(effects={("p2p", 1): -10.0}, seeds={1: 2.0, 2: 0.0, 3: -2.0}, noise_sd=0.0)
     matrices = stats.paired.build_question_matrices(grid)

@@ -184,15 +184,51 @@ def sign_flip_pvalues(
     return (1.0 + extreme) / (1.0 + n_permutations), f"sign-flip, {n_permutations} random sign vectors"
 
 
+#: scipy's ``wilcoxon(method="auto")`` runs an exact sign-flip permutation test when a sample has at
+#: most this many pairs and any of them is zero or tied (all 2**n sign vectors; fewer than the
+#: 9999 resamples of its default ``PermutationMethod``, so the p-value is deterministic).
+WILCOXON_PERMUTATION_MAX_N = 13
+
+
+def _signed_rank_sum(deltas: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Wilcoxon's R+ per slice along ``axis``: the average ranks of |delta| (zeros ranked, Pratt) of the
+    positive deltas. Ranks are multiples of 1/2, so the sum is exact in float64 in any order."""
+    deltas = np.moveaxis(deltas, axis, -1)
+    ranks = sps.rankdata(np.abs(deltas), method="average", axis=-1)
+    return np.sum((deltas > 0) * ranks, axis=-1)
+
+
+def _wilcoxon_takes_permutation_path(deltas: np.ndarray) -> bool:
+    """scipy's ``method="auto"`` rule (scipy.stats._wilcoxon, 1.15+): a permutation test when n <= 13
+    and the matrix holds a zero or a tie in any column (scipy decides once for all columns)."""
+    if deltas.shape[0] > WILCOXON_PERMUTATION_MAX_N:
+        return False
+    magnitudes = np.sort(np.abs(deltas), axis=0)
+    return bool((deltas == 0).any() or (magnitudes[1:] == magnitudes[:-1]).any())
+
+
 def wilcoxon_pvalues(values: np.ndarray) -> np.ndarray:
-    """Wilcoxon signed-rank p-value per column (Pratt's zero handling); 1.0 where all deltas are 0."""
+    """Wilcoxon signed-rank p-value per column (Pratt's zero handling); 1.0 where all deltas are 0.
+
+    The same p-values as ``scipy.stats.wilcoxon(values, zero_method="pratt", axis=0)`` (tested equal
+    to the last bit in tests/test_stats.py). Where scipy would run its exact permutation test (at most
+    13 questions with zeros or ties), the same ``scipy.stats.permutation_test`` runs here with a
+    vectorised statistic: scipy's own call evaluates its statistic once per sign vector and column in
+    Python, minutes for a smoke-size grid.
+    """
     p = np.ones(values.shape[1])
     informative = np.count_nonzero(values, axis=0) > 0
-    if informative.any():
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            result = sps.wilcoxon(values[:, informative], zero_method="pratt", axis=0)
-        p[informative] = np.where(np.isfinite(result.pvalue), result.pvalue, 1.0)
+    if not informative.any():
+        return p
+    deltas = values[:, informative]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if _wilcoxon_takes_permutation_path(deltas):
+            pvalue = sps.permutation_test((deltas,), _signed_rank_sum, vectorized=True, permutation_type="samples",
+                                          n_resamples=9999, alternative="two-sided", axis=0).pvalue
+        else:
+            pvalue = sps.wilcoxon(deltas, zero_method="pratt", axis=0).pvalue
+    p[informative] = np.where(np.isfinite(pvalue), pvalue, 1.0)
     return p
 
 
