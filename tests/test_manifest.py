@@ -263,25 +263,6 @@ def test_the_smoke_run_ends_with_its_manifest(smoke_run, capsys):
     assert _compare(capsys, results / "manifest.json", results) == (0, "identical\n")
 
 
-@pytest.mark.slow
-def test_a_second_smoke_run_is_byte_identical(smoke_run, data_dir, tmp_path, capsys):
-    """Same config, same seed, a fresh copy: the same bytes in every stage (checkpoints included)."""
-    import os
-
-    from workflow import LOCAL_PROFILE, SMOKE_CONFIG, SMOKE_RESULTS, copy_workflow, run_snakemake
-
-    first, _ = smoke_run
-    second = copy_workflow(tmp_path / "again")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
-    env["MRCBENCH_DATA_DIR"] = str(data_dir)
-    run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "2"],
-                  cwd=second, env=env, timeout=1800)
-    paths = {row["path"] for row in manifest.result_files(second / SMOKE_RESULTS)}
-    assert any(path.startswith("finetune/") and path.endswith("model.safetensors") for path in paths)
-    assert any(path.startswith("ablation/") and path.endswith("grid.parquet") for path in paths)
-    assert _compare(capsys, first / SMOKE_RESULTS, second / SMOKE_RESULTS) == (0, "identical\n")
-
-
 def test_a_large_json_is_summarised_per_value_name(tree, tmp_path, capsys):
     nbest = {f"q{i}": [{"text": "a", "start_logit": 0.5, "probability": 0.25}] for i in range(20)}
     (tree / RUN / "nbest.json").write_text(json.dumps(nbest), encoding="utf-8")
