@@ -268,7 +268,7 @@ def test_wilcoxon_equals_scipy_to_the_last_bit_on_every_path():
             values = rng.integers(-3, 4, size=(n, columns)) * rng.choice([1.0, 0.5, 1 / 3])
         if trial % 7 == 0:
             values[:, 0] = 0.0
-        permutation_cases += stats.paired._wilcoxon_takes_permutation_path(values[:, np.any(values != 0, axis=0)])
+        permutation_cases += stats.paired.wilcoxon_takes_permutation_path(values[:, np.any(values != 0, axis=0)])
         assert np.array_equal(stats.paired.wilcoxon_pvalues(values), _scipy_wilcoxon_pvalues(values)), (n, values)
     assert permutation_cases >= 30
 

@@ -198,7 +198,7 @@ def _signed_rank_sum(deltas: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.sum((deltas > 0) * ranks, axis=-1)
 
 
-def _wilcoxon_takes_permutation_path(deltas: np.ndarray) -> bool:
+def wilcoxon_takes_permutation_path(deltas: np.ndarray) -> bool:
     """scipy's ``method="auto"`` rule (scipy.stats._wilcoxon, 1.15+): a permutation test when n <= 13
     and the matrix holds a zero or a tie in any column (scipy decides once for all columns)."""
     if deltas.shape[0] > WILCOXON_PERMUTATION_MAX_N:
@@ -223,7 +223,7 @@ def wilcoxon_pvalues(values: np.ndarray) -> np.ndarray:
     deltas = values[:, informative]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        if _wilcoxon_takes_permutation_path(deltas):
+        if wilcoxon_takes_permutation_path(deltas):
             pvalue = sps.permutation_test((deltas,), _signed_rank_sum, vectorized=True, permutation_type="samples",
                                           n_resamples=9999, alternative="two-sided", axis=0).pvalue
         else:
