@@ -8,7 +8,7 @@ For each model and eval set (MiniLM: XQuAD-en; e5-small: XQuAD-en and CMRC 2018 
 prediction pass (mrcbench.predict.model_logits) and the fast ablation grid (mrcbench.ablation.ablate)
 in fp32 and under bf16 autocast (mrcbench.precision), and reports the time ratio fp32/bf16, the share
 of questions whose answer text is identical, the F1 of both, and the largest difference of the
-zone statistics (mrcbench.attention.collect_zone_stats) and of the grid's per-cell mean F1. Without
+zone statistics (mrcbench.zone_stats.collect_zone_stats) and of the grid's per-cell mean F1. Without
 ``--checkpoint NAME=DIR`` a model is its pre-trained encoder with a randomly initialised span head
 (seeded; said in the output as ``head``): its answers are close to noise, so answer agreement and F1
 differences then only bound what bf16 changes. Prints one JSON object (also written to ``--out``).
@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrcbench import ablation, attention, decoding, metrics, precision, predict
+from mrcbench import ablation, decoding, metrics, precision, predict, zone_stats
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import features as feat_mod
@@ -102,7 +102,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     answers, seconds, f1 = {}, {}, {}
     for used in ("fp32", "bf16"):
         with precision.autocast(used, model.device), torch.inference_mode():  # warm-up (one batch)
-            model(**attention.model_inputs(next(features.batches(batch)), model.device))
+            model(**feat_mod.model_inputs(next(features.batches(batch)), model.device))
         (start, end), seconds[used] = timed(
             lambda used=used: predict.model_logits(model, features, batch, desc=f"predict {used}", precision=used)
         )
@@ -117,7 +117,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     masses = {}
     for used in ("fp32", "bf16"):
         with precision.autocast(used, model.device):
-            masses[used] = attention.collect_zone_stats(model, list(grid_features.batches(batch))).mass
+            masses[used] = zone_stats.collect_zone_stats(model, list(grid_features.batches(batch))).mass
     mass_diff = float(np.nanmax(np.abs(masses["fp32"] - masses["bf16"])))
 
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads

@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation_grid import load_model, synthetic_batches
 
-from mrcbench.attention import ZoneAttention, model_inputs, zone_mass_from_probs
+from mrcbench.attention import ZoneAttention, zone_mass_from_probs
 from mrcbench.errors import MrcbenchError
+from mrcbench.features import model_inputs
 
 METHODS = ("plain", "on_the_fly", "output_attentions")
 

@@ -44,10 +44,11 @@ from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import decoding, files, metrics
 from mrcbench import precision as precision_mod
-from mrcbench.attention import KEY_COLUMNS, MaskPlan, ZoneAttention, model_inputs
+from mrcbench.attention import MaskPlan, ZoneAttention
 from mrcbench.errors import MrcbenchError
-from mrcbench.eval_run import EvalRun, add_run_arguments
+from mrcbench.eval_run import KEY_COLUMNS, EvalRun, add_run_arguments
 from mrcbench.features import PAD_LOGIT as LOGIT_PAD
+from mrcbench.features import model_inputs
 from mrcbench.nulls import NullMasks, NullSettings, null_masks
 from mrcbench.zones import (
     NULL_ZONES,

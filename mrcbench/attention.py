@@ -43,22 +43,19 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mrcbench import hf_compat
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model
 from mrcbench.zones import (
     PAD,
-    STAT_ZONES,
     blanked_cells,
     check_operator,
     check_variant,
@@ -738,98 +735,3 @@ def _removed_mass(unmasked_probs: torch.Tensor, blank: torch.Tensor, zone_ids: t
     per_row = (unmasked_probs.float() * blank).sum(-1)  # [B, H, T]
     rows = (blank.any(-1) & (zone_ids != PAD)[:, None, :]).expand(batch, heads, length)
     return (per_row * rows).sum((1, 2)) / rows.sum((1, 2))
-
-
-# --------------------------------------------------------------------------------------------------
-# dataset-level statistics
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class ZoneStatsResult:
-    """Zone statistics of a whole feature set: ``mass`` ``[N, L, H, 3, 3]`` and case-study ``maps``."""
-
-    mass: np.ndarray
-    maps: dict[int, np.ndarray]
-
-
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The tensors of a feature batch that the model takes, moved to ``device``."""
-    return {key: batch[key].to(device) for key in MODEL_INPUT_KEYS if batch.get(key) is not None}
-
-
-def collect_zone_stats(
-    model: nn.Module,
-    batches: Iterable[Mapping[str, torch.Tensor]],
-    case_study_features: Iterable[int] = (),
-    progress: bool = False,
-) -> ZoneStatsResult:
-    """Zone statistics of every feature (in batch order) plus full maps of ``case_study_features``.
-
-    ``batches`` are dicts with ``input_ids``, ``attention_mask``, optional ``token_type_ids`` and
-    ``zone_ids`` (as from ``EvalFeatures.batches``); ``case_study_features`` are global feature indices.
-    """
-    wanted = set(case_study_features)
-    device = next(model.parameters()).device
-    masses, maps, offset = [], {}, 0
-    model.eval()
-    with ZoneAttention(model) as controller, torch.inference_mode():
-        for batch in tqdm(batches, desc="zone stats", disable=not progress):
-            size = batch["input_ids"].shape[0]
-            rows = sorted(feature - offset for feature in wanted if offset <= feature < offset + size)
-            with controller.record_stats(batch["zone_ids"], maps_for=rows) as stats:
-                model(**model_inputs(batch, device))
-            masses.append(stats.mass)
-            maps.update({offset + row: value for row, value in stats.maps.items()})
-            offset += size
-    missing = sorted(wanted - set(maps))
-    if missing:
-        raise MrcbenchError(f"case-study feature {missing[0]} is beyond the {offset} features")
-    mass = np.concatenate(masses) if masses else np.empty((0, 0, 0, 3, 3), dtype=np.float32)
-    return ZoneStatsResult(mass=mass, maps=maps)
-
-
-KEY_COLUMNS = ("model", "train_set", "eval_set", "seed")
-
-
-def zone_stats_frame(
-    mass: np.ndarray,
-    example_ids: Sequence[str],
-    keys: Mapping[str, object],
-    articles: Mapping[str, str] | None = None,
-) -> pd.DataFrame:
-    """Long zone-statistics table of architecture.md (``zone_stats.parquet``).
-
-    ``mass`` is ``[N features, L, H, 3, 3]``; features of the same question (``example_ids``) are
-    averaged (windows of one question count equally; NaN entries, i.e. a window without rows of that
-    zone, are skipped). ``keys`` gives model, train_set, eval_set and seed.
-    """
-    missing = [key for key in KEY_COLUMNS if key not in keys]
-    if missing:
-        raise MrcbenchError(f"zone_stats_frame: keys lacks {missing[0]!r}")
-    if mass.ndim != 5 or mass.shape[-2:] != (3, 3) or mass.shape[0] != len(example_ids):
-        raise MrcbenchError(
-            f"zone_stats_frame: mass has shape {mass.shape}, expected [{len(example_ids)}, layers, heads, 3, 3]"
-        )
-    _, n_layers, n_heads, _, _ = mass.shape
-    flat = pd.DataFrame(mass.reshape(len(example_ids), -1).astype(np.float64))
-    per_question = flat.groupby(np.asarray(example_ids), sort=False).mean()
-    n_questions, n_values = per_question.shape
-    layer, head, row_zone, col_zone = np.unravel_index(np.arange(n_values), (n_layers, n_heads, 3, 3))
-    qids = per_question.index.to_numpy()
-    articles = articles or {}
-    frame = pd.DataFrame(
-        {
-            **{key: pd.Categorical([keys[key]] * (n_questions * n_values)) for key in KEY_COLUMNS},
-            "qid": pd.Categorical(np.repeat(qids, n_values)),
-            "article": pd.Categorical(np.repeat([articles.get(qid, "") for qid in qids], n_values)),
-            "layer": np.tile(layer, n_questions).astype(np.int16),
-            "head": np.tile(head, n_questions).astype(np.int16),
-            "row_zone": pd.Categorical.from_codes(np.tile(row_zone, n_questions), STAT_ZONES),
-            "col_zone": pd.Categorical.from_codes(np.tile(col_zone, n_questions), STAT_ZONES),
-            "mass": per_question.to_numpy().reshape(-1),
-        }
-    )
-    return frame
-

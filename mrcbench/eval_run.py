@@ -31,9 +31,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-json", required=True, type=Path, help="prepared eval split (SQuAD JSON)")
 
 
+KEY_COLUMNS = ("model", "train_set", "eval_set", "seed")
+"""The key columns of every row a run writes (zone statistics, grids)."""
+
+
 def run_keys(args: argparse.Namespace) -> dict:
-    """The key columns of every row a run writes (``model``, ``train_set``, ``eval_set``, ``seed``)."""
-    return {"model": args.model, "train_set": args.train, "eval_set": args.eval, "seed": args.seed}
+    """A run's values of :data:`KEY_COLUMNS`."""
+    return dict(zip(KEY_COLUMNS, (args.model, args.train, args.eval, args.seed), strict=True))
 
 
 Selection = Callable[[dict, dict, str], dict]

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrcbench import attention, files
 from mrcbench import config as cfg
+from mrcbench import files, zone_stats
 from mrcbench import precision as precision_mod
 from mrcbench.errors import MrcbenchError
 from mrcbench.eval_run import EvalRun, add_run_arguments
@@ -70,10 +70,10 @@ def _answer_tokens(run: EvalRun, feature: int) -> tuple[int, int] | None:
 def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: cfg.Attention) -> dict:
     cases = choose_case_studies(run, scores, attention_cfg.case_studies, list(attention_cfg.case_study_ids))
     with precision_mod.autocast(run.precision, run.model.device):
-        result = attention.collect_zone_stats(
+        result = zone_stats.collect_zone_stats(
             run.model, run.features.batches(run.batch_size), case_study_features=cases, progress=True
         )
-    frame = attention.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
+    frame = zone_stats.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
     frame["precision"] = run.precision
     files.write_parquet(frame, out_dir / "zone_stats.parquet")
 

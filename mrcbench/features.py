@@ -359,6 +359,14 @@ def collate(
     return batch
 
 
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a feature batch that the model takes, moved to ``device``."""
+    return {key: batch[key].to(device) for key in MODEL_INPUT_KEYS if batch.get(key) is not None}
+
+
 def length_grouped_batches(
     lengths: Sequence[int], batch_size: int, seed: int, mega_batch_mult: int = 50
 ) -> list[list[int]]:

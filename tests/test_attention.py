@@ -9,9 +9,10 @@ import torch
 from tiny_models import architectures, common_config
 from transformers import AlbertConfig, AlbertForQuestionAnswering
 
-from mrcbench.attention import ZoneAttention, collect_zone_stats, zone_stats_frame
+from mrcbench.attention import ZoneAttention
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import FAMILIES
+from mrcbench.zone_stats import collect_zone_stats, zone_stats_frame
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
 
 N_LAYERS, N_HEADS = 4, 4

@@ -6,8 +6,10 @@ from test_ablation import ARCHS, _one_thread, make_batches, tiny_model  # noqa: 
 
 from mrcbench import precision
 from mrcbench.ablation import grid_cells, run_grid, run_grid_naive
-from mrcbench.attention import ZoneAttention, collect_zone_stats, model_inputs, zone_mass_from_probs
+from mrcbench.attention import ZoneAttention, zone_mass_from_probs
 from mrcbench.errors import MrcbenchError
+from mrcbench.features import model_inputs
+from mrcbench.zone_stats import collect_zone_stats
 from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
 
 CPUINFO_AMX = """processor\t: 0
