@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 
+from mrcbench import kernels
 from mrcbench.errors import Interrupted, MrcbenchError
 
 #: command -> (module, function, one-line help)
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function, _ = COMMANDS[command]
     previous = _raise_on_sigterm()
     try:
+        kernels.setting()  # importing mrcbench only warned about a bad $MRCBENCH_CPU_KERNELS; a command refuses it
         function_ = getattr(importlib.import_module(module_name), function)
         return int(function_(rest) or 0)
     except MrcbenchError as exc:

@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
+
+from mrcbench.errors import MrcbenchError
 
 SETTINGS: tuple[str, ...] = ("portable", "native")
 """Values of the config key ``cpu_kernels`` (schema default ``portable``)."""
@@ -78,8 +81,6 @@ def setting(environ: Mapping[str, str] | None = None) -> str:
 def checked(value: str, where: str) -> str:
     """``value`` if it is one of :data:`SETTINGS`; else one line naming ``where`` it came from."""
     if value not in SETTINGS:
-        from mrcbench.errors import MrcbenchError
-
         raise MrcbenchError(f"{where}: {value!r} is not one of {', '.join(SETTINGS)}")
     return value
 
@@ -101,9 +102,17 @@ def apply(environ: MutableMapping[str, str] | None = None, flags: Iterable[str] 
           machine: str | None = None) -> dict[str, str]:
     """Set the pinning variables for the requested setting; return those this call set.
 
-    A variable already present in the environment is left as it is (the user's choice wins)."""
+    A variable already present in the environment is left as it is (the user's choice wins). Runs at
+    import, so an unknown ``$MRCBENCH_CPU_KERNELS`` is a warning here (and ``portable`` is applied):
+    a traceback at import would come before any command could say what is wrong. Every command then
+    refuses it in one line (:func:`mrcbench.cli.main` calls :func:`setting`)."""
     environ = os.environ if environ is None else environ
-    if setting(environ) != "portable" or not portable_supported(flags, machine):
+    try:
+        requested = setting(environ)
+    except MrcbenchError as error:
+        warnings.warn(f"{error}; pinning the portable kernels", stacklevel=2)
+        requested = "portable"
+    if requested != "portable" or not portable_supported(flags, machine):
         return {}
     added = {}
     for name, value in PORTABLE_ENV.items():

@@ -50,6 +50,18 @@ def test_an_unknown_setting_is_one_line_naming_the_variable_or_key():
         kernels.export("fast", {})
 
 
+def test_a_bad_variable_warns_at_import_and_every_command_refuses_it_in_one_line():
+    environ = {**os.environ, "MRCBENCH_CPU_KERNELS": "fast"}
+    imported = subprocess.run([sys.executable, "-c", "import mrcbench"], env=environ, capture_output=True, text=True,
+                              check=False)
+    assert imported.returncode == 0 and "Traceback" not in imported.stderr
+    assert "MRCBENCH_CPU_KERNELS: 'fast' is not one of portable, native; pinning the portable kernels" in imported.stderr
+    command = subprocess.run([sys.executable, "-W", "ignore", "-m", "mrcbench.cli", "validate-config", "config.yaml"],
+                             env=environ, capture_output=True, text=True, check=False)
+    assert command.returncode == 2
+    assert command.stderr == "error: MRCBENCH_CPU_KERNELS: 'fast' is not one of portable, native\n"
+
+
 def test_export_native_takes_back_the_pins_importing_mrcbench_set(monkeypatch):
     """Snakemake imports mrcbench (portable pins in its environment) before it reads the config."""
     for name in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MRCBENCH_CPU_KERNELS"):
