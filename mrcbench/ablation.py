@@ -7,31 +7,22 @@ Two equivalent ways to compute the logits of every grid cell:
     masking the cell's zone (:class:`mrcbench.attention.ZoneAttention`).
 :func:`run_grid`
     The fast way. Masking layer ``l`` leaves the hidden states entering layers ``0..l`` unchanged, so one
-    baseline pass records the input of every layer (forward pre-hooks on the model's own layer
-    modules), and each cell re-runs only layers ``l..L-1`` (calling those same modules with the
-    arguments they received, i.e. the model's own additive attention mask), several cells of the same
-    starting layer stacked into one batch. For the paper grid (5 zones × 12 layers) this does about
-    half the layer evaluations of the naive way. It works for encoders whose layers sit in
-    ``encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2/v3, MPNet), ``transformer.layer``
-    (DistilBERT), ``layers`` (ModernBERT, whose final norm and prediction head form its span head) and
-    for ALBERT's shared ``albert_layer_groups``; other architectures (and DeBERTa-v2 checkpoints with
-    the convolution after layer 0, which the encoder applies outside its layer modules) fall back to
-    the naive way with a warning.
+    baseline pass records the input of every layer and each cell re-runs only layers ``l..L-1`` with the
+    model's own layer modules (:mod:`mrcbench.replay`), several cells of the same starting layer stacked
+    into one batch. For the paper grid (5 zones × 12 layers) this does about half the layer evaluations
+    of the naive way. Architectures whose layers :func:`mrcbench.replay.find_stack` does not recognise
+    fall back to the naive way with a warning.
 
 :func:`ablate` wires a grid into decoding and scoring (injected callables) and returns the long
-``grid.parquet`` table of docs/architecture.md.
+``grid.parquet`` table of docs/architecture.md. The configured grid of one eval run and the commands
+``mrcbench ablate`` and ``mrcbench merge-grid`` are in :mod:`mrcbench.grid`.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import json
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -40,16 +31,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mrcbench import config as cfg
-from mrcbench import data as data_mod
-from mrcbench import decoding, files, metrics
-from mrcbench import precision as precision_mod
+from mrcbench import decoding
 from mrcbench.attention import MaskPlan, ZoneAttention
 from mrcbench.errors import MrcbenchError
-from mrcbench.eval_run import KEY_COLUMNS, EvalRun, add_run_arguments
+from mrcbench.eval_run import KEY_COLUMNS
 from mrcbench.features import PAD_LOGIT as LOGIT_PAD
 from mrcbench.features import model_inputs
 from mrcbench.nulls import NullMasks, NullSettings, null_masks
+from mrcbench.replay import find_stack, record_layer_calls, repeat_batch, replay_layers
 from mrcbench.zones import (
     NULL_ZONES,
     ZONES,
@@ -263,6 +252,11 @@ def _unique_cells(cells: Iterable[Cell]) -> list[Cell]:
     return cells
 
 
+def _chunks(items: Sequence[Cell], size: int) -> Iterator[Sequence[Cell]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 # --------------------------------------------------------------------------------------------------
 # naive grid
 # --------------------------------------------------------------------------------------------------
@@ -311,119 +305,6 @@ def run_grid_naive(
 # --------------------------------------------------------------------------------------------------
 # fast grid
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class _Stack:
-    """How to re-run a model from layer ``l``: its per-layer block modules and the span head.
-
-    ``shared`` names layer keyword arguments that are not per example (never tiled when stacking).
-    """
-
-    blocks: list[nn.Module]
-    head: nn.Module
-    shared: frozenset[str] = frozenset()
-
-
-def _find_stack(model: nn.Module) -> _Stack | None:
-    """Recognise the layer blocks and span head of the supported QA models (see the module docstring)."""
-    config = model.config
-    base = getattr(model, "base_model", model)
-    classifier = getattr(model, "classifier", None)
-    final_norm = getattr(base, "final_norm", None)
-    if (  # ModernBERT: layers -> final_norm -> head -> drop -> classifier
-        isinstance(getattr(base, "layers", None), nn.ModuleList)
-        and len(base.layers) == config.num_hidden_layers
-        and isinstance(final_norm, nn.Module)
-        and isinstance(classifier, nn.Linear)
-        and classifier.out_features == 2
-        and isinstance(getattr(model, "head", None), nn.Module)
-    ):
-        span_head = nn.Sequential(final_norm, model.head, getattr(model, "drop", nn.Identity()), classifier)
-        return _Stack(blocks=list(base.layers), head=span_head)
-    head = getattr(model, "qa_outputs", None)
-    if not isinstance(head, nn.Linear) or head.out_features != 2:
-        return None
-    encoder = getattr(base, "encoder", None)
-    if encoder is None:  # DistilBERT
-        encoder = getattr(base, "transformer", None)
-    if getattr(encoder, "conv", None) is not None:  # DeBERTa-v2 conv: applied outside the layer modules
-        return None
-    layers = getattr(encoder, "layer", None)
-    if isinstance(layers, nn.ModuleList) and len(layers) == config.num_hidden_layers:
-        return _Stack(blocks=list(layers), head=head, shared=frozenset({"rel_embeddings", "relative_pos"}))
-    groups = getattr(encoder, "albert_layer_groups", None)
-    if (
-        isinstance(groups, nn.ModuleList)
-        and hasattr(encoder, "embedding_hidden_mapping_in")
-        and getattr(config, "inner_group_num", 1) == 1  # one attention call per layer-group call
-    ):
-        return _Stack(blocks=list(groups), head=head)
-    return None
-
-
-class _LayerCall(NamedTuple):
-    module: nn.Module
-    args: tuple
-    kwargs: dict
-
-
-@contextlib.contextmanager
-def _record_layer_calls(blocks: Sequence[nn.Module]) -> Iterator[list[_LayerCall]]:
-    """Record (module, args, kwargs) of every layer-block call, in call order.
-
-    ALBERT calls its one shared layer group once per layer, so the calls (not the modules) are the layers.
-    """
-    calls: list[_LayerCall] = []
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        calls.append(_LayerCall(module, args, dict(kwargs)))
-
-    handles = [block.register_forward_pre_hook(hook, with_kwargs=True) for block in dict.fromkeys(blocks)]
-    try:
-        yield calls
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _repeat_batch(value: object, copies: int, batch: int) -> object:
-    """Tile a per-example tensor argument ``copies`` times along the batch dimension."""
-    if not isinstance(value, torch.Tensor) or value.dim() == 0 or copies == 1:
-        return value
-    if value.shape[0] == batch:
-        return value.repeat(copies, *([1] * (value.dim() - 1)))
-    if value.shape[0] == 1:
-        return value
-    raise MrcbenchError(f"cannot stack a layer argument of shape {tuple(value.shape)} for batch size {batch}")
-
-
-def _replay(
-    calls: Sequence[_LayerCall], start: int, hidden: torch.Tensor, copies: int, batch: int,
-    shared: frozenset[str] = frozenset(),
-) -> torch.Tensor:
-    """Run the recorded layer calls ``start..`` on ``hidden`` (``copies`` stacked copies of the batch).
-
-    Keyword arguments named in ``shared`` (e.g. DeBERTa's relative-position embeddings) are passed as
-    recorded, never tiled.
-    """
-    for call in calls[start:]:
-        kwargs = {
-            name: value if name in shared else _repeat_batch(value, copies, batch)
-            for name, value in call.kwargs.items()
-        }
-        if call.args:
-            args = (hidden, *(_repeat_batch(value, copies, batch) for value in call.args[1:]))
-        else:
-            args, kwargs["hidden_states"] = (), hidden
-        output = call.module(*args, **kwargs)
-        hidden = output[0] if isinstance(output, tuple) else output
-    return hidden
-
-
-def _chunks(items: Sequence[Cell], size: int) -> Iterator[Sequence[Cell]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def run_grid(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
@@ -451,7 +332,7 @@ def run_grid(
         max_stack = 1 if device.type == "cpu" else GPU_MAX_STACK
     if max_stack < 1:
         raise MrcbenchError(f"max_stack must be at least 1, got {max_stack}")
-    stack = _find_stack(model)
+    stack = find_stack(model)
     if stack is None:
         warnings.warn(
             f"{type(model).__name__}: layer stack or qa_outputs head not recognised; "
@@ -473,7 +354,7 @@ def run_grid(
         null_layers = sorted({cell.layer for cell in cells if cell.null_zone is not None})
         for batch in tqdm(batches, desc="ablation grid (fast)", disable=not progress):
             batch_size = batch["input_ids"].shape[0]
-            with _record_layer_calls(stack.blocks) as calls, controller.record_mean_probs(null_layers) as mean:
+            with record_layer_calls(stack.blocks) as calls, controller.record_mean_probs(null_layers) as mean:
                 baseline = model(**model_inputs(batch, device))
             if len(calls) != n_layers:
                 raise MrcbenchError(
@@ -482,9 +363,7 @@ def run_grid(
             if BASELINE in cells:
                 collector.add(BASELINE, baseline.start_logits, baseline.end_logits, np.zeros(batch_size))
             for (start, operator), start_cells in sorted(by_start.items()):
-                layer_input = calls[start].args[0] if calls[start].args else (
-                    calls[start].kwargs["hidden_states"]
-                )
+                layer_input = calls[start].hidden_states
                 for chunk in _chunks(start_cells, max_stack):
                     plans, nulls = [], []
                     for cell in chunk:
@@ -498,9 +377,9 @@ def run_grid(
                         plans.append(plan.to(device))
                         nulls.append(masks)
                     plan = MaskPlan.concat(plans)
-                    hidden = _repeat_batch(layer_input, len(chunk), batch_size)
+                    hidden = repeat_batch(layer_input, len(chunk), batch_size)
                     with controller.apply_plan(plan) as result, controller.replay(start, fused=fused):
-                        hidden = _replay(calls, start, hidden, len(chunk), batch_size, stack.shared)
+                        hidden = replay_layers(calls, start, hidden, len(chunk), batch_size, stack.shared)
                     start_logits, end_logits = (
                         logits.squeeze(-1) for logits in stack.head(hidden).split(1, dim=-1)
                     )
@@ -682,222 +561,3 @@ class _EffectReference:
             terms = np.where(inside, np.exp(reference) * (reference - masked), 0.0)
             values[f"{side}_kl"] = terms.sum(axis=1)
         return {name: pd.Series(value, index=self.qids, dtype=float) for name, value in values.items()}
-
-
-# ==================================================================================================
-# Command line: `mrcbench ablate` (one grid, or one layer's part of it) and `mrcbench merge-grid`
-# ==================================================================================================
-
-
-def configured_cells(n_layers: int, n_heads: int, ablation_cfg: cfg.Ablation, layer: int | None = None) -> list[Cell]:
-    """The configured cells (baseline first); with ``layer``, only that layer's cells (the baseline
-    goes with layer 0 so that merged parts hold it once)."""
-    cells = [BASELINE] if layer in (None, 0) else []
-    for mode in ablation_cfg.modes:
-        zones = ablation_cfg.head_zones if mode == "head" else ablation_cfg.zones
-        null_draws = ablation_cfg.null_draws if mode == "layer" else 0
-        for cell in grid_cells(n_layers, n_heads, list(zones), [mode], list(ablation_cfg.operators), null_draws):
-            if cell.mode != "baseline" and (layer is None or cell.layer == layer):
-                cells.append(cell)
-    return cells
-
-
-def run_ablation(
-    run: EvalRun, ablation_cfg: cfg.Ablation, decoding_cfg: cfg.Decoding, layer: int | None = None
-) -> pd.DataFrame:
-    if layer is not None and not 0 <= layer < run.n_layers:
-        raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
-    cells = configured_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
-
-    def decode(start: np.ndarray, end: np.ndarray) -> decoding.Predictions:
-        return decoding.decode(run.examples, run.features, start, end, run.metric, decoding_cfg)
-
-    def score(answers: dict[str, str]) -> pd.DataFrame:
-        return metrics.scoring.per_question_scores(run.metric, run.dataset, answers, run.language)
-
-    with precision_mod.autocast(run.precision, run.model.device):
-        frames = [
-            ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size,
-                   null=NullSettings(ablation_cfg.null_tolerance, ablation_cfg.null_seed))
-            for variant in ablation_cfg.variants
-        ]
-    frame = pd.concat(frames, ignore_index=True)
-    frame["precision"] = run.precision
-    return frame
-
-
-def select_grid_questions(
-    dataset: dict, max_questions: int | None, answerable_only: bool, seed: int, source: str = "eval split"
-) -> dict:
-    """The grid's questions: answerable ones only (``ablation.answerable_only``), at most
-    ``max_questions`` of them taken round-robin over the articles
-    (:func:`mrcbench.data.filters.subsample_across_articles`: hash-ranked by question id, so parallel XQuAD
-    languages keep the same ids, and spread over as many articles as the split has)."""
-    if answerable_only:
-        dataset = data_mod.filters.answerable_only(dataset)
-        if not data_mod.filters.question_ids(dataset):
-            raise MrcbenchError(f"{source}: no answerable questions for the grid (ablation.answerable_only)")
-    return data_mod.filters.subsample_across_articles(dataset, max_questions, seed)
-
-
-def grid_selection(ablation_cfg: cfg.Ablation) -> Callable[[dict, dict, str], dict] | None:
-    """The :class:`~mrcbench.eval_run.EvalRun` selection of the grid's questions (``None``: the whole split)."""
-    max_questions, answerable_only = ablation_cfg.max_questions, ablation_cfg.answerable_only
-    if not (answerable_only or max_questions):
-        return None
-
-    def select(dataset: dict, config: dict, source: str) -> dict:
-        return select_grid_questions(dataset, max_questions, answerable_only, cfg.sample_seed(config), source)
-
-    return select
-
-
-def main_ablate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
-    add_run_arguments(parser)
-    parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
-    parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
-    args = parser.parse_args(argv)
-    if args.part == "all":
-        layer = None
-    elif args.part.startswith("layer") and args.part[5:].isdigit():
-        layer = int(args.part[5:])
-    else:
-        raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
-    config = cfg.load(args.config)
-    ablation_cfg = cfg.ablation_config(config)
-    run = EvalRun(args, select=grid_selection(ablation_cfg))
-    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
-    files.write_parquet(frame, args.out)
-    baseline = frame[frame["mode"] == "baseline"]
-    print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
-                      "articles": int(frame["article"].nunique()),
-                      "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None,
-                      "precision": run.precision}))
-    return 0
-
-
-_CELL_KEYS = ("variant", "mode", "operator", "layer", "head", "zone", "null_draw")
-"""The grid columns that name a cell: ``(variant, *Cell.columns().values())``."""
-
-
-def _cell_name(variant: str, mode: str, operator: str, layer: int, head: int, zone: str, null_draw: int) -> str:
-    if mode == "baseline":
-        return f"the {variant} baseline"
-    where = f"layer {layer}" + (f" head {head}" if mode == "head" else "")
-    what = f"{zone} draw {null_draw}" if null_draw >= 0 else zone
-    return f"{variant} {mode} {operator} {what} in {where}"
-
-
-def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: cfg.Ablation | None = None,
-                     n_layers: int | None = None) -> None:
-    """Refuse, in one line naming the part and the problem, parts that do not make one grid.
-
-    The parts must come from one run (one model, train set, eval set and seed), hold disjoint cells
-    (no part given twice, no cell in two parts, no question twice in a cell) and together cover the
-    whole configured grid: every variant x configured cell for ``n_layers`` layers (default: the
-    deepest layer seen). Without ``ablation_cfg`` the modes, zones and variants are those the parts hold.
-    """
-    seen_paths: dict[Path, Path] = {}
-    for path, _ in parts:
-        resolved = Path(path).resolve()
-        if resolved in seen_paths:
-            raise MrcbenchError(f"{path}: grid part given twice (also as {seen_paths[resolved]})")
-        seen_paths[resolved] = Path(path)
-    keys = list(KEY_COLUMNS)
-    cell_keys = list(_CELL_KEYS)
-    v_, mode_, op_, layer_, head_, zone_, draw_ = range(len(_CELL_KEYS))
-    first_run, first_path = None, None
-    owner: dict[tuple, Path] = {}
-    for path, frame in parts:
-        lacking = [c for c in (*keys, *cell_keys, "qid") if c not in frame.columns]
-        if lacking:
-            raise MrcbenchError(f"{path}: not a grid part (no column {lacking[0]!r})")
-        runs = frame[keys].drop_duplicates()
-        if len(runs) > 1:
-            raise MrcbenchError(f"{path}: holds cells of {len(runs)} runs; a grid part is one run's")
-        if runs.empty:
-            continue
-        run = tuple(runs.iloc[0])
-        if first_run is None:
-            first_run, first_path = run, path
-        elif run != first_run:
-            described = ", ".join(f"{k}={v}" for k, v in zip(keys, run, strict=True))
-            expected = ", ".join(f"{k}={v}" for k, v in zip(keys, first_run, strict=True))
-            raise MrcbenchError(f"{path}: part of another run ({described}) than {first_path} ({expected})")
-        repeated = frame.duplicated([*cell_keys, "qid"])
-        if repeated.any():
-            row = frame[repeated].iloc[0]
-            raise MrcbenchError(
-                f"{path}: question {row['qid']!r} appears twice in {_cell_name(*(row[c] for c in cell_keys))}"
-            )
-        for cell in frame[cell_keys].drop_duplicates().itertuples(index=False, name=None):
-            if cell in owner:
-                raise MrcbenchError(f"{path}: {_cell_name(*cell)} is also in {owner[cell]}; the parts overlap")
-            owner[cell] = path
-    if not owner:
-        raise MrcbenchError(f"{parts[0][0]}: the grid parts hold no cells")
-    found = set(owner)
-    if ablation_cfg is None:
-        grid_modes = sorted({c[mode_] for c in found} - {"baseline"})
-        plain = [c for c in found if c[draw_] < 0]
-        default = cfg.ablation_config(None)
-        ablation_cfg = dataclasses.replace(
-            default,
-            modes=tuple(grid_modes),
-            zones=tuple(sorted({c[zone_] for c in plain if c[mode_] not in ("baseline", "head")})),
-            head_zones=tuple(sorted({c[zone_] for c in plain if c[mode_] == "head"})),
-            variants=tuple(sorted({c[v_] for c in found})),
-            operators=tuple(sorted({c[op_] for c in plain if c[mode_] != "baseline"})) or default.operators,
-            null_draws=max([c[draw_] for c in found], default=-1) + 1,
-        )
-    deepest = max(c[layer_] for c in found) + 1
-    n_layers = deepest if n_layers is None else n_layers
-    n_heads = max([c[head_] for c in found if c[mode_] == "head"], default=-1) + 1 or 1
-    expected = {
-        (variant, *cell.columns().values())
-        for variant in ablation_cfg.variants
-        for cell in configured_cells(n_layers, n_heads, ablation_cfg)
-    }
-    extra = sorted(found - expected, key=str)
-    if extra:
-        raise MrcbenchError(
-            f"{owner[extra[0]]}: {_cell_name(*extra[0])} is not in the configured grid ({n_layers} layers)"
-        )
-    missing = sorted(expected - found, key=lambda c: (c[layer_], str(c)))
-    if missing:
-        missing_layers = sorted({c[layer_] for c in missing if c[mode_] != "baseline"}
-                                - {c[layer_] for c in found if c[mode_] != "baseline"})
-        if missing_layers:
-            what = f"layer(s) {', '.join(str(layer) for layer in missing_layers)} (no cell at all)"
-        else:
-            what = f"{len(missing)} cell(s), e.g. {_cell_name(*missing[0])}"
-        raise MrcbenchError(
-            f"{parts[0][0].parent}: the grid parts lack {what} of the configured {n_layers}-layer grid"
-        )
-
-
-def main_merge(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mrcbench merge-grid", description="Merge per-layer grid parts.")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="config whose ablation section (and models.<model>.num_layers) the parts must cover")
-    parser.add_argument("parts", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    missing = [p for p in args.parts if not p.is_file()]
-    if missing:
-        raise MrcbenchError(f"grid part not found: {missing[0]}")
-    parts = [(p, files.read_parquet(p)) for p in args.parts]
-    ablation_cfg, n_layers = None, None
-    if args.config is not None:
-        config = cfg.load(args.config)
-        ablation_cfg = cfg.ablation_config(config)
-        models = {str(m) for _, frame in parts if "model" in frame for m in frame["model"].unique()}
-        if len(models) == 1:
-            spec = (config.get("models") or {}).get(next(iter(models))) or {}
-            n_layers = int(spec["num_layers"]) if spec.get("num_layers") is not None else None
-    check_grid_parts(parts, ablation_cfg, n_layers)
-    frame = pd.concat([frame for _, frame in parts], ignore_index=True)
-    files.write_parquet(frame, args.out)
-    print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))
-    return 0

@@ -1,7 +1,7 @@
 """One run over one eval split: a fine-tuned checkpoint and a prepared split, loaded once.
 
 The shared input of the commands that evaluate a run beyond its predictions: ``mrcbench
-extract-attention`` (:mod:`mrcbench.extraction`) and ``mrcbench ablate`` (:mod:`mrcbench.ablation`).
+extract-attention`` (:mod:`mrcbench.extraction`) and ``mrcbench ablate`` (:mod:`mrcbench.grid`).
 Also the command-line arguments naming a run (:func:`add_run_arguments`, used by ``mrcbench predict``
 too) and the keys its result rows carry (:func:`run_keys`).
 """
@@ -48,7 +48,7 @@ class EvalRun:
     """A fine-tuned model, an eval split and their windows, loaded once per command.
 
     ``select`` (optional) narrows the split before its windows are made: the grid keeps its own
-    questions (:func:`mrcbench.ablation.grid_selection`).
+    questions (:func:`mrcbench.grid.grid_selection`).
     """
 
     def __init__(self, args: argparse.Namespace, select: Selection | None = None):

@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from mrcbench import ablation, extraction
+from mrcbench import ablation, extraction, grid
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench.errors import MrcbenchError
@@ -16,7 +16,7 @@ def _ablation(**overrides):
 
 
 def test_every_mode_and_the_head_zones():
-    cells = ablation.configured_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
+    cells = grid.configured_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
     assert cells[0] == ablation.BASELINE
     by_mode = pd.Series([c.mode for c in cells]).value_counts().to_dict()
     assert by_mode == {"baseline": 1, "layer": 5 * 4, "head": 1 * 4 * 3, "from_layer": 5 * 4}
@@ -26,8 +26,8 @@ def test_every_mode_and_the_head_zones():
 
 def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
     settings = _ablation(modes=["layer", "head", "from_layer"])
-    whole = ablation.configured_cells(3, 2, settings)
-    parts = [ablation.configured_cells(3, 2, settings, layer=layer) for layer in range(3)]
+    whole = grid.configured_cells(3, 2, settings)
+    parts = [grid.configured_cells(3, 2, settings, layer=layer) for layer in range(3)]
     assert sorted(map(repr, whole)) == sorted(repr(c) for part in parts for c in part)
     assert sum(c.mode == "baseline" for part in parts for c in part) == 1
     assert all(c.layer == 1 for c in parts[1])
@@ -37,10 +37,10 @@ def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
     settings = _ablation(modes=["layer"], zones=["p2q"], variants=["paper"])
     for layer in range(2):
         rows = [{"model": "m", "train_set": "t", "eval_set": "dev", "seed": 1, "variant": "paper", **cell.columns(),
-                 "qid": "q1", "f1": 50.0} for cell in ablation.configured_cells(2, 1, settings, layer=layer)]
+                 "qid": "q1", "f1": 50.0} for cell in grid.configured_cells(2, 1, settings, layer=layer)]
         pd.DataFrame(rows).to_parquet(tmp_path / f"layer{layer}.parquet")
     out = tmp_path / "grid.parquet"
-    assert ablation.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
+    assert grid.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
     assert pd.read_parquet(out)["layer"].tolist() == [-1, 0, 1]
     proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "merge-grid", "--out", str(out),
                            str(tmp_path / "layer7.parquet")], capture_output=True, text=True, check=False)
@@ -79,16 +79,16 @@ def _split(n_articles: int, per_article: int, unanswerable_every: int = 2) -> di
 
 def test_grid_questions_are_answerable_and_spread_over_articles():
     split = _split(n_articles=12, per_article=20)
-    chosen = ablation.select_grid_questions(split, 24, answerable_only=True, seed=13)
+    chosen = grid.select_grid_questions(split, 24, answerable_only=True, seed=13)
     counts = data_mod.filters.count(chosen)
     assert counts == {"articles": 12, "paragraphs": 12, "questions": 24, "answerable": 24, "unanswerable": 0}
     assert cfg.ablation_config(None).answerable_only is True
-    mixed = ablation.select_grid_questions(split, 24, answerable_only=False, seed=13)
+    mixed = grid.select_grid_questions(split, 24, answerable_only=False, seed=13)
     assert data_mod.filters.count(mixed)["unanswerable"] > 0 and data_mod.filters.count(mixed)["articles"] == 12
     # All answerable questions when there are fewer than max_questions.
-    assert data_mod.filters.count(ablation.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
+    assert data_mod.filters.count(grid.select_grid_questions(split, 10_000, True, 13))["questions"] == 12 * 10
     with pytest.raises(MrcbenchError, match="answerable_only"):
-        ablation.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)
+        grid.select_grid_questions(_split(2, 2, unanswerable_every=1), 5, True, 13)
 
 
 def test_unknown_case_study_ids_are_named_not_dropped_silently(capsys):

@@ -275,12 +275,12 @@ def test_predict_refuses_duplicate_ids_before_loading_the_model(tmp_path):
 
 def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p"), qids=("q1", "q2")) -> pd.DataFrame:
     """One layer's grid part, shaped like `mrcbench ablate --part layerN` writes it."""
-    from mrcbench import ablation
+    from mrcbench import grid
 
     settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": list(zones), "head_zones": [],
                                                  "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}})
     rows = []
-    for cell in ablation.configured_cells(n_layers, 1, settings, layer=layer):
+    for cell in grid.configured_cells(n_layers, 1, settings, layer=layer):
         for qid in qids:
             rows.append({"model": "m", "train_set": "t", "eval_set": "dev", "seed": seed, "variant": "paper",
                          **cell.columns(), "qid": qid, "article": "a", "em": 100.0, "f1": 100.0, "removed_mass": 0.0})
@@ -341,7 +341,7 @@ def test_merge_grid_refuses_parts_that_are_not_one_grid(tmp_path, capsys, case, 
 def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     import yaml
 
-    from mrcbench import ablation
+    from mrcbench import grid
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     model = next(iter(config["models"]))
@@ -353,9 +353,9 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [],
                                                  "variants": ["paper"], "operators": ["renorm", "zero"],
                                                  "null_draws": 1}})
-    ablation.check_grid_parts(parts, settings, 3)
+    grid.check_grid_parts(parts, settings, 3)
     with pytest.raises(Exception, match=r"lack layer\(s\) 3 \(no cell at all\) of the configured 4-layer grid"):
-        ablation.check_grid_parts(parts, settings, 4)
+        grid.check_grid_parts(parts, settings, 4)
     # The command reads the layer count and the configured zones from --config.
     config["ablation"] = {**(config.get("ablation") or {}), "modes": ["layer"], "zones": ["p2q", "p2p"],
                           "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}
@@ -368,7 +368,7 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     assert cli.main([*argv, *[str(p) for p, _ in parts]]) == 2
     assert "lack layer(s) 3 (no cell at all) of the configured 4-layer grid" in capsys.readouterr().err
     with pytest.raises(Exception, match=r"lack 9 cell\(s\), e.g. paper layer renorm null_q2q draw 0 in layer 0"):
-        ablation.check_grid_parts(parts, dataclasses.replace(settings, zones=("q2q", "p2q", "p2p")), 3)
+        grid.check_grid_parts(parts, dataclasses.replace(settings, zones=("q2q", "p2q", "p2p")), 3)
 
 
 def test_stats_refuses_the_same_grid_twice_under_another_spelling(tmp_path):
