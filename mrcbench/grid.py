@@ -236,9 +236,9 @@ def main_merge(argv: list[str]) -> int:
         config = cfg.load(args.config)
         ablation_cfg = cfg.ablation_config(config)
         models = {str(m) for _, frame in parts if "model" in frame for m in frame["model"].unique()}
-        if len(models) == 1:
-            spec = (config.get("models") or {}).get(next(iter(models))) or {}
-            n_layers = int(spec["num_layers"]) if spec.get("num_layers") is not None else None
+        entry = cfg.models(config).get(next(iter(models))) if len(models) == 1 else None
+        if entry is not None and entry.num_layers is not None:
+            n_layers = int(entry.num_layers)
     check_grid_parts(parts, ablation_cfg, n_layers)
     frame = pd.concat([frame for _, frame in parts], ignore_index=True)
     files.write_parquet(frame, args.out)

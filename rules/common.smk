@@ -33,6 +33,7 @@ REFERENCE_DIR = mrc_manifest.REFERENCE_DIR
 REFERENCE_MANIFESTS = mrc_manifest.reference_manifests_in(REFERENCE_DIR)
 NAME = mrc_config.name_pattern()  # the schema's name pattern ($defs.name), the one definition
 RUNS = list(mrc_config.runs(config))
+MODELS = mrc_config.models(config)  # typed entries (mrcbench.config.Model)
 ABLATION = mrc_config.ablation_config(config)
 # Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/tables.py).
 STATS_TABLES = list(TABLES)
@@ -43,7 +44,10 @@ def res(rule_name, key):
 
 
 def model_source(model):
-    """Where a model's weights come from; its training/features recipe does not change them."""
+    """Where a model's weights come from; its training/features recipe does not change them.
+
+    The entry as the config writes it, in its own key order: Snakemake records params by their repr,
+    so a reordered mapping would re-run every model's jobs."""
     spec = config["models"][model]
     return {key: value for key, value in spec.items() if key not in ("training", "features")}
 
@@ -88,12 +92,12 @@ def init_checkpoint_arg(wildcards, input):
 
 
 def num_layers(model):
-    spec = config["models"][model]
-    if "num_layers" not in spec:
+    layers = MODELS[model].num_layers
+    if layers is None:
         raise ValueError(
             f"config: models.{model}.num_layers is required when ablation.split_by_layer is true"
         )
-    return int(spec["num_layers"])
+    return int(layers)
 
 
 def grid_parts(wildcards):

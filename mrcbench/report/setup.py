@@ -10,16 +10,14 @@ from typing import Any
 
 import pandas as pd
 
-from mrcbench.config import experiment_seeds
+from mrcbench import config as cfg
 
 
-def _starting_point(config: dict[str, Any], experiment: str) -> str:
+def _starting_point(config: dict[str, Any], experiment: cfg.Experiment) -> str:
     """What an experiment's fine-tuning starts from: the pre-trained weights, or (training.init_from)
     the same model already fine-tuned on another split."""
-    from mrcbench import config as cfg
-
-    train = config["experiments"][experiment]["train"]
-    starts = {cfg.init_from(config, model, train) for model in cfg.experiment_models(config, experiment)}
+    starts = {cfg.init_from(config, model, experiment.train)
+              for model in cfg.experiment_models(config, experiment.name)}
     return "; ".join(sorted(f"fine-tuned on {init} (training.init_from)" if init else "pre-trained weights"
                             for init in starts))
 
@@ -28,8 +26,8 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Models, datasets/splits, experiments and recipe knobs from the resolved config."""
     models = pd.DataFrame(
         [
-            {"model": name, **{k: v for k, v in spec.items() if not isinstance(v, (dict, list))}}
-            for name, spec in (config.get("models") or {}).items()
+            {"model": name, **{k: v for k, v in entry.as_dict().items() if not isinstance(v, (dict, list))}}
+            for name, entry in (cfg.models(config) if config.get("models") else {}).items()
         ]
     )
     datasets = config.get("datasets") or {}
@@ -54,13 +52,13 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
         [
             {
                 "experiment": name,
-                "train": spec.get("train"),
-                "eval": ", ".join(spec.get("eval", [])),
-                "models": ", ".join(spec.get("models", [])) or "(all of the language)",
-                "seeds": ", ".join(map(str, experiment_seeds(spec))),
-                "starts from": _starting_point(config, name),
+                "train": experiment.train,
+                "eval": ", ".join(experiment.eval or ()),
+                "models": ", ".join(experiment.models or ()) or "(all of the language)",
+                "seeds": ", ".join(map(str, experiment.seeds)),
+                "starts from": _starting_point(config, experiment),
             }
-            for name, spec in (config.get("experiments") or {}).items()
+            for name, experiment in (cfg.experiments(config) if config.get("experiments") else {}).items()
         ]
     )
     knobs = []
