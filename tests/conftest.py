@@ -35,3 +35,13 @@ def smoke_run(data_dir, tmp_path_factory):
     result = run_snakemake(["--workflow-profile", str(LOCAL_PROFILE), "--configfile", str(SMOKE_CONFIG), "--cores", "2"],
                            cwd=workdir, env=env, timeout=1800)
     return workdir, result
+
+
+def pytest_collection_modifyitems(config, items):
+    """README's test command runs two pytest-xdist workers (``-n 2``, ``--dist loadgroup``): the
+    end-to-end tests that read the one shared smoke run, and the tests of the one local SLURM cluster,
+    go to the same worker, so that neither is set up twice."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"smoke_run", "slurm_cluster"} or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("smoke_run"))
