@@ -37,6 +37,7 @@ def smoke_run(data_dir, tmp_path_factory):
     return workdir, result
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """README's test command runs two pytest-xdist workers (``-n 2``, ``--dist loadgroup``): the
     end-to-end tests that read the one shared smoke run, and the tests of the one local SLURM cluster,
