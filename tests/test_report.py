@@ -490,6 +490,25 @@ def test_abstract_leg_sentence_carries_the_controls_clause_either_way():
     assert report.abstract.headline_sentences(headline, min_clusters=10)[0].endswith("P2Q + P2P.")
 
 
+def test_figure_html_is_the_same_bytes_whichever_json_engine_plotly_would_pick(monkeypatch):
+    """plotly's "auto" engine is orjson where installed (UTF-8) and json otherwise (escaped): the report
+    pins one, so another environment renders the same results to the same bytes."""
+    import importlib.util
+
+    import plotly.graph_objects as go
+    import plotly.io
+
+    figure = go.Figure(go.Scatter(x=[1, 2], y=[0.5, -0.25], name="ΔF1"), layout={"title": "P2Q · ΔF1"})
+    engines = ["json", "auto"] + (["orjson"] if importlib.util.find_spec("orjson") else [])
+    rendered = set()
+    for engine in engines:
+        monkeypatch.setattr(plotly.io.json.config, "default_engine", engine)
+        rendered.add(report.blocks.figure_html(figure, "caption"))
+        assert plotly.io.json.config.default_engine == engine  # restored after the figure
+    assert len(rendered) == 1
+    assert "\\u0394F1" in rendered.pop()
+
+
 def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_captions():
     tables = _control_tables()
     data = report.inputs.ReportData(Path("."), Path("."), tables, {},
@@ -499,7 +518,9 @@ def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_capt
     assert document.count('<figure class="mrc-figure">') == 2
     assert "1 null draw(s) per cell, tolerance ±10% of the zone's mass per row" in document
     assert "infeasible null cells" in document and "P2P in layer(s) 1, 2" in document
-    assert "operator profiles (ΔF1)" in document and "renorm: the paper's blank; uniform, zero" in document
+    # figure titles sit in the figure's JSON, which escapes non-ASCII (report.blocks.PLOTLY_JSON_ENGINE)
+    assert json.dumps("operator profiles (ΔF1)")[1:-1] in document
+    assert "renorm: the paper's blank; uniform, zero" in document
     assert "Table: specificity" in document and "No grid has" not in document
     # the figure draws the table's numbers: the zone's and the null's deltas of P2Q's F1 cells
     nulls = tables["null_contrasts"]

@@ -8,11 +8,14 @@ the "Baselines" section are drawn with :func:`table_html`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+import plotly.io
 
 from mrcbench import zones
 from mrcbench.report.render import REPORT_CSS
@@ -56,21 +59,40 @@ def report_css() -> str:
     return f"<style>{REPORT_CSS}</style>"
 
 
+PLOTLY_JSON_ENGINE = "json"
+"""How plotly serialises a figure here. Its default (``auto``) uses orjson where that is installed
+(non-ASCII kept as UTF-8) and the standard library otherwise (non-ASCII escaped, ``\\u0394``), so the
+same results gave other report bytes in another environment; one engine makes them the same."""
+
+
+@contextlib.contextmanager
+def plotly_json_engine(engine: str) -> Iterator[None]:
+    """Serialise plotly figures with ``engine`` inside the block (plotly reads it at every call)."""
+    config = plotly.io.json.config
+    previous = config.default_engine
+    config.default_engine = engine
+    try:
+        yield
+    finally:
+        config.default_engine = previous
+
+
 def figure_html(fig, caption: str = "", div_id: str | None = None) -> str:
     """A plotly figure as an HTML fragment (plotly.js itself comes from :func:`plotly_js`).
 
     The div id defaults to a digest of the figure and its caption, not plotly's random uuid, so two
     renders of the same results are byte-identical.
     """
-    if div_id is None:
-        digest = hashlib.sha256((caption + "\0" + fig.to_json()).encode("utf-8")).hexdigest()
-        div_id = f"mrc-fig-{digest[:16]}"
-    body = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        config={"displaylogo": False, "responsive": True},
-    )
+    with plotly_json_engine(PLOTLY_JSON_ENGINE):
+        if div_id is None:
+            digest = hashlib.sha256((caption + "\0" + fig.to_json()).encode("utf-8")).hexdigest()
+            div_id = f"mrc-fig-{digest[:16]}"
+        body = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=div_id,
+            config={"displaylogo": False, "responsive": True},
+        )
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     return f'<figure class="mrc-figure">{body}{cap}</figure>'
 
