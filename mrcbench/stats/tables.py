@@ -130,7 +130,7 @@ def run_stats(
     controls = answerable_grid(tables.controls, tables.scores)
     null_contrasts = compute_null_contrasts(controls, settings)
     operator_contrasts = compute_operator_contrasts(controls, settings)
-    specificity = compute_specificity(controls, null_contrasts, settings)
+    specificity = compute_specificity(controls, deltas, null_contrasts, operator_contrasts, settings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_spread = pd.concat(
@@ -169,7 +169,9 @@ def run_stats(
                 "primary_continuous_measure": PRIMARY_CONTINUOUS,
                 "null_draws": ablation.null_draws,
                 "null_tolerance": ablation.null_tolerance,
+                "min_null_feasible_share": settings.min_null_feasible_share,
                 "operators": list(ablation.operators),
+                "zone_operators": {op: list(zones) for op, zones in ablation.zone_operators.items()},
             },
             indent=2,
             ensure_ascii=False,
