@@ -127,13 +127,18 @@ def test_operator_contrasts_each_operator_minus_renorm():
 
 def specificity_of(grid, settings=FINE):
     """The specificity table of ``grid`` through the same chain as ``mrcbench stats``."""
-    from mrcbench.stats.controls import compute_operator_contrasts, compute_specificity
+    from mrcbench.stats.controls import (
+        compute_control_effects,
+        compute_operator_contrasts,
+        compute_specificity,
+    )
     from mrcbench.stats.paired import build_question_matrices, compute_deltas
     from mrcbench.stats.results import paper_cells
 
     deltas, _ = compute_deltas(build_question_matrices(paper_cells(grid)), settings)
-    return compute_specificity(grid, deltas, compute_null_contrasts(grid, settings),
-                               compute_operator_contrasts(grid, settings), settings)
+    effects = compute_control_effects(grid, deltas, compute_null_contrasts(grid, settings),
+                                      compute_operator_contrasts(grid, settings), settings)
+    return compute_specificity(effects, settings)
 
 
 def test_specificity_judges_each_zone_at_its_most_damaging_layer():

@@ -452,42 +452,54 @@ def test_grid_counts_reads_the_tables():
 # --------------------------------------------------------------------------------------------------
 
 
-def _control_tables(uniform: bool = True) -> dict[str, pd.DataFrame]:
-    """The controls' stats tables of the planted grid of tests/test_controls.py: P2Q beyond its feasible
-    null in layer 1 (1-based), Q2P no more than its null, P2P's null infeasible with uniform hurting in layer 2."""
+def _control_tables(grid=None, uniform: bool = True) -> dict[str, pd.DataFrame]:
+    """Every controls table of a planted grid (default: tests/test_controls.py's grid_with_controls: P2Q beyond
+    its valid null at its worst layer 1 (1-based), Q2P no more than its null, P2P's null infeasible and
+    uniform harmless at its worst layer), through the same chain as ``mrcbench stats``."""
     from test_controls import FINE, grid_with_controls
 
-    grid = grid_with_controls(uniform=uniform)
+    grid = grid_with_controls(uniform=uniform) if grid is None else grid
+    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(stats.results.paper_cells(grid)),
+                                            FINE)
     nulls = stats.controls.compute_null_contrasts(grid, FINE)
-    return {"null_contrasts": nulls, "operator_contrasts": stats.controls.compute_operator_contrasts(grid, FINE),
-            "specificity": stats.controls.compute_specificity(grid, nulls, FINE)}
+    operators = stats.controls.compute_operator_contrasts(grid, FINE)
+    effects = stats.controls.compute_control_effects(grid, deltas, nulls, operators, FINE)
+    return {"null_contrasts": nulls, "operator_contrasts": operators, "control_effects": effects,
+            "specificity": stats.controls.compute_specificity(effects, FINE), "headline": stats.headline.headline_zones(deltas)}
 
 
-def test_specificity_clause_says_where_a_zone_exceeds_its_null_and_falls_back_to_uniform():
+def test_verdict_table_words_each_zone_at_its_most_damaging_layer():
     tables = _control_tables()
-    text = report.controls.specificity_clause(tables["specificity"], ("m", "t", "e"), "paper")
-    assert "P2Q exceeds its size-matched null in layer(s) 1 of 2 feasible" in text
-    assert re.search(r"P2Q[^;]*zone − null ΔF1 over those layers = -\d+\.\d\d \[-\d+\.\d\d, -\d+\.\d\d\], "
-                     r"Holm p [<=]", text)
-    assert "P2P's size-matched null is infeasible in all 2 layer(s); the `uniform` operator" in text
-    assert "lowers F1 significantly in layer(s) 2 " in text
-    q2p = report.controls.specificity_clause(tables["specificity"], ("m", "t", "e"), "paper", zones=("q2p",))
-    assert "Q2P exceeds its size-matched null in none of its 2 feasible layer(s)" in q2p
-    none = report.controls.specificity_clause(_control_tables(uniform=False)["specificity"], ("m", "t", "e"))
-    assert "no `uniform` operator, so its effect has no size control" in none
-    assert "no size-matched nulls" in report.controls.specificity_clause(pd.DataFrame(), ("m", "t", "e"))
-    assert "no size-matched nulls" in report.controls.specificity_clause(tables["specificity"], ("x", "t", "e"))
+    table = report.controls.verdict_table(tables["specificity"], tables["headline"]).set_index("zone")
+    assert list(table.index) == ["P2Q", "P2P"]  # the paper's two zones, also the headline's top two here
+    assert table.loc["P2Q", "layer"] == 1 and table.loc["P2Q", "control"] == "size-matched null"
+    assert table.loc["P2Q", "verdict"] == "specific: beyond a size-matched null (layer 1)"
+    assert re.match(r"zone − null ΔF1 -1\d\.\d \[-\d+\.\d, -\d+\.\d\], Holm p [<=] .*\(100% of questions matched\)",
+                    table.loc["P2Q", "control result"])
+    with_q2p = report.controls.verdict_table(tables["specificity"], zones=("q2p",)).set_index("zone")
+    assert with_q2p.loc["Q2P", "verdict"] == "mass-driven: no more than its null"
+    assert table.loc["P2P", "control"] == "uniform (null matched on 0% of questions)"
+    assert table.loc["P2P", "verdict"] == "the amount matters: uniform harmless"
+    none = report.controls.verdict_table(_control_tables(uniform=False)["specificity"]).set_index("zone")
+    assert none.loc["P2P", "verdict"] == "no valid control" and none.loc["P2P", "control"] == "none"
 
 
-def test_abstract_leg_sentence_carries_the_controls_clause_either_way():
-    headline = _headline({("p2q", 4): -9.0, ("p2p", 0): -14.0})
-    without = report.abstract.headline_sentences(headline, min_clusters=10, specificity=pd.DataFrame())[0]
-    assert without.endswith("cannot say whether an effect exceeds what removing as much random attention does.")
-    assert "Against size-matched controls" not in without
-    spec = _control_tables()["specificity"].assign(model="m", train_set="t", eval_set="dev")
-    with_nulls = report.abstract.headline_sentences(headline, min_clusters=10, specificity=spec)[0]
-    assert "This agrees with the paper's answer, P2Q + P2P. Against size-matched controls: P2Q exceeds" in with_nulls
-    assert report.abstract.headline_sentences(headline, min_clusters=10)[0].endswith("P2Q + P2P.")
+def test_abstract_states_the_planted_verdicts_in_a_few_sentences_and_a_table():
+    """Today's failure in miniature (tests/test_controls.py::planted_grid): P2Q specific in layers 2-4
+    (1-based) where 5-8% of its null draws miss; the abstract must say specific, never "exceeds ... in none"."""
+    from test_controls import planted_grid
+
+    tables = _control_tables(planted_grid(p2p_uniform=(2, 10, 20, 8, 4, 0)))
+    data = report.inputs.ReportData(Path("."), Path("."), tables, {}, {"min_clusters": 10})
+    data.tables["baselines"] = pd.DataFrame({"model": ["m"], "eval_set": ["e"], "n_seeds": [1], "metric": ["f1"]})
+    text = report.abstract.abstract_markdown(data)
+    prose, table = text.split("\n\nTable:")
+    assert len(prose.split()) <= 200 and "(s)" not in prose and "nan" not in text.lower()
+    assert "We fine-tuned one model (m), one seed each, evaluated it on one evaluation set" in prose
+    assert "P2Q, specific: beyond a size-matched null (the one grid)" in prose
+    assert "P2P, the pattern matters: uniform as damaging as removal (the one grid)" in prose
+    assert "| m | e | P2Q | 3 |" in table and "specific: beyond a size-matched null (layers 2, 3, 4)" in table
+    assert "in none" not in text
 
 
 def test_figure_html_is_the_same_bytes_whichever_json_engine_plotly_would_pick(monkeypatch):
@@ -512,22 +524,29 @@ def test_figure_html_is_the_same_bytes_whichever_json_engine_plotly_would_pick(m
 def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_captions():
     tables = _control_tables()
     data = report.inputs.ReportData(Path("."), Path("."), tables, {},
-                                    {"null_tolerance": 0.1, "min_clusters": 10,
+                                    {"null_tolerance": 0.1, "min_clusters": 10, "min_null_feasible_share": 0.9,
                                      "null_contrast_correction_family": ["model", "metric"]})
     document = report.controls.controls_section_html(data, "paper")
-    assert document.count('<figure class="mrc-figure">') == 2
-    assert "1 null draw(s) per cell, tolerance ±10% of the zone's mass per row" in document
-    assert "infeasible null cells" in document and "P2P in layer(s) 1, 2" in document
+    assert document.count('<figure class="mrc-figure">') == 3  # overview, zone vs null, operator profiles
+    assert document.index("under uniform, which keeps the zone") < document.index("zone vs size-matched null")
+    assert "1 null draw per cell, tolerance ±10% of the zone's mass per row" in document
+    assert "at least 90% of its questions' draws matched" in document
+    assert "no valid null (too few questions whose draw matched the zone's mass): P2P in layers 1, 2" in document
     # figure titles sit in the figure's JSON, which escapes non-ASCII (report.blocks.PLOTLY_JSON_ENGINE)
     assert json.dumps("operator profiles (ΔF1)")[1:-1] in document
     assert "renorm: the paper's blank; uniform, zero" in document
-    assert "Table: specificity" in document and "No grid has" not in document
-    # the figure draws the table's numbers: the zone's and the null's deltas of P2Q's F1 cells
+    assert "Table: the controls of P2Q and P2P per layer" in document and "No grid has" not in document
+    # the figures draw the tables' numbers
     nulls = tables["null_contrasts"]
     p2q = nulls[(nulls.metric == "f1") & (nulls.zone == "p2q")].sort_values("layer")
     figure = report.controls.null_figure(nulls)
     zone_trace = next(t for t in figure.data if t.name == "zone" and t.hovertemplate.startswith("P2Q layer"))
     assert np.allclose(zone_trace.y, p2q["zone_delta"])
+    effects = tables["control_effects"]
+    overview = report.controls.overview_figure(effects, "paper")
+    p2p = effects[(effects.measure == "f1") & (effects.zone == "p2p")].sort_values("layer")
+    uniform = [t for t in overview.data if t.name == "uniform (mass kept)"]
+    assert len(uniform) == 2 and np.allclose(uniform[1].y, p2p["uniform_delta"])
     empty = report.inputs.ReportData(Path("."), Path("."), {}, {}, {})
     text = report.controls.controls_section_html(empty)
     assert "No grid has size-matched null cells" in text and "other than <code>renorm</code>" in text

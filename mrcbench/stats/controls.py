@@ -301,13 +301,19 @@ VERDICTS: dict[str, str] = {
 """The verdict codes of the ``specificity`` table, each judged at the zone's most damaging layer (by ΔF1);
 the report words them (:mod:`mrcbench.report.controls`)."""
 
-SPECIFICITY_COLUMNS = [
-    *RUN_KEYS, "variant", "zone", "measure", "worst_layer", "zone_delta", "zone_ci_low", "zone_ci_high",
-    "zone_p_holm", "n_questions", "n_layers", "null_valid_layers", "layers_exceeding", "n_exceeding", "null_valid",
-    "feasible_fraction", "null_n_questions", "zone_delta_matched", "null_delta", "null_difference", "null_ci_low",
-    "null_ci_high", "null_p_holm", "uniform", "uniform_delta", "uniform_ci_low", "uniform_ci_high",
-    "uniform_p_holm", "uniform_minus_removal", "uniform_minus_ci_low", "uniform_minus_ci_high",
+CONTROL_EFFECT_COLUMNS = [
+    *RUN_KEYS, "variant", "zone", "measure", "layer", "zone_delta", "zone_ci_low", "zone_ci_high", "zone_p_holm",
+    "n_questions", "null_valid", "feasible_fraction", "null_n_questions", "zone_delta_matched", "null_delta",
+    "null_difference", "null_ci_low", "null_ci_high", "null_p_holm", "uniform", "uniform_delta", "uniform_ci_low",
+    "uniform_ci_high", "uniform_p_holm", "uniform_minus_removal", "uniform_minus_ci_low", "uniform_minus_ci_high",
     "uniform_minus_p_holm", "control", "verdict",
+]
+"""The ``control_effects`` table: per (run, variant, zone, measure, layer) the zone's own effect, its null's
+(on the matched questions) and uniform's, and the verdict in that layer (:func:`compute_control_effects`)."""
+
+SPECIFICITY_COLUMNS = [
+    *RUN_KEYS, "variant", "zone", "measure", "worst_layer", "n_layers", "null_valid_layers", "layers_exceeding",
+    "n_exceeding", *CONTROL_EFFECT_COLUMNS[CONTROL_EFFECT_COLUMNS.index("zone_delta"):],
 ]
 SPECIFICITY_FAMILY = [*RUN_KEYS, "variant", "measure"]
 """Families of the own-effect tests this table adds (the zone's continuous effect, uniform's effect): every
@@ -373,27 +379,23 @@ def _verdict(row: dict, alpha: float) -> tuple[str, str]:
     return "none", "no valid control"
 
 
-def compute_specificity(
+def compute_control_effects(
     grid: pd.DataFrame | None, deltas: pd.DataFrame, null_contrasts: pd.DataFrame,
     operator_contrasts: pd.DataFrame, settings: StatsSettings,
 ) -> pd.DataFrame:
-    """The ``specificity`` table: per (run, variant, zone of :data:`mrcbench.zones.NULL_ZONES`, measure of
-    :data:`SPECIFICITY_MEASURES`), the zone's controls at its most damaging layer and the verdict.
+    """The ``control_effects`` table: per (run, variant, zone of :data:`mrcbench.zones.NULL_ZONES`, measure of
+    :data:`SPECIFICITY_MEASURES`, layer) the zone's controls side by side.
 
-    * ``worst_layer``: the layer of the zone's most negative ΔF1 (``deltas``, mode layer, all heads; ties to
-      the lower layer), as in the ``headline`` table; both measures are judged there. ``zone_delta``/CI/
-      ``zone_p_holm``: the zone's own effect there (ΔF1 from ``deltas``; the continuous measure tested over
-      every layer and zone of the run, Holm).
-    * The null (``null_contrasts``): ``null_valid_layers`` the layers where it is a valid control (at least
-      ``stats.min_null_feasible_share`` of the questions matched), ``layers_exceeding`` those of them where
-      zone minus null is negative with Holm p < alpha; at the worst layer ``null_valid``,
-      ``feasible_fraction``, the matched questions, the zone's and the null's effect on them and their
-      difference (CI, Holm p).
-    * ``uniform`` (the grid has that operator for the zone at the worst layer): its own effect (CI, Holm p
-      over the run's uniform cells) and uniform minus removal (``operator_contrasts``).
+    * ``zone_delta``/CI/``zone_p_holm``: the zone's own (renorm) effect: ΔF1 from ``deltas``; the continuous
+      measure tested here over every layer and zone of the run (Holm, :data:`SPECIFICITY_FAMILY`).
+    * The null (``null_contrasts``): ``null_valid`` (at least ``stats.min_null_feasible_share`` of the
+      questions matched), ``feasible_fraction``, the matched questions, the zone's and the null's effect on
+      them and their difference (CI, Holm p over the valid cells).
+    * ``uniform`` (the grid has that operator for the zone there): its own effect (CI, Holm p over the run's
+      uniform cells) and uniform minus removal (``operator_contrasts``).
     * ``control``/``verdict``: :func:`_verdict` (codes in :data:`VERDICTS`).
     """
-    empty = pd.DataFrame(columns=SPECIFICITY_COLUMNS)
+    empty = pd.DataFrame(columns=CONTROL_EFFECT_COLUMNS)
     if grid is None or deltas is None or deltas.empty:
         return empty
     null_contrasts = null_contrasts if null_contrasts is not None else pd.DataFrame()
@@ -420,67 +422,89 @@ def compute_specificity(
                             if measure != "f1" else None)
             uniform_tests = _effect_tests(uniform, measure, articles, settings, ("specificity_uniform", *key))
             for zone in NULL_ZONES:
-                cells = zone_deltas[zone_deltas["zone"] == zone].dropna(subset=["delta"])
-                if cells.empty:
-                    continue
-                worst = cells.sort_values(["delta", "layer"], kind="stable").iloc[0]
-                layer = int(worst["layer"])
-                row = {**dict(zip([*RUN_KEYS, "variant"], key, strict=True)), "zone": zone, "measure": measure,
-                       "worst_layer": layer, "n_layers": int(cells["layer"].nunique())}
-                if renorm_tests is None:
-                    row.update(zone_delta=float(worst["delta"]), zone_ci_low=float(worst["ci_low"]),
-                               zone_ci_high=float(worst["ci_high"]), zone_p_holm=float(worst["p_holm"]),
-                               n_questions=int(worst["n_questions"]))
-                else:
-                    own = _cell(renorm_tests, layer, zone)
-                    row.update(zone_delta=own["delta"], zone_ci_low=own["ci_low"], zone_ci_high=own["ci_high"],
-                               zone_p_holm=own["p_holm"], n_questions=int(own["n_questions"]))
-                zone_nulls = nulls[(nulls["zone"] == zone) & (nulls["metric"] == measure)] if len(nulls) else nulls
-                valid = zone_nulls[zone_nulls["valid_control"].astype(bool)] if len(zone_nulls) else zone_nulls
-                exceeding = (valid[(valid["difference"] < 0) & (valid["p_holm"] < settings.alpha)]["layer"]
-                             if len(valid) else [])
-                at = zone_nulls[zone_nulls["layer"] == layer] if len(zone_nulls) else zone_nulls
-                at = at.iloc[0] if len(at) else None
-                row.update(
-                    null_valid_layers=_layer_list(valid["layer"]) if len(valid) else "",
-                    layers_exceeding=_layer_list(exceeding), n_exceeding=len(exceeding),
-                    null_valid=bool(at is not None and at["valid_control"]),
-                    feasible_fraction=float(at["feasible_fraction"]) if at is not None else np.nan,
-                    null_n_questions=int(at["n_questions"]) if at is not None else 0,
-                    zone_delta_matched=float(at["zone_delta"]) if at is not None else np.nan,
-                    null_delta=float(at["null_delta"]) if at is not None else np.nan,
-                    null_difference=float(at["difference"]) if at is not None else np.nan,
-                    null_ci_low=float(at["ci_low"]) if at is not None else np.nan,
-                    null_ci_high=float(at["ci_high"]) if at is not None else np.nan,
-                    null_p_holm=float(at["p_holm"]) if at is not None else np.nan,
-                )
-                own_u = _cell(uniform_tests, layer, zone)
-                contrast = operators[(operators["operator"] == "uniform") & (operators["metric"] == measure)
-                                     & (operators["layer"] == layer) & (operators["zone"] == zone)] \
-                    if len(operators) else operators
-                contrast = contrast.iloc[0] if len(contrast) else None
-                row.update(
-                    uniform=bool(np.isfinite(own_u["delta"])),
-                    uniform_delta=own_u["delta"], uniform_ci_low=own_u["ci_low"], uniform_ci_high=own_u["ci_high"],
-                    uniform_p_holm=own_u["p_holm"],
-                    uniform_minus_removal=float(contrast["difference"]) if contrast is not None else np.nan,
-                    uniform_minus_ci_low=float(contrast["ci_low"]) if contrast is not None else np.nan,
-                    uniform_minus_ci_high=float(contrast["ci_high"]) if contrast is not None else np.nan,
-                    uniform_minus_p_holm=float(contrast["p_holm"]) if contrast is not None else np.nan,
-                )
-                row["control"], row["verdict"] = _verdict(row, settings.alpha)
-                rows.append(row)
+                cells = zone_deltas[zone_deltas["zone"] == zone].dropna(subset=["delta"]).sort_values("layer")
+                for _, own in cells.iterrows():
+                    layer = int(own["layer"])
+                    row = {**dict(zip([*RUN_KEYS, "variant"], key, strict=True)), "zone": zone, "measure": measure,
+                           "layer": layer}
+                    if renorm_tests is None:
+                        row.update(zone_delta=float(own["delta"]), zone_ci_low=float(own["ci_low"]),
+                                   zone_ci_high=float(own["ci_high"]), zone_p_holm=float(own["p_holm"]),
+                                   n_questions=int(own["n_questions"]))
+                    else:
+                        tested = _cell(renorm_tests, layer, zone)
+                        row.update(zone_delta=tested["delta"], zone_ci_low=tested["ci_low"],
+                                   zone_ci_high=tested["ci_high"], zone_p_holm=tested["p_holm"],
+                                   n_questions=int(tested["n_questions"]))
+                    at = (nulls[(nulls["zone"] == zone) & (nulls["metric"] == measure) & (nulls["layer"] == layer)]
+                          if len(nulls) else nulls)
+                    at = at.iloc[0] if len(at) else None
+                    row.update(
+                        null_valid=bool(at is not None and at["valid_control"]),
+                        feasible_fraction=float(at["feasible_fraction"]) if at is not None else np.nan,
+                        null_n_questions=int(at["n_questions"]) if at is not None else 0,
+                        **{name: float(at[column]) if at is not None else np.nan for name, column in (
+                            ("zone_delta_matched", "zone_delta"), ("null_delta", "null_delta"),
+                            ("null_difference", "difference"), ("null_ci_low", "ci_low"),
+                            ("null_ci_high", "ci_high"), ("null_p_holm", "p_holm"))},
+                    )
+                    own_u = _cell(uniform_tests, layer, zone)
+                    contrast = (operators[(operators["operator"] == "uniform") & (operators["metric"] == measure)
+                                          & (operators["layer"] == layer) & (operators["zone"] == zone)]
+                                if len(operators) else operators)
+                    contrast = contrast.iloc[0] if len(contrast) else None
+                    row.update(
+                        uniform=bool(np.isfinite(own_u["delta"])),
+                        uniform_delta=own_u["delta"], uniform_ci_low=own_u["ci_low"],
+                        uniform_ci_high=own_u["ci_high"], uniform_p_holm=own_u["p_holm"],
+                        **{name: float(contrast[column]) if contrast is not None else np.nan for name, column in (
+                            ("uniform_minus_removal", "difference"), ("uniform_minus_ci_low", "ci_low"),
+                            ("uniform_minus_ci_high", "ci_high"), ("uniform_minus_p_holm", "p_holm"))},
+                    )
+                    row["control"], row["verdict"] = _verdict(row, settings.alpha)
+                    rows.append(row)
     if not rows:
         return empty
-    frame = pd.DataFrame(rows)
+    return _sorted(pd.DataFrame(rows), ["layer"])[CONTROL_EFFECT_COLUMNS]
+
+
+def compute_specificity(effects: pd.DataFrame, settings: StatsSettings) -> pd.DataFrame:
+    """The ``specificity`` table: per (run, variant, zone, measure) of ``control_effects``, the row of the
+    zone's most damaging layer by ΔF1 (``worst_layer``: the most negative ``zone_delta`` of measure f1, ties
+    to the lower layer, as in the ``headline`` table; both measures are judged there) with its controls and
+    verdict, plus ``null_valid_layers`` (where the null is a valid control) and ``layers_exceeding`` (those of
+    them where zone minus null is negative with Holm p < alpha)."""
+    empty = pd.DataFrame(columns=SPECIFICITY_COLUMNS)
+    if effects is None or effects.empty:
+        return empty
+    rows = []
+    for key, zone_rows in effects.groupby([*RUN_KEYS, "variant", "zone"], sort=False):
+        f1 = zone_rows[zone_rows["measure"] == "f1"]
+        if f1.empty:
+            continue
+        worst = int(f1.sort_values(["zone_delta", "layer"], kind="stable").iloc[0]["layer"])
+        for measure, cells in zone_rows.groupby("measure", sort=False):
+            valid = cells[cells["null_valid"].astype(bool)]
+            exceeding = valid[(valid["null_difference"] < 0) & (valid["null_p_holm"] < settings.alpha)]["layer"]
+            at = cells[cells["layer"] == worst]
+            if at.empty:
+                continue
+            rows.append({**at.iloc[0].to_dict(), "worst_layer": worst, "n_layers": int(cells["layer"].nunique()),
+                         "null_valid_layers": _layer_list(valid["layer"]), "layers_exceeding": _layer_list(exceeding),
+                         "n_exceeding": len(exceeding)})
+    if not rows:
+        return empty
+    return _sorted(pd.DataFrame(rows), [])[SPECIFICITY_COLUMNS]
+
+
+def _sorted(frame: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     order = {zone: i for i, zone in enumerate(NULL_ZONES)}
     measure_order = {measure: i for i, measure in enumerate(SPECIFICITY_MEASURES)}
-    frame = frame.sort_values(
-        [*RUN_KEYS, "variant", "measure", "zone"],
+    return frame.sort_values(
+        [*RUN_KEYS, "variant", "measure", "zone", *extra],
         key=lambda column: column.map(order) if column.name == "zone"
         else column.map(measure_order) if column.name == "measure" else column,
-    )
-    return frame[SPECIFICITY_COLUMNS].reset_index(drop=True)
+    ).reset_index(drop=True)
 
 
 def _of_key(table: pd.DataFrame, key: tuple) -> pd.DataFrame:
