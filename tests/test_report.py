@@ -95,9 +95,9 @@ def test_notebook_injects_parameters_and_tags_cells():
     assert code[1].source == "# Parameters injected by mrcbench.report\nvalue = 21"
     assert "injected-parameters" in code[1].metadata["tags"]
     assert "remove_input" not in code[2].metadata["tags"]  # echo: true
-    assert code[2].metadata["mrcbench"]["caption"] == "Figure 1: A caption"
+    assert code[2].metadata["mrcbench"]["caption"] == "Figure 1. A caption"
     assert "remove_cell" in code[3].metadata["tags"]  # include: false
-    assert nb.cells[0].source.startswith("# Tiny")
+    assert nb.cells[0].source == "Intro text."  # the title block is pandoc's, not a cell
 
 
 def test_the_report_qmd_has_a_parameters_cell_and_every_section():
@@ -183,7 +183,7 @@ def test_two_renders_of_the_same_results_are_byte_identical(rendered, synthetic_
     report.render.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
     assert out.read_text(encoding="utf-8") == first
     # Every plotly div has an id derived from its figure, not a random uuid.
-    ids = re.findall(r'<div class="plotly-graph-div" id="([^"]+)"', first)
+    ids = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', first)  # pandoc writes id first
     assert len(ids) == first.count('class="plotly-graph-div"')
     assert ids and all(div_id.startswith("mrc-fig-") for div_id in ids)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
@@ -258,10 +258,12 @@ def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, 
     with caplog.at_level(logging.INFO, logger="mrcbench.report.render"):
         engine = report.render.render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
     assert engine.startswith("fallback")
-    assert "quarto not found: rendering with the built-in fallback (nbclient + nbconvert)" in caplog.text
+    assert "quarto not found: rendering with the built-in fallback (nbclient + pandoc)" in caplog.text
     document = (tmp_path / "tiny.html").read_text(encoding="utf-8")
-    assert '<p class="mrc-caption">Figure 1: A caption</p>' in document
-    assert '<span class="nb">print</span>' in document and "<pre>2\n</pre>" in document  # echo: true
+    assert '<p class="mrc-caption">Figure 1. A caption</p>' in document
+    assert '<span class="bu">print</span>' in document  # echo: true, highlighted by pandoc
+    assert '<div class="cell-output cell-output-stdout">\n<pre><code>2</code></pre>' in document
+    assert '<h1 class="title">Tiny</h1>' in document
     assert "hidden = True" not in document  # include: false
     assert report.render.external_references(document) == []
 
@@ -531,3 +533,63 @@ def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_capt
     empty = report.inputs.ReportData(Path("."), Path("."), {}, {}, {})
     text = report.controls.controls_section_html(empty)
     assert "No grid has size-matched null cells" in text and "other than <code>renorm</code>" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# The fallback's page: pandoc with Quarto's skeleton
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heading", "identifier"),
+    [
+        ("Zone × layer masking", "zone--layer-masking"),
+        ("Appendix: reproducibility", "appendix-reproducibility"),
+        ("Cross-lingual consistency", "cross-lingual-consistency"),
+        ("3.5 Question types", "question-types"),
+        ("The `p_holm` column and *emphasis*", "the-p_holm-column-and-emphasis"),
+        ("Ranks v1.2 [linked](https://x.example)", "ranks-v1.2-linked"),
+        ("中文 标题", "中文-标题"),
+        ("2024", "section"),
+    ],
+)
+def test_quarto_heading_id_follows_pandoc_auto_identifiers(heading, identifier):
+    assert report.render.quarto_heading_id(heading) == identifier
+
+
+def test_headings_get_quarto_ids_explicit_ones_kept_and_repeats_numbered():
+    markdown = "## Abstract\n\n```\n## not a heading\n```\n\n## Setup {#sec-setup .unnumbered}\n\n## Abstract\n"
+    assert report.render.document_heading_ids(markdown) == [
+        (2, "Abstract", "abstract"), (2, "Setup", "sec-setup"), (2, "Abstract", "abstract-1")]
+    assert "## not a heading\n" in report.render.assign_heading_ids(markdown)
+
+
+def test_display_date_reads_today_from_source_date_epoch(monkeypatch):
+    import datetime as dt
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert report.render._display_date("today") == "November 14, 2023"
+    assert report.render._display_date(dt.date(2022, 3, 1)) == "March 1, 2022"
+    assert report.render._display_date("2022-03-01") == "March 1, 2022"
+    assert report.render._display_date("spring 2022") == "spring 2022"
+    assert report.render._display_date(None) == ""
+
+
+def test_fallback_page_has_quartos_skeleton(rendered):
+    """Title block (title, subtitle, date), side TOC, one <section> per heading with Quarto's id, and
+    every TOC link landing on a section."""
+    _, document = rendered
+    front = report.render.parse_qmd(QMD.read_text(encoding="utf-8")).front_matter
+    assert '<header id="title-block-header" class="quarto-title-block default">' in document
+    assert f'<h1 class="title">{front["title"]}</h1>' in document
+    assert '<p class="subtitle lead">A reproduction and extension of Cui et al.' in document
+    assert re.search(r'<p class="date">[A-Z][a-z]+ \d{1,2}, \d{4}</p>', document)
+    assert '<nav id="TOC" role="doc-toc"' in document
+    sections = re.findall(r'<section id="([^"]+)" class="level2[^"]*">\s*<h2[^>]*>([^<]+)</h2>', document)
+    assert [title for _, title in sections] == list(SECTIONS)
+    assert all(identifier == report.render.quarto_heading_id(title) for identifier, title in sections)
+    assert ("zone--layer-masking", "Zone × layer masking") in sections
+    toc = document[document.index('<nav id="TOC"'):document.index("</nav>")]
+    targets = re.findall(r'<a href="#([^"]+)"', toc)
+    assert targets == [identifier for identifier, _ in sections]
+    assert document.count("<h1") == 1  # the title; sections start at h2

@@ -33,7 +33,7 @@ def package_versions(
         "plotly",
         "snakemake",
         "nbclient",
-        "nbconvert",
+        "pypandoc-binary",
     ),
 ) -> pd.DataFrame:
     rows = [{"package": "python", "version": sys.version.split()[0]}]
