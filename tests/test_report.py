@@ -593,3 +593,69 @@ def test_fallback_page_has_quartos_skeleton(rendered):
     targets = re.findall(r'<a href="#([^"]+)"', toc)
     assert targets == [identifier for identifier, _ in sections]
     assert document.count("<h1") == 1  # the title; sections start at h2
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers, captions and words
+# --------------------------------------------------------------------------------------------------
+
+
+def test_captions_are_numbered_per_kind_and_carry_their_anchor():
+    numbering = report.blocks.Numbering()
+    first = numbering.caption("figure", "Look first at P2P.")
+    assert first == '<span class="mrc-number">Figure 1.</span> Look first at P2P.' and first.anchor == "fig-1"
+    assert numbering.caption("table", "Read the verdict first.").anchor == "tbl-1"
+    assert numbering.ref("zone-layer") == '<a href="#fig-zone-layer">Figure 2</a>'  # forward reference
+    labelled = numbering.caption("figure", "x", label="zone-layer")
+    assert labelled.startswith('<span class="mrc-number">Figure 2.</span>') and labelled.anchor == "fig-zone-layer"
+    assert numbering.caption("figure", "y").startswith('<span class="mrc-number">Figure 3.</span>')
+    numbering.reset()
+    assert numbering.caption("table", "z").startswith('<span class="mrc-number">Table 1.</span>')
+    with pytest.raises(ValueError):
+        numbering.caption("chart", "z")
+
+
+def test_figure_and_table_html_put_the_caption_anchor_on_their_block():
+    import plotly.graph_objects as go
+
+    report.blocks.reset_numbering()
+    figure = report.blocks.figure_html(go.Figure(go.Bar(x=[1], y=[2])), report.blocks.figure_caption("a"))
+    assert figure.startswith('<figure class="mrc-figure" id="fig-1">')
+    assert '<figcaption><span class="mrc-number">Figure 1.</span> a</figcaption>' in figure
+    table = report.blocks.table_html(pd.DataFrame({"x": [1.5]}), report.blocks.table_caption("b"))
+    assert table.startswith('<div class="mrc-table-block" id="tbl-1"><p class="mrc-caption">'
+                            '<span class="mrc-number">Table 1.</span> b</p><table')
+    assert report.blocks.table_html(pd.DataFrame({"x": [1]}), "plain").startswith('<div class="mrc-table-block">')
+
+
+def test_tables_print_missing_values_as_a_dash_and_config_integers_as_integers():
+    frame = pd.DataFrame({"text": ["a", None], "count": pd.array([240, None], dtype="Int64"), "value": [1.5, np.nan]})
+    document = report.blocks.table_html(frame)
+    assert "None" not in document and "&lt;NA&gt;" not in document and document.count("<td>–</td>") == 3
+    splits = report.setup._integers_as_integers(pd.DataFrame(
+        [{"split": "a", "max_questions": 240.0}, {"split": "b", "max_questions": np.nan}]))
+    assert str(splits["max_questions"].dtype) == "Int64"
+    rendered = report.blocks.table_html(splits)
+    assert "<td>240</td>" in rendered and "240.00" not in rendered
+
+
+def test_words_counts_ranges_and_layers():
+    assert report.blocks.plural(1, "model") == "1 model"
+    assert report.blocks.plural(2, "set") == "2 sets"
+    assert report.blocks.plural(3, "analysis", "analyses") == "3 analyses"
+    assert report.blocks.fmt_range(0.47, 0.4701) == "0.47"
+    assert report.blocks.fmt_range(0.11, 0.31) == "0.11 to 0.31"
+    assert report.blocks.layer_number(0) == 1
+    frame = report.blocks.format_p_columns(pd.DataFrame({"p_value": [0.0001], "pearson_p": [0.25], "delta": [0.5]}))
+    assert frame.to_dict("records") == [{"p_value": "<0.001", "pearson_p": "0.250", "delta": 0.5}]
+
+
+def test_strongest_drop_names_the_darkest_cell_with_layers_and_heads_from_one():
+    cells = pd.DataFrame({"mode": ["layer"] * 3, "metric": ["f1"] * 3, "variant": ["paper"] * 3,
+                          "zone": ["p2q", "p2p", "q2q"], "layer": [0, 2, 1], "head": [-1] * 3,
+                          "delta": [-3.0, -7.25, 0.5]})
+    assert report.masking.strongest_drop_text(cells, "f1", "paper") == (
+        "the darkest blue cell: masking P2P in layer 3 costs 7.2 F1 points")
+    heads = cells.assign(mode="head", head=[0, 3, 1])
+    assert "P2P in layer 3, head 4 costs" in report.masking.strongest_drop_text(heads, "f1")
+    assert report.masking.strongest_drop_text(cells.assign(delta=[0.0, 0.5, 1.0]), "f1").startswith("no cell lowers")

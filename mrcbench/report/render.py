@@ -580,12 +580,12 @@ def pandoc_html(markdown: str, front: dict[str, Any], resource_dir: Path | None 
         metadata["date"] = date
     with tempfile.TemporaryDirectory(prefix="mrcbench-pandoc-") as scratch:
         folder = Path(scratch)
-        (folder / "report.md").write_text(markdown, encoding="utf-8")
+        (folder / "report.markdown").write_text(markdown, encoding="utf-8")
         (folder / "template.html").write_text(PANDOC_TEMPLATE, encoding="utf-8")
         (folder / "header.html").write_text(f"<style>{PAGE_CSS}{REPORT_CSS}</style>\n", encoding="utf-8")
         (folder / "metadata.yaml").write_text(yaml.safe_dump(metadata, allow_unicode=True, sort_keys=True),
                                               encoding="utf-8")
-        command = [pandoc, "report.md", "--from", "commonmark_x", "--to", "html5", "--standalone",
+        command = [pandoc, "report.markdown", "--from", "commonmark_x", "--to", "html5", "--standalone",
                    "--template", "template.html", "--include-in-header", "header.html",
                    "--metadata-file", "metadata.yaml", "--section-divs", "--embed-resources",
                    "--wrap", "none", "--output", "report.html"]
