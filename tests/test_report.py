@@ -655,7 +655,36 @@ def test_strongest_drop_names_the_darkest_cell_with_layers_and_heads_from_one():
                           "zone": ["p2q", "p2p", "q2q"], "layer": [0, 2, 1], "head": [-1] * 3,
                           "delta": [-3.0, -7.25, 0.5]})
     assert report.masking.strongest_drop_text(cells, "f1", "paper") == (
-        "the darkest blue cell: masking P2P in layer 3 costs 7.2 F1 points")
+        "Look first at the darkest blue cell: masking P2P in layer 3 costs 7.2 F1 points (paper variant).")
     heads = cells.assign(mode="head", head=[0, 3, 1])
     assert "P2P in layer 3, head 4 costs" in report.masking.strongest_drop_text(heads, "f1")
-    assert report.masking.strongest_drop_text(cells.assign(delta=[0.0, 0.5, 1.0]), "f1").startswith("no cell lowers")
+    assert report.masking.strongest_drop_text(cells.assign(delta=[0.0, 0.5, 1.0]), "f1") == (
+        "No cell lowers F1; look at the red cells, gains of up to 1.0 points.")
+    assert report.masking.strongest_drop_text(cells.assign(delta=0.0), "f1").startswith("Masking changes no F1 score")
+
+
+def test_notebook_markdown_keeps_every_output_and_fences_raw_html_safely():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("## Zone × layer masking"),
+        nbformat.v4.new_code_cell("show()", outputs=[
+            nbformat.v4.new_output("display_data", data={"text/html": "<script>var s = `a\n```\nb`;</script>"}),
+            nbformat.v4.new_output("display_data", data={"text/markdown": "**bold** text"}),
+            nbformat.v4.new_output("stream", name="stdout", text="printed\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": "aGVsbG8=\n", "text/plain": "<Figure>"}),
+        ]),
+        nbformat.v4.new_code_cell("hidden = 1", outputs=[]),
+    ]
+    nb.cells[1].metadata["tags"] = ["remove_input"]
+    nb.cells[2].metadata["tags"] = ["remove_cell"]
+    markdown = report.render.notebook_markdown(nb)
+    assert markdown.startswith("## Zone × layer masking {#zone--layer-masking}")
+    assert "````{=html}\n<script>var s = `a\n```\nb`;</script>\n````" in markdown  # longer than any run inside
+    assert "**bold** text" in markdown and "show()" not in markdown and "hidden" not in markdown
+    assert "::: {.cell-output .cell-output-stdout}\n```\nprinted\n```\n:::" in markdown
+    assert '<img src="data:image/png;base64,aGVsbG8=" alt="">' in markdown
+    page = report.render.pandoc_html(markdown, {"title": "T", "format": {"html": {"toc": True}}})
+    assert "<script>var s = `a\n```\nb`;</script>" in page and "<strong>bold</strong>" in page
+    assert '<section id="zone--layer-masking" class="level2">' in page and '<nav id="TOC"' in page

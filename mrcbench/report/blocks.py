@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.io
 
 from mrcbench import zones
@@ -183,6 +184,11 @@ def _anchor_attribute(caption: str) -> str:
     return f' id="{html.escape(anchor, quote=True)}"' if anchor else ""
 
 
+#: Figures laid out wider than this (px) take the text column's width instead (plotly resizes them with
+#: the window): the column beside the table of contents is narrower than the widest grids.
+FULL_WIDTH_ABOVE = 900
+
+
 def figure_html(fig, caption: str = "", div_id: str | None = None) -> str:
     """A plotly figure as an HTML fragment (plotly.js itself comes from :func:`plotly_js`).
 
@@ -190,6 +196,8 @@ def figure_html(fig, caption: str = "", div_id: str | None = None) -> str:
     renders of the same results are byte-identical. A :class:`Caption` (:func:`figure_caption`) puts
     its anchor on the ``<figure>``.
     """
+    if fig.layout.width is not None and fig.layout.width > FULL_WIDTH_ABOVE:
+        fig = go.Figure(fig).update_layout(width=None, autosize=True)  # a copy: the caller's figure stays
     with plotly_json_engine(PLOTLY_JSON_ENGINE):
         if div_id is None:
             digest = hashlib.sha256((caption + "\0" + fig.to_json()).encode("utf-8")).hexdigest()

@@ -47,6 +47,8 @@ body, .jp-RenderedHTMLCommon, table.mrc-table { font-family: "Source Serif Pro",
   "Noto Serif CJK SC", "Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", serif; }
 figure.mrc-figure { margin: 1.2em 0; }
 figure.mrc-figure figcaption, p.mrc-caption { font-size: 0.92em; color: #333; margin-top: 0.3em; }
+span.mrc-number { font-weight: 600; color: #111; }
+figure.mrc-figure, div.mrc-table-block { scroll-margin-top: 1em; }
 table.mrc-table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 12.5px; }
 table.mrc-table th, table.mrc-table td { border: 1px solid #d0d0d0; padding: 2px 6px; text-align: right; }
 table.mrc-table th { background: #f0f0f0; }
