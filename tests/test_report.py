@@ -494,14 +494,15 @@ def test_abstract_states_the_planted_verdicts_in_a_few_sentences_and_a_table():
     tables = _control_tables(planted_grid(p2p_uniform=(2, 10, 20, 8, 4, 0)))
     data = report.inputs.ReportData(Path("."), Path("."), tables, {}, {"min_clusters": 10})
     data.tables["baselines"] = pd.DataFrame({"model": ["m"], "eval_set": ["e"], "n_seeds": [1], "metric": ["f1"]})
-    text = report.abstract.abstract_markdown(data)
-    prose, table = text.split("\n\nTable:")
-    assert len(prose.split()) <= 200 and "(s)" not in prose and "nan" not in text.lower()
+    prose = report.abstract.abstract_markdown(data)
+    frame, caption = report.abstract.abstract_table(data)
+    table = frame.to_csv(sep="|", index=False)
+    assert len(prose.split()) <= 200 and "(s)" not in prose and "nan" not in (prose + table).lower()
     assert "We fine-tuned one model (m), one seed each, evaluated it on one evaluation set" in prose
     assert "P2Q, specific: beyond a size-matched null (the one grid)" in prose
     assert "P2P, the pattern matters: uniform as damaging as removal (the one grid)" in prose
-    assert "| m | e | P2Q | 3 |" in table and "specific: beyond a size-matched null (layers 2, 3, 4)" in table
-    assert "in none" not in text
+    assert "m|e|P2Q|3|" in table and "specific: beyond a size-matched null (layers 2, 3, 4)" in table
+    assert "in none" not in prose + table and caption.startswith("Read the verdict column first.")
 
 
 def test_figure_html_is_the_same_bytes_whichever_json_engine_plotly_would_pick(monkeypatch):

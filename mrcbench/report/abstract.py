@@ -41,7 +41,8 @@ def _paper_sentence(em: pd.DataFrame) -> str:
             f"{len(named)} grids that name two"
         )
         if len(named) < len(em):
-            top_text += f" ({len(em) - len(named)} grid(s) name none: their drops tie or are zero)"
+            rest = len(em) - len(named)
+            top_text += f" ({rest} {'grid names' if rest == 1 else 'grids name'} none: their drops tie or are zero)"
     return f"Against the paper's digitised BERT/SQuAD ΔEM grid, {rho_text}, and {top_text}."
 
 
@@ -208,15 +209,16 @@ def abstract_markdown(data: ReportData) -> str:
         em = paper[paper["metric"] == "em"]
         if not em.empty:
             parts.append(_paper_sentence(em))
-    text = " ".join(part for part in parts if part)
-    table = verdict_table(specificity, headline, variant)
-    if table.empty:
-        return text
-    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    body = "".join("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |\n"
-                   for row in table.itertuples(index=False))
-    caption = (f"\n\nTable: the verdict per grid for the paper's zones ({variant} variant; layers 1-based): "
-               "each zone's most damaging layer by ΔF1 with its bootstrap CI, the control that decides (a "
-               "size-matched null where enough questions' draws matched the zone's mass, else uniform) and "
-               "what it showed. Read the verdict column first.\n\n")
-    return text + caption + header + body
+    return " ".join(part for part in parts if part)
+
+
+def abstract_table(data: ReportData) -> tuple[pd.DataFrame, str]:
+    """The abstract's verdict table (:func:`mrcbench.report.controls.verdict_table`) and its caption text."""
+    headline = data.tables.get("headline", pd.DataFrame())
+    variant = primary_variant(headline["variant"]) if not headline.empty else "paper"
+    table = verdict_table(data.tables.get("specificity", pd.DataFrame()), headline, variant)
+    caption = ("Read the verdict column first. The verdict per grid for the paper's zones "
+               f"({variant} variant; layers numbered from 1): each zone's most damaging layer by ΔF1 with its "
+               "bootstrap CI, the control that decides (a size-matched null where enough questions' draws matched "
+               "the zone's mass, else uniform) and what it showed.")
+    return table, caption

@@ -18,11 +18,13 @@ import pandas as pd
 
 from mrcbench.report.blocks import (
     details_html,
+    figure_caption,
     figure_html,
     fmt_ci,
     fmt_p,
     grid_counts,
     run_label,
+    table_caption,
     table_html,
     zone_label,
 )
@@ -342,13 +344,15 @@ def controls_section_html(data: ReportData, variant: str | None = None) -> str:
         share_text = f"at least {100 * float(share):g}%" if share is not None else "enough"
         parts.append(figure_html(
             overview_figure(effects, chosen),
-            "Figure: P2Q and P2P in every grid, ΔF1 per layer (1-based) under removal (blue, the paper's blank), "
+            figure_caption(
+            "Look first at each zone's most damaging layer: removal far below a valid null means the zone matters "
+            "for what it attends to; uniform as low as removal means its pattern matters. "
+            "P2Q and P2P in every grid, ΔF1 per layer (1-based) under removal (blue, the paper's blank), "
             "under a size-matched random null that removes the same attention mass from other keys of the same "
             f"rows (grey, dashed; on the questions whose draw matched; filled where {share_text} of them did, "
             "so that it is a valid control) and under uniform, which keeps the zone's mass but spreads it evenly "
-            f"over its keys (green); bars: {100 * float(settings.get('confidence', 0.95)):g}% bootstrap CIs. Look "
-            "first at each zone's most damaging layer: removal far below a valid null means the zone matters for "
-            f"what it attends to; uniform as low as removal means its pattern matters. {chosen} variant."))
+            f"over its keys (green); bars: {100 * float(settings.get('confidence', 0.95)):g}% bootstrap CIs; "
+            f"{chosen} variant.", label="controls-overview")))
     runs = sorted({tuple(row) for frame in (nulls, operators) if not frame.empty
                    for row in frame[RUN_KEYS].drop_duplicates().itertuples(index=False)})
     for run in runs:
@@ -362,39 +366,48 @@ def controls_section_html(data: ReportData, variant: str | None = None) -> str:
         if not run_effects.empty:
             parts.append(table_html(
                 _effects_table(run_effects),
-                f"Table: the controls of P2Q and P2P per layer (1-based), {label}: the zone's effect under removal, "
+                table_caption(
+                "Read the verdict column at the zone's most damaging layer first. "
+                f"The controls of P2Q and P2P per layer (1-based), {label}: the zone's effect under removal, "
                 "the share of questions whose null matched, the null's effect on them and zone − null paired on "
                 "them (Holm over the grid's valid null cells), uniform's effect (Holm over the grid's uniform "
                 "cells), and the verdict that layer's controls give. The abstract's verdict is the one at the "
-                "zone's most damaging layer."))
+                "zone's most damaging layer.")))
         if not run_nulls.empty:
             counts = grid_counts(run_nulls.head(1).assign(n_questions=run_nulls["n_grid_questions"].head(1)),
                                  min_clusters)
             parts.append(figure_html(
                 null_figure(run_nulls, title=f"{label} · zone vs size-matched null"),
-                f"Figure: each zone's Δ (solid) beside its size-matched null's Δ (dashed; open marker: not a valid "
+                figure_caption(
+                "Where the solid line falls below the dashed one at a filled marker, the zone hurts more than "
+                "removing as much random attention. "
+                f"Each zone's Δ (solid) beside its size-matched null's Δ (dashed; open marker: not a valid "
                 f"control) per layer, on the questions whose null draw matched, ΔF1 and "
                 f"{MEASURE_LABELS[PRIMARY_CONTINUOUS]}, {label}, {chosen} variant. "
-                f"{html.escape(null_caption(run_nulls, settings), quote=False)}; {counts}."))
+                f"{html.escape(null_caption(run_nulls, settings), quote=False)}; {counts}.")))
             table = _cell_table(run_nulls)
             parts.append(details_html(f"Zone minus null per cell: {label}", table_html(
                 table[["metric", "layer", "zone", "n_questions", "n_grid_questions", "zone_delta", "zone_delta_all",
                        "null_delta", "difference_ci", "p_holm", "removed_mass", "null_removed_mass", "mass_match",
                        "feasible_fraction", "valid_control"]],
-                "Table: zone minus size-matched null per (zone, layer), on the questions whose null matched "
+                table_caption(
+                "Zone minus size-matched null per (zone, layer), on the questions whose null matched "
                 "(n_questions of n_grid_questions); zone_delta on those questions, zone_delta_all on all of them; "
-                f"Holm over the valid cells of ({', '.join(settings.get('null_contrast_correction_family', []))}).",
+                f"Holm over the valid cells of ({', '.join(settings.get('null_contrast_correction_family', []))})."),
                 digits=3)))
         if not run_ops.empty:
             ops = ", ".join(sorted(set(run_ops["operator"])))
             parts.append(figure_html(
                 operator_figure(run_ops, "f1", title=f"{label} · operator profiles (ΔF1)"),
-                f"Figure: ΔF1 per layer under each ablation operator (renorm: the paper's blank; {ops}), "
-                f"{label}, {chosen} variant; {grid_counts(run_ops.head(1), min_clusters)}."))
+                figure_caption(
+                "A line close to renorm's means the operator hurts as much as the paper's blank. "
+                f"ΔF1 per layer under each ablation operator (renorm: the paper's blank; {ops}), "
+                f"{label}, {chosen} variant; {grid_counts(run_ops.head(1), min_clusters)}.")))
             table = _cell_table(run_ops)
             parts.append(details_html(f"Operator minus renorm per cell: {label}", table_html(
                 table[["operator", "metric", "layer", "zone", "renorm_delta", "operator_delta", "difference_ci",
                        "p_holm", "removed_mass"]],
-                "Table: each operator minus renorm per (zone, layer), Holm within "
-                f"({', '.join(settings.get('operator_contrast_correction_family', []))}).", digits=3)))
+                table_caption(
+                "Each operator minus renorm per (zone, layer), Holm within "
+                f"({', '.join(settings.get('operator_contrast_correction_family', []))})."), digits=3)))
     return "\n".join(parts)
