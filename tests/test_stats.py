@@ -639,13 +639,13 @@ def synthetic_stats(tmp_path_factory):
 def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     results, written = synthetic_stats
     names = {path.name for path in written}
-    assert len(stats.tables.TABLES) == 16
+    assert len(stats.tables.TABLES) == 17
     for table in stats.tables.TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         # the synthetic grids have no null cells (ablation.null_draws 0) and no operator but renorm: the
         # controls' tables are written empty (their content: tests/test_controls.py)
         empty = pd.read_parquet(results / "stats" / f"{table}.parquet").empty
-        assert empty == (table in ("null_contrasts", "operator_contrasts", "specificity")), table
+        assert empty == (table in ("null_contrasts", "operator_contrasts", "control_effects", "specificity")), table
     assert "settings.json" in names
 
 
