@@ -541,8 +541,12 @@ def compare_sides(a: Side, b: Side) -> Verdict:
     results: list[FileResult] = []
     for path in differing:
         result = FileResult(path)
-        readable = Path(path).suffix in READABLE and "link" not in a.files[path] and "link" not in b.files[path]
-        if readable and a.has_content(path) and b.has_content(path):
+        links = [side.files[path].get("link") for side in (a, b)]
+        readable = Path(path).suffix in READABLE and links == [None, None]
+        if links != [None, None]:  # a symbolic link is compared by its target, never read through
+            result.findings = [Finding(path, "link", MEANING, f"link: {_show(links[0])} vs {_show(links[1])}"
+                                       " (a symbolic link: its target, not read)")]
+        elif readable and a.has_content(path) and b.has_content(path):
             result.findings = compare_content(path, a.read(path), b.read(path))
             if not result.findings:
                 result.note = "bytes differ, every value the same"
@@ -614,7 +618,7 @@ def _digest_verdict(a: Side, b: Side, header, env, only_a, only_b, differing) ->
     hint = (f"compare with the reference tables instead (mrcbench compare RESULTS {_reference_folder(manifest_side.name)})"
             if _reference_folder(manifest_side.name) else
             "compare two results folders, or a folder with a reference folder (mrcbench reference export)")
-    lines.append(f"differs: {len(differing)} file{'s' if len(differing) != 1 else ''} differ in digest,"
+    lines.append(f"differs: {len(differing)} file{'s differ' if len(differing) != 1 else ' differs'} in digest,"
                  f" {len(only_a)} only in A, {len(only_b)} only in B; first differing stage: {stages[0]}."
                  f" A manifest holds only digests, so only digests can be compared: {hint}")
     return Verdict("differs", lines)
