@@ -144,7 +144,7 @@ def tolerance_table() -> list[dict[str, str]]:
 # One side: a results folder, a reference folder, or a manifest
 # --------------------------------------------------------------------------------------------------
 
-REFERENCE_INDEX = "reference.json"
+REFERENCE_INDEX = manifest.REFERENCE_INDEX
 """The index of a reference folder: the run's manifest and, for each exported file, where it is stored."""
 
 REFERENCE_VERSION = 1
@@ -564,13 +564,13 @@ def compare_sides(a: Side, b: Side) -> Verdict:
     beyond = sorted((r for r in results if r.beyond and not r.meaning), key=lambda r: _order(r.path))
     beyond_also = [r for r in results if r.beyond and r.meaning]
     lines = list(header)
-    if meaning or only_a or only_b:
+    changed = sorted([(_order(path), [f"  only in {'A' if path in a.files else 'B'}: {path}"])
+                      for path in only_a + only_b]
+                     + [(_order(r.path), [f"  {r.path}:"] + [f"      {f.text}" for f in r.meaning]) for r in meaning])
+    if changed:
         lines.append("changed in meaning (answers, scores, decisions, headline):")
-        for path in only_a + only_b:
-            lines.append(f"  only in {'A' if path in a.files else 'B'}: {path}")
-        for result in meaning:
-            lines.append(f"  {result.path}:")
-            lines += [f"      {f.text}" for f in result.meaning]
+        for _, block in changed:
+            lines += block
     if beyond or beyond_also:
         lines.append("floats beyond tolerance:")
         for result in sorted(beyond + beyond_also, key=lambda r: _order(r.path)):
@@ -591,7 +591,7 @@ def compare_sides(a: Side, b: Side) -> Verdict:
         lines += env
     n_meaning = len(meaning) + len(only_a) + len(only_b)
     if n_meaning or beyond or beyond_also:
-        first = (only_a + only_b + [r.path for r in meaning])[:1] or [r.path for r in beyond + beyond_also][:1]
+        first = [key[1] for key, _ in changed[:1]] or [r.path for r in beyond + beyond_also][:1]
         lines.append(f"differs: {n_meaning} file{'s' if n_meaning != 1 else ''} changed in meaning,"
                      f" {len(beyond) + len(beyond_also)} with floats beyond tolerance; first: {first[0]}")
         return Verdict("differs", lines, results)
@@ -626,8 +626,9 @@ def _digest_verdict(a: Side, b: Side, header, env, only_a, only_b, differing) ->
 
 def _reference_folder(manifest_path: str) -> str | None:
     """``reference/default`` for ``reference/default.json`` when that folder holds reference tables."""
-    folder = Path(manifest_path).with_suffix("")
-    return str(folder) if (folder / REFERENCE_INDEX).is_file() else None
+    path = Path(manifest_path)
+    folder = path.parent / path.name.removesuffix(".json")
+    return str(folder) if path.name.endswith(".json") and (folder / REFERENCE_INDEX).is_file() else None
 
 
 def manifest_environment_lines(a: dict | None, b: dict | None) -> list[str]:
@@ -693,17 +694,22 @@ def export_reference(results_dir: str | os.PathLike, out_dir: str | os.PathLike)
     if not own.is_file():
         raise MrcbenchError(f"{own}: no manifest; export a finished run (its last step writes it)")
     run_manifest = manifest.load(own)
+    if (out.exists() or out.is_symlink()) and not (out / REFERENCE_INDEX).is_file():
+        raise MrcbenchError(f"{out}: exists and is not a reference folder (no {REFERENCE_INDEX}); name a new one,"
+                            " e.g. reference/default")
     found = {row["path"]: disk for row, disk in manifest.walk_results(results)[0] if "link" not in row}
-    recorded = {row["path"]: row for row in run_manifest["files"]}
-    stale = [p for p, disk in found.items() if p in recorded and files.sha256_file(disk) != recorded[p]["sha256"]]
-    if stale:
-        raise MrcbenchError(f"{results / stale[0]}: changed since {own} was written; re-run `mrcbench manifest`")
+    exported = [row for row in run_manifest["files"]
+                if any(fnmatch.fnmatchcase(row["path"], pattern) for pattern in EXPORTED)]
+    for row in exported:
+        if row["path"] not in found:
+            raise MrcbenchError(f"{results / row['path']}: listed in {own} but missing (or a link); re-run the workflow")
+        if files.sha256_file(found[row["path"]]) != row["sha256"]:
+            raise MrcbenchError(f"{results / row['path']}: changed since {own} was written; re-run `mrcbench manifest`")
     staging = files.staging_dir(out)
     staging.mkdir(parents=True)
     stored = {}
-    for path in sorted(recorded):
-        if path not in found or not any(fnmatch.fnmatchcase(path, pattern) for pattern in EXPORTED):
-            continue
+    for row in exported:
+        path = row["path"]
         if path.endswith(".parquet"):
             name = path
             target = staging / name
@@ -718,8 +724,14 @@ def export_reference(results_dir: str | os.PathLike, out_dir: str | os.PathLike)
     index = {"reference_version": REFERENCE_VERSION, "stored": stored, "manifest": run_manifest}
     files.write_json(staging / REFERENCE_INDEX, index)
     files.replace_directory(staging, out)
-    files.write_json(out.with_suffix(".json"), run_manifest)
+    files.write_json(manifest_beside(out), run_manifest)
     return out
+
+
+def manifest_beside(folder: str | os.PathLike) -> Path:
+    """``reference/default.json`` for the reference folder ``reference/default``."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}.json"
 
 
 def reference_folders_in(folder: str | os.PathLike = manifest.REFERENCE_DIR) -> list[Path]:
@@ -736,7 +748,7 @@ def main_reference(argv: list[str]) -> int:
     out = export_reference(args.results, args.out)
     total = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
     print(f"{out}: {len(files.read_json(out / REFERENCE_INDEX)['stored'])} tables, {total / 1e6:.1f} MB;"
-          f" manifest {out.with_suffix('.json')}")
+          f" manifest {manifest_beside(out)}")
     return 0
 
 

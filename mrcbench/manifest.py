@@ -49,6 +49,9 @@ KERNEL_FLAGS: tuple[str, ...] = (
 )
 """CPU flags (``/proc/cpuinfo``) that decide which oneDNN / ATen / BLAS kernels run."""
 
+REFERENCE_INDEX = "reference.json"
+"""The index of a folder of reference tables (``reference/default/reference.json``, mrcbench/compare.py)."""
+
 REFERENCE_DIR = "reference"
 """The repository's folder of published run manifests (``reference/default.json``: a fresh-clone run of
 ``config.yaml``); the report's appendix compares a run with the one made from the same config."""
@@ -369,3 +372,8 @@ def reference_manifests_in(folder: str | os.PathLike = REFERENCE_DIR) -> list[st
     """The reference manifests (``*.json``) in ``folder`` (the repository's ``reference/``), sorted; the
     reference tables beside them (``reference/default/``) are read by ``mrcbench compare``."""
     return sorted(str(path) for path in Path(folder).glob("*.json"))
+
+
+def reference_indexes_in(folder: str | os.PathLike = REFERENCE_DIR) -> list[str]:
+    """The indexes of the reference tables in ``folder`` (``reference/default/reference.json``), sorted."""
+    return sorted(str(path) for path in Path(folder).glob(f"*/{REFERENCE_INDEX}"))
