@@ -242,13 +242,18 @@ def test_the_reference_export_refuses_what_it_cannot_vouch_for(run, tmp_path, ca
     assert not (reference_dir / "default").exists()
 
 
-def test_the_appendix_shows_the_verdict_against_the_reference_and_the_largest_differences(run, tmp_path):
+def test_the_appendix_shows_the_verdict_against_the_reference_and_the_largest_differences(run, tmp_path,
+                                                                                          monkeypatch):
     from mrcbench.report import appendix
 
     reference = tmp_path / "reference" / "default"
     assert cli(["reference", "export", str(run), str(reference)]) == 0
     text, table = appendix.reference_verdict(run, reference)
     assert text.endswith(": identical") and table.empty
+    # Without a folder named: the repository's reference made from the run's config, or none.
+    monkeypatch.chdir(tmp_path)
+    assert appendix.reference_verdict(run, config=_config())[0] == "Against the reference `reference/default`: identical"
+    assert appendix.reference_verdict(run, config={**_config(), "sample_seed": 99})[0].startswith("No reference tables")
     _perturb_floats(run)
     text, table = appendix.reference_verdict(run, reference)
     assert "equivalent: 5 files differ in bytes only" in text
