@@ -105,6 +105,11 @@ def test_columns_are_meaning_or_floats_by_one_declaration():
     assert column_class("stats/null_contrasts.parquet", "valid_control", False) == MEANING
     assert column_class("stats/null_contrasts.parquet", "feasible_share_new", True) == "mass"
     assert column_class("stats/specificity.parquet", "some_new_statistic", True) == "default"
+    from mrcbench.compare import tolerance_table
+
+    table = {row["class"]: row for row in tolerance_table()}
+    assert table["mass"]["tolerance"] == "abs 1e-05" and "*mass*" in table["mass"]["columns"]
+    assert table["default"]["columns"] == "(any other float)" and table["default"]["why"]
 
 
 def test_float_noise_with_every_answer_and_decision_kept_is_equivalent(run, tmp_path, capsys):
