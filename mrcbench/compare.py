@@ -58,19 +58,25 @@ MEANING = "meaning"
 """A column compared exactly: a different value is a different result."""
 
 TOLERANCES: dict[str, Tolerance] = {
+    # Measured (issue 28): the smoke run with native AVX512 kernels against the AVX2 reference on one Xeon
+    # (checkpoints differ in their last bits; every answer, score and decision the same): logits and
+    # null odds moved by up to 2.3e-6, log-prob deltas by 1.9e-6, attention masses by 7.2e-7, and an exact
+    # sign-flip p-value by one step (2/256 = 0.0078).
     "mass": Tolerance(1e-5, 0.0, "attention masses, removed mass, shares, rates and probabilities lie in"
-                      " [0, 1]: fp32 sums in another order move them by ~1e-7, a checkpoint whose last bits"
-                      " differ by a little more; absolute, since relative error is meaningless near 0"),
+                      " [0, 1]: kernels that sum in another order, and checkpoints whose last bits differ, move"
+                      " them by ~1e-6; absolute, since relative error is meaningless near 0"),
     "correlation": Tolerance(1e-5, 0.0, "correlation coefficients, kappa, tau and their bounds lie in [-1, 1]:"
                              " absolute, like masses"),
-    "p_value": Tolerance(1e-6, 1e-3, "p-values: the decisions they make (significant_*) are compared exactly;"
-                         " the value itself moves with the floats it is computed from, most near 0"),
+    "p_value": Tolerance(1e-2, 0.0, "p-values: the decisions they make (significant_*) are compared exactly;"
+                         " exact and permutation p-values move in steps (2/256 for 8 clusters) when a near-tie"
+                         " in the statistic resolves the other way"),
     "logit": Tolerance(1e-4, 1e-4, "logits, null odds, no-answer thresholds, regression coefficients and"
-                       " losses are unbounded and carry the checkpoint's last-bit differences: relative,"
-                       " with a floor for values near 0"),
-    "log_ratio": Tolerance(1e-6, 1e-4, "log-probability deltas and KL divergences: relative, with a floor"),
-    "default": Tolerance(1e-6, 1e-4, "any other float (effects, confidence bounds, spreads, a column added"
-                         " later): relative 1e-4 with a 1e-6 floor"),
+                       " losses are unbounded and carry the checkpoint's last-bit differences (~2e-6):"
+                       " relative, with a floor for values near 0"),
+    "log_ratio": Tolerance(1e-5, 1e-4, "log-probability deltas and KL divergences: relative, with a floor for"
+                           " the many values near 0 (which move by ~2e-6 like the logits they come from)"),
+    "default": Tolerance(1e-5, 1e-4, "any other float (effects, confidence bounds, spreads, a column added"
+                         " later): relative 1e-4 with a 1e-5 floor"),
 }
 
 RULES: tuple[tuple[str, str, str], ...] = (
@@ -117,7 +123,7 @@ INPUTS: tuple[str, ...] = ("config.resolved.yaml", "stats/config.resolved.yaml",
 
 MEANING_ORDER: tuple[str, ...] = (
     "config.resolved.yaml", "data/*", "*/predictions*.json", "*/nbest.json", "*/scores.parquet",
-    "*/metrics.json", "ablation/*", "stats/headline*", "stats/paper_comparison*", "stats/*")
+    "*/metrics.json", "predict/*", "ablation/*", "stats/headline*", "stats/paper_comparison*", "stats/*")
 """The order meaning changes are listed in: inputs, answers, scores, then the statistics' decisions,
 with the headline last (it restates the decisions the tables above it make)."""
 
@@ -511,11 +517,14 @@ def _is_input(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in INPUTS)
 
 
-def _order(path: str) -> tuple[int, str]:
+def _order(path: str) -> tuple[int, int, str]:
+    """Where ``path`` is listed: by :data:`MEANING_ORDER`, then by stage in run order."""
+    stages = {stage: i for i, stage in enumerate(layout.STAGES)}
+    stage = stages.get(path.split("/")[0], len(stages))
     for i, pattern in enumerate(MEANING_ORDER):
         if fnmatch.fnmatchcase(path, pattern):
-            return i, path
-    return len(MEANING_ORDER), path
+            return i, stage, path
+    return len(MEANING_ORDER), stage, path
 
 
 def _parquet_twin(path: str, side: Side) -> str | None:
@@ -579,7 +588,7 @@ def compare_sides(a: Side, b: Side) -> Verdict:
     within = [r for r in results if not r.meaning and not r.beyond]
     if within:
         lines.append("within tolerance (largest difference per file):")
-        for result in sorted(within, key=lambda r: _order(r.path)):
+        for result in sorted(within, key=lambda r: (_order(r.path)[1], r.path)):  # in run order
             floats = [f for f in result.findings if f.kind == "within"]
             if floats:
                 top = max(floats, key=lambda f: f.max_diff)
@@ -591,7 +600,7 @@ def compare_sides(a: Side, b: Side) -> Verdict:
         lines += env
     n_meaning = len(meaning) + len(only_a) + len(only_b)
     if n_meaning or beyond or beyond_also:
-        first = [key[1] for key, _ in changed[:1]] or [r.path for r in beyond + beyond_also][:1]
+        first = [key[-1] for key, _ in changed[:1]] or [r.path for r in beyond + beyond_also][:1]
         lines.append(f"differs: {n_meaning} file{'s' if n_meaning != 1 else ''} changed in meaning,"
                      f" {len(beyond) + len(beyond_also)} with floats beyond tolerance; first: {first[0]}")
         return Verdict("differs", lines, results)
@@ -639,7 +648,8 @@ def manifest_environment_lines(a: dict | None, b: dict | None) -> list[str]:
     lines = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
+        if isinstance(x, dict) or isinstance(y, dict):
+            x, y = (x if isinstance(x, dict) else {}), (y if isinstance(y, dict) else {})
             for sub in sorted(set(x) | set(y)):
                 if x.get(sub) != y.get(sub):
                     lines.append(f"environment differs: {key} {sub} {_show(x.get(sub))} vs {_show(y.get(sub))}")
