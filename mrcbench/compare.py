@@ -118,12 +118,13 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("*", "learning_rate", MEANING),
 )
 
-INPUTS: tuple[str, ...] = ("config.resolved.yaml", "stats/config.resolved.yaml", "data/*")
+INPUTS: tuple[str, ...] = (layout.CONFIG_NAME, layout.glob("stats", layout.CONFIG_NAME), layout.glob("data", "*"))
 """Files whose bytes are the run's inputs (config, data splits): a different digest is a different run."""
 
 MEANING_ORDER: tuple[str, ...] = (
-    "config.resolved.yaml", "data/*", "*/predictions*.json", "*/nbest.json", "*/scores.parquet",
-    "*/metrics.json", "predict/*", "ablation/*", "stats/headline*", "stats/paper_comparison*", "stats/*")
+    layout.CONFIG_NAME, layout.glob("data", "*"), "*/predictions*.json", "*/nbest.json", "*/scores.parquet",
+    "*/metrics.json", layout.glob("predict", "*"), layout.glob("ablation", "*"), layout.glob("stats", "headline*"),
+    layout.glob("stats", "paper_comparison*"), layout.glob("stats", "*"))
 """The order meaning changes are listed in: inputs, answers, scores, then the statistics' decisions,
 with the headline last (it restates the decisions the tables above it make)."""
 
@@ -156,11 +157,12 @@ REFERENCE_INDEX = manifest.REFERENCE_INDEX
 REFERENCE_VERSION = 1
 
 EXPORTED: tuple[str, ...] = (
-    "config.resolved.yaml", "data/*.summary.json",
-    "predict/*/metrics.json", "predict/*/predictions.json", "predict/*/predictions_non_null.json",
-    "predict/*/null_odds.json", "predict/*/nbest.json", "predict/*/scores.parquet",
-    "attention/*/zone_stats.parquet", "attention/*/case_studies.json", "ablation/*/grid.parquet",
-    "finetune/*/training_log.jsonl", "stats/*.parquet", "stats/settings.json",
+    layout.CONFIG_NAME, layout.glob("data", "*.summary.json"),
+    *(layout.glob("predict", name) for name in ("metrics.json", "predictions.json", "predictions_non_null.json",
+                                                 "null_odds.json", "nbest.json", "scores.parquet")),
+    layout.glob("attention", "zone_stats.parquet"), layout.glob("attention", "case_studies.json"),
+    layout.glob("ablation", "grid.parquet"), layout.glob("finetune", "training_log.jsonl"),
+    layout.glob("stats", "*.parquet"), layout.glob("stats", "settings.json"),
 )
 """The files a reference folder keeps (the small result tables; no checkpoint, no data, no attention
 maps, and no CSV copy of a statistics table: its parquet twin holds the same values)."""
