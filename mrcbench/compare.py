@@ -26,7 +26,6 @@ import argparse
 import fnmatch
 import gzip
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,22 +326,23 @@ def _value_name(key: str, keyed_by_id: bool) -> str:
     return parts[-1] if parts else "value"
 
 
-def _within(a: float, b: float, tol: Tolerance) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    if a == b:
-        return True
-    return abs(a - b) <= tol.absolute + tol.relative * max(abs(a), abs(b))
+def _float_finding(path: str, column: str, kind: str, diffs, total: int) -> Finding:
+    """The finding for the differing values ``diffs`` (pairs, or an (n, 2) array) of one float column."""
+    import numpy as np
 
-
-def _float_finding(path: str, column: str, kind: str, diffs: list[tuple[float, float]], total: int) -> Finding:
     tol = TOLERANCES[kind]
-    beyond = [(a, b) for a, b in diffs if not _within(a, b, tol)]
-    finite = [abs(a - b) for a, b in diffs if math.isfinite(a) and math.isfinite(b)]
-    biggest = max(finite) if finite else float("nan")
-    if len(finite) < len(diffs):
+    pairs = np.asarray(diffs, dtype=float).reshape(-1, 2)
+    a, b = pairs[:, 0], pairs[:, 1]
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(a - b)
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        within = same | (gap <= tol.absolute + tol.relative * np.maximum(np.abs(a), np.abs(b)))
+    finite = np.isfinite(gap)
+    biggest = float(gap[finite].max()) if finite.any() else float("nan")
+    if not finite.all() and not same[~finite].all():
         biggest = float("inf")
-    count = len(beyond) if beyond else len(diffs)
+    beyond = int((~within).sum())
+    count = beyond if beyond else len(pairs)
     text = (f"{column}: max |diff| {biggest:.3g}, {count} of {total} values"
             f" {'beyond' if beyond else 'within'} {kind} tolerance ({tol.describe()})")
     return Finding(path, column, "beyond" if beyond else "within", text, biggest, tol.describe())
@@ -416,7 +416,8 @@ def _compare_frames(path: str, a, b) -> list[Finding]:
             xv, yv = x.to_numpy(dtype=float, na_value=np.nan), y.to_numpy(dtype=float, na_value=np.nan)
             differ = ~((xv == yv) | (np.isnan(xv) & np.isnan(yv)))
             if differ.any():
-                findings.append(_float_finding(path, str(column), kind, list(zip(xv[differ], yv[differ])), len(xv)))
+                findings.append(_float_finding(path, str(column), kind, np.stack([xv[differ], yv[differ]], axis=1),
+                                               len(xv)))
             continue
         xo, yo = x.astype(object).to_numpy(), y.astype(object).to_numpy()
         differ = _differ(x, y)
@@ -477,7 +478,7 @@ def _compare_arrays(path: str, a: dict, b: dict) -> list[Finding]:
             if differ.any():
                 findings.append(_float_finding(path, name, column_class(path, name, True) if
                                                column_class(path, name, True) != MEANING else "mass",
-                                               list(zip(xv[differ], yv[differ])), xv.size))
+                                               np.stack([xv[differ], yv[differ]], axis=1), xv.size))
         elif not np.array_equal(x, y):
             findings.append(Finding(path, name, MEANING, f"{name}: values differ"))
     return findings
