@@ -188,8 +188,13 @@ def _version(name: str) -> str | None:
 def recorded_precisions(results_dir: str | os.PathLike) -> list[str]:
     """The precisions the predictions were made in (``metrics.json`` ``precision``), sorted."""
     found = set()
-    for path in Path(results_dir).glob(layout.glob("predict", "metrics.json")):
-        value = files.read_json(path).get("precision")
+    root = Path(results_dir)
+    for path in root.glob(layout.glob("predict", "metrics.json")):
+        relative = path.relative_to(root)
+        if any((root / Path(*relative.parts[:i])).is_symlink() for i in range(1, len(relative.parts) + 1)):
+            continue  # never read through a link (it may point out of the results folder)
+        metrics = files.read_json(path)
+        value = metrics.get("precision") if isinstance(metrics, dict) else None
         if value:
             found.add(str(value))
     return sorted(found)

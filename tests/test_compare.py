@@ -374,6 +374,11 @@ def test_a_symlink_out_of_the_results_folder_is_recorded_as_a_link_and_never_rea
     code, out = _compare(capsys, run, other)
     assert code == 1
     assert "SECRET" not in out
+    # Nor for the environment: a linked prediction folder's metrics are not read for the precision.
+    (outside / "run").mkdir()
+    (outside / "run" / "metrics.json").write_text('{"precision": "bf16"}', encoding="utf-8")
+    os.symlink(outside / "run", run / "predict" / "minilm" / "squad_train" / "seed42" / "linked_eval")
+    assert manifest.recorded_precisions(run) == ["fp32"]
     assert f"link: {outside / 'secret.json'} vs {outside / 'other.json'} (a symbolic link: its target, not read)" in out
 
 
