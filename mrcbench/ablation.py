@@ -141,14 +141,22 @@ BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
 def grid_cells(
     n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",),
     operators: Sequence[str] = ("renorm",), null_draws: int = 0,
+    zone_operators: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Cell]:
     """The baseline followed by every (mode, layer, [head,] operator, zone) cell (``all_paper_quirk``
-    only with ``renorm``), and in mode ``layer`` ``null_draws`` size-matched nulls of each of the zones
-    that have one (:data:`mrcbench.zones.NULL_ZONES`)."""
+    only with ``renorm``); in mode ``layer``, per layer, then the cells of ``zone_operators`` (operator ->
+    those of the zones in ``zones`` it runs for on top of ``operators``, e.g. ``{"uniform": ["p2q", "p2p"]}``)
+    and ``null_draws``
+    size-matched nulls of each of the zones that have one (:data:`mrcbench.zones.NULL_ZONES`)."""
     for zone in zones:
         check_zone(zone)
     for operator in operators:
         check_operator(operator)
+    zone_operators = dict(zone_operators or {})
+    for operator, named in zone_operators.items():
+        check_operator(operator)
+        for zone in named:
+            check_zone(zone)
     cells = [BASELINE]
     for mode in modes:
         if mode == "baseline":
@@ -165,6 +173,13 @@ def grid_cells(
                 if operator == "renorm" or zone != "all_paper_quirk"
             )
             if mode == "layer":
+                cells.extend(
+                    Cell(zone, layer, None, mode, operator)
+                    for operator, named in zone_operators.items()
+                    if operator not in operators
+                    for zone in named
+                    if zone in zones  # an operator's cell is read against the zone's renorm cell
+                )
                 cells.extend(
                     Cell(null_zone_name(zone), layer, null_draw=draw)
                     for draw in range(null_draws)
@@ -287,11 +302,13 @@ def run_grid_naive(
                     removed = np.zeros(batch["input_ids"].shape[0])
                 elif cell.null_zone is not None:
                     with controller.record_mean_probs([cell.layer]) as mean:
-                        model(**inputs)
-                    plan, masks = _null_plan(batch, cell, variant, mean[cell.layer], controller.n_layers, null)
-                    with controller.apply_plan(plan) as result:
                         outputs = model(**inputs)
-                    removed = result.first_masked_layer_mass()
+                    plan, masks = _null_plan(batch, cell, variant, mean[cell.layer], controller.n_layers, null)
+                    removed = masks.achieved
+                    if masks.feasible.any():  # else no window is a control: recorded, not computed
+                        with controller.apply_plan(plan) as result:
+                            outputs = model(**inputs)
+                        removed = result.first_masked_layer_mass()
                 else:
                     with controller.intervene(
                         batch["zone_ids"], cell.zone, layers, cell.head, variant, cell.operator
@@ -365,10 +382,13 @@ def run_grid(
             for (start, operator), start_cells in sorted(by_start.items()):
                 layer_input = calls[start].hidden_states
                 for chunk in _chunks(start_cells, max_stack):
-                    plans, nulls = [], []
+                    plans, nulls, drawn = [], [], []
                     for cell in chunk:
                         if cell.null_zone is not None:
                             plan, masks = _null_plan(batch, cell, variant, mean[start], n_layers, null)
+                            if not masks.feasible.any():  # no window of the batch is a control: no pass
+                                collector.add(cell, baseline.start_logits, baseline.end_logits, masks.achieved, masks)
+                                continue
                         else:
                             plan, masks = MaskPlan.build(
                                 batch["zone_ids"], cell.zone, variant, cell.masked_layers(n_layers), cell.head,
@@ -376,6 +396,10 @@ def run_grid(
                             ), None
                         plans.append(plan.to(device))
                         nulls.append(masks)
+                        drawn.append(cell)
+                    if not drawn:
+                        continue
+                    chunk = drawn
                     plan = MaskPlan.concat(plans)
                     hidden = repeat_batch(layer_input, len(chunk), batch_size)
                     with controller.apply_plan(plan) as result, controller.replay(start, fused=fused):
@@ -491,6 +515,10 @@ def ablate(
                     frame["mass_match"] = frame["qid"].map(match).astype(float)
                     feasible = by_question["feasible"].min() == 1.0
                     frame["null_feasible"] = pd.array(frame["qid"].map(feasible).tolist(), dtype="boolean")
+                    # a question whose draw missed the zone's mass is no control: its outcome is not
+                    # recorded (its windows may not even have been run, see run_grid)
+                    missed = ~frame["null_feasible"].fillna(False).to_numpy(dtype=bool)
+                    frame.loc[missed, ["em", "f1", *EFFECT_COLUMNS]] = np.nan
                     frame["null_seed"] = frame["qid"].map(by_question["seed"].first()).astype(np.int64)
                 for key in KEY_COLUMNS:
                     frame[key] = keys[key]

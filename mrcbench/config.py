@@ -57,6 +57,11 @@ def _with_zone_vocabulary(schema_: dict) -> dict:
     ablation["zones"]["default"] = ["all", *zones.FOUR_ZONES]
     ablation["head_zones"]["items"] = {"enum": list(zones.ZONES)}
     ablation["head_zones"]["default"] = list(zones.PAPER_ZONES)
+    ablation["zone_operators"]["propertyNames"] = {"enum": list(zones.OPERATORS)}
+    ablation["zone_operators"]["additionalProperties"] = {
+        "type": "array", "items": {"enum": list(zones.ZONES)}, "uniqueItems": True,
+    }
+    ablation["zone_operators"]["default"] = {op: list(names) for op, names in zones.DEFAULT_ZONE_OPERATORS.items()}
     return schema_
 
 
@@ -411,6 +416,7 @@ class Ablation(_Section):
     answerable_only: bool
     split_by_layer: bool
     operators: tuple[str, ...]
+    zone_operators: Mapping[str, tuple[str, ...]]
     null_draws: int
     null_tolerance: float
     null_seed: int
@@ -429,6 +435,7 @@ class Stats(_Section):
     min_clusters: int
     parallel_min_overlap: float
     min_layers_for_paper: int
+    min_null_feasible_share: float
 
     @property
     def confidence(self) -> float:

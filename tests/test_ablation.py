@@ -19,6 +19,7 @@ from mrcbench.ablation import (
     run_grid,
     run_grid_naive,
 )
+from mrcbench.attention import ZoneAttention
 from mrcbench.decoding import Predictions
 from mrcbench.errors import MrcbenchError
 from mrcbench.features import EvalFeatures
@@ -464,6 +465,42 @@ def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
     files.write_parquet(frame, tmp_path / "grid.parquet")
     back = pd.read_parquet(tmp_path / "grid.parquet")
     assert back.null_feasible.isna().sum() == len(others)
+
+
+def test_a_null_that_cannot_be_drawn_in_any_window_runs_no_forward_pass(monkeypatch):
+    """P2P's null is infeasible in every window of the tiny batches (the question keys of passage rows
+    cannot hold P2P's mass): the fast and the naive grid record it without a masked pass; Q2Q's null runs."""
+    from mrcbench import ablation as ablation_mod
+
+    model = tiny_model("bert")
+    batches = with_null_keys(make_batches(model.config, seed=2))
+    cells = [BASELINE, Cell("null_p2p", 1, null_draw=0), Cell("null_q2q", 1, null_draw=0)]
+    settings = NullSettings(tolerance=0.2, seed=0)
+    plans = []
+    concat = ablation_mod.MaskPlan.concat
+
+    def counting(parts):
+        plans.append(len(parts))
+        return concat(parts)
+
+    monkeypatch.setattr(ablation_mod.MaskPlan, "concat", staticmethod(counting))
+    fast = run_grid(model, batches, cells, "paper", null=settings)
+    assert not fast[Cell("null_p2p", 1, null_draw=0)].null_feasible.any()
+    assert fast[Cell("null_q2q", 1, null_draw=0)].null_feasible.all()
+    assert len(plans) == len(batches)  # one masked replay per batch: Q2Q's null only
+    baseline = fast[BASELINE]
+    np.testing.assert_array_equal(fast[Cell("null_p2p", 1, null_draw=0)].start_logits, baseline.start_logits)
+    applied = []
+    apply_plan = ZoneAttention.apply_plan
+
+    def counting_apply(self, plan):
+        applied.append(plan)
+        return apply_plan(self, plan)
+
+    monkeypatch.setattr(ZoneAttention, "apply_plan", counting_apply)
+    naive = run_grid_naive(model, batches, cells, "paper", null=settings)
+    assert len(applied) == len(batches)
+    assert_same_grid(fast, naive)
 
 
 def test_null_refill_skips_a_heavy_key_that_would_overshoot():

@@ -38,6 +38,16 @@ def test_unknown_zone_is_named(default_config):
         cfg.validate(bad)
 
 
+def test_zone_operators_name_a_bad_operator_or_zone(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["ablation"]["zone_operators"] = {"spread": ["p2q"]}
+    with pytest.raises(MrcbenchError, match=r"ablation\.zone_operators"):
+        cfg.validate(bad)
+    bad["ablation"]["zone_operators"] = {"uniform": ["p2x"]}
+    with pytest.raises(MrcbenchError, match=r"ablation\.zone_operators\.uniform\.0: 'p2x' is not one of"):
+        cfg.validate(bad)
+
+
 def test_unknown_key_is_named(default_config):
     bad = copy.deepcopy(default_config)
     bad["models"]["minilm"]["sauce"] = "package"

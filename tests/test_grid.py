@@ -20,9 +20,27 @@ def test_every_mode_and_the_head_zones():
     cells = grid.configured_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
     assert cells[0] == ablation.BASELINE
     by_mode = pd.Series([c.mode for c in cells]).value_counts().to_dict()
-    assert by_mode == {"baseline": 1, "layer": 5 * 4, "head": 1 * 4 * 3, "from_layer": 5 * 4}
+    # mode layer adds the default zone_operators: uniform for P2Q and P2P in every layer
+    assert by_mode == {"baseline": 1, "layer": 5 * 4 + 2 * 4, "head": 1 * 4 * 3, "from_layer": 5 * 4}
+    assert {(c.zone, c.operator) for c in cells if c.operator != "renorm"} == {("p2q", "uniform"), ("p2p", "uniform")}
     assert {c.zone for c in cells if c.mode == "head"} == {"p2q"}
     assert len(set(cells)) == len(cells)
+
+
+def test_operators_can_be_chosen_per_zone():
+    cells = grid.configured_cells(3, 2, _ablation(zone_operators={"zero": ["q2q"], "uniform": []}, null_draws=1))
+    per_layer = [c for c in cells if c.layer == 1]
+    assert [(c.zone, c.operator) for c in per_layer] == [
+        ("all", "renorm"), ("q2q", "renorm"), ("q2p", "renorm"), ("p2q", "renorm"), ("p2p", "renorm"),
+        ("q2q", "zero"), ("null_q2q", "renorm"), ("null_q2p", "renorm"), ("null_p2q", "renorm"), ("null_p2p", "renorm"),
+    ]
+    # an operator already run for every zone adds nothing; the schema's default is uniform for the paper's zones
+    assert _ablation(operators=["renorm", "uniform"]).zone_operators == {"uniform": ("p2q", "p2p")}
+    both = grid.configured_cells(2, 2, _ablation(operators=["renorm", "uniform"]))
+    assert len(both) == 1 + 2 * 10 and len(set(both)) == len(both)
+    # zones the grid does not mask get no operator cell (it would have no renorm cell to be read against)
+    narrow = grid.configured_cells(1, 1, _ablation(zones=["p2q", "q2q"]))
+    assert [(c.zone, c.operator) for c in narrow if c.operator == "uniform"] == [("p2q", "uniform")]
 
 
 def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
@@ -35,7 +53,7 @@ def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
 
 
 def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
-    settings = _ablation(modes=["layer"], zones=["p2q"], variants=["paper"])
+    settings = _ablation(modes=["layer"], zones=["p2q"], variants=["paper"], zone_operators={"uniform": []})
     for layer in range(2):
         rows = [{"model": "m", "train_set": "t", "eval_set": "dev", "seed": 1, "variant": "paper", **cell.columns(),
                  "qid": "q1", "f1": 50.0} for cell in grid.configured_cells(2, 1, settings, layer=layer)]

@@ -95,9 +95,9 @@ def test_notebook_injects_parameters_and_tags_cells():
     assert code[1].source == "# Parameters injected by mrcbench.report\nvalue = 21"
     assert "injected-parameters" in code[1].metadata["tags"]
     assert "remove_input" not in code[2].metadata["tags"]  # echo: true
-    assert code[2].metadata["mrcbench"]["caption"] == "Figure 1: A caption"
+    assert code[2].metadata["mrcbench"]["caption"] == "Figure 1. A caption"
     assert "remove_cell" in code[3].metadata["tags"]  # include: false
-    assert nb.cells[0].source.startswith("# Tiny")
+    assert nb.cells[0].source == "Intro text."  # the title block is pandoc's, not a cell
 
 
 def test_the_report_qmd_has_a_parameters_cell_and_every_section():
@@ -183,7 +183,7 @@ def test_two_renders_of_the_same_results_are_byte_identical(rendered, synthetic_
     report.render.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
     assert out.read_text(encoding="utf-8") == first
     # Every plotly div has an id derived from its figure, not a random uuid.
-    ids = re.findall(r'<div class="plotly-graph-div" id="([^"]+)"', first)
+    ids = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', first)  # pandoc writes id first
     assert len(ids) == first.count('class="plotly-graph-div"')
     assert ids and all(div_id.startswith("mrc-fig-") for div_id in ids)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
@@ -258,10 +258,12 @@ def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, 
     with caplog.at_level(logging.INFO, logger="mrcbench.report.render"):
         engine = report.render.render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
     assert engine.startswith("fallback")
-    assert "quarto not found: rendering with the built-in fallback (nbclient + nbconvert)" in caplog.text
+    assert "quarto not found: rendering with the built-in fallback (nbclient + pandoc)" in caplog.text
     document = (tmp_path / "tiny.html").read_text(encoding="utf-8")
-    assert '<p class="mrc-caption">Figure 1: A caption</p>' in document
-    assert '<span class="nb">print</span>' in document and "<pre>2\n</pre>" in document  # echo: true
+    assert '<p class="mrc-caption">Figure 1. A caption</p>' in document
+    assert '<span class="bu">print</span>' in document  # echo: true, highlighted by pandoc
+    assert '<div class="cell-output cell-output-stdout">\n<pre><code>2</code></pre>' in document
+    assert '<h1 class="title">Tiny</h1>' in document
     assert "hidden = True" not in document  # include: false
     assert report.render.external_references(document) == []
 
@@ -452,42 +454,54 @@ def test_grid_counts_reads_the_tables():
 # --------------------------------------------------------------------------------------------------
 
 
-def _control_tables(uniform: bool = True) -> dict[str, pd.DataFrame]:
-    """The controls' stats tables of the planted grid of tests/test_controls.py: P2Q beyond its feasible
-    null in layer 1 (1-based), Q2P no more than its null, P2P's null infeasible with uniform hurting in layer 2."""
+def _control_tables(grid=None, uniform: bool = True) -> dict[str, pd.DataFrame]:
+    """Every controls table of a planted grid (default: tests/test_controls.py's grid_with_controls: P2Q beyond
+    its valid null at its worst layer 1 (1-based), Q2P no more than its null, P2P's null infeasible and
+    uniform harmless at its worst layer), through the same chain as ``mrcbench stats``."""
     from test_controls import FINE, grid_with_controls
 
-    grid = grid_with_controls(uniform=uniform)
+    grid = grid_with_controls(uniform=uniform) if grid is None else grid
+    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(stats.results.paper_cells(grid)),
+                                            FINE)
     nulls = stats.controls.compute_null_contrasts(grid, FINE)
-    return {"null_contrasts": nulls, "operator_contrasts": stats.controls.compute_operator_contrasts(grid, FINE),
-            "specificity": stats.controls.compute_specificity(grid, nulls, FINE)}
+    operators = stats.controls.compute_operator_contrasts(grid, FINE)
+    effects = stats.controls.compute_control_effects(grid, deltas, nulls, operators, FINE)
+    return {"null_contrasts": nulls, "operator_contrasts": operators, "control_effects": effects,
+            "specificity": stats.controls.compute_specificity(effects, FINE), "headline": stats.headline.headline_zones(deltas)}
 
 
-def test_specificity_clause_says_where_a_zone_exceeds_its_null_and_falls_back_to_uniform():
+def test_verdict_table_words_each_zone_at_its_most_damaging_layer():
     tables = _control_tables()
-    text = report.controls.specificity_clause(tables["specificity"], ("m", "t", "e"), "paper")
-    assert "P2Q exceeds its size-matched null in layer(s) 1 of 2 feasible" in text
-    assert re.search(r"P2Q[^;]*zone − null ΔF1 over those layers = -\d+\.\d\d \[-\d+\.\d\d, -\d+\.\d\d\], "
-                     r"Holm p [<=]", text)
-    assert "P2P's size-matched null is infeasible in all 2 layer(s); the `uniform` operator" in text
-    assert "lowers F1 significantly in layer(s) 2 " in text
-    q2p = report.controls.specificity_clause(tables["specificity"], ("m", "t", "e"), "paper", zones=("q2p",))
-    assert "Q2P exceeds its size-matched null in none of its 2 feasible layer(s)" in q2p
-    none = report.controls.specificity_clause(_control_tables(uniform=False)["specificity"], ("m", "t", "e"))
-    assert "no `uniform` operator, so its effect has no size control" in none
-    assert "no size-matched nulls" in report.controls.specificity_clause(pd.DataFrame(), ("m", "t", "e"))
-    assert "no size-matched nulls" in report.controls.specificity_clause(tables["specificity"], ("x", "t", "e"))
+    table = report.controls.verdict_table(tables["specificity"], tables["headline"]).set_index("zone")
+    assert list(table.index) == ["P2Q", "P2P"]  # the paper's two zones, also the headline's top two here
+    assert table.loc["P2Q", "layer"] == 1 and table.loc["P2Q", "control"] == "size-matched null"
+    assert table.loc["P2Q", "verdict"] == "specific: beyond a size-matched null (layer 1)"
+    assert re.match(r"zone − null ΔF1 -1\d\.\d \[-\d+\.\d, -\d+\.\d\], Holm p [<=] .*\(100% of questions matched\)",
+                    table.loc["P2Q", "control result"])
+    with_q2p = report.controls.verdict_table(tables["specificity"], zones=("q2p",)).set_index("zone")
+    assert with_q2p.loc["Q2P", "verdict"] == "mass-driven: no more than its null"
+    assert table.loc["P2P", "control"] == "uniform (null matched on 0% of questions)"
+    assert table.loc["P2P", "verdict"] == "the amount matters: uniform harmless"
+    none = report.controls.verdict_table(_control_tables(uniform=False)["specificity"]).set_index("zone")
+    assert none.loc["P2P", "verdict"] == "no valid control" and none.loc["P2P", "control"] == "none"
 
 
-def test_abstract_leg_sentence_carries_the_controls_clause_either_way():
-    headline = _headline({("p2q", 4): -9.0, ("p2p", 0): -14.0})
-    without = report.abstract.headline_sentences(headline, min_clusters=10, specificity=pd.DataFrame())[0]
-    assert without.endswith("cannot say whether an effect exceeds what removing as much random attention does.")
-    assert "Against size-matched controls" not in without
-    spec = _control_tables()["specificity"].assign(model="m", train_set="t", eval_set="dev")
-    with_nulls = report.abstract.headline_sentences(headline, min_clusters=10, specificity=spec)[0]
-    assert "This agrees with the paper's answer, P2Q + P2P. Against size-matched controls: P2Q exceeds" in with_nulls
-    assert report.abstract.headline_sentences(headline, min_clusters=10)[0].endswith("P2Q + P2P.")
+def test_abstract_states_the_planted_verdicts_in_a_few_sentences_and_a_table():
+    """Today's failure in miniature (tests/test_controls.py::planted_grid): P2Q specific in layers 2-4
+    (1-based) where 5-8% of its null draws miss; the abstract must say specific, never "exceeds ... in none"."""
+    from test_controls import planted_grid
+
+    tables = _control_tables(planted_grid(p2p_uniform=(2, 10, 20, 8, 4, 0)))
+    data = report.inputs.ReportData(Path("."), Path("."), tables, {}, {"min_clusters": 10})
+    data.tables["baselines"] = pd.DataFrame({"model": ["m"], "eval_set": ["e"], "n_seeds": [1], "metric": ["f1"]})
+    text = report.abstract.abstract_markdown(data)
+    prose, table = text.split("\n\nTable:")
+    assert len(prose.split()) <= 200 and "(s)" not in prose and "nan" not in text.lower()
+    assert "We fine-tuned one model (m), one seed each, evaluated it on one evaluation set" in prose
+    assert "P2Q, specific: beyond a size-matched null (the one grid)" in prose
+    assert "P2P, the pattern matters: uniform as damaging as removal (the one grid)" in prose
+    assert "| m | e | P2Q | 3 |" in table and "specific: beyond a size-matched null (layers 2, 3, 4)" in table
+    assert "in none" not in text
 
 
 def test_figure_html_is_the_same_bytes_whichever_json_engine_plotly_would_pick(monkeypatch):
@@ -512,22 +526,184 @@ def test_figure_html_is_the_same_bytes_whichever_json_engine_plotly_would_pick(m
 def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_captions():
     tables = _control_tables()
     data = report.inputs.ReportData(Path("."), Path("."), tables, {},
-                                    {"null_tolerance": 0.1, "min_clusters": 10,
+                                    {"null_tolerance": 0.1, "min_clusters": 10, "min_null_feasible_share": 0.9,
                                      "null_contrast_correction_family": ["model", "metric"]})
     document = report.controls.controls_section_html(data, "paper")
-    assert document.count('<figure class="mrc-figure">') == 2
-    assert "1 null draw(s) per cell, tolerance ±10% of the zone's mass per row" in document
-    assert "infeasible null cells" in document and "P2P in layer(s) 1, 2" in document
+    assert document.count('<figure class="mrc-figure">') == 3  # overview, zone vs null, operator profiles
+    assert document.index("under uniform, which keeps the zone") < document.index("zone vs size-matched null")
+    assert "1 null draw per cell, tolerance ±10% of the zone's mass per row" in document
+    assert "at least 90% of its questions' draws matched" in document
+    assert "no valid null (too few questions whose draw matched the zone's mass): P2P in layers 1, 2" in document
     # figure titles sit in the figure's JSON, which escapes non-ASCII (report.blocks.PLOTLY_JSON_ENGINE)
     assert json.dumps("operator profiles (ΔF1)")[1:-1] in document
     assert "renorm: the paper's blank; uniform, zero" in document
-    assert "Table: specificity" in document and "No grid has" not in document
-    # the figure draws the table's numbers: the zone's and the null's deltas of P2Q's F1 cells
+    assert "Table: the controls of P2Q and P2P per layer" in document and "No grid has" not in document
+    # the figures draw the tables' numbers
     nulls = tables["null_contrasts"]
     p2q = nulls[(nulls.metric == "f1") & (nulls.zone == "p2q")].sort_values("layer")
     figure = report.controls.null_figure(nulls)
     zone_trace = next(t for t in figure.data if t.name == "zone" and t.hovertemplate.startswith("P2Q layer"))
     assert np.allclose(zone_trace.y, p2q["zone_delta"])
+    effects = tables["control_effects"]
+    overview = report.controls.overview_figure(effects, "paper")
+    p2p = effects[(effects.measure == "f1") & (effects.zone == "p2p")].sort_values("layer")
+    uniform = [t for t in overview.data if t.name == "uniform (mass kept)"]
+    assert len(uniform) == 2 and np.allclose(uniform[1].y, p2p["uniform_delta"])
     empty = report.inputs.ReportData(Path("."), Path("."), {}, {}, {})
     text = report.controls.controls_section_html(empty)
     assert "No grid has size-matched null cells" in text and "other than <code>renorm</code>" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# The fallback's page: pandoc with Quarto's skeleton
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heading", "identifier"),
+    [
+        ("Zone × layer masking", "zone--layer-masking"),
+        ("Appendix: reproducibility", "appendix-reproducibility"),
+        ("Cross-lingual consistency", "cross-lingual-consistency"),
+        ("3.5 Question types", "question-types"),
+        ("The `p_holm` column and *emphasis*", "the-p_holm-column-and-emphasis"),
+        ("Ranks v1.2 [linked](https://x.example)", "ranks-v1.2-linked"),
+        ("中文 标题", "中文-标题"),
+        ("2024", "section"),
+    ],
+)
+def test_quarto_heading_id_follows_pandoc_auto_identifiers(heading, identifier):
+    assert report.render.quarto_heading_id(heading) == identifier
+
+
+def test_headings_get_quarto_ids_explicit_ones_kept_and_repeats_numbered():
+    markdown = "## Abstract\n\n```\n## not a heading\n```\n\n## Setup {#sec-setup .unnumbered}\n\n## Abstract\n"
+    assert report.render.document_heading_ids(markdown) == [
+        (2, "Abstract", "abstract"), (2, "Setup", "sec-setup"), (2, "Abstract", "abstract-1")]
+    assert "## not a heading\n" in report.render.assign_heading_ids(markdown)
+
+
+def test_display_date_reads_today_from_source_date_epoch(monkeypatch):
+    import datetime as dt
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert report.render._display_date("today") == "November 14, 2023"
+    assert report.render._display_date(dt.date(2022, 3, 1)) == "March 1, 2022"
+    assert report.render._display_date("2022-03-01") == "March 1, 2022"
+    assert report.render._display_date("spring 2022") == "spring 2022"
+    assert report.render._display_date(None) == ""
+
+
+def test_fallback_page_has_quartos_skeleton(rendered):
+    """Title block (title, subtitle, date), side TOC, one <section> per heading with Quarto's id, and
+    every TOC link landing on a section."""
+    _, document = rendered
+    front = report.render.parse_qmd(QMD.read_text(encoding="utf-8")).front_matter
+    assert '<header id="title-block-header" class="quarto-title-block default">' in document
+    assert f'<h1 class="title">{front["title"]}</h1>' in document
+    assert '<p class="subtitle lead">A reproduction and extension of Cui et al.' in document
+    assert re.search(r'<p class="date">[A-Z][a-z]+ \d{1,2}, \d{4}</p>', document)
+    assert '<nav id="TOC" role="doc-toc"' in document
+    sections = re.findall(r'<section id="([^"]+)" class="level2[^"]*">\s*<h2[^>]*>([^<]+)</h2>', document)
+    assert [title for _, title in sections] == list(SECTIONS)
+    assert all(identifier == report.render.quarto_heading_id(title) for identifier, title in sections)
+    assert ("zone--layer-masking", "Zone × layer masking") in sections
+    toc = document[document.index('<nav id="TOC"'):document.index("</nav>")]
+    targets = re.findall(r'<a href="#([^"]+)"', toc)
+    assert targets == [identifier for identifier, _ in sections]
+    assert document.count("<h1") == 1  # the title; sections start at h2
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers, captions and words
+# --------------------------------------------------------------------------------------------------
+
+
+def test_captions_are_numbered_per_kind_and_carry_their_anchor():
+    numbering = report.blocks.Numbering()
+    first = numbering.caption("figure", "Look first at P2P.")
+    assert first == '<span class="mrc-number">Figure 1.</span> Look first at P2P.' and first.anchor == "fig-1"
+    assert numbering.caption("table", "Read the verdict first.").anchor == "tbl-1"
+    assert numbering.ref("zone-layer") == '<a href="#fig-zone-layer">Figure 2</a>'  # forward reference
+    labelled = numbering.caption("figure", "x", label="zone-layer")
+    assert labelled.startswith('<span class="mrc-number">Figure 2.</span>') and labelled.anchor == "fig-zone-layer"
+    assert numbering.caption("figure", "y").startswith('<span class="mrc-number">Figure 3.</span>')
+    numbering.reset()
+    assert numbering.caption("table", "z").startswith('<span class="mrc-number">Table 1.</span>')
+    with pytest.raises(ValueError):
+        numbering.caption("chart", "z")
+
+
+def test_figure_and_table_html_put_the_caption_anchor_on_their_block():
+    import plotly.graph_objects as go
+
+    report.blocks.reset_numbering()
+    figure = report.blocks.figure_html(go.Figure(go.Bar(x=[1], y=[2])), report.blocks.figure_caption("a"))
+    assert figure.startswith('<figure class="mrc-figure" id="fig-1">')
+    assert '<figcaption><span class="mrc-number">Figure 1.</span> a</figcaption>' in figure
+    table = report.blocks.table_html(pd.DataFrame({"x": [1.5]}), report.blocks.table_caption("b"))
+    assert table.startswith('<div class="mrc-table-block" id="tbl-1"><p class="mrc-caption">'
+                            '<span class="mrc-number">Table 1.</span> b</p><table')
+    assert report.blocks.table_html(pd.DataFrame({"x": [1]}), "plain").startswith('<div class="mrc-table-block">')
+
+
+def test_tables_print_missing_values_as_a_dash_and_config_integers_as_integers():
+    frame = pd.DataFrame({"text": ["a", None], "count": pd.array([240, None], dtype="Int64"), "value": [1.5, np.nan]})
+    document = report.blocks.table_html(frame)
+    assert "None" not in document and "&lt;NA&gt;" not in document and document.count("<td>–</td>") == 3
+    splits = report.setup._integers_as_integers(pd.DataFrame(
+        [{"split": "a", "max_questions": 240.0}, {"split": "b", "max_questions": np.nan}]))
+    assert str(splits["max_questions"].dtype) == "Int64"
+    rendered = report.blocks.table_html(splits)
+    assert "<td>240</td>" in rendered and "240.00" not in rendered
+
+
+def test_words_counts_ranges_and_layers():
+    assert report.blocks.plural(1, "model") == "1 model"
+    assert report.blocks.plural(2, "set") == "2 sets"
+    assert report.blocks.plural(3, "analysis", "analyses") == "3 analyses"
+    assert report.blocks.fmt_range(0.47, 0.4701) == "0.47"
+    assert report.blocks.fmt_range(0.11, 0.31) == "0.11 to 0.31"
+    assert report.blocks.layer_number(0) == 1
+    frame = report.blocks.format_p_columns(pd.DataFrame({"p_value": [0.0001], "pearson_p": [0.25], "delta": [0.5]}))
+    assert frame.to_dict("records") == [{"p_value": "<0.001", "pearson_p": "0.250", "delta": 0.5}]
+
+
+def test_strongest_drop_names_the_darkest_cell_with_layers_and_heads_from_one():
+    cells = pd.DataFrame({"mode": ["layer"] * 3, "metric": ["f1"] * 3, "variant": ["paper"] * 3,
+                          "zone": ["p2q", "p2p", "q2q"], "layer": [0, 2, 1], "head": [-1] * 3,
+                          "delta": [-3.0, -7.25, 0.5]})
+    assert report.masking.strongest_drop_text(cells, "f1", "paper") == (
+        "Look first at the darkest blue cell: masking P2P in layer 3 costs 7.2 F1 points (paper variant).")
+    heads = cells.assign(mode="head", head=[0, 3, 1])
+    assert "P2P in layer 3, head 4 costs" in report.masking.strongest_drop_text(heads, "f1")
+    assert report.masking.strongest_drop_text(cells.assign(delta=[0.0, 0.5, 1.0]), "f1") == (
+        "No cell lowers F1; look at the red cells, gains of up to 1.0 points.")
+    assert report.masking.strongest_drop_text(cells.assign(delta=0.0), "f1").startswith("Masking changes no F1 score")
+
+
+def test_notebook_markdown_keeps_every_output_and_fences_raw_html_safely():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("## Zone × layer masking"),
+        nbformat.v4.new_code_cell("show()", outputs=[
+            nbformat.v4.new_output("display_data", data={"text/html": "<script>var s = `a\n```\nb`;</script>"}),
+            nbformat.v4.new_output("display_data", data={"text/markdown": "**bold** text"}),
+            nbformat.v4.new_output("stream", name="stdout", text="printed\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": "aGVsbG8=\n", "text/plain": "<Figure>"}),
+        ]),
+        nbformat.v4.new_code_cell("hidden = 1", outputs=[]),
+    ]
+    nb.cells[1].metadata["tags"] = ["remove_input"]
+    nb.cells[2].metadata["tags"] = ["remove_cell"]
+    markdown = report.render.notebook_markdown(nb)
+    assert markdown.startswith("## Zone × layer masking {#zone--layer-masking}")
+    assert "````{=html}\n<script>var s = `a\n```\nb`;</script>\n````" in markdown  # longer than any run inside
+    assert "**bold** text" in markdown and "show()" not in markdown and "hidden" not in markdown
+    assert "::: {.cell-output .cell-output-stdout}\n```\nprinted\n```\n:::" in markdown
+    assert '<img src="data:image/png;base64,aGVsbG8=" alt="">' in markdown
+    page = report.render.pandoc_html(markdown, {"title": "T", "format": {"html": {"toc": True}}})
+    assert "<script>var s = `a\n```\nb`;</script>" in page and "<strong>bold</strong>" in page
+    assert '<section id="zone--layer-masking" class="level2">' in page and '<nav id="TOC"' in page

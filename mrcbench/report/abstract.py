@@ -1,8 +1,10 @@
-"""The report's "Abstract": one sentence per leg from the ``headline`` table.
+"""The report's "Abstract": a few sentences (what was run, the answer to the paper's question, the controls'
+verdict, the agreement with the paper) and one verdict table; and the per-grid sentences of the zone x layer
+section.
 
-The table is computed by :mod:`mrcbench.stats.headline`; this module only turns it into text. Each leg's
-sentence ends with the size-matched controls of P2Q and P2P (``specificity`` table,
-:func:`mrcbench.report.controls.specificity_clause`).
+The answer comes from the ``headline`` table (:mod:`mrcbench.stats.headline`), the controls' verdict from
+``specificity`` (:mod:`mrcbench.stats.controls`, worded by :mod:`mrcbench.report.controls`), the agreement
+from ``paper_comparison``; this module only turns them into text.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, zone_label
-from mrcbench.report.controls import specificity_clause
+from mrcbench.report.controls import VERDICT_WORDS, verdict_counts, verdict_table
 from mrcbench.report.inputs import ReportData
-from mrcbench.stats.common import TIE_TOLERANCE, layer_grid, primary_variant
+from mrcbench.stats.common import primary_variant
+from mrcbench.zones import PAPER_ZONES
 
 
 def _paper_sentence(em: pd.DataFrame) -> str:
@@ -80,12 +83,10 @@ VERDICT_SENTENCES = {
 
 def headline_sentences(
     headline: pd.DataFrame, variant: str = "paper", metric: str = "f1", min_clusters: int | None = None,
-    specificity: pd.DataFrame | None = None,
 ) -> list[str]:
     """One sentence per leg (model, train set, eval set) from :func:`mrcbench.stats.headline.headline_zones`:
     the two zones whose masking hurts most, with CIs and corrected significance, and whether they are
-    the paper's P2Q + P2P. With ``specificity`` (the stats table, possibly empty), each sentence adds
-    whether P2Q and P2P exceed their size-matched nulls (or what the uniform operator shows)."""
+    the paper's P2Q + P2P."""
     if headline is None or headline.empty:
         return []
     rows = headline[(headline["metric"] == metric)]
@@ -101,10 +102,7 @@ def headline_sentences(
         verdict_key = leg["verdict"].iloc[0]
         verdict = VERDICT_SENTENCES.get(verdict_key, "")
         counts = grid_counts(leg.head(1), min_clusters)
-        controls = (
-            " " + specificity_clause(specificity, (model, train_set, eval_set), leg["variant"].iloc[0])
-            if specificity is not None else ""
-        )
+        controls = ""
         if verdict_key == "no change":
             sentences.append(f"**{model} on {eval_set}** (fine-tuned on {train_set}; {counts}): {verdict}{controls}")
             continue
@@ -121,94 +119,104 @@ def headline_sentences(
     return sentences
 
 
+_NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def count_words(n: int, noun: str, plural: str | None = None) -> str:
+    """ "one model", "two models", "12 models" (no "model(s)")."""
+    word = _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
+    return f"{word} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+def _answer_sentence(headline: pd.DataFrame, variant: str) -> str:
+    """How many grids name the paper's two zones as the most damaging (``headline`` verdicts, ΔF1)."""
+    rows = headline[(headline["metric"] == "f1") & (headline["variant"] == variant)]
+    verdicts = rows.drop_duplicates(["model", "train_set", "eval_set"])["verdict"].value_counts()
+    n = int(verdicts.sum())
+    agrees = int(verdicts.get("agrees", 0))
+    one = int(verdicts.get("same zones, one significant", 0))
+    parts = []
+    if agrees:
+        parts.append(f"in {agrees} of {n} grids the two zones whose masking lowers F1 most are the paper's, "
+                     "P2Q and P2P, both significant after Holm correction")
+    if one:
+        parts.append(f"in {one} they are P2Q and P2P with only one drop significant")
+    other = n - agrees - one
+    if other:
+        parts.append(f"in {other} the grid does not single out P2Q and P2P (see the zone × layer section)")
+    if not parts:
+        return ""
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def _controls_sentence(specificity: pd.DataFrame, variant: str) -> str:
+    """Per paper zone, how many grids give each verdict at the zone's most damaging layer."""
+    phrases = []
+    for zone in PAPER_ZONES:
+        counts = verdict_counts(specificity, zone, variant)
+        if not counts:
+            continue
+        n = sum(counts.values())
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        said = [f"{VERDICT_WORDS.get(code, code)} ({_grids(count, n)})" for code, count in ordered]
+        phrases.append(f"{zone_label(zone)}, " + "; ".join(said))
+    if not phrases:
+        return ""
+    return ("Judged at each zone's most damaging layer against controls that remove the same amount of "
+            "attention: " + "; ".join(phrases) + ".")
+
+
+def _grids(count: int, n: int) -> str:
+    if n == 1:
+        return "the one grid"
+    return f"all {_NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else n} grids" if count == n else f"{count} of {n} grids"
+
+
 def abstract_markdown(data: ReportData) -> str:
-    """The abstract, written from the run's own numbers."""
-    deltas, baselines = data.deltas, data.baselines
-    parts: list[str] = []
-    layer = layer_grid(deltas)
-    models = (
-        sorted(set(baselines["model"]) | set(layer.get("model", pd.Series(dtype=str))))
-        if not baselines.empty
-        else sorted(set(layer["model"]))
-    )
-    evals = sorted(set(baselines["eval_set"])) if not baselines.empty else sorted(set(layer["eval_set"]))
-    n_seeds = int(baselines["n_seeds"].max()) if not baselines.empty else int(layer["n_seeds"].max())
-    parts.append(
-        f"We fine-tuned {len(models)} model(s) ({', '.join(models)}) with {n_seeds} seed(s) each, "
-        f"evaluated them on {len(evals)} set(s) ({', '.join(evals)}), and blanked one attention zone "
-        "(Q2Q, Q2P, P2Q, P2P, or all four) in one layer at a time, following Cui et al. (2022)."
-    )
-    f1 = baselines[baselines["metric"] == "f1"] if not baselines.empty else baselines
-    if not f1.empty:
-        low, high = f1.loc[f1["value"].idxmin()], f1.loc[f1["value"].idxmax()]
-
-        def where(row: pd.Series) -> str:  # which run, over which questions (a SQuAD 2.0 F1 counts unanswerables)
-            return f"{row['model']} on {row['eval_set']}, {int(row['n_questions'])} questions"
-
-        parts.append(
-            f"Unmasked F1 ranged from {low['value']:.1f} ({where(low)}) to {high['value']:.1f} ({where(high)})."
-        )
-    primary = layer[(layer["metric"] == "f1")] if not layer.empty else layer
-    if not primary.empty:
-        primary = primary[primary["variant"] == primary_variant(primary["variant"])]
-    finite = primary[np.isfinite(primary["delta"].astype(float))] if not primary.empty else primary
-    lowest = float(finite["delta"].min()) if not finite.empty else float("nan")
-    tied_lowest = (finite["delta"] - lowest).abs() <= TIE_TOLERANCE if not finite.empty else finite["delta"]
-    if not finite.empty and lowest >= -TIE_TOLERANCE:
-        parts.append("No zone × layer cell's masking lowers F1 (no ΔF1 is negative), so no cell is the most damaging.")
-    elif not finite.empty and int(tied_lowest.sum()) > 1:
-        parts.append(
-            f"The largest drop, ΔF1 = {lowest:.1f}, is shared by {int(tied_lowest.sum())} zone × layer cells, "
-            "so no single cell is the most damaging."
-        )
-    elif not finite.empty:
-        worst = finite.loc[finite["delta"].idxmin()]
-        parts.append(
-            f"The most damaging cell was {zone_label(worst['zone'])} in layer {int(worst['layer']) + 1} of "
-            f"{worst['model']} on {worst['eval_set']} "
-            f"(ΔF1 = {fmt_ci(worst['delta'], worst['ci_low'], worst['ci_high'])}, "
-            f"Holm-corrected p = {fmt_p(worst['p_holm'])})."
-        )
-    if not primary.empty:
-        significant = primary[primary["significant_holm"] & (primary["delta"] < 0)]
-        passage = significant[significant["zone"].isin(["p2q", "p2p"])]
-        parts.append(
-            f"Of the {len(primary)} zone × layer cells (ΔF1, {primary['variant'].iloc[0]} variant, all "
-            f"grids), {len(significant)} show a drop that survives Holm correction; {len(passage)} of them "
-            "are P2Q or P2P, the zones the paper singles out."
-        )
-    legs = headline_sentences(
-        data.tables.get("headline", pd.DataFrame()), min_clusters=data.settings.get("min_clusters"),
-        specificity=data.tables.get("specificity", pd.DataFrame()),
-    )
-    if legs:
-        parts.append(
-            "Per grid, a zone's damage is its most damaging layer (ΔF1 with its bootstrap CI; corrected "
-            "over the grid's cells):\n\n" + "\n".join(f"- {sentence}" for sentence in legs) + "\n\n"
-        )
-    corr = data.correlations
-    if not corr.empty:
-        c1 = corr[(corr["analysis"] == "C1") & (corr["x_quantity"] == "zone_mass") & (corr["metric"] == "f1")]
-        if not c1.empty and c1["pearson_r"].notna().any():
-            significant = int(c1["significant_holm"].fillna(False).astype(bool).sum()) if (
-                "significant_holm" in c1
-            ) else 0
-            parts.append(
-                f"Across layers, a zone's attention mass and the F1 drop from masking it correlate with "
-                f"median Pearson r = {c1['pearson_r'].median():.2f} over {len(c1)} zone × grid pairs (C1); "
-                f"{significant} of them are significant after Holm correction."
-            )
-    rank = data.crosslingual_rank
-    if not rank.empty:
-        rows = rank[(rank["metric"] == "f1") & rank["kendall_tau"].notna()]  # tau is undefined on a flat profile
-        if not rows.empty:
-            parts.append(
-                f"On parallel evaluation sets the zone × layer profiles agree across languages with Kendall "
-                f"τ between {rows['kendall_tau'].min():.2f} and {rows['kendall_tau'].max():.2f}."
-            )
-    paper = data.paper_comparison
+    """The abstract: at most a few sentences written from the run's own tables, then the verdict table
+    (:func:`mrcbench.report.controls.verdict_table`)."""
+    deltas = data.tables.get("deltas", pd.DataFrame())
+    baselines = data.tables.get("baselines", pd.DataFrame())
+    headline = data.tables.get("headline", pd.DataFrame())
+    specificity = data.tables.get("specificity", pd.DataFrame())
+    source = baselines if not baselines.empty else deltas
+    if source is None or source.empty:
+        return "No results were found: run the workflow first."
+    models = sorted(set(source["model"]))
+    evals = sorted(set(source["eval_set"]))
+    n_seeds = int(source["n_seeds"].max())
+    variant = primary_variant(headline["variant"]) if not headline.empty else "paper"
+    grids = headline[["model", "train_set", "eval_set"]].drop_duplicates() if not headline.empty else headline
+    parts = [
+        f"We fine-tuned {count_words(len(models), 'model')} ({', '.join(models)}), "
+        f"{count_words(n_seeds, 'seed')} each, evaluated {'it' if len(models) == 1 else 'them'} on "
+        f"{count_words(len(evals), 'evaluation set')} and, following Cui et al. (2022), masked each of the four "
+        f"attention zones (and all four together) in one layer at a time"
+        + (f" on {count_words(len(grids), 'zone × layer grid')}." if len(grids) else ".")
+    ]
+    if not headline.empty:
+        parts.append(_answer_sentence(headline, variant))
+    if specificity is not None and not specificity.empty:
+        parts.append(_controls_sentence(specificity, variant))
+    paper = data.tables.get("paper_comparison", pd.DataFrame())
     if not paper.empty:
         em = paper[paper["metric"] == "em"]
         if not em.empty:
             parts.append(_paper_sentence(em))
-    return " ".join(parts)
+    text = " ".join(part for part in parts if part)
+    table = verdict_table(specificity, headline, variant)
+    if table.empty:
+        return text
+    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+    body = "".join("| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |\n"
+                   for row in table.itertuples(index=False))
+    caption = (f"\n\nTable: the verdict per grid for the paper's zones ({variant} variant; layers 1-based): "
+               "each zone's most damaging layer by ΔF1 with its bootstrap CI, the control that decides (a "
+               "size-matched null where enough questions' draws matched the zone's mass, else uniform) and "
+               "what it showed. Read the verdict column first.\n\n")
+    return text + caption + header + body

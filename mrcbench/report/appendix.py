@@ -33,7 +33,7 @@ def package_versions(
         "plotly",
         "snakemake",
         "nbclient",
-        "nbconvert",
+        "pypandoc-binary",
     ),
 ) -> pd.DataFrame:
     rows = [{"package": "python", "version": sys.version.split()[0]}]
@@ -116,7 +116,7 @@ def environment_table(results_dir: Path, config: dict[str, Any] | None = None) -
         if key == "packages":
             continue  # the versions table
         if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            value = ", ".join(f"{k}: {'not set' if v is None else v}" for k, v in value.items()) or "-"
         elif isinstance(value, list):
             value = " ".join(map(str, value)) or "-"
         rows.append({"item": key, "value": "none" if value is None else str(value)})

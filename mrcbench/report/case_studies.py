@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mrcbench import layout
-from mrcbench.report.blocks import FOUR_ZONES, ZONE_COLORS, zone_label
+from mrcbench.report.blocks import FOUR_ZONES, ZONE_COLORS, figure_caption, zone_label
 
 # ==================================================================================================
 # Case studies: token-level attention maps with a layer/head chooser
@@ -155,7 +155,9 @@ def case_study_html(case: CaseStudy, element_id: str, max_tokens: int = 80) -> s
         if cropped
         else ""
     )
-    caption = (
+    caption = figure_caption(
+        "Look first at the outlined P2Q and P2P blocks: bright cells there are passage tokens attending "
+        "to the question and to the passage. "
         f"Attention map of question {html.escape(case.qid)} ({html.escape(case.language)}): "
         f"“{html.escape(case.question)}”. Rows attend to columns; outlined blocks are the zones "
         "Q2Q, Q2P, P2Q, P2P; bold tick labels (and the dashed box) mark the gold-answer tokens. "
@@ -170,7 +172,7 @@ def case_study_html(case: CaseStudy, element_id: str, max_tokens: int = 80) -> s
     payload_json = json.dumps(payload, ensure_ascii=False).replace("<", "\\u003c")
     script = _CASE_STUDY_JS.replace("__PAYLOAD__", payload_json)
     return (
-        f'<figure class="mrc-figure"><div class="mrc-case-controls">layer '
+        f'<figure class="mrc-figure" id="{caption.anchor}"><div class="mrc-case-controls">layer '
         f'<select id="{element_id}-layer">{options_layer}</select> head '
         f'<select id="{element_id}-head">{options_head}</select></div>'
         f'<div id="{element_id}" class="mrc-case-plot" style="width:720px;height:720px;"></div>'

@@ -53,3 +53,14 @@ def head_mass_figure(zone_mass: pd.DataFrame, zones: list[str] = FOUR_ZONES, tit
         margin={"l": 50, "r": 20, "t": 70 if title else 40, "b": 40},
     )
     return fig
+
+
+def largest_mass_text(zone_mass: pd.DataFrame) -> str:
+    """What to look at first in the mass figure: the zone whose rows put the most attention on it."""
+    rows = zone_mass[zone_mass["zone"].isin(FOUR_ZONES)] if len(zone_mass) else zone_mass
+    if rows.empty or rows["mass"].isna().all():
+        return "no zone mass was recorded"
+    means = rows.groupby("zone")["mass"].mean().sort_values(ascending=False)
+    top, low = means.index[0], means.index[-1]
+    return (f"the brightest panel: {zone_label(top)} rows keep the most attention on their zone (mean "
+            f"{means.iloc[0]:.2f}), {zone_label(low)} the least ({means.iloc[-1]:.2f})")

@@ -45,7 +45,8 @@ def paper_comparison_figure(cells: pd.DataFrame, run_title: str):
                 name=zone_label(zone),
                 marker={"color": ZONE_COLORS.get(zone, "#333"), "size": 9},
                 text=[
-                    f"run layer {layer + 1} ↔ paper layer(s) {p}"
+                    f"run layer {layer + 1} ↔ paper {'layers' if ',' in str(p) else 'layer'} "
+                    f"{str(p).replace(',', ', ')}"
                     for layer, p in zip(subset["layer"], subset["paper_layers"], strict=True)
                 ],
                 hovertemplate="%{text}<br>paper Δ = %{x:.2f}, run Δ = %{y:.2f}<extra>"

@@ -22,6 +22,23 @@ def _starting_point(config: dict[str, Any], experiment: cfg.Experiment) -> str:
                             for init in starts))
 
 
+def _integers_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Config columns of whole numbers that pandas made float because some rows lack the key
+    (``max_questions``: 240 and missing) as nullable integers, so the tables print 240, not 240.00."""
+    converted = {}
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and values.notna().any():
+            present = values.dropna()
+            if (present == present.round()).all():
+                converted[column] = values.round().astype("Int64")
+        elif values.dtype == object:
+            present = values.dropna()
+            if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+                converted[column] = values.astype("Int64")
+    return frame.assign(**converted)
+
+
 def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Models, datasets/splits, experiments and recipe knobs from the resolved config."""
     models = pd.DataFrame(
@@ -68,12 +85,14 @@ def setup_tables(config: dict[str, Any]) -> dict[str, pd.DataFrame]:
                 {
                     "section": section,
                     "key": key,
-                    "value": ", ".join(map(str, value)) if isinstance(value, list) else str(value),
+                    # None (unset) is missing: the table prints an en dash, not "None".
+                    "value": ", ".join(map(str, value)) if isinstance(value, list)
+                    else None if value is None else str(value),
                 }
             )
     return {
-        "models": models,
-        "splits": splits,
+        "models": _integers_as_integers(models),
+        "splits": _integers_as_integers(splits),
         "experiments": experiments,
         "knobs": pd.DataFrame(knobs, columns=["section", "key", "value"]),
     }

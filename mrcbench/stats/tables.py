@@ -26,6 +26,7 @@ from mrcbench.stats.controls import (
     OPERATOR_FAMILY,
     PRIMARY_CONTINUOUS,
     SPECIFICITY_FAMILY,
+    compute_control_effects,
     compute_null_contrasts,
     compute_operator_contrasts,
     compute_specificity,
@@ -60,6 +61,7 @@ TABLES = (
     "headline",
     "null_contrasts",
     "operator_contrasts",
+    "control_effects",
     "specificity",
 )
 
@@ -130,7 +132,8 @@ def run_stats(
     controls = answerable_grid(tables.controls, tables.scores)
     null_contrasts = compute_null_contrasts(controls, settings)
     operator_contrasts = compute_operator_contrasts(controls, settings)
-    specificity = compute_specificity(controls, null_contrasts, settings)
+    control_effects = compute_control_effects(controls, deltas, null_contrasts, operator_contrasts, settings)
+    specificity = compute_specificity(control_effects, settings)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_spread = pd.concat(
@@ -142,7 +145,8 @@ def run_stats(
     frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, attention_sinks(zone_mass),
                                correlations, cross_rank, cross_question,
                                summarise_question_agreement(cross_question), question_types, paper,
-                               paper_cells, headline, null_contrasts, operator_contrasts, specificity),
+                               paper_cells, headline, null_contrasts, operator_contrasts, control_effects,
+                               specificity),
                       strict=True))
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
@@ -169,7 +173,9 @@ def run_stats(
                 "primary_continuous_measure": PRIMARY_CONTINUOUS,
                 "null_draws": ablation.null_draws,
                 "null_tolerance": ablation.null_tolerance,
+                "min_null_feasible_share": settings.min_null_feasible_share,
                 "operators": list(ablation.operators),
+                "zone_operators": {op: list(zones) for op, zones in ablation.zone_operators.items()},
             },
             indent=2,
             ensure_ascii=False,
