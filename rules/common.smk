@@ -27,10 +27,12 @@ LOGS = mrc_layout.logs_root(RESULTS)
 CONFIG = mrc_layout.config_file(RESULTS)
 # Digests of every result file and the environment (rules/manifest.smk, the DAG's last step).
 MANIFEST = mrc_layout.manifest_file(RESULTS)
-# The repository's reference manifests; the report's appendix says whether this run matches the one
-# made from its config (mrcbench compare RESULTS reference/default.json lists the differences).
+# The repository's reference manifests and the reference tables beside them (reference/default/,
+# indexed by its reference.json); the report's appendix gives this run's verdict against the one made
+# from its config (mrcbench compare RESULTS reference/default lists the differences).
 REFERENCE_DIR = mrc_manifest.REFERENCE_DIR
-REFERENCE_MANIFESTS = mrc_manifest.reference_manifests_in(REFERENCE_DIR)
+REFERENCE_MANIFESTS = mrc_manifest.reference_manifests_in(REFERENCE_DIR) + mrc_manifest.reference_indexes_in(
+    REFERENCE_DIR)
 NAME = mrc_config.name_pattern()  # the schema's name pattern ($defs.name), the one definition
 RUNS = list(mrc_config.runs(config))
 MODELS = mrc_config.models(config)  # typed entries (mrcbench.config.Model)

@@ -156,11 +156,12 @@ def test_a_changed_parquet_cell_is_named_with_its_column_and_difference(tree, tm
     code, out = _compare(capsys, tree, copy)
     assert code == 1
     lines = out.splitlines()
-    assert "predict:" in lines
-    assert any(line.strip().startswith(f"differs: {RUN}/scores.parquet") for line in lines), out
-    assert "column f1: max |diff| 0.25, 1 of 3 rows differ" in out
-    assert "column em" not in out
-    assert "1 file differs, 0 only in A, 0 only in B; first differing stage: predict" in out
+    # A per-question score is meaning: compared exactly, named with its question.
+    assert lines[2] == "changed in meaning (answers, scores, decisions, headline):"
+    assert lines[3] == f"  {RUN}/scores.parquet:"
+    assert lines[4].strip() == "f1: 1 of 3 rows differ: row 1 (qid q2): 0.25 vs 0.5"
+    assert "em:" not in out
+    assert lines[-1] == f"differs: 1 file changed in meaning, 0 with floats beyond tolerance; first: {RUN}/scores.parquet"
 
 
 def test_an_extra_question_is_counted_by_key(tree, tmp_path, capsys):
@@ -171,11 +172,11 @@ def test_an_extra_question_is_counted_by_key(tree, tmp_path, capsys):
     (copy / "data" / "squad_heldout.json").unlink()
     code, out = _compare(capsys, tree, copy)
     assert code == 1
-    assert "rows: 3 vs 4" in out and "rows only in A: 0, only in B: 1 (keyed by qid)" in out
+    assert "rows: 3 vs 4 (0 only in A, 1 only in B, keyed by qid)" in out
     assert "only in A: data/squad_heldout.json" in out
-    # Stages in run order: data before predict.
-    assert out.index("data:") < out.index("predict:")
-    assert out.strip().endswith("first differing stage: data")
+    # In run order: the input data before the predictions.
+    assert out.index("only in A: data/squad_heldout.json") < out.index(f"{RUN}/scores.parquet")
+    assert out.strip().endswith("first: data/squad_heldout.json")
 
 
 def test_an_environment_difference_is_named(tree, tmp_path, capsys):
@@ -192,10 +193,11 @@ def test_an_environment_difference_is_named(tree, tmp_path, capsys):
     assert "environment differs: precision fp32 vs bf16" in out
     assert "environment differs: threads predict 3 vs 2" in out
     assert "environment differs: config_sha256" in out
-    assert "f1: 75.0 vs 76.5 (|diff| 1.5)" in out
-    # A manifest holds no content: only the digests can be compared.
+    assert "f1: 1 of 1 differ: f1: 75.0 vs 76.5" in out
+    # A manifest holds no content: only the digests can be compared, and it says so.
     code, out = _compare(capsys, tree / "manifest.json", copy)
-    assert code == 1 and "digests differ" in out and "environment differs: precision fp32 vs bf16" in out
+    assert code == 1 and f"differs: {RUN}/metrics.json" in out and "environment differs: precision fp32 vs bf16" in out
+    assert "A manifest holds only digests, so only digests can be compared" in out.splitlines()[-1]
     # A folder without a manifest has no recorded environment, and says so.
     (copy / "manifest.json").unlink()
     code, out = _compare(capsys, tree, copy)
@@ -273,8 +275,8 @@ def test_a_large_json_is_summarised_per_value_name(tree, tmp_path, capsys):
     (copy / RUN / "nbest.json").write_text(json.dumps(nbest), encoding="utf-8")
     code, out = _compare(capsys, tree, copy)
     assert code == 1
-    assert "start_logit: max |diff| 0.11, 11 of 20 values differ" in out
-    assert "text: 1 of 20 texts differ" in out and "probability" not in out
+    assert "start_logit: max |diff| 0.11, 11 of 20 values beyond logit tolerance (abs 0.0001 + rel 0.0001)" in out
+    assert "text: 1 of 20 differ: q0.0.text: 'a' vs 'b'" in out and "probability" not in out
 
 
 def test_the_appendix_says_whether_the_run_matches_the_reference_of_its_config(tree, tmp_path):
@@ -296,5 +298,5 @@ def test_the_appendix_says_whether_the_run_matches_the_reference_of_its_config(t
     scores.loc[1, "f1"] = 0.5
     scores.to_parquet(tree / RUN / "scores.parquet", index=False)
     note = appendix.reference_note(tree, config, reference_dir)
-    assert "**differs**" in note and "1 file differs" in note and "first differing stage: predict" in note
+    assert "**differs** from" in note and "1 file differs in digest" in note and "first differing stage: predict" in note
     assert manifest.files_digest(manifest.result_files(tree)) != written["files_sha256"]

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mrcbench import compare, layout, manifest
 from mrcbench import config as cfg
-from mrcbench import layout, manifest
 
 
 def package_versions(
@@ -69,7 +69,43 @@ def precision_note(results_dir: Path, config: dict[str, Any] | None = None) -> s
 def reference_note(results_dir: Path, config: dict[str, Any] | None, reference_dir: str | Path | None) -> str:
     """Whether this run's result files match the repository's reference manifest of the same config."""
     references = manifest.reference_manifests_in(reference_dir) if reference_dir else []
-    return manifest.reference_check(results_dir, config or {}, references)
+    return compare.reference_check(results_dir, config or {}, references)
+
+
+def reference_verdict(results_dir: Path, reference: str | Path | None = None, config: dict[str, Any] | None = None,
+                      max_rows: int = 15) -> tuple[str, pd.DataFrame]:
+    """The verdict of this run against a reference folder and its largest differences, for the appendix:
+    ``(sentence, table)``.
+
+    ``reference`` is a folder written by ``mrcbench reference export`` (``reference/default``); without
+    it, the repository's reference folder made from ``config`` (same config digest). The table has one
+    row per differing file (what changed in meaning first, then floats beyond and within their
+    tolerance), at most ``max_rows``; it is empty when the run is identical or there is no reference."""
+    columns = ["file", "column", "status", "max |diff|", "tolerance", "detail"]
+    if reference is not None:
+        folders = [Path(reference)]
+    else:
+        digest = manifest.config_digest(config or {})
+        folders = [folder for folder in compare.reference_folders_in(manifest.REFERENCE_DIR)
+                   if _reference_config_digest(folder) == digest]
+    folders = [folder for folder in folders if (folder / compare.REFERENCE_INDEX).is_file()]
+    if not folders:
+        return (("No reference tables of this configuration were found (`mrcbench reference export` writes"
+                 " them), so only `mrcbench compare` of two runs can say whether results agree."),
+                pd.DataFrame(columns=columns))
+    verdict = compare.compare(results_dir, folders[0])
+    rows = compare.largest_differences(verdict)
+    table = pd.DataFrame(rows[:max_rows], columns=columns)
+    more = f" ({len(rows) - max_rows} more files not shown)" if len(rows) > max_rows else ""
+    return f"Against the reference `{folders[0]}`: {verdict.summary}{more}", table
+
+
+def _reference_config_digest(folder: Path) -> str | None:
+    try:
+        index = json.loads((folder / compare.REFERENCE_INDEX).read_text(encoding="utf-8"))
+        return index["manifest"]["config_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def environment_table(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
