@@ -4,6 +4,7 @@ import os
 import sys
 
 from mrcbench import config as mrc_config
+from mrcbench import files as mrc_files
 from mrcbench import kernels as mrc_kernels
 from mrcbench import layout as mrc_layout
 from mrcbench import manifest as mrc_manifest
@@ -37,6 +38,22 @@ MODELS = mrc_config.models(config)  # typed entries (mrcbench.config.Model)
 ABLATION = mrc_config.ablation_config(config)
 # Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/tables.py).
 STATS_TABLES = list(TABLES)
+
+
+def check_checkpoints():
+    """A checkpoint folder that exists is a finished output to Snakemake, even when a file of it was
+    deleted since (model.safetensors): name it before anything runs, rather than "Nothing to be done"
+    and a misleading error in the next job that loads it."""
+    folders = [(mrc_layout.model_dir(RESULTS, model),) * 2 for model in MODELS]
+    for run in RUNS:
+        finetuned = mrc_layout.finetune_dir(RESULTS, model=run.model, train=run.train, seed=run.seed)
+        folders.append((mrc_layout.checkpoint_dir(finetuned), finetuned))
+    for folder, step_folder in dict(folders).items():
+        if os.path.isdir(step_folder) and (problem := mrc_files.checkpoint_problem(folder)):
+            sys.exit(f"error: {mrc_files.incomplete(folder, problem, step_folder)}")
+
+
+check_checkpoints()
 
 
 def res(rule_name, key):

@@ -582,3 +582,31 @@ def test_a_long_schema_error_is_cut_short(default_config):
     with pytest.raises(MrcbenchError, match=r"experiments\.english\.seeds\.0") as caught:
         cfg.validate(bad)
     assert len(str(caught.value)) <= cfg.MAX_MESSAGE and "\n" not in str(caught.value)
+
+
+def test_snakemake_names_an_incomplete_checkpoint_instead_of_nothing_to_be_done(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    results = tmp_path / "results"
+    config["results_dir"] = str(results)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    model = results / "models" / "minilm"  # prepared, then its weights deleted
+    model.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "source.json"):
+        (model / name).write_text("{}")
+    proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode != 0
+    assert lines == [f"error: {model}: incomplete checkpoint (model.safetensors missing); delete {model} and re-run"]
+
+
+def test_snakemake_dry_run_refuses_an_alias_bomb_and_a_bad_results_dir_in_one_line(tmp_path):
+    smoke = (ROOT / "config" / "smoke.yaml").read_text()
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(smoke + "\nbomb:\n" + _alias_bomb(8))
+    root = tmp_path / "root.yaml"
+    root.write_text(smoke.replace("results_dir: results/smoke", "results_dir: /"))
+    for path, needle in ((bomb, "expands to more than"), (root, "results_dir: '/' is the project folder")):
+        proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
+        out = (proc.stdout + proc.stderr).strip()
+        assert proc.returncode != 0 and len(out.splitlines()) == 1 and needle in out and len(out) < 400
