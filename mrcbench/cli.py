@@ -28,7 +28,7 @@ COMMANDS = {
     "ablate": ("mrcbench.grid", "main_ablate", "the zone x layer (x head) masking grid"),
     "merge-grid": ("mrcbench.grid", "main_merge", "merge per-layer grid parts"),
     "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
-    "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
+    "report": ("mrcbench.report.inputs", "main_report", "render reports/report.qmd to HTML"),
     "manifest": ("mrcbench.manifest", "main", "write results/manifest.json: digests of every result + environment"),
     "compare": ("mrcbench.manifest", "main_compare", "compare two runs (results folders or manifests)"),
 }

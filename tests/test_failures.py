@@ -427,8 +427,13 @@ def test_report_interrupted_is_one_line_and_leaves_no_kernel(tmp_path, signum, s
 
     qmd = tmp_path / "slow.qmd"
     qmd.write_text(SLOW_QMD)
-    (tmp_path / "results" / "stats").mkdir(parents=True)
-    (tmp_path / "results" / "stats" / "deltas.parquet").write_bytes(b"")
+    from mrcbench.stats.tables import TABLES
+
+    stats = tmp_path / "results" / "stats"
+    stats.mkdir(parents=True)
+    for table in TABLES:  # `mrcbench report` checks every table the report reads before rendering
+        pd.DataFrame({"x": []}).to_parquet(stats / f"{table}.parquet")
+    (stats / "settings.json").write_text("{}")
     mark = tmp_path / "kernel.pid"
     env = {**os.environ, "MRC_MARK": str(mark), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
@@ -488,3 +493,4 @@ def test_prepare_model_from_a_folder_without_safetensors_says_why(tmp_path):
     (source / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(MrcbenchError, match=r"model 'mine': .*no safetensors weights \(found pytorch_model.bin\).*can run code"):
         prepare_model("mine", {"source": "local", "path": str(source)}, tmp_path / "out")
+

@@ -531,3 +531,32 @@ def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_capt
     empty = report.inputs.ReportData(Path("."), Path("."), {}, {}, {})
     text = report.controls.controls_section_html(empty)
     assert "No grid has size-matched null cells" in text and "other than <code>renorm</code>" in text
+
+
+@pytest.mark.parametrize(("table", "damage", "needle"), [
+    ("baselines.parquet", "delete", "missing; `mrcbench stats` writes it"),
+    ("headline.parquet", "delete", "missing; `mrcbench stats` writes it"),
+    ("zone_mass.parquet", "empty", "unreadable ("),
+    ("settings.json", "delete", "missing; `mrcbench stats` writes it"),
+])
+def test_report_refuses_a_missing_or_unreadable_table_in_one_line(synthetic_tree, tmp_path, capsys, table, damage,
+                                                                   needle):
+    import shutil
+
+    from mrcbench import cli
+
+    results = tmp_path / "results"
+    shutil.copytree(synthetic_tree / "stats", results / "stats")
+    path = results / "stats" / table
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(b"")
+    out = tmp_path / "report.html"
+    code = cli.main(["report", "--qmd", str(QMD), "--results", str(results), "--out", str(out), "--engine", "fallback"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert err.count("\n") == 0 and err.startswith(f"error: {path}: ") and needle in err
+    # The report's own first cell refuses it the same way (a notebook run outside the CLI).
+    with pytest.raises(MrcbenchError, match=needle.replace("(", r"\(")):
+        report.inputs.load_report_data(results)
