@@ -3,7 +3,8 @@
 Each command lives in the module of its concept; this file only dispatches and turns
 ``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2, an ordinary ``OSError``
 (a full disk, a folder that cannot be created) into ``error: <path>: <reason>`` with status 1, and an
-interrupt into ``error: interrupted`` with status 130.
+interrupt into ``error: interrupted`` with status 130. A command the workflow started stops the same
+way when its Snakemake process is gone (:mod:`mrcbench.supervisor`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import signal
 import sys
 import threading
 
-from mrcbench import kernels
+from mrcbench import kernels, supervisor
 from mrcbench.errors import Interrupted, MrcbenchError
 
 #: command -> (module, function, one-line help)
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function, _ = COMMANDS[command]
     previous = _raise_on_sigterm()
+    if threading.current_thread() is threading.main_thread():
+        supervisor.watch()  # a job whose Snakemake was killed stops instead of writing results later
     try:
         kernels.setting()  # importing mrcbench only warned about a bad $MRCBENCH_CPU_KERNELS; a command refuses it
         function_ = getattr(importlib.import_module(module_name), function)

@@ -8,6 +8,7 @@ from mrcbench import files as mrc_files
 from mrcbench import kernels as mrc_kernels
 from mrcbench import layout as mrc_layout
 from mrcbench import manifest as mrc_manifest
+from mrcbench import supervisor as mrc_supervisor
 from mrcbench.stats.tables import TABLES
 
 # The one validation (mrcbench.config.validate: the schema, then the cross-references it cannot
@@ -19,6 +20,10 @@ except mrc_config.MrcbenchError as exc:
     sys.exit(f"error: {exc}")
 # Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/kernels.py).
 mrc_kernels.export(mrc_config.cpu_kernels(config))
+# ... and this process: a job whose Snakemake is killed (kill -9) stops rather than renaming its results
+# in after a restart (mrcbench/supervisor.py).
+if (mrc_process := mrc_supervisor.token()) is not None:
+    os.environ[mrc_supervisor.ENV] = mrc_process
 
 RESULTS = mrc_layout.results_root(config)
 # Logs mirror the results folder (results -> logs, results/smoke -> logs/smoke; mrc_layout.logs_root).
