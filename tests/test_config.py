@@ -466,3 +466,157 @@ def test_prepare_data_reads_the_validated_config_without_checking_it_again():
     assert cfg.splits(config)["xquad_en"].exclude_articles_of == ("squad_train",)
     assert cfg.datasets(config)["squad_v2_half"].article_split == cfg.ArticleSplit(0.25, 13)
     assert splits.prepare_splits.__doc__ and "not checked again" in splits.prepare_splits.__doc__
+
+
+# --------------------------------------------------------------------------------------------------
+# What a config may name, and values that would otherwise fail only when a job runs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ("/", "project folder or one of its parents"),
+    ("..", "project folder or one of its parents"),
+    (".", "project folder or one of its parents"),
+    ("./", "project folder or one of its parents"),
+    ("", "results_dir: empty"),
+    ("  ", "results_dir: empty"),
+    ("mrcbench", "source folder 'mrcbench'"),
+    ("reports/run", "source folder 'reports'"),
+    ("results/{model}", "Snakemake wildcard"),
+])
+def test_results_dir_must_be_a_folder_of_its_own(default_config, monkeypatch, value, needle):
+    monkeypatch.chdir(ROOT)
+    bad = copy.deepcopy(default_config)
+    bad["results_dir"] = value
+    with pytest.raises(MrcbenchError, match="results_dir") as caught:
+        cfg.validate(bad, source="c.yaml")
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+    assert str(caught.value).startswith("c.yaml: results_dir: ")
+
+
+@pytest.mark.parametrize("value", ["results", "results/smoke", "out/run1", "/tmp/mrcbench-results"])
+def test_results_dir_of_its_own_is_accepted(default_config, monkeypatch, value):
+    monkeypatch.chdir(ROOT)
+    good = copy.deepcopy(default_config)
+    good["results_dir"] = value
+    cfg.validate(good)
+
+
+@pytest.mark.parametrize(("key", "value", "needle"), [
+    ("html", "README.md", "not a plain .html file"),
+    ("html", "report.html", "project's top folder"),
+    ("html", "docs/report.html", "source folder 'docs'"),
+    ("html", "mrcbench/report/x.html", "source folder 'mrcbench'"),
+    ("html", "results/{model}.html", "not a plain .html file"),
+    ("html", "..", "not a plain .html file"),
+    ("qmd", "/tmp/evil.qmd", "not a .qmd file in the project's reports/ folder"),
+    ("qmd", "tests/evil.qmd", "not a .qmd file in the project's reports/ folder"),
+    ("qmd", "reports/../tests/evil.qmd", "not a .qmd file in the project's reports/ folder"),
+    ("qmd", "reports/report.py", "not a .qmd file in the project's reports/ folder"),
+])
+def test_report_paths_stay_in_the_report_and_results_folders(default_config, monkeypatch, key, value, needle):
+    monkeypatch.chdir(ROOT)
+    bad = copy.deepcopy(default_config)
+    bad["report"] = {key: value}
+    with pytest.raises(MrcbenchError, match=rf"report\.{key}") as caught:
+        cfg.validate(bad)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("html", ["reports/report.html", "results/smoke/report.html", "out/r.html", "/tmp/r.html"])
+def test_report_html_in_a_report_or_results_folder_is_accepted(default_config, monkeypatch, html):
+    monkeypatch.chdir(ROOT)
+    good = copy.deepcopy(default_config)
+    good["report"] = {"html": html, "qmd": "reports/report.qmd"}
+    cfg.validate(good)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda c: c["experiments"]["english"].update(seeds=[7, 7]), r"experiments\.english\.seeds: .*non-unique"),
+    (lambda c: c["experiments"]["english"].update(eval=["xquad_en", "xquad_en"]),
+     r"experiments\.english\.eval: .*non-unique"),
+    (lambda c: c["experiments"]["english"].update(ablation=["xquad_en", "xquad_en"]),
+     r"experiments\.english\.ablation"),
+    (lambda c: c["experiments"]["english"].update(models=["minilm", "minilm"]), r"experiments\.english\.models: "),
+])
+def test_duplicate_seeds_and_eval_splits_are_refused(default_config, edit, needle):
+    bad = copy.deepcopy(default_config)
+    edit(bad)
+    with pytest.raises(MrcbenchError, match=needle) as caught:
+        cfg.validate(bad)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda c: c["experiments"]["english"].update(seeds=[-1]), r"experiments\.english\.seeds\.0: -1 is less than"),
+    (lambda c: c["experiments"]["english"].update(seeds=[2**64]), r"experiments\.english\.seeds\.0: .* greater"),
+    (lambda c: c["datasets"]["squad_v2_half"]["article_split"].update(seed=-3), r"datasets\.squad_v2_half\.article_split\.seed"),
+    (lambda c: c.setdefault("stats", {}).update(seed=-1), r"stats\.seed: -1 is less than"),
+    (lambda c: c.update(sample_seed=-1), r"sample_seed: -1 is less than"),
+    (lambda c: c.setdefault("ablation", {}).update(null_seed=-1), r"ablation\.null_seed: -1 is less than"),
+])
+def test_negative_seeds_are_refused_at_validation(default_config, edit, needle):
+    bad = copy.deepcopy(default_config)
+    edit(bad)
+    with pytest.raises(MrcbenchError, match=needle):
+        cfg.validate(bad)
+
+
+def _alias_bomb(levels: int) -> str:
+    text = "x0: &x0 [aaaaaaaaaaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbbbbbbbbbbbbb, c, d, e, f, g, h, i]\n"
+    for level in range(1, levels + 1):
+        text += f"x{level}: &x{level} [" + ", ".join([f"*x{level - 1}"] * 9) + "]\n"
+    return "".join("  " + line for line in text.splitlines(True))
+
+
+@pytest.mark.parametrize("where", ["bomb:\n", "stats:\n  seed:\n    - 1\n    - bomb:\n"])
+def test_a_config_of_nested_yaml_aliases_is_refused_quickly_and_briefly(tmp_path, where):
+    import time
+
+    smoke = (ROOT / "config" / "smoke.yaml").read_text()
+    body = _alias_bomb(9)
+    if where.endswith("- bomb:\n"):
+        body = "".join("    " + line for line in body.splitlines(True))
+    path = tmp_path / "bomb.yaml"
+    path.write_text(smoke + "\n" + where + body)
+    assert path.stat().st_size < 4000
+    started = time.monotonic()
+    with pytest.raises(MrcbenchError, match="expands to more than") as caught:
+        cfg.load(path)
+    assert time.monotonic() - started < 5 and len(str(caught.value)) < 300
+
+
+def test_a_long_schema_error_is_cut_short(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["experiments"]["english"]["seeds"] = [list(range(5000))]
+    with pytest.raises(MrcbenchError, match=r"experiments\.english\.seeds\.0") as caught:
+        cfg.validate(bad)
+    assert len(str(caught.value)) <= cfg.MAX_MESSAGE and "\n" not in str(caught.value)
+
+
+def test_snakemake_names_an_incomplete_checkpoint_instead_of_nothing_to_be_done(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    results = tmp_path / "results"
+    config["results_dir"] = str(results)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    model = results / "models" / "minilm"  # prepared, then its weights deleted
+    model.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "source.json"):
+        (model / name).write_text("{}")
+    proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode != 0
+    assert lines == [f"error: {model}: incomplete checkpoint (model.safetensors missing); delete {model} and re-run"]
+
+
+def test_snakemake_dry_run_refuses_an_alias_bomb_and_a_bad_results_dir_in_one_line(tmp_path):
+    smoke = (ROOT / "config" / "smoke.yaml").read_text()
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(smoke + "\nbomb:\n" + _alias_bomb(8))
+    root = tmp_path / "root.yaml"
+    root.write_text(smoke.replace("results_dir: results/smoke", "results_dir: /"))
+    for path, needle in ((bomb, "expands to more than"), (root, "results_dir: '/' is the project folder")):
+        proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
+        out = (proc.stdout + proc.stderr).strip()
+        assert proc.returncode != 0 and len(out.splitlines()) == 1 and needle in out and len(out) < 400

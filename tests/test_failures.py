@@ -427,8 +427,13 @@ def test_report_interrupted_is_one_line_and_leaves_no_kernel(tmp_path, signum, s
 
     qmd = tmp_path / "slow.qmd"
     qmd.write_text(SLOW_QMD)
-    (tmp_path / "results" / "stats").mkdir(parents=True)
-    (tmp_path / "results" / "stats" / "deltas.parquet").write_bytes(b"")
+    from mrcbench.stats.tables import TABLES
+
+    stats = tmp_path / "results" / "stats"
+    stats.mkdir(parents=True)
+    for table in TABLES:  # `mrcbench report` checks every table the report reads before rendering
+        pd.DataFrame({"x": []}).to_parquet(stats / f"{table}.parquet")
+    (stats / "settings.json").write_text("{}")
     mark = tmp_path / "kernel.pid"
     env = {**os.environ, "MRC_MARK": str(mark), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
@@ -488,3 +493,74 @@ def test_prepare_model_from_a_folder_without_safetensors_says_why(tmp_path):
     (source / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(MrcbenchError, match=r"model 'mine': .*no safetensors weights \(found pytorch_model.bin\).*can run code"):
         prepare_model("mine", {"source": "local", "path": str(source)}, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------------------
+# A job whose Snakemake is killed (kill -9) stops without writing its results
+# --------------------------------------------------------------------------------------------------
+
+SLOW_COMMAND = """
+import sys, time, types
+from mrcbench import cli, files
+
+def slow(argv):
+    with files.atomic_path(argv[0]) as tmp:
+        tmp.write_text("partial")
+        print("started", flush=True)
+        time.sleep(120)
+    return 0
+
+sys.modules["slow_command"] = types.SimpleNamespace(slow=slow)
+cli.COMMANDS["slow"] = ("slow_command", "slow", "")
+sys.exit(cli.main(["slow", sys.argv[1]]))
+"""
+
+
+def test_a_job_stops_without_writing_when_its_snakemake_is_gone(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mrcbench import supervisor
+
+    workflow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # stands for Snakemake
+    try:
+        deadline = time.time() + 10
+        while (token := supervisor.token(workflow.pid)) is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert token is not None and supervisor.alive(token)
+        out = tmp_path / "result.json"
+        env = {**os.environ, supervisor.ENV: token}
+        job = subprocess.Popen([sys.executable, "-c", SLOW_COMMAND, str(out)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert job.stdout.readline().strip() == "started"
+        time.sleep(2 * supervisor.POLL_SECONDS)
+        assert job.poll() is None  # Snakemake alive: the job runs on
+        workflow.kill()
+        workflow.wait()
+        assert not supervisor.alive(token)
+        _, err = job.communicate(timeout=30)
+    finally:
+        workflow.kill()
+    assert job.returncode == 143
+    assert err.strip().splitlines() == [
+        f"error: Snakemake (pid {workflow.pid}) is gone: this job stops without writing its results",
+        "error: interrupted (SIGTERM)",
+    ]
+    assert list(tmp_path.iterdir()) == []  # neither the result nor its temporary file
+
+
+def test_a_token_of_another_host_or_a_reused_pid_is_not_watched():
+    import os
+
+    from mrcbench import supervisor
+
+    mine = supervisor.token()
+    host, pid, start = mine.rsplit(":", 2)
+    assert supervisor.alive(mine)
+    assert not supervisor.alive(f"elsewhere:{pid}:{start}")
+    assert not supervisor.alive(f"{host}:{pid}:{int(start) + 1}")  # the same id, another process
+    assert not supervisor.alive("garbage")
+    assert supervisor.watch({supervisor.ENV: f"elsewhere:{pid}:{start}"}) is None
+    assert supervisor.watch({}) is None and os.environ.get(supervisor.ENV) is None

@@ -51,3 +51,17 @@ def test_globs_and_parse_invert_the_paths():
 def test_logs_mirror_the_results_folder(results, logs):
     assert layout.logs_root(layout.results_root({"results_dir": results})) == logs
     assert layout.results_root({}) == "results"
+
+
+def test_project_sources_list_the_tracked_top_level():
+    """``layout.PROJECT_SOURCES`` (what no results folder may be or lie in) covers every tracked entry."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("no git checkout")
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    top = {line.split("/")[0] for line in tracked.splitlines() if line}
+    assert top - set(layout.PROJECT_SOURCES) == set()

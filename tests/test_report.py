@@ -704,3 +704,32 @@ def test_notebook_markdown_keeps_every_output_and_fences_raw_html_safely():
     page = report.render.pandoc_html(markdown, {"title": "T", "format": {"html": {"toc": True}}})
     assert "<script>var s = `a\n```\nb`;</script>" in page and "<strong>bold</strong>" in page
     assert '<section id="zone--layer-masking" class="level2">' in page and '<nav id="TOC"' in page
+
+
+@pytest.mark.parametrize(("table", "damage", "needle"), [
+    ("baselines.parquet", "delete", "missing; `mrcbench stats` writes it"),
+    ("headline.parquet", "delete", "missing; `mrcbench stats` writes it"),
+    ("zone_mass.parquet", "empty", "unreadable ("),
+    ("settings.json", "delete", "missing; `mrcbench stats` writes it"),
+])
+def test_report_refuses_a_missing_or_unreadable_table_in_one_line(synthetic_tree, tmp_path, capsys, table, damage,
+                                                                   needle):
+    import shutil
+
+    from mrcbench import cli
+
+    results = tmp_path / "results"
+    shutil.copytree(synthetic_tree / "stats", results / "stats")
+    path = results / "stats" / table
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(b"")
+    out = tmp_path / "report.html"
+    code = cli.main(["report", "--qmd", str(QMD), "--results", str(results), "--out", str(out), "--engine", "fallback"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert err.count("\n") == 0 and err.startswith(f"error: {path}: ") and needle in err
+    # The report's own first cell refuses it the same way (a notebook run outside the CLI).
+    with pytest.raises(MrcbenchError, match=needle.replace("(", r"\(")):
+        report.inputs.load_report_data(results)

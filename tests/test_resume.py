@@ -110,3 +110,48 @@ def test_kill_during_finetune_and_grid_then_resume_to_the_same_bytes(smoke_run, 
     assert any(path.startswith("ablation/") and path.endswith("grid.parquet") for path in paths)
     assert cli(["compare", str(reference / SMOKE_RESULTS), str(results)]) == 0
     assert capsys.readouterr().out == "identical\n"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_kill_9_leaves_no_job_writing_and_the_plain_command_restarts(data_dir, tmp_path):
+    """README: after `kill -9` of Snakemake, `snakemake --unlock` then the same command (no profile, no
+    --rerun-incomplete) restarts; the fine-tuning job it left behind stops without writing its checkpoint."""
+    workdir = copy_workflow(tmp_path / "orphan")
+    results = workdir / SMOKE_RESULTS
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["MRCBENCH_DATA_DIR"] = str(data_dir)
+    run_dir = results / "finetune" / "minilm" / "squad_train"
+    plain = ["--configfile", str(SMOKE_CONFIG), "--cores", "2"]
+    log = (workdir / "run.log").open("a")
+    proc = subprocess.Popen(snakemake_command(plain), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not (run_dir / "seed7.tmp").is_dir():
+            assert proc.poll() is None and time.time() < deadline, (workdir / "run.log").read_text()[-3000:]
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)  # Snakemake only: its jobs are left running
+        proc.wait()
+        deadline = time.time() + 60
+        while _group_alive(proc.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _group_alive(proc.pid), "the fine-tuning job went on after Snakemake was killed"
+        assert not (run_dir / "seed7").exists()
+        job_log = (workdir / "logs" / "smoke" / "finetune" / "minilm" / "squad_train" / "seed7.log").read_text()
+        assert f"error: Snakemake (pid {proc.pid}) is gone" in job_log
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    subprocess.run(snakemake_command([*plain, "--unlock"]), cwd=workdir, env=env, check=True, capture_output=True)
+    # Nothing the job computed was renamed in, so the same command (no profile) plans it again.
+    dry = subprocess.run(snakemake_command([*plain, "-n"]), check=False, cwd=workdir, env=env, capture_output=True,
+                         text=True)
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
+    assert re.search(r"^rule finetune:", dry.stdout + dry.stderr, re.MULTILINE)

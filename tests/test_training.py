@@ -155,3 +155,89 @@ def test_prediction_is_byte_identical_on_rerun(setup):
         predict(checkpoint, train_json, root / name, "squad", features, cfg.decoding_config(None), 4, keys)
     assert {"metrics.json", "scores.parquet", "predictions.json"} <= {row["path"] for row in manifest.result_files(root / "p1")}
     assert manifest.compare(root / "p1", root / "p2") == (True, ["identical"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints that are incomplete, inconsistent, or cannot be written
+# --------------------------------------------------------------------------------------------------
+
+FULL_DISK = 'Error while serializing: I/O error: No space left on device (os error 28) at path "/x/.tmp"'
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(setup, monkeypatch):
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    from mrcbench.cli import os_error_line
+
+    root, model_dir, train_json, features, training = setup
+    out = root / "full_disk"
+    finetune(model_dir, train_json, out, features, training, seed=3)
+    before = {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()}
+
+    def full(*args, **kwargs):
+        raise SafetensorError(FULL_DISK)
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    with pytest.raises(OSError) as caught:
+        finetune(model_dir, train_json, out, features, training, seed=4)
+    line = os_error_line(caught.value)
+    assert line == f"{out}.tmp/checkpoint: No space left on device"
+    assert {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()} == before
+    assert not (root / "full_disk.tmp").exists()
+
+
+def test_a_checkpoint_without_its_weights_is_incomplete_delete_and_rerun(setup):
+    import shutil
+
+    from mrcbench.errors import MrcbenchError
+
+    root, model_dir, train_json, features, training = setup
+    out = root / "deleted"
+    finetune(model_dir, train_json, out, features, training, seed=3)
+    (out / "checkpoint" / "model.safetensors").unlink()
+    with pytest.raises(MrcbenchError) as caught:
+        load_for_qa(out / "checkpoint")
+    message = str(caught.value)
+    assert message == (f"{out}/checkpoint: incomplete checkpoint (model.safetensors missing); "
+                       f"delete {out} and re-run")
+    prepared = root / "prepared_copy"
+    shutil.copytree(model_dir, prepared)
+    (prepared / "tokenizer.json").unlink()
+    with pytest.raises(MrcbenchError, match=r"incomplete checkpoint \(tokenizer.json missing\); delete .*prepared_copy"):
+        load_for_qa(prepared)
+
+
+@pytest.mark.parametrize(("layers", "needle"), [(3, "weights the model does not use"), (8, "weights missing from it")])
+def test_a_checkpoint_whose_config_and_weights_disagree_is_refused(setup, layers, needle):
+    import shutil
+
+    from mrcbench.errors import MrcbenchError
+
+    root, model_dir, train_json, features, training = setup
+    out = root / f"layers{layers}"
+    if not out.exists():
+        finetune(model_dir, train_json, out, features, training, seed=3)
+    edited = root / f"edited{layers}"
+    shutil.copytree(out / "checkpoint", edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["num_hidden_layers"] = layers  # the weights hold 6
+    (edited / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MrcbenchError, match=needle) as caught:
+        load_for_qa(edited)
+    assert str(edited) in str(caught.value) and "encoder.layer." in str(caught.value)
+    assert "\n" not in str(caught.value)
+    # The same folder as a local model source is refused by prepare-model, before it is fine-tuned.
+    with pytest.raises(MrcbenchError, match=needle):
+        prepare_model("edited", {"source": "local", "path": str(edited)}, root / f"prepared{layers}")
+
+
+def test_prepare_model_refuses_a_num_layers_the_checkpoint_does_not_have(setup):
+    from mrcbench.errors import MrcbenchError
+
+    root, model_dir, *_ = setup
+    spec = {"source": "local", "path": str(model_dir), "num_layers": 3}
+    with pytest.raises(MrcbenchError, match=r"models\.three\.num_layers: 3, .* 6 layers") as caught:
+        prepare_model("three", spec, root / "three")
+    assert "\n" not in str(caught.value) and not (root / "three").exists()
+    prepare_model("six", {**spec, "num_layers": 6}, root / "six")

@@ -164,8 +164,11 @@ def test_snakemake_report_wiring(tmp_path):
         if "removed temp file" in rest:  # a grid part: temp(), gone once merge_grid has run
             continue
         target = workdir / path
-        if rule in ("prepare_model", "finetune"):  # directory() outputs
-            target.mkdir(parents=True, exist_ok=True)
+        if rule in ("prepare_model", "finetune"):  # directory() outputs: a checkpoint's files (the DAG checks them)
+            checkpoint = target / "checkpoint" if rule == "finetune" else target
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            for name in ("config.json", "model.safetensors", "tokenizer.json"):
+                (checkpoint / name).write_text("placeholder\n")
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(f"placeholder {path}\n")

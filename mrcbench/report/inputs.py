@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from mrcbench import config as cfg
-from mrcbench import layout
+from mrcbench import files, layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # noqa: F401  (the report reads them as R.inputs.*)
 from mrcbench.stats.tables import TABLES as STATS_TABLES
@@ -29,8 +29,9 @@ from mrcbench.stats.tables import TABLES as STATS_TABLES
 class ReportData:
     """Everything the report reads: the statistics tables and a few raw result files.
 
-    Each table of :data:`STATS_TABLES` is also an attribute (``data.deltas``); a table that was not
-    written is an empty frame, so report cells test ``.empty`` instead of catching errors.
+    Each table of :data:`STATS_TABLES` is also an attribute (``data.deltas``); every one is required
+    (:func:`check_tables`); a table ``mrcbench stats`` wrote without rows is an empty frame, so report
+    cells test ``.empty`` instead of catching errors.
     """
 
     results_dir: Path
@@ -51,20 +52,59 @@ class ReportData:
         raise AttributeError(name)
 
 
+SETTINGS = "settings.json"
+"""The statistics' settings, written by ``mrcbench stats`` beside its tables (the report's captions)."""
+
+
+def check_tables(stats_dir: str | Path) -> None:
+    """Refuse, in one line, a statistics folder that lacks a table the report reads (every table of
+    :data:`STATS_TABLES`, and ``settings.json``) or holds an unreadable one (a 0-byte parquet file),
+    naming the file and the command that writes it; reads only each parquet file's footer."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    stats_dir = Path(stats_dir)
+    for name in (*(f"{table}.parquet" for table in STATS_TABLES), SETTINGS):
+        path = stats_dir / name
+        if not path.is_file():
+            raise MrcbenchError(f"{path}: missing; `mrcbench stats` writes it: run it (or the workflow) again")
+        try:
+            if path.suffix == ".parquet":
+                pq.read_metadata(path)
+            else:
+                json.loads(path.read_text(encoding="utf-8"))
+        except (pyarrow.ArrowException, OSError, ValueError) as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MrcbenchError(
+                f"{path}: unreadable ({detail}); `mrcbench stats` writes it: delete it and run it again"
+            ) from None
+
+
+def main_report(argv: list[str]) -> int:
+    """``mrcbench report``: the statistics tables checked first (:func:`check_tables`), then rendered
+    (:func:`mrcbench.report.render.main`, which reads the same arguments)."""
+    import argparse
+
+    from mrcbench.report import render
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--results", type=Path, default=Path(layout.RESULTS_ROOT))
+    parser.add_argument("--stats", type=Path, default=None)
+    known, _ = parser.parse_known_args(argv)
+    if known.results.is_dir() and not {"-h", "--help"} & set(argv):
+        check_tables(known.stats or layout.stats(known.results))
+    return render.main(argv)
+
+
 def load_report_data(results_dir: str | Path, stats_dir: str | Path | None = None) -> ReportData:
     results_dir = Path(results_dir)
     stats_dir = Path(stats_dir if stats_dir else layout.stats(results_dir))
-    if not (stats_dir / "deltas.parquet").is_file():
-        raise MrcbenchError(f"{stats_dir / 'deltas.parquet'} not found: run `mrcbench stats` first")
-    tables = {}
-    for name in STATS_TABLES:
-        path = stats_dir / f"{name}.parquet"
-        tables[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    check_tables(stats_dir)
+    tables = {name: files.read_parquet(stats_dir / f"{name}.parquet") for name in STATS_TABLES}
     # The config `mrcbench stats` ran with (written beside its tables), else a results-level copy.
     config_path = stats_dir / layout.CONFIG_NAME
     if not config_path.is_file():
         config_path = Path(layout.config_file(results_dir))
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    settings_path = stats_dir / "settings.json"
-    settings = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
+    settings = files.read_json(stats_dir / SETTINGS)
     return ReportData(results_dir, stats_dir, tables, config or {}, settings)
