@@ -163,7 +163,7 @@ def test_specificity_judges_each_zone_at_its_most_damaging_layer():
 
 def planted_grid(layers=6, n_questions=100, p2q_effect=(0, 18, 25, 7, 0, 0), p2q_null=(0,) * 6,
                  p2q_feasible=(1.0, 0.95, 0.95, 0.92, 1.0, 1.0), p2p_effect=(2, 10, 20, 8, 4, 0),
-                 p2p_uniform=None, p2p_feasible=0.0, seed=7):
+                 p2p_uniform=None, p2p_feasible=0.0, uniform_noise=1.0, seed=7):
     """A synthetic grid with known answers. Per layer: P2Q's ΔF1 (``p2q_effect``, points lost), its null's
     and the share of questions whose null draw matched (the others: null_feasible False, no outcome, as the
     grid writes them); P2P likewise, with ``p2p_uniform`` (None: no uniform cells) the F1 that uniform costs.
@@ -188,7 +188,8 @@ def planted_grid(layers=6, n_questions=100, p2q_effect=(0, 18, 25, 7, 0, 0), p2q
                              "start_logprob_delta": lp, "end_logprob_delta": lp})
                 if uniform is not None:
                     ulp = -uniform / 20 + rng.normal(0, 0.02)
-                    rows.append({**cell, "operator": "uniform", "zone": zone, "f1": 80 - uniform + rng.normal(0, 1),
+                    rows.append({**cell, "operator": "uniform", "zone": zone,
+                                 "f1": 80 - uniform + rng.normal(0, uniform_noise),
                                  "start_logprob_delta": ulp, "end_logprob_delta": ulp})
                 matched = (i * 37 + layer * 11) % n_questions < round(share * n_questions)
                 nlp = -null_effect / 20 + rng.normal(0, 0.02)
@@ -239,6 +240,16 @@ def test_below_the_feasible_share_the_null_is_no_control_and_uniform_decides():
     assert harmless.loc[("p2p", "f1"), "verdict"] == "amount"
     half = specificity_of(planted_grid(p2p_uniform=(1, 5, 10, 4, 2, 0))).set_index(["zone", "measure"])
     assert half.loc[("p2p", "f1"), "verdict"] == "partly pattern"
+    # uniform too noisy to be told from zero or from removal: inconclusive, never "harmless"
+    noisy = specificity_of(planted_grid(p2p_uniform=(0, 6, 12, 5, 2, 0), uniform_noise=60.0))
+    assert noisy.set_index(["zone", "measure"]).loc[("p2p", "f1"), "verdict"] == "inconclusive"
+
+
+def test_a_zone_that_does_not_hurt_gets_no_verdict():
+    """A zone whose own drop is not significant has nothing for a control to explain: not "mass-driven"."""
+    rows = specificity_of(planted_grid(p2q_effect=(0, 0.1, 0.2, 0, 0, 0), p2q_null=(0, 0.1, 0.2, 0, 0, 0)))
+    p2q = rows.set_index(["zone", "measure"]).loc[("p2q", "f1")]
+    assert p2q["null_valid"] and p2q["verdict"] == "no significant effect" and p2q["control"] == "null"
 
 
 def test_null_contrast_pairs_only_the_matched_questions():

@@ -103,3 +103,26 @@ def test_the_masking_document_covers_every_zone_and_variant():
     text = (ROOT / "docs" / "masking.md").read_text(encoding="utf-8")
     for name in (*ALL_ZONE_OPTIONS, *VARIANTS):
         assert f"`{name}`" in text, name
+
+
+def test_output_doc_names_every_statistics_table_and_result_file():
+    """docs/output.md (what every results file holds) lists each table mrcbench stats writes and each
+    result file of the run layout: a table added to stats/tables.py without a line there fails here."""
+    from mrcbench.stats.tables import TABLES
+
+    text = (ROOT / "docs" / "output.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE))
+    assert set(TABLES) <= rows, sorted(set(TABLES) - rows)
+    for name in ("grid.parquet", "scores.parquet", "zone_stats.parquet", "metrics.json", "manifest.json"):
+        assert name in text, name
+
+
+def test_readme_is_a_guide_with_the_two_commands_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 120
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    install, tests = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.DOTALL)[:2]
+    assert install.split(" && ")[0] in ci and tests in ci
+    for document in ("docs/usage.md", "docs/output.md", "docs/results.md", "docs/reproducibility.md",
+                     "docs/development.md", "docs/cluster.md"):
+        assert document in readme and (ROOT / document).is_file(), document

@@ -39,11 +39,13 @@ OPERATOR_COLOURS = {"renorm": "#1f77b4", "zero": "#d62728", "uniform": "#2ca02c"
 NULL_COLOUR = "#7f7f7f"
 
 VERDICT_WORDS = {
+    "no significant effect": "no significant effect to control",
     "specific": "specific: beyond a size-matched null",
     "mass-driven": "mass-driven: no more than its null",
     "pattern": "the pattern matters: uniform as damaging as removal",
     "partly pattern": "partly the pattern: uniform hurts, less than removal",
     "amount": "the amount matters: uniform harmless",
+    "inconclusive": "inconclusive: uniform neither clearly harmful nor clearly less harmful",
     "no valid control": "no valid control",
 }
 """How the report words each verdict code of the ``specificity`` table (mrcbench.stats.controls.VERDICTS)."""

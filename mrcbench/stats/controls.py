@@ -288,6 +288,8 @@ SPECIFICITY_MEASURES = ("f1", PRIMARY_CONTINUOUS)
 """The measures of the specificity summary: F1 and the primary continuous measure."""
 
 VERDICTS: dict[str, str] = {
+    "no significant effect": "the zone's own effect there is not a significant drop (Holm): there is nothing "
+                             "for a control to explain",
     "specific": "the zone's effect exceeds its size-matched null (control null): what it attends to matters",
     "mass-driven": "the zone's effect is no larger than its size-matched null's (control null): the amount of "
                    "attention removed explains it",
@@ -295,7 +297,9 @@ VERDICTS: dict[str, str] = {
                "hurts significantly and no less than removal: the pattern matters",
     "partly pattern": "no valid null; uniform hurts significantly but less than removal: the pattern explains "
                       "part of the effect, the amount the rest",
-    "amount": "no valid null; uniform does not hurt significantly: keeping the amount of attention is enough",
+    "amount": "no valid null; uniform does not hurt significantly and hurts significantly less than removal: "
+              "keeping the amount of attention is enough",
+    "inconclusive": "no valid null; uniform neither hurts significantly nor significantly less than removal",
     "no valid control": "neither a valid size-matched null nor the uniform operator at that layer",
 }
 """The verdict codes of the ``specificity`` table, each judged at the zone's most damaging layer (by ΔF1);
@@ -366,17 +370,21 @@ def _hurts(delta: float, p_holm: float, alpha: float) -> bool:
 
 
 def _verdict(row: dict, alpha: float) -> tuple[str, str]:
-    """(control, verdict) of one zone at its most damaging layer: the size-matched null where it is a valid
-    control there, else the uniform operator, else none (:data:`VERDICTS`)."""
-    if row["null_valid"]:
-        return "null", "specific" if _hurts(row["null_difference"], row["null_p_holm"], alpha) else "mass-driven"
-    if row["uniform"]:
-        if not _hurts(row["uniform_delta"], row["uniform_p_holm"], alpha):
-            return "uniform", "amount"
+    """(control, verdict) of one zone in one layer (:data:`VERDICTS`): no verdict on a zone that does not
+    hurt significantly there; else the size-matched null where it is a valid control, else uniform, else
+    none. Every test is the Holm-corrected one of its table."""
+    control = "null" if row["null_valid"] else "uniform" if row["uniform"] else "none"
+    if not _hurts(row["zone_delta"], row["zone_p_holm"], alpha):
+        return control, "no significant effect"
+    if control == "null":
+        return control, "specific" if _hurts(row["null_difference"], row["null_p_holm"], alpha) else "mass-driven"
+    if control == "uniform":
         less = (np.isfinite(row["uniform_minus_removal"]) and row["uniform_minus_removal"] > 0
                 and np.isfinite(row["uniform_minus_p_holm"]) and row["uniform_minus_p_holm"] < alpha)
-        return "uniform", "partly pattern" if less else "pattern"
-    return "none", "no valid control"
+        if _hurts(row["uniform_delta"], row["uniform_p_holm"], alpha):
+            return control, "partly pattern" if less else "pattern"
+        return control, "amount" if less else "inconclusive"
+    return control, "no valid control"
 
 
 def compute_control_effects(
