@@ -471,13 +471,13 @@ def test_verdict_table_words_each_zone_at_its_most_damaging_layer():
     table = report.controls.verdict_table(tables["specificity"], tables["headline"]).set_index("zone")
     assert list(table.index) == ["P2Q", "P2P"]  # the paper's two zones, also the headline's top two here
     assert table.loc["P2Q", "layer"] == 1 and table.loc["P2Q", "control"] == "size-matched null"
-    assert table.loc["P2Q", "verdict"] == "specific: beyond a size-matched null (layer 1)"
+    assert table.loc["P2Q", "verdict"] == "specific (beyond a size-matched null in layer 1)"
     assert re.match(r"zone − null ΔF1 -1\d\.\d \[-\d+\.\d, -\d+\.\d\], Holm p [<=] .*\(100% of questions matched\)",
                     table.loc["P2Q", "control result"])
     with_q2p = report.controls.verdict_table(tables["specificity"], zones=("q2p",)).set_index("zone")
-    assert with_q2p.loc["Q2P", "verdict"] == "mass-driven: no more than its null"
+    assert with_q2p.loc["Q2P", "verdict"] == "mass-driven (no more than its null)"
     assert table.loc["P2P", "control"] == "uniform (null matched on 0% of questions)"
-    assert table.loc["P2P", "verdict"] == "the amount matters: uniform harmless"
+    assert table.loc["P2P", "verdict"] == "the amount matters (uniform harmless)"
     none = report.controls.verdict_table(_control_tables(uniform=False)["specificity"]).set_index("zone")
     assert none.loc["P2P", "verdict"] == "no valid control" and none.loc["P2P", "control"] == "none"
 
@@ -495,9 +495,9 @@ def test_abstract_states_the_planted_verdicts_in_a_few_sentences_and_a_table():
     table = frame.to_csv(sep="|", index=False)
     assert len(prose.split()) <= 200 and "(s)" not in prose and "nan" not in (prose + table).lower()
     assert "We fine-tuned one model (m), one seed each, evaluated it on one evaluation set" in prose
-    assert "P2Q, specific: beyond a size-matched null (the one grid)" in prose
-    assert "P2P, the pattern matters: uniform as damaging as removal (the one grid)" in prose
-    assert "m|e|P2Q|3|" in table and "specific: beyond a size-matched null (layers 2, 3, 4)" in table
+    assert "P2Q: specific (beyond a size-matched null) in the one grid" in prose
+    assert "P2P: the pattern matters (uniform as damaging as removal) in the one grid" in prose
+    assert "m|e|P2Q|3|" in table and "specific (beyond a size-matched null in layers 2, 3, 4)" in table
     assert "in none" not in prose + table and caption.startswith("Read the verdict column first.")
 
 
@@ -534,7 +534,7 @@ def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_capt
     # figure titles sit in the figure's JSON, which escapes non-ASCII (report.blocks.PLOTLY_JSON_ENGINE)
     assert json.dumps("operator profiles (ΔF1)")[1:-1] in document
     assert "renorm: the paper's blank; uniform, zero" in document
-    assert "Table: the controls of P2Q and P2P per layer" in document and "No grid has" not in document
+    assert "The controls of P2Q and P2P per layer" in document and "No grid has" not in document
     # the figures draw the tables' numbers
     nulls = tables["null_contrasts"]
     p2q = nulls[(nulls.metric == "f1") & (nulls.zone == "p2q")].sort_values("layer")

@@ -16,6 +16,7 @@ from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, zone_label
 from mrcbench.report.controls import VERDICT_WORDS, verdict_counts, verdict_table
 from mrcbench.report.inputs import ReportData
 from mrcbench.stats.common import primary_variant
+from mrcbench.stats.controls import PRIMARY_CONTINUOUS
 from mrcbench.zones import PAPER_ZONES
 
 
@@ -155,27 +156,30 @@ def _answer_sentence(headline: pd.DataFrame, variant: str) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def _controls_sentence(specificity: pd.DataFrame, variant: str) -> str:
-    """Per paper zone, how many grids give each verdict at the zone's most damaging layer."""
+def _controls_sentence(specificity: pd.DataFrame, variant: str, measure: str = "f1") -> str:
+    """Per paper zone, how many grids give each verdict at the zone's most damaging layer (``measure``)."""
     phrases = []
     for zone in PAPER_ZONES:
-        counts = verdict_counts(specificity, zone, variant)
+        counts = verdict_counts(specificity, zone, variant, measure)
         if not counts:
             continue
         n = sum(counts.values())
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        said = [f"{VERDICT_WORDS.get(code, code)} ({_grids(count, n)})" for code, count in ordered]
-        phrases.append(f"{zone_label(zone)}, " + "; ".join(said))
+        said = [f"{VERDICT_WORDS.get(code, code)} in {_grids(count, n)}" for code, count in ordered]
+        phrases.append(f"{zone_label(zone)}: " + (", ".join(said[:-1]) + " and " if len(said) > 1 else "")
+                       + said[-1])
     if not phrases:
         return ""
-    return ("Judged at each zone's most damaging layer against controls that remove the same amount of "
-            "attention: " + "; ".join(phrases) + ".")
+    if measure == "f1":
+        return ("Against controls that remove the same amount of attention, judged by ΔF1 at each zone's most "
+                "damaging layer, " + "; ".join(phrases) + ".")
+    return ("On the log-probability of the unmasked answer, a finer measure, " + "; ".join(phrases) + ".")
 
 
 def _grids(count: int, n: int) -> str:
     if n == 1:
         return "the one grid"
-    return f"all {_NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else n} grids" if count == n else f"{count} of {n} grids"
+    return f"all {_NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else n} grids" if count == n else f"{count} of {n}"
 
 
 def abstract_markdown(data: ReportData) -> str:
@@ -204,6 +208,7 @@ def abstract_markdown(data: ReportData) -> str:
         parts.append(_answer_sentence(headline, variant))
     if specificity is not None and not specificity.empty:
         parts.append(_controls_sentence(specificity, variant))
+        parts.append(_controls_sentence(specificity, variant, PRIMARY_CONTINUOUS))
     paper = data.tables.get("paper_comparison", pd.DataFrame())
     if not paper.empty:
         em = paper[paper["metric"] == "em"]

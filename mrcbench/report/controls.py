@@ -40,12 +40,12 @@ NULL_COLOUR = "#7f7f7f"
 
 VERDICT_WORDS = {
     "no significant effect": "no significant effect to control",
-    "specific": "specific: beyond a size-matched null",
-    "mass-driven": "mass-driven: no more than its null",
-    "pattern": "the pattern matters: uniform as damaging as removal",
-    "partly pattern": "partly the pattern: uniform hurts, less than removal",
-    "amount": "the amount matters: uniform harmless",
-    "inconclusive": "inconclusive: uniform neither clearly harmful nor clearly less harmful",
+    "specific": "specific (beyond a size-matched null)",
+    "mass-driven": "mass-driven (no more than its null)",
+    "pattern": "the pattern matters (uniform as damaging as removal)",
+    "partly pattern": "partly the pattern (uniform hurts, less than removal)",
+    "amount": "the amount matters (uniform harmless)",
+    "inconclusive": "inconclusive (uniform neither clearly harmful nor clearly less harmful than removal)",
     "no valid control": "no valid control",
 }
 """How the report words each verdict code of the ``specificity`` table (mrcbench.stats.controls.VERDICTS)."""
@@ -154,11 +154,11 @@ def operator_figure(operator_rows: pd.DataFrame, measure: str = "f1", title: str
 
 def verdict_text(row: pd.Series | dict) -> str:
     """The verdict of one ``specificity`` row in words, with the layers (1-based) where the zone exceeds its
-    null when there are any: "specific: beyond a size-matched null (layers 2, 3, 4)"."""
+    null when there are any: "specific (beyond a size-matched null in layers 2, 3, 4)"."""
     words = VERDICT_WORDS.get(str(row["verdict"]), str(row["verdict"]))
     layers = [int(x) for x in str(row.get("layers_exceeding", "") or "").split(",") if x != ""]
     if layers and row["verdict"] == "specific":
-        return f"{words} ({_layers_phrase(layers)})"
+        return f"{words[:-1]} in {_layers_phrase(layers)})"
     if layers:
         return f"{words}; beyond its null in {_layers_phrase(layers)}"
     return words
@@ -225,11 +225,12 @@ def verdict_table(specificity: pd.DataFrame, headline: pd.DataFrame | None = Non
     return pd.DataFrame(out, columns=columns)
 
 
-def verdict_counts(specificity: pd.DataFrame, zone: str, variant: str | None = None) -> dict[str, int]:
-    """How many grids give each verdict for ``zone`` (F1 rows, the primary variant)."""
+def verdict_counts(specificity: pd.DataFrame, zone: str, variant: str | None = None,
+                   measure: str = "f1") -> dict[str, int]:
+    """How many grids give each verdict for ``zone`` (rows of ``measure``, the primary variant)."""
     if specificity is None or specificity.empty:
         return {}
-    rows = specificity[(specificity["measure"] == "f1") & (specificity["zone"] == zone)]
+    rows = specificity[(specificity["measure"] == measure) & (specificity["zone"] == zone)]
     if rows.empty:
         return {}
     chosen = variant if variant in set(rows["variant"]) else primary_variant(set(rows["variant"]))
