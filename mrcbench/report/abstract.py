@@ -171,9 +171,9 @@ def _controls_sentence(specificity: pd.DataFrame, variant: str, measure: str = "
     if not phrases:
         return ""
     if measure == "f1":
-        return ("Against controls that remove the same amount of attention, judged by ΔF1 at each zone's most "
-                "damaging layer, " + "; ".join(phrases) + ".")
-    return ("On the log-probability of the unmasked answer, a finer measure, " + "; ".join(phrases) + ".")
+        return ("Against controls that remove as much attention, at each zone's most damaging layer by ΔF1, "
+                + "; ".join(phrases) + ".")
+    return "By the log-probability of the unmasked answer, " + "; ".join(phrases) + "."
 
 
 def _grids(count: int, n: int) -> str:
@@ -200,8 +200,8 @@ def abstract_markdown(data: ReportData) -> str:
     parts = [
         f"We fine-tuned {count_words(len(models), 'model')} ({', '.join(models)}), "
         f"{count_words(n_seeds, 'seed')} each, evaluated {'it' if len(models) == 1 else 'them'} on "
-        f"{count_words(len(evals), 'evaluation set')} and, following Cui et al. (2022), masked each of the four "
-        f"attention zones (and all four together) in one layer at a time"
+        f"{count_words(len(evals), 'evaluation set')} and masked each attention zone of Cui et al. (2022) in one "
+        f"layer at a time"
         + (f" on {count_words(len(grids), 'zone × layer grid')}." if len(grids) else ".")
     ]
     if not headline.empty:
