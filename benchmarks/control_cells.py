@@ -28,6 +28,10 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mrcbench import layout
+
 NEW_KEYS = {"ablation": ("zone_operators",), "stats": ("min_null_feasible_share",)}
 """Config keys the code before the controls change did not know (left out of the before side's config)."""
 
@@ -45,12 +49,12 @@ def _config(results: Path, max_questions: int, before: bool, out: Path) -> Path:
 
 
 def _run(source: Path, config: Path, args: argparse.Namespace, out: Path) -> tuple[float, float]:
-    run = f"{args.model}/{args.train}/seed{args.seed}"
+    finetuned = layout.finetune_dir(args.results, model=args.model, train=args.train, seed=args.seed)
     command = [
         sys.executable, "-m", "mrcbench.cli", "ablate", "--config", str(config), "--model", args.model,
         "--train", args.train, "--seed", str(args.seed), "--eval", args.eval,
-        "--checkpoint", str(args.results / "finetune" / run / "checkpoint"),
-        "--eval-json", str(args.results / "data" / f"{args.eval}.json"), "--out", str(out),
+        "--checkpoint", layout.checkpoint_dir(finetuned), "--eval-json", layout.split_json(args.results, args.eval),
+        "--out", str(out),
     ]
     env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TQDM_DISABLE": "1"}
@@ -97,7 +101,8 @@ def main() -> None:
     mean = {name: [sum(values) / len(values) for values in zip(*runs, strict=True)] for name, runs in times.items()}
     print(json.dumps({
         "cpu": platform.processor() or platform.machine(), "questions": int(grids["after"]["qid"].nunique()),
-        "run": f"{args.model}/{args.train}/seed{args.seed}/{args.eval}", "rounds": args.rounds,
+        "run": {"model": args.model, "train": args.train, "seed": args.seed, "eval": args.eval},
+        "rounds": args.rounds,
         "wall_s": {name: round(value[0], 1) for name, value in mean.items()},
         "cpu_s": {name: round(value[1], 1) for name, value in mean.items()},
         "wall_ratio_after_over_before": round(mean["after"][0] / mean["before"][0], 3),

@@ -116,7 +116,7 @@ def _join(*parts: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 PROJECT_SOURCES: tuple[str, ...] = (
-    ".ci", ".git", ".gitignore", "README.md", "Snakefile", "benchmarks", "config", "config.yaml", "docs",
+    ".ci", ".git", ".gitignore", "CHANGELOG.md", "README.md", "Snakefile", "benchmarks", "config", "config.yaml", "docs",
     "envs", "mrcbench", "profiles", "pyproject.toml", "reference", "reports", "rules", "tests",
 )
 """The project's own files and folders (its tracked top level): no results folder may be one of them or

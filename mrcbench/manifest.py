@@ -260,9 +260,8 @@ def native_libraries() -> dict[str, str]:
 
         for info in threadpoolctl.threadpool_info():
             name = f"{info.get('user_api')}:{info.get('internal_api')}:{info.get('prefix')}"
-            detail = [str(info.get("version"))] + [str(info[key]) for key in ("threading_layer", "architecture")
-                                                   if info.get(key)]
-            found[name] = " ".join(detail)
+            detail = [str(info[key]) for key in ("version", "threading_layer", "architecture") if info.get(key)]
+            found[name] = " ".join(detail) or "version not reported"
     except ImportError:
         pass
     return dict(sorted(found.items()))

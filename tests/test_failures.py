@@ -77,7 +77,7 @@ def test_flat_grid_claims_no_paper_agreement():
     summary, _ = stats.paper_comparison.compare_with_paper(real, FAST)
     assert set(summary.iloc[0]["top2_run"].split(",")) == {"p2p", "p2q"} and summary.iloc[0]["top2_agree"]
     sentence = report.abstract._paper_sentence(pd.concat([summary, stats.paper_comparison.compare_with_paper(flat, FAST)[0]]))
-    assert "agree in 1 of 1 grids that name two" in sentence and "1 grid(s) name none" in sentence
+    assert "agree in 1 of 1 grids that name two" in sentence and "1 grid names none" in sentence
 
 
 def test_flat_and_tied_headlines_name_no_most_damaging_zone():
@@ -105,8 +105,8 @@ def test_abstract_of_a_flat_grid_names_no_cell_and_prints_no_nan(tmp_path):
                   crosslingual_rank=rank)
     data = report.inputs.ReportData(tmp_path, tmp_path, tables, {}, {})
     text = report.abstract.abstract_markdown(data)
-    assert "most damaging cell was" not in text and "no cell is the most damaging" in text
-    assert "nan" not in text.lower()
+    assert "In 1 the grid does not single out P2Q and P2P" in text and "lowers F1 most are" not in text
+    assert "nan" not in text.lower() and "(s)" not in text
     assert "agree in" not in text
 
 
@@ -301,8 +301,14 @@ def _merge(tmp_path, frames: dict[str, pd.DataFrame], order: list[str] | None = 
 def test_merge_grid_accepts_a_complete_grid(tmp_path, capsys):
     status, err, out = _merge(tmp_path, {f"layer{i}": grid_part(i) for i in range(3)}, capsys=capsys)
     assert status == 0, err
-    # baseline + 3 layers x (2 zones x 2 operators + 2 size-matched nulls), 2 questions each
-    assert len(pd.read_parquet(out)) == (1 + 3 * (2 * 2 + 2)) * 2
+    # baseline + 3 layers x (2 zones x 2 operators + uniform for both (the default zone_operators) + 2
+    # size-matched nulls), 2 questions each
+    assert len(pd.read_parquet(out)) == (1 + 3 * (2 * 2 + 2 + 2)) * 2
+    # uniform for some zones only (P2Q and P2P of three): merge-grid without --config infers it per zone
+    zones = ("q2q", "p2q", "p2p")
+    status, err, out = _merge(tmp_path, {f"layer{i}": grid_part(i, zones=zones) for i in range(3)}, capsys=capsys)
+    assert status == 0, err
+    assert len(pd.read_parquet(out)) == (1 + 3 * (3 * 2 + 2 + 3)) * 2
 
 
 @pytest.mark.parametrize(

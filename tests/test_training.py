@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mrcbench import compare, manifest
 from mrcbench import config as cfg
-from mrcbench import manifest
 from mrcbench.models import load_for_qa, prepare_model
 from mrcbench.training import finetune, no_decay, optimizer_groups
 
@@ -50,9 +50,9 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(setup):
     weights = [load_file(str(root / name / "checkpoint" / "model.safetensors")) for name in "abc"]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     # Byte-identical: checkpoint files and training log (train_summary.json holds the wall time).
-    assert manifest.compare(root / "a", root / "b") == (True, ["identical"])
+    assert compare.compare(root / "a", root / "b").verdict == "identical"
     assert "checkpoint/model.safetensors" in {row["path"] for row in manifest.result_files(root / "a")}
-    assert manifest.compare(root / "a", root / "c")[0] is False
+    assert compare.compare(root / "a", root / "c").verdict == "differs"
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert first["final_loss"] == second["final_loss"] != other["final_loss"]
     # 4 questions -> 4 windows; micro-batches of 2, accumulation 2 -> 1 step per epoch, 2 epochs.
@@ -154,7 +154,7 @@ def test_prediction_is_byte_identical_on_rerun(setup):
     for name in ("p1", "p2"):
         predict(checkpoint, train_json, root / name, "squad", features, cfg.decoding_config(None), 4, keys)
     assert {"metrics.json", "scores.parquet", "predictions.json"} <= {row["path"] for row in manifest.result_files(root / "p1")}
-    assert manifest.compare(root / "p1", root / "p2") == (True, ["identical"])
+    assert compare.compare(root / "p1", root / "p2").verdict == "identical"
 
 
 # --------------------------------------------------------------------------------------------------
