@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, zone_label
+from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, plural, zone_label
 from mrcbench.report.controls import VERDICT_WORDS, verdict_counts, verdict_table
 from mrcbench.report.inputs import ReportData
 from mrcbench.stats.common import primary_variant
@@ -124,10 +124,11 @@ def headline_sentences(
 _NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
-def count_words(n: int, noun: str, plural: str | None = None) -> str:
-    """ "one model", "two models", "12 models" (no "model(s)")."""
-    word = _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
-    return f"{word} {noun if n == 1 else (plural or noun + 's')}"
+def count_words(n: int, noun: str, plural_form: str | None = None) -> str:
+    """:func:`mrcbench.report.blocks.plural` with the number in words up to ten: "one model", "two models",
+    "12 models" (no "model(s)")."""
+    text = plural(n, noun, plural_form)
+    return _NUMBER_WORDS[n] + text[len(str(n)):] if 0 <= n < len(_NUMBER_WORDS) else text
 
 
 def _join(items: list[str]) -> str:

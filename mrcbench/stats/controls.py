@@ -416,10 +416,7 @@ def compute_control_effects(
                           & (deltas["metric"] == "f1") & deltas["zone"].isin(NULL_ZONES)]
     rows = []
     for key, zone_deltas in layer_deltas.groupby([*RUN_KEYS, "variant"], sort=True):
-        selector = np.logical_and.reduce(
-            [(grid[column] == value).to_numpy() for column, value in zip([*RUN_KEYS, "variant"], key, strict=True)]
-        )
-        run = grid[selector]
+        run = _of_key(grid, key)
         articles = run.assign(qid=run["qid"].astype(str)).drop_duplicates("qid").set_index("qid")["article"]
         renorm = _own_effects(grid, key, "renorm")
         uniform = _own_effects(grid, key, "uniform")
