@@ -256,10 +256,13 @@ def native_libraries() -> dict[str, str]:
                     found[f"torch_{key.lower()}"] = value
     try:
         import numpy  # noqa: F401 - loads its BLAS, so threadpoolctl sees it
+        import scipy.linalg  # noqa: F401 - and scipy's own: the same libraries whatever the caller imported
         import threadpoolctl
 
         for info in threadpoolctl.threadpool_info():
-            name = f"{info.get('user_api')}:{info.get('internal_api')}:{info.get('prefix')}"
+            # keyed by the library file: numpy's and scipy's OpenBLAS share a prefix but not a file
+            library = os.path.basename(str(info.get("filepath") or info.get("prefix")))
+            name = f"{info.get('user_api')}:{info.get('internal_api')}:{library}"
             detail = [str(info[key]) for key in ("version", "threading_layer", "architecture") if info.get(key)]
             found[name] = " ".join(detail) or "version not reported"
     except ImportError:
