@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrcbench.ablation import MODES, grid_cells, run_grid, run_grid_naive
 from mrcbench.errors import MrcbenchError
+from mrcbench.grid.ablation import MODES, grid_cells, run_grid, run_grid_naive
 from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL, VARIANTS, ZONES
 
 

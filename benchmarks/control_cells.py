@@ -30,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrcbench import layout
+from mrcbench.runtime import layout
 
 NEW_KEYS = {"ablation": ("zone_operators",), "stats": ("min_null_feasible_share",)}
 """Config keys the code before the controls change did not know (left out of the before side's config)."""

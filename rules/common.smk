@@ -1,15 +1,15 @@
 # Shared by every rules/*.smk file: config validation, and the functions that turn config into
-# inputs and outputs. Every path comes from mrcbench/layout.py (the run layout, one file).
+# inputs and outputs. Every path comes from mrcbench/runtime/layout.py (the run layout, one file).
 import os
 import sys
 
 from mrcbench import config as mrc_config
-from mrcbench import files as mrc_files
-from mrcbench import kernels as mrc_kernels
-from mrcbench import layout as mrc_layout
-from mrcbench import manifest as mrc_manifest
+from mrcbench.runtime import files as mrc_files
+from mrcbench.runtime import kernels as mrc_kernels
+from mrcbench.runtime import layout as mrc_layout
+from mrcbench.provenance import manifest as mrc_manifest
 from mrcbench import supervisor as mrc_supervisor
-from mrcbench.stats.tables import TABLES
+from mrcbench.stats.command import TABLES
 
 # The one validation (mrcbench.config.validate: the schema, then the cross-references it cannot
 # express): it fills the schema's defaults into `config` in place, and a bad key stops the DAG with one
@@ -18,7 +18,7 @@ try:
     mrc_config.validate(config, source=" + ".join(map(str, workflow.configfiles)) or "config")
 except mrc_config.MrcbenchError as exc:
     sys.exit(f"error: {exc}")
-# Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/kernels.py).
+# Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/runtime/kernels.py).
 mrc_kernels.export(mrc_config.cpu_kernels(config))
 # ... and this process: a job whose Snakemake is killed (kill -9) stops rather than renaming its results
 # in after a restart (mrcbench/supervisor.py).
@@ -43,7 +43,7 @@ NAME = mrc_config.name_pattern()  # the schema's name pattern ($defs.name), the 
 RUNS = list(mrc_config.runs(config))
 MODELS = mrc_config.models(config)  # typed entries (mrcbench.config.Model)
 ABLATION = mrc_config.ablation_config(config)
-# Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/tables.py).
+# Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/command.py).
 STATS_TABLES = list(TABLES)
 
 
@@ -77,12 +77,12 @@ def model_source(model):
 
 
 def run_keys(wildcards):
-    """A job's wildcards as the run keys of mrcbench.layout's functions."""
+    """A job's wildcards as the run keys of mrcbench.runtime.layout's functions."""
     return dict(wildcards.items())
 
 
 def log_file(rule):
-    """A rule's log: LOGS/RULE/JOB.log, with its job's wildcards (mrcbench.layout.RULE_JOB)."""
+    """A rule's log: LOGS/RULE/JOB.log, with its job's wildcards (mrcbench.runtime.layout.RULE_JOB)."""
     return mrc_layout.log(LOGS, rule)
 
 

@@ -25,7 +25,7 @@ rule stats:
         config=mrc_layout.stats(RESULTS, mrc_layout.CONFIG_NAME),
     params:
         config=CONFIG,
-        # Folders derived from the outputs (whose paths come from mrcbench/layout.py): Snakemake's
+        # Folders derived from the outputs (whose paths come from mrcbench/runtime/layout.py): Snakemake's
         # provenance does not record params computed from outputs; `RESULTS` itself would be recorded.
         results=lambda wc, output: os.path.dirname(os.path.dirname(output.tables[0])),
         out=lambda wc, output: os.path.dirname(output.tables[0]),

@@ -27,7 +27,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(data_dir, tmp_path_factory):
     """The whole DAG of config/smoke.yaml, run once locally in a scratch copy of the repository."""
-    from workflow import LOCAL_PROFILE, SMOKE_CONFIG, copy_workflow, run_snakemake
+    from support.workflow import LOCAL_PROFILE, SMOKE_CONFIG, copy_workflow, run_snakemake
 
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke") / "local")
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}

@@ -263,7 +263,7 @@ def same_questions_as(
 
 def flatten(dataset: SquadDataset) -> list[dict[str, Any]]:
     """One example per question: ``id, title, context, question, answers={"text", "answer_start"},
-    is_impossible`` (the layout of the hub's QA datasets and of ``mrcbench.features``)."""
+    is_impossible`` (the layout of the hub's QA datasets and of ``mrcbench.qa.features``)."""
     examples = []
     for article in dataset["data"]:
         for paragraph in article["paragraphs"]:

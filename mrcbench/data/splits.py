@@ -61,7 +61,7 @@ from mrcbench.data.filters import (
 from mrcbench.data.loading import SquadDataset, load_hub, load_squad_json
 from mrcbench.data.validation import ValidationReport, validate
 from mrcbench.errors import MrcbenchError
-from mrcbench.files import sha256_file, write_json
+from mrcbench.runtime.files import sha256_file, write_json
 
 #: Which side of a dataset's article_split a split's ``part`` names (index into article_split's pair).
 PARTS = ("train", "eval")

@@ -71,7 +71,7 @@ class ValidationReport:
 def realign(context: str, text: str, start: int, max_shift: int) -> int | None:
     """The occurrence of ``text`` nearest to ``start`` if within ``max_shift`` characters, else None;
     of two equally near, the earlier one. The one answer realignment: data validation (config
-    ``validation.realign_max_shift``) and the training features (:func:`mrcbench.features.locate_answer`).
+    ``validation.realign_max_shift``) and the training features (:func:`mrcbench.qa.features.locate_answer`).
 
     CMRC 2018 has answers whose offset is off by one or two characters (BERT's CMRC script shifted them
     back by up to a few characters); a wrong offset puts the training target on the wrong tokens."""

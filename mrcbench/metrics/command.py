@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.files import write_parquet
-from mrcbench.metrics.mlqa import MLQA_EXTENSION_LANGUAGES, MLQA_OFFICIAL_LANGUAGES
+from mrcbench.languages import MLQA_EXTENSION_LANGUAGES, MLQA_OFFICIAL_LANGUAGES
 from mrcbench.metrics.questions import iter_questions
 from mrcbench.metrics.scoring import (
     LANGUAGE_METRICS,
@@ -23,6 +22,7 @@ from mrcbench.metrics.scoring import (
     per_question_scores,
     squad_v2_evaluate,
 )
+from mrcbench.runtime.files import write_parquet
 
 # --------------------------------------------------------------------------------------------------
 # Files and command line

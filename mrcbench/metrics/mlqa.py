@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Callable
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.languages import check_mlqa_language
 from mrcbench.metrics.cmrc import is_cjk_unified
 from mrcbench.metrics.questions import Question
 from mrcbench.metrics.squad import ASCII_PUNCTUATION, overlap_f1
@@ -19,13 +20,6 @@ from mrcbench.metrics.squad import ASCII_PUNCTUATION, overlap_f1
 # MLQA answer comparison (per answer language)
 # --------------------------------------------------------------------------------------------------
 
-#: The languages of the official MLQA script (mlqa_evaluation_v1.py).
-MLQA_OFFICIAL_LANGUAGES: tuple[str, ...] = ("en", "es", "hi", "vi", "de", "ar", "zh")
-#: XQuAD languages the official script does not cover: OUR EXTENSION, not the official scorer. Greek,
-#: Russian, Turkish and Romanian are tokenised on whitespace with no article list; Thai, written
-#: without spaces between words, gets one token per character (like the zh branch for CJK characters).
-MLQA_EXTENSION_LANGUAGES: tuple[str, ...] = ("el", "ru", "tr", "ro", "th")
-MLQA_LANGUAGES: tuple[str, ...] = MLQA_OFFICIAL_LANGUAGES + MLQA_EXTENSION_LANGUAGES
 
 #: ``remove_articles`` of the script: the regex replaced by one space, per language (None: nothing).
 #: Arabic's pattern is kept verbatim: its first alternative (``\s`` then ``ال`` then start-of-string)
@@ -80,15 +74,6 @@ _MLQA_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
 }
 
 
-def check_mlqa_language(language: str | None) -> str:
-    """Return ``language`` if the mlqa metric supports it, else raise a one-line error naming it."""
-    if language not in _MLQA_TOKENIZERS:
-        raise MrcbenchError(
-            f"the mlqa metric does not support language {language!r}; supported: "
-            f"{' '.join(MLQA_OFFICIAL_LANGUAGES)} (official) and {' '.join(MLQA_EXTENSION_LANGUAGES)} "
-            "(our extension)"
-        )
-    return language
 
 
 def _is_punctuation(char: str) -> bool:

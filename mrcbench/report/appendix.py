@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mrcbench import compare, layout, manifest
 from mrcbench import config as cfg
+from mrcbench.provenance import compare, manifest
+from mrcbench.runtime import layout
 
 
 def package_versions(

@@ -1,7 +1,7 @@
 """The report's "Case studies" section: token-level attention maps with a layer/head chooser.
 
 Reads the maps ``mrcbench extract-attention`` stores (``case_studies.npz`` + ``case_studies.json``,
-written by :mod:`mrcbench.extraction`); no statistics table is involved.
+written by :mod:`mrcbench.grid.extraction`); no statistics table is involved.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mrcbench import layout
 from mrcbench.report.blocks import FOUR_ZONES, ZONE_COLORS, figure_caption, zone_label
+from mrcbench.runtime import layout
 
 # ==================================================================================================
 # Case studies: token-level attention maps with a layer/head chooser
@@ -50,7 +50,7 @@ def _answer_span(case: dict[str, Any]) -> tuple[int, int] | None:
 def load_case_studies(results_dir: Path, per_language: int = 1, limit: int = 4) -> list[CaseStudy]:
     """Case studies from ``attention/**/case_studies.{npz,json}``: ``per_language`` per language.
 
-    The json (written by ``mrcbench.extraction``) is a list of cases (``{"cases": [...]}`` is accepted
+    The json (written by ``mrcbench.grid.extraction``) is a list of cases (``{"cases": [...]}`` is accepted
     too) with ``qid``, ``question``, ``tokens``, ``zone_ids``, ``answer_tokens`` [start, end] (inclusive
     token indices of the gold answer) and ``language``; the npz holds ``maps`` [cases, layers, heads, T,
     T] (padded to the longest case).

@@ -1,4 +1,4 @@
-"""What the report reads: the statistics tables of :mod:`mrcbench.stats.tables` and the config they ran with.
+"""What the report reads: the statistics tables of :mod:`mrcbench.stats.command` and the config they ran with.
 
 :func:`load_report_data` is the report's first cell ("setup"); every section reads its tables from the
 :class:`ReportData` it returns.
@@ -15,10 +15,10 @@ import pandas as pd
 import yaml
 
 from mrcbench import config as cfg
-from mrcbench import files, layout
 from mrcbench.errors import MrcbenchError
+from mrcbench.runtime import files, layout
+from mrcbench.stats.command import TABLES as STATS_TABLES
 from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # noqa: F401  (the report reads them as R.inputs.*)
-from mrcbench.stats.tables import TABLES as STATS_TABLES
 
 # ==================================================================================================
 # Inputs of the report

@@ -17,7 +17,7 @@ def paper_comparison_figure(cells: pd.DataFrame, run_title: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from mrcbench import paper_reference
+    from mrcbench.stats import paper_reference
 
     paper = paper_reference.paper_grid().rename(columns={"delta_em": "delta"})
     fig = make_subplots(

@@ -31,8 +31,9 @@ from typing import Any
 
 import yaml
 
-from mrcbench import files, layout, manifest
 from mrcbench.errors import Interrupted, MrcbenchError
+from mrcbench.provenance import manifest
+from mrcbench.runtime import files, layout
 
 log = logging.getLogger(__name__)
 

@@ -38,17 +38,18 @@ Correlations C1-C3, the cross-lingual analysis, question types and the compariso
 grid are operationalisations of docs/method.md §4-6 (ours, not the paper's); each function says
 what it measures.
 
-Modules (one analysis each; ``tables`` is the ``mrcbench stats`` command that writes them all):
+Modules (one analysis each; ``command`` is the ``mrcbench stats`` command that writes them all):
 ``common`` (shared names, settings, languages), ``results`` (loading the result files), ``paired``
 (masking deltas: matrices, bootstrap, sign-flip and Wilcoxon tests, corrections), ``baselines``,
 ``zone_mass``, ``correlations``, ``crosslingual``, ``question_types``, ``paper_comparison``,
 ``headline``, ``controls`` (zone minus size-matched null, operator minus renorm, specificity) and
-``tables``. docs/architecture.md maps each report section to the module that computes
+``command``. docs/architecture.md maps each report section to the module that computes
 it and the one that draws it.
 """
 
 from mrcbench.stats import (
     baselines,
+    command,
     common,
     controls,
     correlations,
@@ -58,11 +59,20 @@ from mrcbench.stats import (
     paper_comparison,
     question_types,
     results,
-    tables,
     zone_mass,
 )
 
 __all__ = [
-    "baselines", "common", "controls", "correlations", "crosslingual", "headline", "paired", "paper_comparison",
-    "question_types", "results", "tables", "zone_mass"
+    "baselines",
+    "command",
+    "common",
+    "controls",
+    "correlations",
+    "crosslingual",
+    "headline",
+    "paired",
+    "paper_comparison",
+    "question_types",
+    "results",
+    "zone_mass"
 ]

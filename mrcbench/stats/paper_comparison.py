@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mrcbench import paper_reference
+from mrcbench.stats import paper_reference
 from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_ORDER, StatsSettings, layer_grid, real_top_zones
 
 PAPER_COLUMNS = [

@@ -3,7 +3,7 @@
 Masking grids (``grid.parquet``), per-question scores (``scores.parquet``), zone statistics
 (``zone_stats.parquet``) and the official metrics (``metrics.json``) of every run under a results
 directory, refusing two files for one run; and the grid's answerable questions
-(:func:`answerable_grid`). Feeds every table of :mod:`mrcbench.stats.tables`.
+(:func:`answerable_grid`). Feeds every table of :mod:`mrcbench.stats.command`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrcbench import layout
 from mrcbench.errors import MrcbenchError
-from mrcbench.files import read_json, read_parquet
+from mrcbench.runtime import layout
+from mrcbench.runtime.files import read_json, read_parquet
 from mrcbench.stats.common import GRID_COLUMNS, RUN_KEYS, SCORES_COLUMNS, ZONE_STATS_COLUMNS
 from mrcbench.zones import NULL_PREFIX
 
@@ -103,7 +103,7 @@ _F1_KEYS = ("f1", "F1")
 
 def _official_metrics(paths: list[Path]) -> pd.DataFrame:
     """EM/F1 of the official-equivalent scorer from the runs' ``metrics.json`` files (the run read from
-    the path, :func:`mrcbench.layout.parse`)."""
+    the path, :func:`mrcbench.runtime.layout.parse`)."""
     rows = []
     owner: dict[tuple, Path] = {}
     seen: dict[Path, Path] = {}
