@@ -9,7 +9,7 @@ Three ways to run the same batches through the same weights:
     eager attention, no statistics (the reference cost);
 ``on_the_fly``
     the ``"mrcbench"`` attention function accumulating per-layer/head zone masses inside the call
-    (:meth:`mrcbench.masking.attention.ZoneAttention.record_stats`);
+    (:meth:`mrcbench.masking.controller.ZoneAttention.record_stats`);
 ``output_attentions``
     eager attention returning every attention map, then the same zone masses computed from the maps.
 
@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_grid import load_model, synthetic_batches
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.masking.attention import ZoneAttention, zone_mass_from_probs
+from mrcbench.masking.controller import ZoneAttention
+from mrcbench.masking.recorders import zone_mass_from_probs
 from mrcbench.qa.features import model_inputs
 
 METHODS = ("plain", "on_the_fly", "output_attentions")

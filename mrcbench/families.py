@@ -3,11 +3,11 @@
 Zone masking and zone statistics need to reach every self-attention call of the encoder. Two ways:
 
 * ``interface``: the model routes attention through transformers' pluggable attention interface
-  (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, ModernBERT); :mod:`mrcbench.masking.attention` registers
-  the ``"mrcbench"`` attention function and switches the model to it.
+  (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, ModernBERT); :mod:`mrcbench.masking.attention_function`
+  registers the ``"mrcbench"`` attention function and switches the model to it.
 * ``adapter``: the model computes attention in its own code (softmax, then an ``nn.Dropout`` module
   on the probabilities: DeBERTa-v2/v3's ``DisentangledSelfAttention``, MPNet's ``MPNetSelfAttention``).
-  :mod:`mrcbench.masking.attention` hooks that module: it edits the module's own attention-mask argument
+  :mod:`mrcbench.masking.adapters` hooks that module: it edits the module's own attention-mask argument
   before the softmax and reads the probabilities the dropout module receives.
 
 Every other architecture (XLNet, T5, ...) is refused by :func:`check_model_type`, which config validation

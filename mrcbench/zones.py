@@ -1,4 +1,4 @@
-"""Attention zones: which (query row, key column) cells each zone ablation blanks.
+"""Attention zones: the zone vocabulary, and which (query row, key column) cells each zone ablation blanks.
 
 Every token of an MRC feature ``[CLS] question [SEP] passage-window [SEP] [PAD]...`` gets a zone id
 (``PAD``, ``SPECIAL``, ``QUESTION``, ``PASSAGE``). A zone name ``X2Y`` means *X tokens (rows, queries)
@@ -47,12 +47,13 @@ Two "ALL" options, independent of the variant:
     size depends on static padding to ``max_seq_length`` (512 in the paper). Replicate it only with
     ``pad_to_max_length`` features; with dynamic padding it measures leakage onto whatever padding the
     batch happens to have. See :func:`unmasks_padding`.
+
+This module is the vocabulary only (names, ids, checks; it imports no torch, so the statistics and the
+report read it freely); :func:`mrcbench.masking.plan.blanked_cells` computes the cell sets drawn above.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
 
 from mrcbench.errors import MrcbenchError
 
@@ -177,39 +178,6 @@ def zone_ids_from_sequence_ids(sequence_ids: Sequence[int | None], attention_mas
     return zone_ids
 
 
-def blanked_cells(zone_ids: torch.Tensor, zone: str, variant: str) -> torch.Tensor:
-    """Boolean ``[B, T, T]`` tensor of the cells a zone ablation removes (rows = queries, cols = keys).
-
-    ``zone_ids`` is a ``[B, T]`` integer tensor of :data:`PAD`/:data:`SPECIAL`/:data:`QUESTION`/
-    :data:`PASSAGE`. See the module docstring for the exact cell sets of each zone and variant;
-    ``all_paper_quirk`` blanks nothing (its effect is :func:`unmasks_padding`).
-    """
-    check_zone(zone)
-    check_variant(variant)
-    if zone_ids.dim() != 2:
-        raise MrcbenchError(f"zone_ids must have shape [batch, seq], got {tuple(zone_ids.shape)}")
-    question = zone_ids == QUESTION
-    passage = zone_ids == PASSAGE
-    if zone == "all_paper_quirk":
-        rows = cols = torch.zeros_like(question)
-    elif zone == "all":
-        rows = cols = question | passage
-    elif zone == "q2q":
-        rows, cols = question, question
-    elif zone == "p2p":
-        rows, cols = passage, passage
-    elif zone == "q2p":
-        rows, cols = (~passage if variant == "paper" else question), passage
-    else:  # p2q
-        rows, cols = (~question if variant == "paper" else passage), question
-    return rows[:, :, None] & cols[:, None, :]
-
-
 def unmasks_padding(zone: str) -> bool:
     """True for the replicated authors' "all" (``all_paper_quirk``), which lifts the padding mask."""
     return check_zone(zone) == "all_paper_quirk"
-
-
-def stat_zone_onehot(zone_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``[B, T, 3]`` one-hot of (question, passage, special) per token; PAD tokens are all-zero."""
-    return torch.stack([zone_ids == zone_id for zone_id in STAT_ZONE_IDS], dim=-1).to(dtype)

@@ -4,7 +4,7 @@ Two equivalent ways to compute the logits of every grid cell:
 
 :func:`run_grid_naive`
     The reference: one full forward pass per cell and batch with the ``"mrcbench"`` attention function
-    masking the cell's zone (:class:`mrcbench.masking.attention.ZoneAttention`).
+    masking the cell's zone (:class:`mrcbench.masking.controller.ZoneAttention`).
 :func:`run_grid`
     The fast way. Masking layer ``l`` leaves the hidden states entering layers ``0..l`` unchanged, so one
     baseline pass records the input of every layer and each cell re-runs only layers ``l..L-1`` with the
@@ -32,8 +32,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.masking.attention import MaskPlan, ZoneAttention
+from mrcbench.masking.controller import ZoneAttention
 from mrcbench.masking.nulls import NullMasks, NullSettings, null_masks
+from mrcbench.masking.plan import MaskPlan
 from mrcbench.masking.replay import find_stack, record_layer_calls, repeat_batch, replay_layers
 from mrcbench.qa import decoding
 from mrcbench.qa.eval_run import KEY_COLUMNS
@@ -193,7 +194,7 @@ class CellOutput(NamedTuple):
     """Logits ``[N features, T]`` of one cell and the removed attention mass ``[N]`` per feature.
 
     ``removed_mass`` is measured at the cell's lowest masked layer, where it equals the unmasked model's
-    (see :class:`mrcbench.masking.attention.InterventionResult`); 0 for the baseline, NaN where nothing was
+    (see :class:`mrcbench.masking.recorders.InterventionResult`); 0 for the baseline, NaN where nothing was
     blanked. Logits of different batches are right-padded with :data:`LOGIT_PAD` to a common length.
     """
 
@@ -340,7 +341,7 @@ def run_grid(
     a GPU; on a CPU the larger tensors cost more in memory traffic than the fewer calls save (measured
     in benchmarks/README.md), so ``None`` means 1 on CPU and :data:`GPU_MAX_STACK` otherwise. With
     ``fused`` the replayed layers' attention outputs come from fused ``sdpa`` kernels where no
-    probabilities are needed (:meth:`mrcbench.masking.attention.ZoneAttention.replay`); the baseline pass and
+    probabilities are needed (:meth:`mrcbench.masking.controller.ZoneAttention.replay`); the baseline pass and
     the removed attention mass stay eager.
     """
     check_variant(variant)

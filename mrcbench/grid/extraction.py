@@ -1,7 +1,7 @@
 """Attention runs over one eval split: zone statistics and case-study maps (``mrcbench extract-attention``).
 
 The glue between the pipeline's pieces: windows from :mod:`mrcbench.qa.features`, the attention
-controller of :mod:`mrcbench.masking.attention`, answers from :mod:`mrcbench.qa.decoding` and per-question
+controller of :mod:`mrcbench.masking.controller`, answers from :mod:`mrcbench.qa.decoding` and per-question
 scores from :mod:`mrcbench.metrics`, over the run :class:`mrcbench.qa.eval_run.EvalRun` loads.
 Each output is written atomically.
 """

@@ -2,7 +2,7 @@
 column zone), and the long ``zone_stats.parquet`` table of docs/architecture.md.
 
 :func:`collect_zone_stats` runs the model over a split's batches with
-:meth:`mrcbench.masking.attention.ZoneAttention.record_stats` (the per-batch statistics are accumulated inside
+:meth:`mrcbench.masking.controller.ZoneAttention.record_stats` (the per-batch statistics are accumulated inside
 the attention call, never storing all maps) and keeps full maps of a few case-study windows;
 :func:`zone_stats_frame` averages the windows of each question into the long table. The
 ``extract-attention`` command (:mod:`mrcbench.grid.extraction`) writes both.
@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.masking.attention import ZoneAttention
+from mrcbench.masking.controller import ZoneAttention
 from mrcbench.qa.eval_run import KEY_COLUMNS
 from mrcbench.qa.features import model_inputs
 from mrcbench.zones import STAT_ZONES

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.zones import PAD, PASSAGE, QUESTION, blanked_cells
+from mrcbench.masking.plan import blanked_cells
+from mrcbench.zones import PAD, PASSAGE, QUESTION
 
 SEED_MASK = (1 << 63) - 1
 REFILL_PASSES = 16

@@ -18,7 +18,7 @@ layer 0 (which the encoder applies outside its layer modules), have no stack: :f
 returns ``None`` and :func:`mrcbench.grid.ablation.run_grid` falls back to the naive grid with a warning.
 
 This module knows nothing of zones or masks; what a replayed layer's attention does is decided by
-whoever controls the attention function meanwhile (:class:`mrcbench.masking.attention.ZoneAttention`).
+whoever controls the attention meanwhile (:class:`mrcbench.masking.controller.ZoneAttention`).
 """
 from __future__ import annotations
 

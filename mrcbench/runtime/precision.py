@@ -10,7 +10,7 @@ other CPUs bf16 is emulated and slower than fp32). :func:`resolve` is the one pl
 studies, the ablation grid) runs its forward passes in. Weights stay fp32: autocast runs matrix
 products in bf16 and keeps reductions such as softmax and LayerNorm in fp32. Callers return logits
 as fp32 (``.float()``) and the zone statistics are accumulated in fp32 with autocast switched off
-(:func:`mrcbench.masking.attention.zone_mass_from_probs`).
+(:func:`mrcbench.masking.recorders.zone_mass_from_probs`).
 """
 from __future__ import annotations
 

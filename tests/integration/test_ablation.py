@@ -19,7 +19,7 @@ from mrcbench.grid.ablation import (
     run_grid,
     run_grid_naive,
 )
-from mrcbench.masking.attention import ZoneAttention
+from mrcbench.masking.controller import ZoneAttention
 from mrcbench.masking.nulls import NullSettings
 from mrcbench.qa.decoding import Predictions
 from mrcbench.qa.features import EvalFeatures
@@ -256,17 +256,17 @@ def test_ablate_returns_the_long_grid_table():
 def test_fast_grid_replays_unread_attention_with_fused_kernels(monkeypatch):
     """fused=True sends the replayed layers without a reader of their probabilities through sdpa
     (fp32 only); fused=False and the naive grid stay eager. Both agree with the naive grid."""
-    from mrcbench.masking import attention
+    from mrcbench.masking import attention_function
     from mrcbench.runtime import precision
 
     calls = []
-    fused_attention = attention.fused_attention
+    fused_attention = attention_function.fused_attention
 
     def counting(*args, **kwargs):
         calls.append(args[1].dtype)
         return fused_attention(*args, **kwargs)
 
-    monkeypatch.setattr(attention, "fused_attention", counting)
+    monkeypatch.setattr(attention_function, "fused_attention", counting)
     model = tiny_model("bert")
     batches = make_batches(model.config)
     cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "all"), modes=("layer",))

@@ -11,8 +11,9 @@ from transformers import AlbertConfig, AlbertForQuestionAnswering
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import FAMILIES
 from mrcbench.grid.zone_stats import collect_zone_stats, zone_stats_frame
-from mrcbench.masking.attention import ZoneAttention
-from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
+from mrcbench.masking.controller import ZoneAttention
+from mrcbench.masking.plan import blanked_cells
+from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
 
 from support.tiny_models import architectures, common_config
 

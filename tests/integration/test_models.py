@@ -124,7 +124,7 @@ def test_unsupported_architecture_is_refused_by_name_before_anything_is_written(
 def test_attention_controller_refuses_an_unsupported_model(tmp_path):
     from transformers import XLNetForQuestionAnsweringSimple
 
-    from mrcbench.masking.attention import ZoneAttention
+    from mrcbench.masking.controller import ZoneAttention
 
     model = XLNetForQuestionAnsweringSimple.from_pretrained(tiny_xlnet_dir(tmp_path / "xlnet"))
     with pytest.raises(MrcbenchError, match="model_type 'xlnet', which mrcbench cannot analyse"):

@@ -6,10 +6,12 @@ import torch
 from mrcbench.errors import MrcbenchError
 from mrcbench.grid.ablation import grid_cells, run_grid, run_grid_naive
 from mrcbench.grid.zone_stats import collect_zone_stats
-from mrcbench.masking.attention import ZoneAttention, zone_mass_from_probs
+from mrcbench.masking.controller import ZoneAttention
+from mrcbench.masking.plan import blanked_cells
+from mrcbench.masking.recorders import zone_mass_from_probs
 from mrcbench.qa.features import model_inputs
 from mrcbench.runtime import precision
-from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL, blanked_cells
+from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL
 
 from support import REPO_ROOT
 from support.grids import ARCHS, _one_thread, make_batches, tiny_model  # noqa: F401 (autouse fixture)

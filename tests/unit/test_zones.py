@@ -1,16 +1,19 @@
 """Zone ids and the exact cell sets of every zone and variant (docs/masking.md §3)."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from mrcbench.errors import MrcbenchError
+from mrcbench.masking.plan import blanked_cells
+from mrcbench.masking.recorders import stat_zone_onehot
 from mrcbench.zones import (
     ALL_ZONE_OPTIONS,
     PAD,
     PASSAGE,
     QUESTION,
     SPECIAL,
-    blanked_cells,
-    stat_zone_onehot,
     unmasks_padding,
     zone_ids_from_sequence_ids,
 )
@@ -231,3 +234,16 @@ def test_every_zone_has_a_label_and_the_four_zones_their_sides():
     assert common.ZONE_ORDER == blocks.ZONE_ORDER == list(zones.ZONE_ORDER)
     assert common.FOUR_ZONES == zones.ZONE_SIDES and blocks.FOUR_ZONES == list(zones.FOUR_ZONES)
     assert paper_reference.PAPER_COLUMN_TO_ZONE == zones.PAPER_COLUMNS
+
+
+def test_the_zone_vocabulary_and_its_readers_import_no_torch():
+    """zones.py is names and checks only: the statistics and the report read it without loading torch
+    (the tensor functions of the zones live in mrcbench.masking)."""
+    code = (
+        "import sys\n"
+        "import mrcbench.zones, mrcbench.stats.command, mrcbench.report\n"
+        "loaded = sorted(name for name in ('torch', 'transformers') if name in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
