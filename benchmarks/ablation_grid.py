@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.grid.ablation import MODES, grid_cells, run_grid, run_grid_naive
+from mrcbench.grid.cells import MODES, grid_cells
+from mrcbench.grid.run import run_grid, run_grid_naive
 from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL, VARIANTS, ZONES
 
 

@@ -5,7 +5,7 @@
     python benchmarks/precision.py --quick --train-steps 4      # also a short fp32 vs bf16 training run
 
 For each model and eval set (MiniLM: XQuAD-en; e5-small: XQuAD-en and CMRC 2018 dev) it measures the
-prediction pass (mrcbench.qa.predict.model_logits) and the fast ablation grid (mrcbench.grid.ablation.ablate)
+prediction pass (mrcbench.qa.predict.model_logits) and the fast ablation grid (mrcbench.grid.table.ablate)
 in fp32 and under bf16 autocast (mrcbench.runtime.precision), and reports the time ratio fp32/bf16, the share
 of questions whose answer text is identical, the F1 of both, and the largest difference of the
 zone statistics (mrcbench.grid.zone_stats.collect_zone_stats) and of the grid's per-cell mean F1. Without
@@ -32,7 +32,9 @@ from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import metrics
 from mrcbench.errors import MrcbenchError
-from mrcbench.grid import ablation, zone_stats
+from mrcbench.grid import zone_stats
+from mrcbench.grid.cells import grid_cells
+from mrcbench.grid.table import ablate
 from mrcbench.models.sources import load_for_qa, prepare_model
 from mrcbench.qa import decoding, predict
 from mrcbench.qa import features as feat_mod
@@ -124,7 +126,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     mass_diff = float(np.nanmax(np.abs(masses["fp32"] - masses["bf16"])))
 
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    cells = ablation.grid_cells(n_layers, n_heads, args.grid_zones, ["layer"])
+    cells = grid_cells(n_layers, n_heads, args.grid_zones, ["layer"])
     keys = {"model": name, "train_set": "none", "eval_set": eval_set, "seed": args.seed}
 
     def decode(start, end):
@@ -136,7 +138,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     grids, grid_seconds = {}, {}
     for used in ("fp32", "bf16"):
         with precision.autocast(used, model.device):
-            grids[used], grid_seconds[used] = timed(lambda: ablation.ablate(
+            grids[used], grid_seconds[used] = timed(lambda: ablate(
                 model, grid_features, cells, "paper", decode, score, keys, batch_size=batch, progress=False
             ))
     cell_keys = ["mode", "layer", "zone"]

@@ -1,9 +1,9 @@
-"""The configured grid of one eval run, and its two commands.
+"""The grid's two commands: ``mrcbench ablate`` and ``mrcbench merge-grid``.
 
 ``mrcbench ablate`` (:func:`main_ablate`) runs the grid of the config's ``ablation`` section
-(:func:`configured_cells`: modes, zones, head zones, operators, null draws) on one run
+(:func:`mrcbench.grid.cells.configured_cells`: modes, zones, head zones, operators, null draws) on one run
 (:class:`mrcbench.qa.eval_run.EvalRun`) narrowed to the grid's questions (:func:`grid_selection`), for
-every configured variant, through :func:`mrcbench.grid.ablation.ablate`; ``--part layerN`` runs only layer
+every configured variant, through :func:`mrcbench.grid.table.ablate`; ``--part layerN`` runs only layer
 ``N``'s cells (one cluster job per layer with ``ablation.split_by_layer``). ``mrcbench merge-grid``
 (:func:`main_merge`) joins those parts into one ``grid.parquet`` after :func:`check_grid_parts` has
 checked that they make exactly one run's configured grid.
@@ -23,7 +23,8 @@ from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import metrics
 from mrcbench.errors import MrcbenchError
-from mrcbench.grid.ablation import BASELINE, Cell, ablate, grid_cells
+from mrcbench.grid.cells import configured_cells
+from mrcbench.grid.table import ablate
 from mrcbench.masking.nulls import NullSettings
 from mrcbench.qa import decoding
 from mrcbench.qa.eval_run import KEY_COLUMNS, EvalRun, add_run_arguments
@@ -31,25 +32,11 @@ from mrcbench.runtime import files
 from mrcbench.runtime import precision as precision_mod
 
 
-def configured_cells(n_layers: int, n_heads: int, ablation_cfg: cfg.Ablation, layer: int | None = None) -> list[Cell]:
-    """The configured cells (baseline first); with ``layer``, only that layer's cells (the baseline
-    goes with layer 0 so that merged parts hold it once)."""
-    cells = [BASELINE] if layer in (None, 0) else []
-    for mode in ablation_cfg.modes:
-        zones = ablation_cfg.head_zones if mode == "head" else ablation_cfg.zones
-        null_draws = ablation_cfg.null_draws if mode == "layer" else 0
-        for cell in grid_cells(n_layers, n_heads, list(zones), [mode], list(ablation_cfg.operators), null_draws,
-                               ablation_cfg.zone_operators):
-            if cell.mode != "baseline" and (layer is None or cell.layer == layer):
-                cells.append(cell)
-    return cells
-
-
 def run_ablation(
     run: EvalRun, ablation_cfg: cfg.Ablation, decoding_cfg: cfg.Decoding, layer: int | None = None
 ) -> pd.DataFrame:
     """The configured grid of ``run`` (with ``layer``, only that layer's part), every configured variant,
-    in the run's precision: the ``grid.parquet`` table of :func:`mrcbench.grid.ablation.ablate` plus its
+    in the run's precision: the ``grid.parquet`` table of :func:`mrcbench.grid.table.ablate` plus its
     ``precision`` column."""
     if layer is not None and not 0 <= layer < run.n_layers:
         raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")

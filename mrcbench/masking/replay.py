@@ -15,7 +15,7 @@ of the :class:`LayerStack` turns the last hidden states into start and end logit
 ALBERT's shared ``albert_layer_groups`` (one group called once per layer: the recorded calls, not the
 modules, are the layers). Other architectures, and DeBERTa-v2 checkpoints with the convolution after
 layer 0 (which the encoder applies outside its layer modules), have no stack: :func:`find_stack`
-returns ``None`` and :func:`mrcbench.grid.ablation.run_grid` falls back to the naive grid with a warning.
+returns ``None`` and :func:`mrcbench.grid.run.run_grid` falls back to the naive grid with a warning.
 
 This module knows nothing of zones or masks; what a replayed layer's attention does is decided by
 whoever controls the attention meanwhile (:class:`mrcbench.masking.controller.ZoneAttention`).

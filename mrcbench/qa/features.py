@@ -449,7 +449,7 @@ class EvalFeatures:
 
     def length_order(self) -> list[int]:
         """Feature indices from the longest window to the shortest (stable): batches taken in this order
-        hold windows of similar length, so dynamic padding wastes little (see :func:`mrcbench.grid.ablation.ablate`)."""
+        hold windows of similar length, so dynamic padding wastes little (see :func:`mrcbench.grid.table.ablate`)."""
         lengths = self.lengths
         return sorted(range(len(self)), key=lambda index: -lengths[index])
 

@@ -5,7 +5,7 @@ masking it removes?
 (``null_<zone>`` cells of the grid, mode ``layer``, operator ``renorm``; :mod:`mrcbench.masking.nulls`), the paired
 per-question difference *zone minus null* on the questions whose null draw matched the zone's mass within the
 tolerance (the unmasked baseline cancels, so for F1 it is ΔF1(zone) − ΔF1(null)), for F1/EM and the
-continuous measure (:data:`mrcbench.grid.ablation.EFFECT_COLUMNS`), averaged over seeds and, for the null, over its
+continuous measure (:data:`mrcbench.grid.table.EFFECT_COLUMNS`), averaged over seeds and, for the null, over its
 draws. A cell is a *valid control* when at least ``stats.min_null_feasible_share`` of its questions matched;
 beside the contrast it records the zone's effect on the matched questions and on all of them, so a reader
 sees whether restricting the questions changes the zone's effect. Bootstrap CI and sign-flip p as for the

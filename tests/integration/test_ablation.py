@@ -9,18 +9,12 @@ import torch
 from torch import nn
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.grid.ablation import (
-    BASELINE,
-    EFFECT_COLUMNS,
-    GRID_COLUMNS,
-    Cell,
-    ablate,
-    grid_cells,
-    run_grid,
-    run_grid_naive,
-)
+from mrcbench.grid.cells import BASELINE, Cell, grid_cells
+from mrcbench.grid.run import run_grid, run_grid_naive
+from mrcbench.grid.table import EFFECT_COLUMNS, GRID_COLUMNS, ablate
 from mrcbench.masking.controller import ZoneAttention
 from mrcbench.masking.nulls import NullSettings
+from mrcbench.masking.plan import MaskPlan
 from mrcbench.qa.decoding import Predictions
 from mrcbench.qa.features import EvalFeatures
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
@@ -433,20 +427,18 @@ def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
 def test_a_null_that_cannot_be_drawn_in_any_window_runs_no_forward_pass(monkeypatch):
     """P2P's null is infeasible in every window of the tiny batches (the question keys of passage rows
     cannot hold P2P's mass): the fast and the naive grid record it without a masked pass; Q2Q's null runs."""
-    from mrcbench.grid import ablation as ablation_mod
-
     model = tiny_model("bert")
     batches = with_null_keys(make_batches(model.config, seed=2))
     cells = [BASELINE, Cell("null_p2p", 1, null_draw=0), Cell("null_q2q", 1, null_draw=0)]
     settings = NullSettings(tolerance=0.2, seed=0)
     plans = []
-    concat = ablation_mod.MaskPlan.concat
+    concat = MaskPlan.concat
 
     def counting(parts):
         plans.append(len(parts))
         return concat(parts)
 
-    monkeypatch.setattr(ablation_mod.MaskPlan, "concat", staticmethod(counting))
+    monkeypatch.setattr(MaskPlan, "concat", staticmethod(counting))
     fast = run_grid(model, batches, cells, "paper", null=settings)
     assert not fast[Cell("null_p2p", 1, null_draw=0)].null_feasible.any()
     assert fast[Cell("null_q2q", 1, null_draw=0)].null_feasible.all()

@@ -277,12 +277,12 @@ def test_predict_refuses_duplicate_ids_before_loading_the_model(tmp_path):
 
 def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p"), qids=("q1", "q2")) -> pd.DataFrame:
     """One layer's grid part, shaped like `mrcbench ablate --part layerN` writes it."""
-    from mrcbench.grid import command as grid
+    from mrcbench.grid.cells import configured_cells
 
     settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": list(zones), "head_zones": [],
                                                  "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}})
     rows = []
-    for cell in grid.configured_cells(n_layers, 1, settings, layer=layer):
+    for cell in configured_cells(n_layers, 1, settings, layer=layer):
         for qid in qids:
             rows.append({"model": "m", "train_set": "t", "eval_set": "dev", "seed": seed, "variant": "paper",
                          **cell.columns(), "qid": qid, "article": "a", "em": 100.0, "f1": 100.0, "removed_mass": 0.0})

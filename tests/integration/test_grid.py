@@ -1,4 +1,4 @@
-"""The configured grid (mrcbench/grid/command.py): its cells (modes, head zones, per-layer parts), its questions
+"""The configured grid (mrcbench/grid/cells.py, mrcbench/grid/command.py): its cells (modes, head zones, per-layer parts), its questions
 and the merge of its parts."""
 import subprocess
 import sys
@@ -9,8 +9,8 @@ import pytest
 from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench.errors import MrcbenchError
-from mrcbench.grid import ablation
 from mrcbench.grid import command as grid
+from mrcbench.grid.cells import BASELINE, configured_cells
 
 from support import REPO_ROOT
 
@@ -20,8 +20,8 @@ def _ablation(**overrides):
 
 
 def test_every_mode_and_the_head_zones():
-    cells = grid.configured_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
-    assert cells[0] == ablation.BASELINE
+    cells = configured_cells(4, 3, _ablation(modes=["layer", "head", "from_layer"], head_zones=["p2q"]))
+    assert cells[0] == BASELINE
     by_mode = pd.Series([c.mode for c in cells]).value_counts().to_dict()
     # mode layer adds the default zone_operators: uniform for P2Q and P2P in every layer
     assert by_mode == {"baseline": 1, "layer": 5 * 4 + 2 * 4, "head": 1 * 4 * 3, "from_layer": 5 * 4}
@@ -31,7 +31,7 @@ def test_every_mode_and_the_head_zones():
 
 
 def test_operators_can_be_chosen_per_zone():
-    cells = grid.configured_cells(3, 2, _ablation(zone_operators={"zero": ["q2q"], "uniform": []}, null_draws=1))
+    cells = configured_cells(3, 2, _ablation(zone_operators={"zero": ["q2q"], "uniform": []}, null_draws=1))
     per_layer = [c for c in cells if c.layer == 1]
     assert [(c.zone, c.operator) for c in per_layer] == [
         ("all", "renorm"), ("q2q", "renorm"), ("q2p", "renorm"), ("p2q", "renorm"), ("p2p", "renorm"),
@@ -39,17 +39,17 @@ def test_operators_can_be_chosen_per_zone():
     ]
     # an operator already run for every zone adds nothing; the schema's default is uniform for the paper's zones
     assert _ablation(operators=["renorm", "uniform"]).zone_operators == {"uniform": ("p2q", "p2p")}
-    both = grid.configured_cells(2, 2, _ablation(operators=["renorm", "uniform"]))
+    both = configured_cells(2, 2, _ablation(operators=["renorm", "uniform"]))
     assert len(both) == 1 + 2 * 10 and len(set(both)) == len(both)
     # zones the grid does not mask get no operator cell (it would have no renorm cell to be read against)
-    narrow = grid.configured_cells(1, 1, _ablation(zones=["p2q", "q2q"]))
+    narrow = configured_cells(1, 1, _ablation(zones=["p2q", "q2q"]))
     assert [(c.zone, c.operator) for c in narrow if c.operator == "uniform"] == [("p2q", "uniform")]
 
 
 def test_layer_parts_partition_the_grid_and_hold_the_baseline_once():
     settings = _ablation(modes=["layer", "head", "from_layer"])
-    whole = grid.configured_cells(3, 2, settings)
-    parts = [grid.configured_cells(3, 2, settings, layer=layer) for layer in range(3)]
+    whole = configured_cells(3, 2, settings)
+    parts = [configured_cells(3, 2, settings, layer=layer) for layer in range(3)]
     assert sorted(map(repr, whole)) == sorted(repr(c) for part in parts for c in part)
     assert sum(c.mode == "baseline" for part in parts for c in part) == 1
     assert all(c.layer == 1 for c in parts[1])
@@ -59,7 +59,7 @@ def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
     settings = _ablation(modes=["layer"], zones=["p2q"], variants=["paper"], zone_operators={"uniform": []})
     for layer in range(2):
         rows = [{"model": "m", "train_set": "t", "eval_set": "dev", "seed": 1, "variant": "paper", **cell.columns(),
-                 "qid": "q1", "f1": 50.0} for cell in grid.configured_cells(2, 1, settings, layer=layer)]
+                 "qid": "q1", "f1": 50.0} for cell in configured_cells(2, 1, settings, layer=layer)]
         pd.DataFrame(rows).to_parquet(tmp_path / f"layer{layer}.parquet")
     out = tmp_path / "grid.parquet"
     assert grid.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0

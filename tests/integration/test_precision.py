@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mrcbench.errors import MrcbenchError
-from mrcbench.grid.ablation import grid_cells, run_grid, run_grid_naive
+from mrcbench.grid.cells import grid_cells
+from mrcbench.grid.run import run_grid, run_grid_naive
 from mrcbench.grid.zone_stats import collect_zone_stats
 from mrcbench.masking.controller import ZoneAttention
 from mrcbench.masking.plan import blanked_cells

@@ -474,10 +474,10 @@ def test_missing_key_names_the_example(bert_tokenizer):
 
 
 def test_logits_of_shorter_windows_are_padded_with_the_one_pad_logit():
-    from mrcbench.grid import ablation
+    from mrcbench.grid import run
     from mrcbench.qa import predict
 
     stacked = predict.stack_logits([torch.ones(1, 2), torch.ones(2, 3)], 3)
     assert stacked[0].tolist() == [1.0, 1.0, F.PAD_LOGIT] and (stacked[1:] == 1.0).all()
-    assert ablation.pad_logits(np.ones((1, 1)), 2).tolist() == [[1.0, F.PAD_LOGIT]]
+    assert run.pad_logits(np.ones((1, 1)), 2).tolist() == [[1.0, F.PAD_LOGIT]]
     assert F.PAD_LOGIT == -10000.0
