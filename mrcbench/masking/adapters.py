@@ -34,13 +34,12 @@ class ModuleAdapter:
         name = type(model).__name__
         if not modules:
             raise MrcbenchError(f"{name} has no {class_name} module; its attention cannot be adapted")
+        if not all(isinstance(getattr(module, "dropout", None), nn.Dropout) for module in modules):
+            raise MrcbenchError(f"{name}: {class_name} has no nn.Dropout on its attention probabilities")
         handles = []
         for module in modules:
-            dropout = getattr(module, "dropout", None)
-            if not isinstance(dropout, nn.Dropout):
-                raise MrcbenchError(f"{name}: {class_name} has no nn.Dropout on its attention probabilities")
             handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
-            handles.append(dropout.register_forward_hook(self._at_dropout))
+            handles.append(module.dropout.register_forward_hook(self._at_dropout))
         return handles
 
     def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
