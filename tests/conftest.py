@@ -15,6 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from mrcbench.runtime import kernels
+
+# The tests compute with the kernels the workflow's jobs compute with. Every `mrcbench` command pins
+# them (mrcbench/cli.py calls kernels.apply() before the command's module loads torch) and importing
+# mrcbench sets nothing, so the in-process tests apply the same setting here, before any test module
+# imports torch (mrcbench.runtime.kernels imports none): the bit-level tests (fast == naive, eager
+# bit-identity: tests/integration/test_ablation.py, test_precision.py) were measured with these
+# kernels, and the subprocesses the tests start inherit them.
+kernels.apply()
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
