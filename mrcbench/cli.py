@@ -31,7 +31,7 @@ COMMANDS = {
     "ablate": ("mrcbench.grid.command", "main_ablate", "the zone x layer (x head) masking grid"),
     "merge-grid": ("mrcbench.grid.command", "main_merge", "merge per-layer grid parts"),
     "stats": ("mrcbench.stats.command", "main", "statistical tests and tables"),
-    "report": ("mrcbench.report.inputs", "main_report", "render reports/report.qmd to HTML"),
+    "report": ("mrcbench.report.command", "main", "render reports/report.qmd to HTML"),
     "manifest": ("mrcbench.provenance.manifest", "main", "write results/manifest.json: digests of every result + environment"),
     "compare": ("mrcbench.provenance.compare", "main", "verdict on two runs: identical, equivalent (within float tolerance) or differs"),
     "reference": ("mrcbench.provenance.compare", "main_reference", "export a finished run's result tables as a reference (reference/)"),
