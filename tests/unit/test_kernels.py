@@ -47,6 +47,8 @@ def test_native_pins_nothing_and_the_users_own_variables_win():
 def test_an_unknown_setting_is_one_line_naming_the_variable_or_key():
     with pytest.raises(MrcbenchError, match="MRCBENCH_CPU_KERNELS: 'fast' is not one of portable, native"):
         kernels.setting({"MRCBENCH_CPU_KERNELS": "fast"})
+    with pytest.raises(MrcbenchError, match="MRCBENCH_CPU_KERNELS: 'fast' is not one of portable, native"):
+        kernels.apply({"MRCBENCH_CPU_KERNELS": "fast"})
     with pytest.raises(MrcbenchError, match="cpu_kernels: 'fast' is not one of portable, native"):
         kernels.export("fast", {})
 
