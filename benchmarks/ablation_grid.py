@@ -18,10 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mrcbench.runtime import kernels
+
+kernels.apply()  # the CPU kernels of $MRCBENCH_CPU_KERNELS (portable by default), before torch loads
+
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrcbench.errors import MrcbenchError
 from mrcbench.grid.cells import MODES, grid_cells

@@ -31,12 +31,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mrcbench.runtime import kernels
+
+kernels.apply()  # the CPU kernels of $MRCBENCH_CPU_KERNELS (portable by default), before torch loads
+
+import numpy as np
+import torch
 from ablation_grid import load_model, synthetic_batches
 
 from mrcbench.errors import MrcbenchError

@@ -1,8 +1,8 @@
-"""mrcbench: which parts of self-attention does an extractive MRC model rely on?"""
+"""mrcbench: which parts of self-attention does an extractive MRC model rely on?
 
-from mrcbench.runtime import kernels as _kernels
-
-# Before any torch computation: pin the CPU kernels (mrcbench/runtime/kernels.py; config key cpu_kernels).
-_kernels.apply()
+Importing the package changes nothing in the process: the CPU-kernel pin is applied by every
+``mrcbench`` command (:mod:`mrcbench.cli`) and by an explicit :func:`mrcbench.runtime.kernels.apply`
+in a notebook or script that computes with mrcbench.
+"""
 
 __version__ = "0.1.0"

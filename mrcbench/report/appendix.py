@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mrcbench import config as cfg
-from mrcbench.provenance import compare, manifest
+from mrcbench.provenance import compare, environment, manifest
 from mrcbench.runtime import layout
 
 
@@ -48,13 +48,13 @@ def package_versions(
 
 def git_commit(path: Path) -> str:
     """Commit of the checkout holding ``path`` (with ``-dirty`` when it has uncommitted changes)."""
-    commit = manifest.git_commit(path)
+    commit = environment.git_commit(path)
     return commit if commit is not None else "not recorded (not a git checkout, or git unavailable)"
 
 
 def precision_note(results_dir: Path, config: dict[str, Any] | None = None) -> str:
     """One sentence: the precision the forward passes ran in and, unless fp32, what that costs."""
-    recorded = manifest.recorded_precisions(results_dir)
+    recorded = environment.recorded_precisions(results_dir)
     setting = cfg.inference_config(config).precision
     if not recorded:
         return f"Inference precision: not recorded (setting `{setting}`)."
@@ -111,7 +111,7 @@ def _reference_config_digest(folder: Path) -> str | None:
 
 def environment_table(results_dir: Path, config: dict[str, Any] | None = None) -> pd.DataFrame:
     """The environment the run manifest records (CPU, kernel flags, threads, precision, CUDA, OS)."""
-    env = manifest.environment(config or {}, results_dir)
+    env = environment.record(config or {}, results_dir)
     rows = []
     for key, value in env.items():
         if key == "packages":

@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 import plotly.io
 
 from mrcbench import zones
-from mrcbench.report.render import REPORT_CSS
+from mrcbench.report.style import REPORT_CSS
 
 ZONE_LABELS = dict(zones.ZONE_LABELS)
 ZONE_ORDER = list(zones.ZONE_ORDER)

@@ -80,22 +80,6 @@ def check_tables(stats_dir: str | Path) -> None:
             ) from None
 
 
-def main_report(argv: list[str]) -> int:
-    """``mrcbench report``: the statistics tables checked first (:func:`check_tables`), then rendered
-    (:func:`mrcbench.report.render.main`, which reads the same arguments)."""
-    import argparse
-
-    from mrcbench.report import render
-
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--results", type=Path, default=Path(layout.RESULTS_ROOT))
-    parser.add_argument("--stats", type=Path, default=None)
-    known, _ = parser.parse_known_args(argv)
-    if known.results.is_dir() and not {"-h", "--help"} & set(argv):
-        check_tables(known.stats or layout.stats(known.results))
-    return render.main(argv)
-
-
 def load_report_data(results_dir: str | Path, stats_dir: str | Path | None = None) -> ReportData:
     results_dir = Path(results_dir)
     stats_dir = Path(stats_dir if stats_dir else layout.stats(results_dir))

@@ -18,10 +18,11 @@ The ``portable`` setting (the default, config key ``cpu_kernels``) pins both to 
   machine therefore agree on the data, the models, and (measured on the default's MiniLM leg) the
   answers and scores, but not on the fine-tuned weights' last bits (README, "Check your run").
 
-Both are read by the libraries once, when the first operation runs, so they are set when
-``mrcbench`` is imported (:func:`apply`, called from ``mrcbench/__init__.py``) and before any torch
-computation. The workflow exports the config's choice to every job (``MRCBENCH_CPU_KERNELS``); a
-variable the user set beforehand wins. Nothing is pinned on a CPU without AVX2 and FMA (where
+Both are read by the libraries once, when the first operation runs, so they are set before torch
+loads, by an explicit call of :func:`apply`: every ``mrcbench`` command makes it before it imports its
+module (:func:`mrcbench.cli.main`); a notebook or script that computes with mrcbench calls it first
+(the benchmarks do). Importing ``mrcbench`` sets nothing. The workflow exports the config's choice
+to every job (``MRCBENCH_CPU_KERNELS``, :func:`export`); a variable the user set beforehand wins. Nothing is pinned on a CPU without AVX2 and FMA (where
 ATen would fault on AVX2 code), on other architectures, or with ``native``; the run manifest
 records the dispatch level and the variables, and ``mrcbench compare`` names a difference in them
 as the likely cause of differing results. CUDA kernels are not affected.
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import os
 import platform
-import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 
@@ -94,49 +94,31 @@ def portable_supported(flags: Iterable[str] | None = None, machine: str | None =
     return all(flag in flags for flag in REQUIRED_FLAGS)
 
 
-ADDED: dict[str, str] = {}
-"""The pinning variables :func:`apply` set in this process's environment (not the user's own)."""
-
-
 def apply(environ: MutableMapping[str, str] | None = None, flags: Iterable[str] | None = None,
           machine: str | None = None) -> dict[str, str]:
-    """Set the pinning variables for the requested setting; return those this call set.
+    """Set the pinning variables of the requested setting (:func:`setting`); return those this call set.
 
-    A variable already present in the environment is left as it is (the user's choice wins). Runs at
-    import, so an unknown ``$MRCBENCH_CPU_KERNELS`` is a warning here (and ``portable`` is applied):
-    a traceback at import would come before any command could say what is wrong. Every command then
-    refuses it in one line (:func:`mrcbench.cli.main` calls :func:`setting`)."""
+    Call it before torch loads. A variable already present in the environment is left as it is (the
+    user's choice wins); an unknown ``$MRCBENCH_CPU_KERNELS`` is refused in one line."""
     environ = os.environ if environ is None else environ
-    try:
-        requested = setting(environ)
-    except MrcbenchError as error:
-        warnings.warn(f"{error}; pinning the portable kernels", stacklevel=2)
-        requested = "portable"
-    if requested != "portable" or not portable_supported(flags, machine):
+    if setting(environ) != "portable" or not portable_supported(flags, machine):
         return {}
     added = {}
     for name, value in PORTABLE_ENV.items():
         if name not in environ:
             environ[name] = value
             added[name] = value
-    if environ is os.environ:
-        ADDED.update(added)
     return added
 
 
 def export(value: str, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """The workflow's side (rules/common.smk): pass the config's ``cpu_kernels`` to every job.
 
-    Sets ``MRCBENCH_CPU_KERNELS`` and the pins that go with it in this (Snakemake's) environment,
-    which each job inherits; with ``native``, the pins that importing ``mrcbench`` set here are
-    taken back (a pin the user set is kept). Returns the kernel variables the jobs will see."""
+    Sets ``MRCBENCH_CPU_KERNELS`` and, with ``portable``, the pins in this (Snakemake's) environment,
+    which each job inherits (its command's own :func:`apply` then finds them set). Returns the kernel
+    variables the jobs will see."""
     environ = os.environ if environ is None else environ
     environ[ENV] = checked(value, "cpu_kernels")
-    if value == "native" and environ is os.environ:
-        for name, pinned in list(ADDED.items()):
-            if environ.get(name) == pinned:
-                del environ[name]
-            del ADDED[name]
     apply(environ)
     return recorded(environ)
 

@@ -116,11 +116,11 @@ def _join(*parts: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 PROJECT_SOURCES: tuple[str, ...] = (
-    ".ci", ".git", ".gitignore", "CHANGELOG.md", "README.md", "Snakefile", "benchmarks", "config", "config.yaml", "docs",
+    ".ci", ".git", ".gitignore", ".importlinter", "CHANGELOG.md", "README.md", "Snakefile", "benchmarks", "config", "config.yaml", "docs",
     "envs", "mrcbench", "profiles", "pyproject.toml", "reference", "reports", "rules", "tests",
 )
 """The project's own files and folders (its tracked top level): no results folder may be one of them or
-lie in one, and a report is written only into ``reports/`` among them (``tests/test_layout.py`` checks
+lie in one, and a report is written only into ``reports/`` among them (``tests/unit/test_layout.py`` checks
 the list against ``git ls-files``)."""
 
 REPORTS = "reports"

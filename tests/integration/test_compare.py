@@ -1,8 +1,5 @@
 """``mrcbench compare``'s verdict (identical / equivalent / differs), the reference tables it reads
-(``mrcbench reference export``), and its refusals of inputs it cannot compare (issue 26, items 4-7).
-
-The tests of items 4-7 go through the CLI and ``mrcbench.provenance.manifest`` only, so that they also run (and
-fail) on the code before the fix."""
+(``mrcbench reference export``), and its refusals of inputs it cannot compare."""
 import hashlib
 import json
 import os
@@ -15,57 +12,19 @@ import pytest
 import yaml
 
 from mrcbench.cli import main as cli
-from mrcbench.provenance import manifest
+from mrcbench.provenance import environment, manifest
+from mrcbench.provenance.compare import MEANING, column_class, tolerance_table
+from mrcbench.report import appendix
 
 from support import REPO_ROOT
-
-RUN = "predict/minilm/squad_train/seed42/squad_heldout"
-QIDS = ["q1", "q2", "q3", "q4"]
-
-
-def _config() -> dict:
-    return yaml.safe_load((REPO_ROOT / "config.yaml").read_text(encoding="utf-8"))
+from support.tiny_run import CHECKPOINT, RUN, compare, copy_run, run_config
 
 
 @pytest.fixture()
-def run(tmp_path) -> Path:
-    """A small finished run: predictions, scores, metrics, a statistics table, a checkpoint, a manifest."""
-    results = tmp_path / "a" / "results"
-    (results / RUN).mkdir(parents=True)
-    (results / "config.resolved.yaml").write_text(yaml.safe_dump(_config(), sort_keys=False), encoding="utf-8")
-    (results / "data").mkdir()
-    (results / "data" / "squad_heldout.json").write_text('{"version": "v2.0", "data": []}\n', encoding="utf-8")
-    checkpoint = results / "finetune" / "minilm" / "squad_train" / "seed42" / "checkpoint"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "model.safetensors").write_bytes(bytes(range(256)) * 4)
-    answers = {"q1": "Paris", "q2": "", "q3": "the river Seine", "q4": "1848"}
-    (results / RUN / "predictions.json").write_text(json.dumps(answers), encoding="utf-8")
-    (results / RUN / "null_odds.json").write_text(json.dumps({q: -3.25 + i for i, q in enumerate(QIDS)}),
-                                                  encoding="utf-8")
-    (results / RUN / "metrics.json").write_text(json.dumps(
-        {"exact": 50.0, "f1": 62.5, "best_f1": 75.0, "best_f1_thresh": -1.234567, "total": 4,
-         "precision": "fp32"}), encoding="utf-8")
-    pd.DataFrame({"qid": QIDS, "em": [1.0, 0.0, 1.0, 0.0], "f1": [1.0, 0.0, 1.0, 0.5]}).to_parquet(
-        results / RUN / "scores.parquet", index=False)
-    (results / "stats").mkdir()
-    deltas = pd.DataFrame({
-        "zone": ["q2q", "q2p", "p2q", "p2p"], "layer": [0, 0, 1, 1],
-        "delta": [-12.5, -0.25, -6.0, 0.125], "p_holm": [0.001, 0.8, 0.01, 1.0],
-        "significant_holm": [True, False, True, False], "removed_mass": [0.1234567, 0.25, 0.5, 0.0625],
-        "verdict": ["damaging", "no effect", "damaging", "no effect"], "new_float": [1.5, 2.5, 3.5, 4.5]})
-    deltas.to_parquet(results / "stats" / "deltas.parquet", index=False)
-    deltas.to_csv(results / "stats" / "deltas.csv", index=False)
-    manifest.write(results, _config())
-    return results
-
-
-def _copy(results: Path, where: Path) -> Path:
-    return Path(shutil.copytree(results, where / "results", symlinks=True))
-
-
-def _compare(capsys, a, b) -> tuple[int, str]:
-    code = cli(["compare", str(a), str(b)])
-    return code, capsys.readouterr().out
+def run(tiny_run) -> Path:
+    """The tiny run with its manifest."""
+    manifest.write(tiny_run, run_config())
+    return tiny_run
 
 
 def _perturb_floats(results: Path, relative: float = 3e-7) -> None:
@@ -81,7 +40,7 @@ def _perturb_floats(results: Path, relative: float = 3e-7) -> None:
     metrics = json.loads((results / RUN / "metrics.json").read_text(encoding="utf-8"))
     metrics["best_f1_thresh"] *= 1 + relative
     (results / RUN / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    weights = results / "finetune" / "minilm" / "squad_train" / "seed42" / "checkpoint" / "model.safetensors"
+    weights = results / CHECKPOINT / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
 
 
@@ -91,8 +50,6 @@ def _perturb_floats(results: Path, relative: float = 3e-7) -> None:
 
 
 def test_columns_are_meaning_or_floats_by_one_declaration():
-    from mrcbench.provenance.compare import MEANING, column_class
-
     assert column_class("stats/deltas.parquet", "significant_holm", False) == MEANING
     assert column_class("stats/specificity.parquet", "verdict", False) == MEANING
     assert column_class(f"{RUN}/scores.parquet", "f1", True) == MEANING
@@ -106,17 +63,15 @@ def test_columns_are_meaning_or_floats_by_one_declaration():
     assert column_class("stats/null_contrasts.parquet", "valid_control", False) == MEANING
     assert column_class("stats/null_contrasts.parquet", "feasible_share_new", True) == "mass"
     assert column_class("stats/specificity.parquet", "some_new_statistic", True) == "default"
-    from mrcbench.provenance.compare import tolerance_table
-
     table = {row["class"]: row for row in tolerance_table()}
     assert table["mass"]["tolerance"] == "abs 1e-05" and "*mass*" in table["mass"]["columns"]
     assert table["default"]["columns"] == "(any other float)" and table["default"]["why"]
 
 
 def test_float_noise_with_every_answer_and_decision_kept_is_equivalent(run, tmp_path, capsys):
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     _perturb_floats(other)
-    code, out = _compare(capsys, run, other)
+    code, out = compare(capsys, run, other)
     assert code == 0, out
     lines = out.splitlines()
     assert lines[-1].startswith("equivalent: 5 files differ in bytes only;")
@@ -129,12 +84,12 @@ def test_float_noise_with_every_answer_and_decision_kept_is_equivalent(run, tmp_
 
 
 def test_a_changed_answer_differs_and_is_named_first(run, tmp_path, capsys):
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     _perturb_floats(other)
     answers = json.loads((other / RUN / "predictions.json").read_text(encoding="utf-8"))
     answers["q3"] = "the Seine"
     (other / RUN / "predictions.json").write_text(json.dumps(answers), encoding="utf-8")
-    code, out = _compare(capsys, run, other)
+    code, out = compare(capsys, run, other)
     assert code == 1
     lines = out.splitlines()
     assert lines[2] == "changed in meaning (answers, scores, decisions, headline):"
@@ -144,12 +99,12 @@ def test_a_changed_answer_differs_and_is_named_first(run, tmp_path, capsys):
 
 
 def test_a_flipped_test_decision_and_a_float_past_its_tolerance_differ(run, tmp_path, capsys):
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     deltas = pd.read_parquet(other / "stats" / "deltas.parquet")
     deltas.loc[1, "significant_holm"] = True
     deltas.loc[2, "removed_mass"] += 0.01
     deltas.to_parquet(other / "stats" / "deltas.parquet", index=False)
-    code, out = _compare(capsys, run, other)
+    code, out = compare(capsys, run, other)
     assert code == 1
     assert "significant_holm: 1 of 4 rows differ: row 1 (zone q2p): False vs True" in out
     assert "removed_mass: max |diff| 0.01, 1 of 4 values beyond mass tolerance (abs 1e-05)" in out
@@ -160,22 +115,22 @@ def test_a_flipped_test_decision_and_a_float_past_its_tolerance_differ(run, tmp_
 def test_an_exact_test_p_value_one_step_away_with_the_same_decision_is_equivalent(run, tmp_path, capsys):
     """Measured with native kernels: a near-tie in an exact sign-flip test resolves the other way and its
     p-value moves by 2/256; the decision (significant_holm) is what is compared exactly."""
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     deltas = pd.read_parquet(other / "stats" / "deltas.parquet")
     deltas.loc[1, "p_holm"] += 2 / 256
     deltas.to_parquet(other / "stats" / "deltas.parquet", index=False)
-    code, out = _compare(capsys, run, other)
+    code, out = compare(capsys, run, other)
     assert code == 0, out
     assert "stats/deltas.parquet: p_holm: max |diff| 0.00781, 1 of 4 values within p_value tolerance (abs 0.01)" in out
 
 
 def test_a_package_version_difference_is_named_as_a_likely_cause(run, tmp_path, capsys):
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     _perturb_floats(other, relative=1e-3)
     written = json.loads((other / "manifest.json").read_text(encoding="utf-8"))
     written["environment"]["packages"]["scipy"] = "1.0.0"
     (other / "manifest.json").write_text(json.dumps(written), encoding="utf-8")
-    code, out = _compare(capsys, run, other)
+    code, out = compare(capsys, run, other)
     assert code == 1 and "floats beyond tolerance:" in out
     causes = out.splitlines().index("environment differences (likely causes, likeliest first):")
     assert f"environment differs: packages scipy {metadata.version('scipy')} vs 1.0.0" in out.splitlines()[causes:]
@@ -191,15 +146,6 @@ def test_the_manifest_records_every_package_that_can_change_a_byte_and_the_nativ
     assert env["packages"]["statsmodels"] == metadata.version("statsmodels")
     assert env["libraries"]["torch_blas_info"]  # the BLAS torch was built with (mkl, openblas)
     assert any(name.startswith(("torch_openmp", "openmp:")) for name in env["libraries"])
-
-
-def test_pyproject_requires_the_tested_python():
-    import tomllib
-
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["requires-python"] == ">=3.11"
-    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert "5.24" not in text and '"transformers>=5.25,<6"' in text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,23 +168,23 @@ def test_the_reference_export_is_deterministic_and_a_run_matches_it(run, tmp_pat
     assert f"{RUN}/predictions.json.gz" in names and "stats/deltas.parquet" in names
     assert json.loads((reference.parent / "default.json").read_text(encoding="utf-8")) == json.loads(
         (run / "manifest.json").read_text(encoding="utf-8"))
-    assert _compare(capsys, run, reference) == (0, "identical\n")
-    other = _copy(run, tmp_path / "b")
+    assert compare(capsys, run, reference) == (0, "identical\n")
+    other = copy_run(run, tmp_path / "b")
     _perturb_floats(other)
-    code, out = _compare(capsys, other, reference)
+    code, out = compare(capsys, other, reference)
     assert code == 0 and out.splitlines()[-1].startswith("equivalent:"), out
     assert "stats/deltas.csv: not read here: its values are those of deltas.parquet" in out
     answers = json.loads((other / RUN / "predictions.json").read_text(encoding="utf-8"))
     answers["q1"] = "Lyon"
     (other / RUN / "predictions.json").write_text(json.dumps(answers), encoding="utf-8")
     (other / "data" / "squad_heldout.json").write_text('{"version": "v2.0", "data": [1]}\n', encoding="utf-8")
-    code, out = _compare(capsys, other, reference)
+    code, out = compare(capsys, other, reference)
     assert code == 1
     lines = out.splitlines()
     assert lines[3:5] == ["  data/squad_heldout.json:", "      input differs (digest)"]
     assert lines[5] == f"  {RUN}/predictions.json:" and "q1: 'Lyon' vs 'Paris'" in lines[6]
     # Against the manifest alone: only digests, and where the tables are.
-    code, out = _compare(capsys, other, reference.parent / "default.json")
+    code, out = compare(capsys, other, reference.parent / "default.json")
     assert code == 1
     assert out.splitlines()[-1].endswith(f"only digests can be compared: compare with the reference tables instead"
                                          f" (mrcbench compare RESULTS {reference})")
@@ -262,16 +208,14 @@ def test_the_reference_export_refuses_what_it_cannot_vouch_for(run, tmp_path, ca
 
 def test_the_appendix_shows_the_verdict_against_the_reference_and_the_largest_differences(run, tmp_path,
                                                                                           monkeypatch):
-    from mrcbench.report import appendix
-
     reference = tmp_path / "reference" / "default"
     assert cli(["reference", "export", str(run), str(reference)]) == 0
     text, table = appendix.reference_verdict(run, reference)
     assert text.endswith(": identical") and table.empty
     # Without a folder named: the repository's reference made from the run's config, or none.
     monkeypatch.chdir(tmp_path)
-    assert appendix.reference_verdict(run, config=_config())[0] == "Against the reference `reference/default`: identical"
-    assert appendix.reference_verdict(run, config={**_config(), "sample_seed": 99})[0].startswith("No reference tables")
+    assert appendix.reference_verdict(run, config=run_config())[0] == "Against the reference `reference/default`: identical"
+    assert appendix.reference_verdict(run, config={**run_config(), "sample_seed": 99})[0].startswith("No reference tables")
     _perturb_floats(run)
     text, table = appendix.reference_verdict(run, reference)
     assert "equivalent: 5 files differ in bytes only" in text
@@ -279,7 +223,7 @@ def test_the_appendix_shows_the_verdict_against_the_reference_and_the_largest_di
     assert set(table["status"]) == {"within tolerance", "bytes only"}
     top = table.iloc[0]
     assert top["status"] == "within tolerance" and top["max |diff|"] > 0
-    note = appendix.reference_note(run, _config(), reference.parent)
+    note = appendix.reference_note(run, run_config(), reference.parent)
     assert "**equivalent** to" in note and str(reference) in note
 
 
@@ -293,20 +237,20 @@ def test_the_smoke_run_matches_its_reference_and_one_changed_answer_differs(smok
     capsys.readouterr()
     total = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())
     assert total < 5_000_000
-    assert _compare(capsys, results, reference) == (0, "identical\n")
+    assert compare(capsys, results, reference) == (0, "identical\n")
     other = Path(shutil.copytree(results, tmp_path / "other"))
     for path in sorted(other.glob("attention/*/*/*/*/zone_stats.parquet")) + [other / "stats" / "zone_mass.parquet"]:
         frame = pd.read_parquet(path)
         frame["mass"] = frame["mass"] * (1 + 1e-7)
         frame.to_parquet(path, index=False)
-    code, out = _compare(capsys, other, reference)
+    code, out = compare(capsys, other, reference)
     assert code == 0 and out.splitlines()[-1].startswith("equivalent:"), out
     predictions = min(other.glob("predict/*/*/*/*/predictions.json"))
     answers = json.loads(predictions.read_text(encoding="utf-8"))
     qid = min(answers)
     answers[qid] = answers[qid] + " (changed)"
     predictions.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
-    code, out = _compare(capsys, other, reference)
+    code, out = compare(capsys, other, reference)
     assert code == 1
     meaning = out.split("changed in meaning (answers, scores, decisions, headline):\n")[1]
     first_file = next(line for line in meaning.splitlines() if not line.startswith("  only in"))
@@ -314,7 +258,7 @@ def test_the_smoke_run_matches_its_reference_and_one_changed_answer_differs(smok
 
 
 # --------------------------------------------------------------------------------------------------
-# Issue 26, items 4-7: what compare and manifest refuse, on one line
+# What compare and manifest refuse, on one line
 # --------------------------------------------------------------------------------------------------
 
 
@@ -338,7 +282,7 @@ def test_a_manifest_of_another_shape_is_refused_on_one_line(run, tmp_path, capsy
     path.write_text(json.dumps(shape), encoding="utf-8")
     _one_line_refusal(capsys, ["compare", str(run), str(path)], str(path), "not a run manifest")
     # And as a folder's own manifest.
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     (other / "manifest.json").write_text(json.dumps(shape), encoding="utf-8")
     _one_line_refusal(capsys, ["compare", str(run), str(other)], str(other / "manifest.json"))
 
@@ -348,7 +292,7 @@ def test_a_deeply_nested_json_is_refused_on_one_line(run, tmp_path, capsys):
     path = tmp_path / "deep.json"
     path.write_text(deep, encoding="utf-8")
     _one_line_refusal(capsys, ["compare", str(run), str(path)], str(path))
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     (run / RUN / "case.json").write_text("[1]", encoding="utf-8")
     (other / RUN / "case.json").write_text(deep, encoding="utf-8")
     _one_line_refusal(capsys, ["compare", str(run), str(other)], "case.json")
@@ -361,7 +305,7 @@ def test_a_symlink_out_of_the_results_folder_is_recorded_as_a_link_and_never_rea
     (outside / "other.json").write_text('{"token": "OTHER-SECRET"}\n', encoding="utf-8")
     (outside / "folder").mkdir()
     (outside / "folder" / "inside.json").write_text("{}", encoding="utf-8")
-    other = _copy(run, tmp_path / "b")
+    other = copy_run(run, tmp_path / "b")
     os.symlink(outside / "secret.json", run / RUN / "extra.json")
     os.symlink(outside / "other.json", other / RUN / "extra.json")
     os.symlink(outside / "folder", run / "stats" / "linked")
@@ -372,14 +316,14 @@ def test_a_symlink_out_of_the_results_folder_is_recorded_as_a_link_and_never_rea
     assert rows[f"{RUN}/extra.json"]["sha256"] != secret_digest
     assert rows[f"{RUN}/extra.json"]["link"] == str(outside / "secret.json")
     assert "stats/linked" in rows and not any(path.startswith("stats/linked/") for path in rows)
-    code, out = _compare(capsys, run, other)
+    code, out = compare(capsys, run, other)
     assert code == 1
     assert "SECRET" not in out
     # Nor for the environment: a linked prediction folder's metrics are not read for the precision.
     (outside / "run").mkdir()
     (outside / "run" / "metrics.json").write_text('{"precision": "bf16"}', encoding="utf-8")
     os.symlink(outside / "run", run / "predict" / "minilm" / "squad_train" / "seed42" / "linked_eval")
-    assert manifest.recorded_precisions(run) == ["fp32"]
+    assert environment.recorded_precisions(run) == ["fp32"]
     assert f"link: {outside / 'secret.json'} vs {outside / 'other.json'} (a symbolic link: its target, not read)" in out
 
 
@@ -405,5 +349,5 @@ def test_a_file_name_that_is_not_utf8_is_recorded_not_a_crash(run, tmp_path, cap
     paths = [row["path"] for row in json.loads(written)["files"]]
     capsys.readouterr()
     assert f"{RUN}/odd-\\xff-name.json" in paths
-    assert _compare(capsys, run, run) == (0, "identical\n")
-    assert _compare(capsys, run / "manifest.json", run) == (0, "identical\n")
+    assert compare(capsys, run, run) == (0, "identical\n")
+    assert compare(capsys, run / "manifest.json", run) == (0, "identical\n")

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -17,6 +18,9 @@ import pytest
 from mrcbench import config as cfg
 from mrcbench import report, stats
 from mrcbench.errors import MrcbenchError
+from mrcbench.report import command
+from mrcbench.report.engine import external_references, headings, notebook, pandoc, render
+from mrcbench.report.engine.qmd import parse_qmd
 
 from support import REPO_ROOT
 from support.synthetic_results import write_synthetic_results
@@ -76,7 +80,7 @@ hidden = True
 
 
 def test_parse_qmd_splits_front_matter_markdown_and_cells():
-    document = report.render.parse_qmd(TINY_QMD)
+    document = parse_qmd(TINY_QMD)
     assert document.front_matter["title"] == "Tiny"
     kinds = [chunk.kind for chunk in document.chunks]
     assert kinds == ["markdown", "code", "code", "markdown", "code"]
@@ -85,13 +89,13 @@ def test_parse_qmd_splits_front_matter_markdown_and_cells():
     assert document.chunks[2].source == "print(value * 2)"
     assert "not a python cell" in document.chunks[3].source  # other fences stay markdown
     with pytest.raises(MrcbenchError, match="never closed"):
-        report.render.parse_qmd("---\ntitle: x\n")
+        parse_qmd("---\ntitle: x\n")
     with pytest.raises(MrcbenchError, match="never closed"):
-        report.render.parse_qmd("```{python}\nx = 1\n")
+        parse_qmd("```{python}\nx = 1\n")
 
 
 def test_notebook_injects_parameters_and_tags_cells():
-    nb = report.render.qmd_to_notebook(report.render.parse_qmd(TINY_QMD), {"value": 21})
+    nb = notebook.qmd_to_notebook(parse_qmd(TINY_QMD), {"value": 21})
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code[0].metadata["tags"] == ["parameters", "remove_input"]
     assert code[1].source == "# Parameters injected by mrcbench.report\nvalue = 21"
@@ -103,7 +107,7 @@ def test_notebook_injects_parameters_and_tags_cells():
 
 
 def test_the_report_qmd_has_a_parameters_cell_and_every_section():
-    document = report.render.parse_qmd(QMD.read_text(encoding="utf-8"))
+    document = parse_qmd(QMD.read_text(encoding="utf-8"))
     assert document.front_matter["format"]["html"]["embed-resources"] is True
     parameters = [c for c in document.chunks if "parameters" in (c.options.get("tags") or [])]
     assert (
@@ -134,7 +138,7 @@ def synthetic_tree(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def rendered(synthetic_tree, tmp_path_factory) -> tuple[str, str]:
     out = tmp_path_factory.mktemp("html") / "report.html"
-    engine = report.render.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
+    engine = render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
     return engine, out.read_text(encoding="utf-8")
 
 
@@ -143,7 +147,7 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
     assert engine.startswith("fallback")
     for section in SECTIONS:
         assert re.search(rf"<h2[^>]*>{re.escape(section)}", document), section
-    assert report.render.external_references(document) == []
+    assert external_references(document) == []
     assert not re.search(r"""<script[^>]+src=["']?https?:""", document)
     assert not re.search(r"""<link[^>]+href=["']?https?:""", document)
     assert document.count("window.__mrcbenchDefine = window.define") == 1  # plotly.js inline, once
@@ -178,7 +182,7 @@ def test_fallback_renders_one_self_contained_html_with_every_section(rendered, s
 def test_two_renders_of_the_same_results_are_byte_identical(rendered, synthetic_tree, tmp_path):
     _, first = rendered
     out = tmp_path / "again" / "report.html"
-    report.render.render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
+    render(QMD, out, {"results_dir": synthetic_tree}, engine="fallback")
     assert out.read_text(encoding="utf-8") == first
     # Every plotly div has an id derived from its figure, not a random uuid.
     ids = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', first)  # pandoc writes id first
@@ -196,21 +200,21 @@ def _umask() -> int:
 def test_render_rejects_missing_inputs(tmp_path, synthetic_tree):
     out = tmp_path / "report.html"
     with pytest.raises(MrcbenchError, match="report source not found"):
-        report.render.render(tmp_path / "missing.qmd", out, {"results_dir": synthetic_tree})
+        render(tmp_path / "missing.qmd", out, {"results_dir": synthetic_tree})
     with pytest.raises(MrcbenchError, match="results directory not found"):
-        report.render.render(QMD, out, {"results_dir": tmp_path / "missing"})
+        render(QMD, out, {"results_dir": tmp_path / "missing"})
     (tmp_path / "results").mkdir()
     with pytest.raises(MrcbenchError, match="run `mrcbench stats` first"):
-        report.render.render(QMD, out, {"results_dir": tmp_path / "results"})
+        render(QMD, out, {"results_dir": tmp_path / "results"})
     with pytest.raises(MrcbenchError, match="results directory not found"):
-        report.render.main(["--qmd", str(QMD), "--results", str(tmp_path / "missing"), "--out", str(out)])
+        command.main(["--qmd", str(QMD), "--results", str(tmp_path / "missing"), "--out", str(out)])
 
 
 def test_a_failing_cell_is_reported_with_its_label(tmp_path, synthetic_tree):
     qmd = tmp_path / "broken.qmd"
     qmd.write_text('---\ntitle: x\n---\n\n```{python}\n#| label: boom\nraise ValueError("bad input")\n```\n')
     with pytest.raises(MrcbenchError, match="cell boom failed: ValueError: bad input"):
-        report.render.render(qmd, tmp_path / "out.html", {"results_dir": synthetic_tree}, engine="fallback")
+        render(qmd, tmp_path / "out.html", {"results_dir": synthetic_tree}, engine="fallback")
 
 
 def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, caplog):
@@ -235,8 +239,8 @@ def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, capl
     qmd.parent.mkdir()
     qmd.write_text(QMD.read_text(encoding="utf-8"), encoding="utf-8")
     out = tmp_path / "out" / "final.html"
-    with caplog.at_level(logging.INFO, logger="mrcbench.report.render"):
-        engine = report.render.render(qmd, out, {"results_dir": synthetic_tree})
+    with caplog.at_level(logging.INFO, logger="mrcbench.report.engine"):
+        engine = render(qmd, out, {"results_dir": synthetic_tree})
     assert engine == "quarto 1.9.99"
     assert "rendering with quarto 1.9.99" in caplog.text
     assert out.read_text() == "<html><body>quarto</body></html>"
@@ -250,11 +254,11 @@ def test_quarto_is_used_when_on_path(tmp_path, synthetic_tree, monkeypatch, capl
 
 
 def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, monkeypatch, caplog):
-    monkeypatch.setattr(report.render.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     qmd = tmp_path / "tiny.qmd"
     qmd.write_text(TINY_QMD)
-    with caplog.at_level(logging.INFO, logger="mrcbench.report.render"):
-        engine = report.render.render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
+    with caplog.at_level(logging.INFO, logger="mrcbench.report.engine"):
+        engine = render(qmd, tmp_path / "tiny.html", {"results_dir": synthetic_tree})
     assert engine.startswith("fallback")
     assert "quarto not found: rendering with the built-in fallback (nbclient + pandoc)" in caplog.text
     document = (tmp_path / "tiny.html").read_text(encoding="utf-8")
@@ -263,7 +267,7 @@ def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, 
     assert '<div class="cell-output cell-output-stdout">\n<pre><code>2</code></pre>' in document
     assert '<h1 class="title">Tiny</h1>' in document
     assert "hidden = True" not in document  # include: false
-    assert report.render.external_references(document) == []
+    assert external_references(document) == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,11 +276,11 @@ def test_fallback_is_announced_when_quarto_is_missing(tmp_path, synthetic_tree, 
 
 
 def test_external_references_are_detected():
-    assert report.render.external_references('<script src="https://cdn.example/require.js"></script>')
-    assert report.render.external_references("<link rel='stylesheet' href='//fonts.example/x.css'>")
-    assert report.render.external_references("<style>@import url('https://fonts.example/a.css');</style>")
+    assert external_references('<script src="https://cdn.example/require.js"></script>')
+    assert external_references("<link rel='stylesheet' href='//fonts.example/x.css'>")
+    assert external_references("<style>@import url('https://fonts.example/a.css');</style>")
     assert (
-        report.render.external_references("<script>var u = 'https://plot.ly';</script><a href='https://x'>x</a>")
+        external_references("<script>var u = 'https://plot.ly';</script><a href='https://x'>x</a>")
         == []
     )
 
@@ -572,32 +576,32 @@ def test_controls_section_shows_zone_beside_null_and_operator_profiles_with_capt
     ],
 )
 def test_quarto_heading_id_follows_pandoc_auto_identifiers(heading, identifier):
-    assert report.render.quarto_heading_id(heading) == identifier
+    assert headings.quarto_heading_id(heading) == identifier
 
 
 def test_headings_get_quarto_ids_explicit_ones_kept_and_repeats_numbered():
     markdown = "## Abstract\n\n```\n## not a heading\n```\n\n## Setup {#sec-setup .unnumbered}\n\n## Abstract\n"
-    assert report.render.document_heading_ids(markdown) == [
+    assert headings.document_heading_ids(markdown) == [
         (2, "Abstract", "abstract"), (2, "Setup", "sec-setup"), (2, "Abstract", "abstract-1")]
-    assert "## not a heading\n" in report.render.assign_heading_ids(markdown)
+    assert "## not a heading\n" in headings.assign_heading_ids(markdown)
 
 
 def test_display_date_reads_today_from_source_date_epoch(monkeypatch):
     import datetime as dt
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    assert report.render._display_date("today") == "November 14, 2023"
-    assert report.render._display_date(dt.date(2022, 3, 1)) == "March 1, 2022"
-    assert report.render._display_date("2022-03-01") == "March 1, 2022"
-    assert report.render._display_date("spring 2022") == "spring 2022"
-    assert report.render._display_date(None) == ""
+    assert pandoc.display_date("today") == "November 14, 2023"
+    assert pandoc.display_date(dt.date(2022, 3, 1)) == "March 1, 2022"
+    assert pandoc.display_date("2022-03-01") == "March 1, 2022"
+    assert pandoc.display_date("spring 2022") == "spring 2022"
+    assert pandoc.display_date(None) == ""
 
 
 def test_fallback_page_has_quartos_skeleton(rendered):
     """Title block (title, subtitle, date), side TOC, one <section> per heading with Quarto's id, and
     every TOC link landing on a section."""
     _, document = rendered
-    front = report.render.parse_qmd(QMD.read_text(encoding="utf-8")).front_matter
+    front = parse_qmd(QMD.read_text(encoding="utf-8")).front_matter
     assert '<header id="title-block-header" class="quarto-title-block default">' in document
     assert f'<h1 class="title">{front["title"]}</h1>' in document
     assert '<p class="subtitle lead">A reproduction and extension of Cui et al.' in document
@@ -605,7 +609,7 @@ def test_fallback_page_has_quartos_skeleton(rendered):
     assert '<nav id="TOC" role="doc-toc"' in document
     sections = re.findall(r'<section id="([^"]+)" class="level2[^"]*">\s*<h2[^>]*>([^<]+)</h2>', document)
     assert [title for _, title in sections] == list(SECTIONS)
-    assert all(identifier == report.render.quarto_heading_id(title) for identifier, title in sections)
+    assert all(identifier == headings.quarto_heading_id(title) for identifier, title in sections)
     assert ("zone--layer-masking", "Zone × layer masking") in sections
     toc = document[document.index('<nav id="TOC"'):document.index("</nav>")]
     targets = re.findall(r'<a href="#([^"]+)"', toc)
@@ -697,13 +701,13 @@ def test_notebook_markdown_keeps_every_output_and_fences_raw_html_safely():
     ]
     nb.cells[1].metadata["tags"] = ["remove_input"]
     nb.cells[2].metadata["tags"] = ["remove_cell"]
-    markdown = report.render.notebook_markdown(nb)
+    markdown = notebook.notebook_markdown(nb)
     assert markdown.startswith("## Zone × layer masking {#zone--layer-masking}")
     assert "````{=html}\n<script>var s = `a\n```\nb`;</script>\n````" in markdown  # longer than any run inside
     assert "**bold** text" in markdown and "show()" not in markdown and "hidden" not in markdown
     assert "::: {.cell-output .cell-output-stdout}\n```\nprinted\n```\n:::" in markdown
     assert '<img src="data:image/png;base64,aGVsbG8=" alt="">' in markdown
-    page = report.render.pandoc_html(markdown, {"title": "T", "format": {"html": {"toc": True}}})
+    page = pandoc.pandoc_html(markdown, {"title": "T", "format": {"html": {"toc": True}}})
     assert "<script>var s = `a\n```\nb`;</script>" in page and "<strong>bold</strong>" in page
     assert '<section id="zone--layer-masking" class="level2">' in page and '<nav id="TOC"' in page
 

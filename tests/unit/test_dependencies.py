@@ -1,21 +1,22 @@
 
-"""The installed libraries are inside the ranges pyproject.toml pins (the ones the tests ran on)."""
+"""The installed libraries are inside the ranges pyproject.toml pins, and the installed transformers does
+what mrcbench/models/hf_compat.py (the one module that reaches its internals) relies on."""
 
 from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import torch
 from packaging.requirements import Requirement
 
-from support import REPO_ROOT
+from mrcbench.models import hf_compat
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: pytest itself depends on tomli there
-    import tomli as tomllib
+from support import REPO_ROOT
+from support.grids import make_batches, tiny_model
 
 ROOT = REPO_ROOT
 
@@ -64,13 +65,41 @@ def test_transformers_internals_are_reached_only_from_hf_compat():
     assert any(_INTERNALS.search(line) for _, line in _code_lines(ROOT / "mrcbench" / "models" / "hf_compat.py"))
 
 
-def test_hf_compat_entry_points_exist_in_the_installed_transformers():
-    from mrcbench.models import hf_compat
+def test_a_registered_attention_function_runs_with_the_padding_mask():
+    """A model set to a name registered with :func:`hf_compat.register_attention_function` calls that
+    function, with the padding mask (registered without transformers' mask factory, the name would
+    get none and padding would be attended to), and then computes what eager attention computes."""
+    masks = []
 
+    def recording(module, query, key, value, attention_mask, **kwargs):
+        masks.append(attention_mask)
+        return hf_compat.eager_attention_for(module)(module, query, key, value, attention_mask, **kwargs)
+
+    name = hf_compat.register_attention_function("mrcbench_test_recording", recording)
+    model = tiny_model("bert")  # eager
+    batch = make_batches(model.config)[0]
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+    assert not bool(batch["attention_mask"].all())  # the batch is padded
+    with torch.no_grad():
+        eager = model(**inputs).start_logits
+        model.set_attn_implementation(name)
+        assert hf_compat.attention_implementation(model.config) == name
+        registered = model(**inputs).start_logits
+    assert len(masks) == model.config.num_hidden_layers and all(mask is not None for mask in masks)
+    torch.testing.assert_close(registered, eager, rtol=0, atol=0)
+
+
+def test_the_fused_attention_and_the_sliding_window_band_match_their_definitions():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 1, 2, 5, 4).unbind(0)
+    mask = torch.zeros(1, 1, 5, 5)
+    mask[..., -1] = torch.finfo(torch.float32).min  # the last key is padding
+    module = torch.nn.Module()
+    module.training = False
+    fused, weights = hf_compat.sdpa_attention(module, q, k, v, mask, dropout=0.0, scaling=None)
+    assert weights is None
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 2.0 + mask, dim=-1) @ v  # scale 1/sqrt(4)
+    torch.testing.assert_close(fused, expected.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    positions = torch.arange(5)
     band = hf_compat.sliding_window_band(2, 5)
-    assert band.shape == (5, 5) and bool(band[0, 1]) and not bool(band[0, 4])
-    import torch
-    q = k = v = torch.randn(1, 2, 3, 4)
-    out, weights = hf_compat.sdpa_attention(torch.nn.Module(), q, k, v, None, dropout=0.0, scaling=None)
-    assert weights is None and out.shape == (1, 3, 2, 4)
-    assert hf_compat.register_attention_function("mrcbench_test", lambda *a, **k: None) == "mrcbench_test"
+    assert torch.equal(band, (positions[:, None] - positions).abs() <= 2)  # the cells within +-2

