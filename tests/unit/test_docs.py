@@ -104,7 +104,10 @@ def test_output_doc_names_every_statistics_table_and_result_file():
 
 
 def test_the_readme_commands_are_the_ones_ci_runs():
+    """README's first two commands are what CI installs with and tests with (so CI proves the README),
+    and the README stays a guide a newcomer reads in one go (at most 120 lines; the rest is in docs/)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 120
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     install, tests = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.DOTALL)[:2]
     assert install.split(" && ")[0] in ci and tests in ci
