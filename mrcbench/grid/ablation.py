@@ -36,11 +36,11 @@ from mrcbench.masking.attention import MaskPlan, ZoneAttention
 from mrcbench.masking.nulls import NullMasks, NullSettings, null_masks
 from mrcbench.masking.replay import find_stack, record_layer_calls, repeat_batch, replay_layers
 from mrcbench.qa import decoding
-from mrcbench.qa.eval_run import KEY_COLUMNS
 from mrcbench.qa.features import PAD_LOGIT as LOGIT_PAD
 from mrcbench.qa.features import model_inputs
+from mrcbench.tables import EFFECT_COLUMNS, GRID_COLUMNS, RUN_SEED_KEYS
 from mrcbench.zones import (
-    NULL_ZONES,
+    FOUR_ZONES,
     ZONES,
     check_operator,
     check_variant,
@@ -55,17 +55,6 @@ layer; ``from_layer``: one zone in every layer from ``layer`` upward."""
 
 GPU_MAX_STACK = 8
 """Default number of grid cells stacked into one batch by :func:`run_grid` on a GPU."""
-
-EFFECT_COLUMNS = ("start_logprob_delta", "end_logprob_delta", "start_kl", "end_kl")
-"""The continuous effect measure of a cell, per question, on the window the unmasked answer came from:
-the change (masked minus unmasked) of the log-probability of the unmasked prediction's start and end
-tokens, and KL(P_unmasked || P_masked) of the start and end distributions (softmax over the window's
-tokens), in nats. NaN for a question without a valid unmasked span."""
-
-GRID_COLUMNS = (
-    *KEY_COLUMNS, "variant", "mode", "operator", "layer", "head", "zone", "qid", "article", "em", "f1",
-    "removed_mass", *EFFECT_COLUMNS, "null_draw", "mass_match", "null_feasible", "null_seed",
-)
 
 
 @dataclass(frozen=True)
@@ -147,7 +136,7 @@ def grid_cells(
     only with ``renorm``); in mode ``layer``, per layer, then the cells of ``zone_operators`` (operator ->
     those of the zones in ``zones`` it runs for on top of ``operators``, e.g. ``{"uniform": ["p2q", "p2p"]}``)
     and ``null_draws``
-    size-matched nulls of each of the zones that have one (:data:`mrcbench.zones.NULL_ZONES`)."""
+    size-matched nulls of each of the zones that have one (:data:`mrcbench.zones.FOUR_ZONES`)."""
     for zone in zones:
         check_zone(zone)
     for operator in operators:
@@ -184,7 +173,7 @@ def grid_cells(
                     Cell(null_zone_name(zone), layer, null_draw=draw)
                     for draw in range(null_draws)
                     for zone in zones
-                    if zone in NULL_ZONES
+                    if zone in FOUR_ZONES
                 )
     return cells
 
@@ -451,7 +440,7 @@ def ablate(
     rows and the question's windows), ``null_feasible`` whether every row matched within the tolerance.
     """
     check_variant(variant)
-    missing = [key for key in KEY_COLUMNS if key not in keys]
+    missing = [key for key in RUN_SEED_KEYS if key not in keys]
     if missing:
         raise MrcbenchError(f"ablate: keys lacks {missing[0]!r}")
     if cells_per_pass < 1:
@@ -520,7 +509,7 @@ def ablate(
                     missed = ~frame["null_feasible"].fillna(False).to_numpy(dtype=bool)
                     frame.loc[missed, ["em", "f1", *EFFECT_COLUMNS]] = np.nan
                     frame["null_seed"] = frame["qid"].map(by_question["seed"].first()).astype(np.int64)
-                for key in KEY_COLUMNS:
+                for key in RUN_SEED_KEYS:
                     frame[key] = keys[key]
                 frame["variant"] = variant
                 for column, value in cell.columns().items():

@@ -16,7 +16,7 @@ module                report section
 ``setup``             Setup
 ``masking``           Zone × layer masking; Head-level masking
 ``controls``          Controls (size-matched nulls, ablation operators)
-``mass``              Attention mass by layer and head
+``zone_mass``         Attention mass by layer and head
 ``correlations``      Correlations between attention and performance
 ``crosslingual``      Cross-lingual consistency
 ``question_types``    Question types
@@ -39,14 +39,14 @@ from mrcbench.report import (
     crosslingual,
     inputs,
     masking,
-    mass,
     paper_comparison,
     question_types,
     render,
     setup,
+    zone_mass,
 )
 
 __all__ = [
     "abstract", "appendix", "blocks", "case_studies", "controls", "correlations", "crosslingual", "inputs",
-    "masking", "mass", "paper_comparison", "question_types", "render", "setup"
+    "masking", "paper_comparison", "question_types", "render", "setup", "zone_mass",
 ]

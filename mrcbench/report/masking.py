@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import DELTA_RANGE, ZONE_ORDER, zone_label
+from mrcbench.report.blocks import DELTA_RANGE, zone_label
+from mrcbench.zones import ZONE_ORDER
 
 # ==================================================================================================
 # Figures
