@@ -60,7 +60,7 @@ INT, INT16, NULLABLE_INT = "int64", "int16", "Int64"
 FLOAT = "float64"
 BOOL, NULLABLE_BOOL = "bool", "boolean"
 DTYPES: dict[str, str] = {
-    STR: "text (pandas str or object; categorical text too: concatenated zone statistics come back so)",
+    STR: "text (pandas str or object; also categorical text, as concatenated zone statistics are)",
     CATEGORY: "categorical text (dictionary-encoded in the parquet file)",
     INT: "64-bit integer",
     INT16: "16-bit integer",
@@ -119,10 +119,13 @@ class Table:
         if found != expected:
             missing = [column for column in expected if column not in found]
             extra = [column for column in found if column not in expected]
+            repeated = [column for column in found if found.count(column) > 1]
             if missing:
                 problem = f"no column {missing[0]!r}"
             elif extra:
                 problem = f"unexpected column {extra[0]!r}"
+            elif repeated:
+                problem = f"column {repeated[0]!r} twice"
             else:
                 position = next(i for i, (a, b) in enumerate(zip(found, expected, strict=True)) if a != b)
                 problem = f"column {found[position]!r} at position {position + 1}, expected {expected[position]!r}"

@@ -49,6 +49,8 @@ def test_a_planted_wrong_column_is_refused_in_one_line_naming_it():
     assert "unexpected column 'extra'" in _refused(_scores().assign(extra=1))
     swapped = _scores()[["qid", *[c for c in tables.SCORES.names if c != "qid"]]]
     assert "column 'qid' at position 1, expected 'model'" in _refused(swapped)
+    twice = pd.concat([_scores(), _scores()[["f1"]]], axis=1)
+    assert "column 'f1' twice" in _refused(twice)
     assert _refused(_scores().drop(columns="f1")).endswith("(the scores.parquet table of mrcbench/tables.py)")
 
 
