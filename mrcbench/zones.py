@@ -74,12 +74,10 @@ row renormalises over the kept keys. ``zero``: the zone's probabilities set to 0
 renormalisation (the mass leaves the row). ``uniform``: after softmax each row's total mass on the zone's
 (attendable) keys is spread evenly over those keys (the pattern goes, the amount stays)."""
 
-NULL_ZONES: tuple[str, ...] = ("q2q", "q2p", "p2q", "p2p")
-"""Zones with a size-matched random null (``all`` leaves no key outside its columns to draw from)."""
-NULL_PREFIX = "null_"
-
 FOUR_ZONES: tuple[str, ...] = ("q2q", "q2p", "p2q", "p2p")
-"""The paper's four zones, in its order (query side then key side: question before passage)."""
+"""The paper's four zones, in its order (query side then key side: question before passage); each has a
+size-matched random null (``all`` leaves no key outside its columns to draw one from)."""
+NULL_PREFIX = "null_"
 ZONE_SIDES: dict[str, tuple[str, str]] = {
     "q2q": ("question", "question"),
     "q2p": ("question", "passage"),
@@ -130,14 +128,14 @@ def check_operator(operator: str) -> str:
 
 def null_zone_name(zone: str) -> str:
     """Grid zone name of ``zone``'s size-matched random null, e.g. ``null_p2q``."""
-    if zone not in NULL_ZONES:
-        raise MrcbenchError(f"zone {zone!r} has no size-matched null; allowed: {', '.join(NULL_ZONES)}")
+    if zone not in FOUR_ZONES:
+        raise MrcbenchError(f"zone {zone!r} has no size-matched null; allowed: {', '.join(FOUR_ZONES)}")
     return NULL_PREFIX + zone
 
 
 def null_of(name: str) -> str | None:
     """The zone whose null ``name`` is (``null_p2q`` -> ``p2q``), None if ``name`` is not a null zone name."""
-    if name.startswith(NULL_PREFIX) and name[len(NULL_PREFIX):] in NULL_ZONES:
+    if name.startswith(NULL_PREFIX) and name[len(NULL_PREFIX):] in FOUR_ZONES:
         return name[len(NULL_PREFIX):]
     return None
 

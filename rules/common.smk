@@ -9,7 +9,7 @@ from mrcbench.runtime import kernels as mrc_kernels
 from mrcbench.runtime import layout as mrc_layout
 from mrcbench.provenance import manifest as mrc_manifest
 from mrcbench import supervisor as mrc_supervisor
-from mrcbench.stats.command import TABLES
+from mrcbench.tables import STATS_TABLES
 
 # The one validation (mrcbench.config.validate: the schema, then the cross-references it cannot
 # express): it fills the schema's defaults into `config` in place, and a bad key stops the DAG with one
@@ -43,8 +43,6 @@ NAME = mrc_config.name_pattern()  # the schema's name pattern ($defs.name), the 
 RUNS = list(mrc_config.runs(config))
 MODELS = mrc_config.models(config)  # typed entries (mrcbench.config.Model)
 ABLATION = mrc_config.ablation_config(config)
-# Tables written by `mrcbench stats` and read by the report (one list, in mrcbench/stats/command.py).
-STATS_TABLES = list(TABLES)
 
 
 def check_checkpoints():
@@ -76,8 +74,9 @@ def model_source(model):
     return {key: value for key, value in spec.items() if key not in ("training", "features")}
 
 
-def run_keys(wildcards):
-    """A job's wildcards as the run keys of mrcbench.runtime.layout's functions."""
+def path_keys(wildcards):
+    """A job's wildcards as the path keys of mrcbench.runtime.layout's functions (mrcbench.tables.PATH_KEYS
+    names the result column of each)."""
     return dict(wildcards.items())
 
 
@@ -99,7 +98,7 @@ def model_dir(wildcards):
 
 
 def finetune_dir(wildcards):
-    return mrc_layout.finetune_dir(RESULTS, **run_keys(wildcards))
+    return mrc_layout.finetune_dir(RESULTS, **path_keys(wildcards))
 
 
 def init_finetune_dir(wildcards):
@@ -107,7 +106,7 @@ def init_finetune_dir(wildcards):
     init = mrc_config.init_from(config, wildcards.model, wildcards.train)
     if init is None:
         return []
-    return mrc_layout.finetune_dir(RESULTS, **{**run_keys(wildcards), "train": init})
+    return mrc_layout.finetune_dir(RESULTS, **{**path_keys(wildcards), "train": init})
 
 
 def init_checkpoint_arg(wildcards, input):
@@ -129,7 +128,7 @@ def grid_parts(wildcards):
     parts = ["all"]
     if ABLATION.split_by_layer:
         parts = [f"layer{layer}" for layer in range(num_layers(wildcards.model))]
-    return [mrc_layout.grid_part(RESULTS, **{**run_keys(wildcards), "part": part}) for part in parts]
+    return [mrc_layout.grid_part(RESULTS, **{**path_keys(wildcards), "part": part}) for part in parts]
 
 
 def run_files(stage, name, ablation_only=False):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import (
-    NULL_ZONES,
+    FOUR_ZONES,
     ZONES,
     check_operator,
     check_zone,
@@ -104,7 +104,7 @@ def grid_cells(
     only with ``renorm``); in mode ``layer``, per layer, then the cells of ``zone_operators`` (operator ->
     those of the zones in ``zones`` it runs for on top of ``operators``, e.g. ``{"uniform": ["p2q", "p2p"]}``)
     and ``null_draws``
-    size-matched nulls of each of the zones that have one (:data:`mrcbench.zones.NULL_ZONES`)."""
+    size-matched nulls of each of the zones that have one (:data:`mrcbench.zones.FOUR_ZONES`)."""
     for zone in zones:
         check_zone(zone)
     for operator in operators:
@@ -141,7 +141,7 @@ def grid_cells(
                     Cell(null_zone_name(zone), layer, null_draw=draw)
                     for draw in range(null_draws)
                     for zone in zones
-                    if zone in NULL_ZONES
+                    if zone in FOUR_ZONES
                 )
     return cells
 

@@ -27,9 +27,10 @@ from mrcbench.grid.cells import configured_cells
 from mrcbench.grid.table import ablate
 from mrcbench.masking.nulls import NullSettings
 from mrcbench.qa import decoding
-from mrcbench.qa.eval_run import KEY_COLUMNS, EvalRun, add_run_arguments
+from mrcbench.qa.eval_run import EvalRun, add_run_arguments
 from mrcbench.runtime import files
 from mrcbench.runtime import precision as precision_mod
+from mrcbench.tables import GRID, GRID_CELL_KEYS, RUN_SEED_KEYS
 
 
 def run_ablation(
@@ -101,6 +102,7 @@ def main_ablate(argv: list[str]) -> int:
     ablation_cfg = cfg.ablation_config(config)
     run = EvalRun(args, select=grid_selection(ablation_cfg))
     frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
+    GRID.check(frame, args.out)
     files.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
     print(json.dumps({"rows": len(frame), "questions": int(frame["qid"].nunique()),
@@ -108,10 +110,6 @@ def main_ablate(argv: list[str]) -> int:
                       "baseline_f1": float(baseline["f1"].mean()) if len(baseline) else None,
                       "precision": run.precision}))
     return 0
-
-
-_CELL_KEYS = ("variant", "mode", "operator", "layer", "head", "zone", "null_draw")
-"""The grid columns that name a cell: ``(variant, *Cell.columns().values())``."""
 
 
 def _cell_name(variant: str, mode: str, operator: str, layer: int, head: int, zone: str, null_draw: int) -> str:
@@ -137,9 +135,9 @@ def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: c
         if resolved in seen_paths:
             raise MrcbenchError(f"{path}: grid part given twice (also as {seen_paths[resolved]})")
         seen_paths[resolved] = Path(path)
-    keys = list(KEY_COLUMNS)
-    cell_keys = list(_CELL_KEYS)
-    v_, mode_, op_, layer_, head_, zone_, draw_ = range(len(_CELL_KEYS))
+    keys = list(RUN_SEED_KEYS)
+    cell_keys = list(GRID_CELL_KEYS)
+    v_, mode_, op_, layer_, head_, zone_, draw_ = range(len(GRID_CELL_KEYS))
     first_run, first_path = None, None
     owner: dict[tuple, Path] = {}
     for path, frame in parts:

@@ -21,6 +21,7 @@ from mrcbench.grid import zone_stats
 from mrcbench.qa.eval_run import EvalRun, add_run_arguments
 from mrcbench.runtime import files
 from mrcbench.runtime import precision as precision_mod
+from mrcbench.tables import ZONE_STATS
 
 
 def _articles(examples: list[dict]) -> dict[str, str]:
@@ -76,6 +77,7 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
         )
     frame = zone_stats.zone_stats_frame(result.mass, run.features.example_ids, run.keys, _articles(run.examples))
     frame["precision"] = run.precision
+    ZONE_STATS.check(frame, out_dir / "zone_stats.parquet")
     files.write_parquet(frame, out_dir / "zone_stats.parquet")
 
     infos, arrays = [], []

@@ -23,19 +23,8 @@ from mrcbench.grid.cells import BASELINE, Cell, chunked, unique_cells
 from mrcbench.grid.run import CellOutput, run_grid, run_grid_naive
 from mrcbench.masking.nulls import NullSettings
 from mrcbench.qa import decoding
-from mrcbench.qa.eval_run import KEY_COLUMNS
+from mrcbench.tables import EFFECT_COLUMNS, GRID_COLUMNS, RUN_SEED_KEYS
 from mrcbench.zones import check_variant
-
-EFFECT_COLUMNS = ("start_logprob_delta", "end_logprob_delta", "start_kl", "end_kl")
-"""The continuous effect measure of a cell, per question, on the window the unmasked answer came from:
-the change (masked minus unmasked) of the log-probability of the unmasked prediction's start and end
-tokens, and KL(P_unmasked || P_masked) of the start and end distributions (softmax over the window's
-tokens), in nats. NaN for a question without a valid unmasked span."""
-
-GRID_COLUMNS = (
-    *KEY_COLUMNS, "variant", "mode", "operator", "layer", "head", "zone", "qid", "article", "em", "f1",
-    "removed_mass", *EFFECT_COLUMNS, "null_draw", "mass_match", "null_feasible", "null_seed",
-)
 
 
 def ablate(
@@ -71,7 +60,7 @@ def ablate(
     rows and the question's windows), ``null_feasible`` whether every row matched within the tolerance.
     """
     check_variant(variant)
-    missing = [key for key in KEY_COLUMNS if key not in keys]
+    missing = [key for key in RUN_SEED_KEYS if key not in keys]
     if missing:
         raise MrcbenchError(f"ablate: keys lacks {missing[0]!r}")
     if cells_per_pass < 1:
@@ -154,7 +143,7 @@ def cell_rows(
         missed = ~frame["null_feasible"].fillna(False).to_numpy(dtype=bool)
         frame.loc[missed, ["em", "f1", *EFFECT_COLUMNS]] = np.nan
         frame["null_seed"] = frame["qid"].map(by_question["seed"].first()).astype(np.int64)
-    for key in KEY_COLUMNS:
+    for key in RUN_SEED_KEYS:
         frame[key] = keys[key]
     frame["variant"] = variant
     for column, value in cell.columns().items():

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from mrcbench.errors import MrcbenchError
 from mrcbench.masking.controller import ZoneAttention
-from mrcbench.qa.eval_run import KEY_COLUMNS
 from mrcbench.qa.features import model_inputs
+from mrcbench.tables import RUN_SEED_KEYS
 from mrcbench.zones import STAT_ZONES
 
 
@@ -76,7 +76,7 @@ def zone_stats_frame(
     averaged (windows of one question count equally; NaN entries, i.e. a window without rows of that
     zone, are skipped). ``keys`` gives model, train_set, eval_set and seed.
     """
-    missing = [key for key in KEY_COLUMNS if key not in keys]
+    missing = [key for key in RUN_SEED_KEYS if key not in keys]
     if missing:
         raise MrcbenchError(f"zone_stats_frame: keys lacks {missing[0]!r}")
     if mass.ndim != 5 or mass.shape[-2:] != (3, 3) or mass.shape[0] != len(example_ids):
@@ -92,7 +92,7 @@ def zone_stats_frame(
     articles = articles or {}
     frame = pd.DataFrame(
         {
-            **{key: pd.Categorical([keys[key]] * (n_questions * n_values)) for key in KEY_COLUMNS},
+            **{key: pd.Categorical([keys[key]] * (n_questions * n_values)) for key in RUN_SEED_KEYS},
             "qid": pd.Categorical(np.repeat(qids, n_values)),
             "article": pd.Categorical(np.repeat([articles.get(qid, "") for qid in qids], n_values)),
             "layer": np.tile(layer, n_questions).astype(np.int16),

@@ -3,7 +3,7 @@
 The shared input of the commands that evaluate a run beyond its predictions: ``mrcbench
 extract-attention`` (:mod:`mrcbench.grid.extraction`) and ``mrcbench ablate`` (:mod:`mrcbench.grid.command`).
 Also the command-line arguments naming a run (:func:`add_run_arguments`, used by ``mrcbench predict``
-too) and the keys its result rows carry (:func:`run_keys`).
+too); the keys its result rows carry are :func:`mrcbench.tables.run_columns` of them.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from mrcbench import data as data_mod
 from mrcbench.models.sources import load_for_qa
 from mrcbench.qa import features as feat_mod
 from mrcbench.runtime import precision as precision_mod
+from mrcbench.tables import run_columns
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,15 +30,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", required=True, help="eval split name")
     parser.add_argument("--checkpoint", required=True, type=Path, help="fine-tuned checkpoint directory")
     parser.add_argument("--eval-json", required=True, type=Path, help="prepared eval split (SQuAD JSON)")
-
-
-KEY_COLUMNS = ("model", "train_set", "eval_set", "seed")
-"""The key columns of every row a run writes (zone statistics, grids)."""
-
-
-def run_keys(args: argparse.Namespace) -> dict:
-    """A run's values of :data:`KEY_COLUMNS`."""
-    return dict(zip(KEY_COLUMNS, (args.model, args.train, args.eval, args.seed), strict=True))
 
 
 Selection = Callable[[dict, dict, str], dict]
@@ -60,7 +52,7 @@ class EvalRun:
             torch.set_num_threads(int(self.training_cfg.threads))
         self.metric = cfg.split_metric(self.config, args.eval)
         self.language = cfg.split_language(self.config, args.eval)
-        self.keys = run_keys(args)
+        self.keys = run_columns(vars(args))
         self.model, self.tokenizer = load_for_qa(args.checkpoint)
         self.model.eval()
         # fp32 or bf16 (inference.precision, "auto" resolved for this machine), recorded in every output.

@@ -24,6 +24,7 @@ from mrcbench.qa import features as feat_mod
 from mrcbench.qa.features import PAD_LOGIT
 from mrcbench.runtime import files
 from mrcbench.runtime import precision as precision_mod
+from mrcbench.tables import SCORES, run_columns
 
 if TYPE_CHECKING:
     from mrcbench.config import Decoding, Features
@@ -80,6 +81,7 @@ def write_scores(path: Path, frame, keys: dict) -> None:
     frame = frame.copy()
     for i, (key, value) in enumerate(keys.items()):
         frame.insert(i, key, value)
+    SCORES.check(frame, path)
     files.write_parquet(frame, path)
 
 
@@ -117,7 +119,7 @@ def main(argv: list[str]) -> int:
     import argparse
 
     from mrcbench import config as cfg
-    from mrcbench.qa.eval_run import add_run_arguments, run_keys
+    from mrcbench.qa.eval_run import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="mrcbench predict", description=__doc__.splitlines()[0])
     add_run_arguments(parser)
@@ -127,7 +129,7 @@ def main(argv: list[str]) -> int:
     training_cfg = cfg.training_config(config, args.model, args.train)
     if training_cfg.threads:
         torch.set_num_threads(int(training_cfg.threads))
-    keys = run_keys(args)
+    keys = run_columns(vars(args))
     result = predict(
         args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
         cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),

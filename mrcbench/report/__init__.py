@@ -17,7 +17,7 @@ module                report section
 ``setup``             Setup
 ``masking``           Zone × layer masking; Head-level masking
 ``controls``          Controls (size-matched nulls, ablation operators)
-``mass``              Attention mass by layer and head
+``zone_mass``         Attention mass by layer and head
 ``correlations``      Correlations between attention and performance
 ``crosslingual``      Cross-lingual consistency
 ``question_types``    Question types
@@ -40,13 +40,13 @@ from mrcbench.report import (
     crosslingual,
     inputs,
     masking,
-    mass,
     paper_comparison,
     question_types,
     setup,
+    zone_mass,
 )
 
 __all__ = [
     "abstract", "appendix", "blocks", "case_studies", "controls", "correlations", "crosslingual", "inputs",
-    "masking", "mass", "paper_comparison", "question_types", "setup"
+    "masking", "paper_comparison", "question_types", "setup", "zone_mass",
 ]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import fmt_ci, fmt_p, grid_counts, plural, zone_label
+from mrcbench.report.blocks import fmt_ci, grid_counts, p_text, plural, zone_label
 from mrcbench.report.controls import VERDICT_WORDS, verdict_counts, verdict_table
 from mrcbench.report.inputs import ReportData
 from mrcbench.stats.common import primary_variant
 from mrcbench.stats.controls import PRIMARY_CONTINUOUS
+from mrcbench.tables import RUN_KEYS
 from mrcbench.zones import PAPER_ZONES
 
 
@@ -50,15 +51,14 @@ def _paper_sentence(em: pd.DataFrame) -> str:
 def _effect_phrase(row: pd.Series | dict, metric: str) -> str:
     """ "P2P in layer 1 (ΔF1 = −12.3 [−15.0, −9.8], significant after Holm correction, p < 0.001)"."""
     delta = fmt_ci(row["delta"], row["ci_low"], row["ci_high"])
-    p = fmt_p(row["p_holm"])
-    p_text = f"p {p}" if p.startswith("<") else f"p = {p}"
+    p = p_text(row["p_holm"])
     covers_zero = not bool(row["ci_excludes_zero"])
     if covers_zero:
-        verdict = f"no significant difference, Holm {p_text}"
+        verdict = f"no significant difference, Holm {p}"
     elif bool(row["significant_holm"]):
-        verdict = f"significant after Holm correction, {p_text}"
+        verdict = f"significant after Holm correction, {p}"
     else:
-        verdict = f"not significant after Holm correction, {p_text}"
+        verdict = f"not significant after Holm correction, {p}"
     return f"{zone_label(row['zone'])} in layer {int(row['layer']) + 1} (Δ{metric.upper()} = {delta}, {verdict})"
 
 
@@ -97,7 +97,7 @@ def headline_sentences(
     else:
         rows = rows[rows["variant"] == min(rows["variant"])] if not rows.empty else rows
     sentences = []
-    for (model, train_set, eval_set), leg in rows.groupby(["model", "train_set", "eval_set"], sort=True):
+    for (model, train_set, eval_set), leg in rows.groupby(list(RUN_KEYS), sort=True):
         leg = leg.sort_values("rank")
         effects = [_effect_phrase(row, metric) for _, row in leg.iterrows()]
         zones = " and ".join(effects)
@@ -138,7 +138,7 @@ def _join(items: list[str]) -> str:
 def _answer_sentence(headline: pd.DataFrame, variant: str) -> str:
     """How many grids name the paper's two zones as the most damaging (``headline`` verdicts, ΔF1)."""
     rows = headline[(headline["metric"] == "f1") & (headline["variant"] == variant)]
-    verdicts = rows.drop_duplicates(["model", "train_set", "eval_set"])["verdict"].value_counts()
+    verdicts = rows.drop_duplicates(list(RUN_KEYS))["verdict"].value_counts()
     n = int(verdicts.sum())
     agrees = int(verdicts.get("agrees", 0))
     one = int(verdicts.get("same zones, one significant", 0))
@@ -197,7 +197,7 @@ def abstract_markdown(data: ReportData) -> str:
     evals = sorted(set(source["eval_set"]))
     n_seeds = int(source["n_seeds"].max())
     variant = primary_variant(headline["variant"]) if not headline.empty else "paper"
-    grids = headline[["model", "train_set", "eval_set"]].drop_duplicates() if not headline.empty else headline
+    grids = headline[list(RUN_KEYS)].drop_duplicates() if not headline.empty else headline
     parts = [
         f"We fine-tuned {count_words(len(models), 'model')} ({', '.join(models)}), "
         f"{count_words(n_seeds, 'seed')} each, evaluated {'it' if len(models) == 1 else 'them'} on "

@@ -13,7 +13,7 @@ table and :func:`ref` links to. The report's setup cell calls :func:`reset_numbe
 
 Conventions: layers and heads are numbered from 1, as in the paper, in text, tables and figures
 (:func:`layer_number`; the statistics tables keep the code's 0-based ``layer``); counts are written
-with :func:`plural` (never "1 model(s)"); p-values with :func:`fmt_p`, estimates with their CI with
+with :func:`plural` (never "1 model(s)"); p-values with :func:`fmt_p` (in a sentence :func:`p_text`), estimates with their CI with
 :func:`fmt_ci`, ranges with :func:`fmt_range`.
 """
 
@@ -32,10 +32,8 @@ import plotly.io
 
 from mrcbench import zones
 from mrcbench.report.style import REPORT_CSS
+from mrcbench.tables import RUN_KEYS
 
-ZONE_LABELS = dict(zones.ZONE_LABELS)
-ZONE_ORDER = list(zones.ZONE_ORDER)
-FOUR_ZONES = list(zones.FOUR_ZONES)
 #: The paper's heatmap range (visualize_att_zone.py: vmin -10, vmax +2, centre 0).
 DELTA_RANGE = (-10.0, 2.0)
 ZONE_COLORS = {
@@ -259,6 +257,12 @@ def fmt_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_text(p: float) -> str:
+    """A p-value in a sentence: "p = 0.012", "p <0.001", "p –" when missing (:func:`fmt_p`)."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") or text == "–" else f"p = {text}"
+
+
 def fmt_range(low: float, high: float, digits: int = 2) -> str:
     """ "0.47" when both ends agree at ``digits`` decimals, else "0.11 to 0.31" (never "between 0.47 and
     0.47")."""
@@ -289,7 +293,7 @@ def format_p_columns(frame: pd.DataFrame, columns: list[str] | None = None) -> p
 
 
 def zone_label(zone: str) -> str:
-    return ZONE_LABELS.get(zone, zone.upper())
+    return zones.ZONE_LABELS.get(zone, zone.upper())
 
 
 def run_label(model: str, train_set: str, eval_set: str) -> str:
@@ -334,7 +338,7 @@ def baselines_wide(baselines: pd.DataFrame) -> pd.DataFrame:
     the official scorer's value side by side (formatting only; every number is the table's)."""
     wide = []
     for (model, train_set, eval_set, language), rows in baselines.groupby(
-            ["model", "train_set", "eval_set", "language"], sort=True):
+            [*RUN_KEYS, "language"], sort=True):
         record = {"model": model, "train": train_set, "eval": eval_set, "lang": language,
                   "questions": int(rows["n_questions"].iloc[0]), "seeds": int(rows["n_seeds"].iloc[0])}
         for metric in ("em", "f1"):
@@ -350,4 +354,4 @@ def baseline_mismatches(baselines: pd.DataFrame) -> pd.DataFrame:
     """The runs whose grid baseline differs from the prediction scores on the grid's questions
     (the statistics' ``grid_mismatch`` flag)."""
     flagged = baselines[baselines["grid_mismatch"].astype(bool)] if "grid_mismatch" in baselines else baselines.iloc[:0]
-    return flagged[["model", "train_set", "eval_set", "metric", "scores_on_grid_questions", "grid_baseline"]]
+    return flagged[[*RUN_KEYS, "metric", "scores_on_grid_questions", "grid_baseline"]]

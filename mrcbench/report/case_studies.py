@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mrcbench.report.blocks import FOUR_ZONES, ZONE_COLORS, figure_caption, zone_label
+from mrcbench.report.blocks import ZONE_COLORS, figure_caption, zone_label
 from mrcbench.runtime import layout
+from mrcbench.zones import FOUR_ZONES
 
 # ==================================================================================================
 # Case studies: token-level attention maps with a layer/head chooser

@@ -23,15 +23,17 @@ from mrcbench.report.blocks import (
     fmt_ci,
     fmt_p,
     grid_counts,
+    p_text,
     run_label,
     table_caption,
     table_html,
     zone_label,
 )
 from mrcbench.report.inputs import ReportData
-from mrcbench.stats.common import RUN_KEYS, primary_variant
+from mrcbench.stats.common import primary_variant
 from mrcbench.stats.controls import PRIMARY_CONTINUOUS
-from mrcbench.zones import NULL_ZONES, PAPER_ZONES
+from mrcbench.tables import RUN_KEYS
+from mrcbench.zones import FOUR_ZONES, PAPER_ZONES
 
 MEASURES = ("f1", PRIMARY_CONTINUOUS)
 MEASURE_LABELS = {"f1": "ΔF1", PRIMARY_CONTINUOUS: "Δ log-prob (mean of start/end)"}
@@ -99,7 +101,7 @@ def null_figure(null_rows: pd.DataFrame, title: str = ""):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    zones = [zone for zone in NULL_ZONES if zone in set(null_rows["zone"])]
+    zones = [zone for zone in FOUR_ZONES if zone in set(null_rows["zone"])]
     measures = [m for m in MEASURES if m in set(null_rows["metric"])]
     fig = make_subplots(rows=len(measures), cols=len(zones), shared_xaxes=True,
                         subplot_titles=[f"{zone_label(z)} · {MEASURE_LABELS[m]}" for m in measures for z in zones],
@@ -133,7 +135,7 @@ def operator_figure(operator_rows: pd.DataFrame, measure: str = "f1", title: str
     from plotly.subplots import make_subplots
 
     rows = operator_rows[operator_rows["metric"] == measure]
-    zones = [z for z in ("all", *NULL_ZONES) if z in set(rows["zone"])]
+    zones = [z for z in ("all", *FOUR_ZONES) if z in set(rows["zone"])]
     fig = make_subplots(rows=1, cols=max(1, len(zones)), subplot_titles=[zone_label(z) for z in zones],
                         horizontal_spacing=0.04)
     for col, zone in enumerate(zones, start=1):
@@ -169,16 +171,11 @@ def control_result(row: pd.Series | dict) -> str:
     if row["control"] == "null":
         share = f"{100 * float(row['feasible_fraction']):.0f}% of questions matched"
         return (f"zone − null ΔF1 {fmt_ci(row['null_difference'], row['null_ci_low'], row['null_ci_high'])}, "
-                f"Holm p {_p_text(row['null_p_holm'])} ({share})")
+                f"Holm {p_text(row['null_p_holm'])} ({share})")
     if row["control"] == "uniform":
         return (f"uniform ΔF1 {fmt_ci(row['uniform_delta'], row['uniform_ci_low'], row['uniform_ci_high'])}, "
-                f"Holm p {_p_text(row['uniform_p_holm'])}")
+                f"Holm {p_text(row['uniform_p_holm'])}")
     return "–"
-
-
-def _p_text(p: float) -> str:
-    text = fmt_p(p)
-    return text if text.startswith("<") or text == "–" else f"= {text}"
 
 
 def control_name(row: pd.Series | dict) -> str:
@@ -207,11 +204,11 @@ def verdict_table(specificity: pd.DataFrame, headline: pd.DataFrame | None = Non
     top = {}
     if headline is not None and not headline.empty:
         lead = headline[(headline["metric"] == "f1") & (headline["variant"] == chosen)]
-        for run, leg in lead.groupby(RUN_KEYS, sort=False):
+        for run, leg in lead.groupby(list(RUN_KEYS), sort=False):
             top[run] = set(leg["zone"])
-    order = {zone: i for i, zone in enumerate(NULL_ZONES)}
+    order = {zone: i for i, zone in enumerate(FOUR_ZONES)}
     out = []
-    for run, leg in rows.groupby(RUN_KEYS, sort=True):
+    for run, leg in rows.groupby(list(RUN_KEYS), sort=True):
         wanted = set(zones) | top.get(run, set())
         for _, row in sorted(leg.iterrows(), key=lambda item: order.get(item[1]["zone"], 99)):
             if row["zone"] not in wanted:
@@ -245,7 +242,7 @@ def overview_figure(effects: pd.DataFrame, variant: str, zones: tuple[str, ...] 
     from plotly.subplots import make_subplots
 
     rows = effects[(effects["measure"] == "f1") & (effects["variant"] == variant) & effects["zone"].isin(zones)]
-    runs = sorted({tuple(run) for run in rows[RUN_KEYS].drop_duplicates().itertuples(index=False)})
+    runs = sorted({tuple(run) for run in rows[list(RUN_KEYS)].drop_duplicates().itertuples(index=False)})
     titles = [f"{run[0]} · {run[2]} · {zone_label(zone)}" for run in runs for zone in zones]
     fig = make_subplots(rows=max(1, len(runs)), cols=len(zones), shared_xaxes=False, subplot_titles=titles,
                         horizontal_spacing=0.08, vertical_spacing=0.25 / max(1, len(runs)))
@@ -357,7 +354,7 @@ def controls_section_html(data: ReportData, variant: str | None = None) -> str:
             f"over its keys (green); bars: {100 * float(settings.get('confidence', 0.95)):g}% bootstrap CIs; "
             f"{chosen} variant.", label="controls-overview")))
     runs = sorted({tuple(row) for frame in (nulls, operators) if not frame.empty
-                   for row in frame[RUN_KEYS].drop_duplicates().itertuples(index=False)})
+                   for row in frame[list(RUN_KEYS)].drop_duplicates().itertuples(index=False)})
     for run in runs:
         label = run_label(*run)
         run_nulls, run_ops = _of_run(nulls, run), _of_run(operators, run)

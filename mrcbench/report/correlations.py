@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import ZONE_ORDER, zone_label
+from mrcbench.report.blocks import zone_label
+from mrcbench.tables import RUN_KEYS
+from mrcbench.zones import ZONE_ORDER
 
 
 def correlation_figure(rows: pd.DataFrame, title: str):
@@ -17,7 +19,7 @@ def correlation_figure(rows: pd.DataFrame, title: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    runs = list(rows.groupby(["model", "train_set", "eval_set"], sort=True))
+    runs = list(rows.groupby(list(RUN_KEYS), sort=True))
     fig = make_subplots(
         rows=1,
         cols=len(runs),

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import ZONE_COLORS, ZONE_ORDER, fmt_ci, zone_label
+from mrcbench.report.blocks import ZONE_COLORS, fmt_ci, zone_label
+from mrcbench.zones import ZONE_ORDER
 
 
 def crosslingual_figure(question_rows: pd.DataFrame, rank_row: pd.Series):

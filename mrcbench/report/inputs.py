@@ -17,8 +17,8 @@ import yaml
 from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.runtime import files, layout
-from mrcbench.stats.command import TABLES as STATS_TABLES
 from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # noqa: F401  (the report reads them as R.inputs.*)
+from mrcbench.tables import STATS_TABLES
 
 # ==================================================================================================
 # Inputs of the report
@@ -29,7 +29,7 @@ from mrcbench.stats.common import layer_grid, primary_variant, variant_order  # 
 class ReportData:
     """Everything the report reads: the statistics tables and a few raw result files.
 
-    Each table of :data:`STATS_TABLES` is also an attribute (``data.deltas``); every one is required
+    Each table of :data:`mrcbench.tables.STATS_TABLES` is also an attribute (``data.deltas``); every one is required
     (:func:`check_tables`); a table ``mrcbench stats`` wrote without rows is an empty frame, so report
     cells test ``.empty`` instead of catching errors.
     """
@@ -58,7 +58,7 @@ SETTINGS = "settings.json"
 
 def check_tables(stats_dir: str | Path) -> None:
     """Refuse, in one line, a statistics folder that lacks a table the report reads (every table of
-    :data:`STATS_TABLES`, and ``settings.json``) or holds an unreadable one (a 0-byte parquet file),
+    :data:`mrcbench.tables.STATS_TABLES`, and ``settings.json``) or holds an unreadable one (a 0-byte parquet file),
     naming the file and the command that writes it; reads only each parquet file's footer."""
     import pyarrow
     import pyarrow.parquet as pq

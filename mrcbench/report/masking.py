@@ -1,7 +1,7 @@
 """Figures of the report's "Zone × layer masking" and "Head-level masking" sections.
 
 Zone x layer heatmaps of the masking deltas (the paper's seismic colour scale and range) and the
-head-level deltas, from the ``deltas`` table of :mod:`mrcbench.stats.paired`.
+head-level deltas, from the ``deltas`` table of :mod:`mrcbench.stats.deltas`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import DELTA_RANGE, ZONE_ORDER, zone_label
+from mrcbench.report.blocks import DELTA_RANGE, zone_label
+from mrcbench.zones import ZONE_ORDER
 
 # ==================================================================================================
 # Figures

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mrcbench.report.blocks import ZONE_COLORS, ZONE_ORDER, zone_label
+from mrcbench.report.blocks import ZONE_COLORS, zone_label
 from mrcbench.report.masking import zone_layer_heatmap_trace
+from mrcbench.zones import ZONE_ORDER
 
 
 def paper_comparison_figure(cells: pd.DataFrame, run_title: str):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.report.blocks import ZONE_ORDER, zone_label
+from mrcbench.report.blocks import zone_label
+from mrcbench.zones import ZONE_ORDER
 
 
 def question_type_figure(rows: pd.DataFrame, title: str):

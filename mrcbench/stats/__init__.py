@@ -39,11 +39,12 @@ grid are operationalisations of docs/method.md §4-6 (ours, not the paper's); ea
 what it measures.
 
 Modules (one analysis each; ``command`` is the ``mrcbench stats`` command that writes them all):
-``common`` (shared names, settings, languages), ``results`` (loading the result files), ``paired``
-(masking deltas: matrices, bootstrap, sign-flip and Wilcoxon tests, corrections), ``baselines``,
-``zone_mass``, ``correlations``, ``crosslingual``, ``question_types``, ``paper_comparison``,
-``headline``, ``controls`` (zone minus size-matched null, operator minus renorm, specificity) and
-``command``. docs/architecture.md maps each report section to the module that computes
+``common`` (shared names, settings, languages), ``results`` (loading the result files),
+``resampling`` (resampling designs, bootstrap, sign-flip and Wilcoxon tests), ``multiple_testing``
+(Holm and BH corrections), ``deltas`` (masking deltas: per-question matrices, deltas, seed spread),
+``baselines``, ``zone_mass``, ``correlations``, ``crosslingual``, ``question_types``,
+``paper_comparison``, ``headline``, ``controls`` (zone minus size-matched null, operator minus renorm,
+specificity) and ``command``. The columns of every table are declared in :mod:`mrcbench.tables`. docs/architecture.md maps each report section to the module that computes
 it and the one that draws it.
 """
 
@@ -54,10 +55,12 @@ from mrcbench.stats import (
     controls,
     correlations,
     crosslingual,
+    deltas,
     headline,
-    paired,
+    multiple_testing,
     paper_comparison,
     question_types,
+    resampling,
     results,
     zone_mass,
 )
@@ -69,10 +72,12 @@ __all__ = [
     "controls",
     "correlations",
     "crosslingual",
+    "deltas",
     "headline",
-    "paired",
+    "multiple_testing",
     "paper_comparison",
     "question_types",
+    "resampling",
     "results",
-    "zone_mass"
+    "zone_mass",
 ]

@@ -12,34 +12,13 @@ import pandas as pd
 from mrcbench.stats.common import (
     BASELINE_TOLERANCE,
     METRICS,
-    RUN_KEYS,
     StatsSettings,
     eval_language,
     seeded_rng,
 )
-from mrcbench.stats.paired import SEED_COLUMNS, ResamplingDesign, summarize_paired
+from mrcbench.stats.resampling import ResamplingDesign, summarize_paired
 from mrcbench.stats.results import ResultTables
-
-BASELINE_COLUMNS = [
-    *RUN_KEYS,
-    "language",
-    "metric",
-    "n_seeds",
-    "n_questions",
-    "n_clusters",
-    "resampling",
-    "value",
-    "ci_low",
-    "ci_high",
-    "seed_sd",
-    "seed_min",
-    "seed_max",
-    "official",
-    "grid_baseline",
-    "scores_on_grid_questions",
-    "grid_mismatch",
-    "source",
-]
+from mrcbench.tables import BASELINES, RUN_KEYS, SEED_SPREAD
 
 
 def compute_baselines(
@@ -55,19 +34,20 @@ def compute_baselines(
     source_name = "scores.parquet"
     if source is None or source.empty:
         if tables.grid is None:
-            return pd.DataFrame(columns=BASELINE_COLUMNS), pd.DataFrame(columns=SEED_COLUMNS)
+            return BASELINES.empty(), SEED_SPREAD.empty()
         source = tables.grid[tables.grid["mode"] == "baseline"].drop_duplicates([*RUN_KEYS, "seed", "qid"])
         source_name = "grid.parquet (baseline rows)"
     grid_base = grid_rows = None
     if tables.grid is not None:
         grid_rows = tables.grid[tables.grid["mode"] == "baseline"].drop_duplicates([*RUN_KEYS, "seed", "qid"])
-        grid_base = grid_rows.groupby(RUN_KEYS)[list(METRICS)].mean()
-    official = tables.official.groupby(RUN_KEYS)[["official_em", "official_f1"]].mean()
+        grid_base = grid_rows.groupby(list(RUN_KEYS))[list(METRICS)].mean()
+    official = tables.official.groupby(list(RUN_KEYS))[["official_em", "official_f1"]].mean()
     rows, seed_rows = [], []
-    for (model, train_set, eval_set), run in source.groupby(RUN_KEYS, sort=True):
+    for key, run in source.groupby(list(RUN_KEYS), sort=True):
+        run_values = dict(zip(RUN_KEYS, key, strict=True))
         run = run.drop_duplicates(["seed", "qid"])
         questions = run.get("question", ())
-        language = eval_language(config, eval_set, questions)
+        language = eval_language(config, run_values["eval_set"], questions)
         for metric in METRICS:
             per_seed = run.groupby("seed")[metric].mean()
             per_question = run.groupby("qid")[metric].mean().dropna()
@@ -79,30 +59,28 @@ def compute_baselines(
                 per_question.to_numpy(dtype=float)[:, None],
                 design,
                 settings,
-                seeded_rng(settings, "baseline", model, train_set, eval_set, metric),
+                seeded_rng(settings, "baseline", *key, metric),
                 with_tests=False,
             )
-            official_value = official[f"official_{metric}"].get((model, train_set, eval_set), np.nan)
+            official_value = official[f"official_{metric}"].get(key, np.nan)
             grid_value = (
-                grid_base[metric].get((model, train_set, eval_set), np.nan)
+                grid_base[metric].get(key, np.nan)
                 if grid_base is not None
                 else np.nan
             )
             # The grid may run on a sub-sample (ablation.max_questions): compare on its questions.
             on_grid_questions = np.nan
             if grid_rows is not None:
-                grid_qids = grid_rows.loc[
-                    (grid_rows["model"] == model) & (grid_rows["train_set"] == train_set)
-                    & (grid_rows["eval_set"] == eval_set), "qid"
-                ]
+                in_run = np.logical_and.reduce(
+                    [(grid_rows[c] == v).to_numpy() for c, v in zip(RUN_KEYS, key, strict=True)]
+                )
+                grid_qids = grid_rows.loc[in_run, "qid"]
                 shared = run[run["qid"].isin(set(grid_qids))]
                 if len(shared):
                     on_grid_questions = float(shared.groupby("seed")[metric].mean().mean())
             rows.append(
                 {
-                    "model": model,
-                    "train_set": train_set,
-                    "eval_set": eval_set,
+                    **run_values,
                     "language": language,
                     "metric": metric,
                     "n_seeds": int(per_seed.size),
@@ -128,9 +106,7 @@ def compute_baselines(
                 seed_rows.append(
                     {
                         "quantity": "baseline",
-                        "model": model,
-                        "train_set": train_set,
-                        "eval_set": eval_set,
+                        **run_values,
                         "variant": "none",
                         "mode": "baseline",
                         "layer": -1,
@@ -142,4 +118,4 @@ def compute_baselines(
                         "value": float(value),
                     }
                 )
-    return (pd.DataFrame(rows, columns=BASELINE_COLUMNS), pd.DataFrame(seed_rows, columns=SEED_COLUMNS))
+    return pd.DataFrame(rows, columns=BASELINES.names), pd.DataFrame(seed_rows, columns=SEED_SPREAD.names)

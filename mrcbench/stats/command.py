@@ -1,8 +1,9 @@
 """The ``mrcbench stats`` command: every statistics table, written once.
 
 :func:`run_stats` loads the result files (:mod:`mrcbench.stats.results`), runs each analysis and writes
-the tables of :data:`TABLES` (``results/stats/NAME.parquet`` and ``NAME.csv``) with the config and the
-settings they ran with. The report reads these files only (:mod:`mrcbench.report.inputs`).
+the tables of :data:`mrcbench.tables.STATS_TABLES` (``results/stats/NAME.parquet`` and ``NAME.csv``, each
+checked against its declaration) with the config and the settings they ran with. The report reads these
+files only (:mod:`mrcbench.report.inputs`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mrcbench.errors import MrcbenchError
 from mrcbench.runtime import layout
 from mrcbench.runtime.files import write_csv, write_parquet, write_text
 from mrcbench.stats.baselines import compute_baselines
-from mrcbench.stats.common import RUN_KEYS, eval_language
+from mrcbench.stats.common import eval_language
 from mrcbench.stats.controls import (
     CONTRAST_FAMILY,
     OPERATOR_FAMILY,
@@ -33,37 +34,15 @@ from mrcbench.stats.controls import (
 )
 from mrcbench.stats.correlations import CORRELATION_FAMILY, compute_correlations
 from mrcbench.stats.crosslingual import compute_crosslingual, summarise_question_agreement
+from mrcbench.stats.deltas import DELTA_FAMILY, build_question_matrices, compute_deltas
 from mrcbench.stats.headline import headline_zones
-from mrcbench.stats.paired import SEED_COLUMNS, build_question_matrices, compute_deltas
 from mrcbench.stats.paper_comparison import compare_with_paper
 from mrcbench.stats.question_types import compute_question_types
 from mrcbench.stats.results import ResultFiles, answerable_grid, load_results
 from mrcbench.stats.zone_mass import attention_sinks, compute_zone_mass, question_layer_mass
+from mrcbench.tables import SEED_SPREAD, STATS_TABLES
 
 log = logging.getLogger(__name__)
-
-
-#: The tables `run_stats` writes (``NAME.parquet`` and ``NAME.csv``), in order; the report and the
-#: workflow's rules read this list rather than repeating it.
-TABLES = (
-    "baselines",
-    "deltas",
-    "seed_spread",
-    "zone_mass",
-    "attention_sinks",
-    "correlations",
-    "crosslingual_rank",
-    "crosslingual_question",
-    "crosslingual_question_summary",
-    "question_types",
-    "paper_comparison",
-    "paper_comparison_cells",
-    "headline",
-    "null_contrasts",
-    "operator_contrasts",
-    "control_effects",
-    "specificity",
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,16 +117,18 @@ def run_stats(
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_spread = pd.concat(
         [frame for frame in (baseline_seeds, delta_seeds) if not frame.empty]
-        or [pd.DataFrame(columns=SEED_COLUMNS)],
+        or [SEED_SPREAD.empty()],
         ignore_index=True,
     )
     written: list[Path] = []
-    frames = dict(zip(TABLES, (baselines, deltas, seed_spread, zone_mass, attention_sinks(zone_mass),
-                               correlations, cross_rank, cross_question,
-                               summarise_question_agreement(cross_question), question_types, paper,
-                               paper_cells, headline, null_contrasts, operator_contrasts, control_effects,
-                               specificity),
+    frames = dict(zip(STATS_TABLES, (baselines, deltas, seed_spread, zone_mass, attention_sinks(zone_mass),
+                                     correlations, cross_rank, cross_question,
+                                     summarise_question_agreement(cross_question), question_types, paper,
+                                     paper_cells, headline, null_contrasts, operator_contrasts, control_effects,
+                                     specificity),
                       strict=True))
+    for name, frame in frames.items():  # every table checked before any is written
+        STATS_TABLES[name].check(frame, out_dir / f"{name}.parquet")
     for name, frame in frames.items():
         written += _write_table(frame, out_dir, name)
     settings_path = out_dir / "settings.json"
@@ -165,7 +146,7 @@ def run_stats(
                 "min_clusters": settings.min_clusters,
                 "parallel_min_overlap": settings.parallel_min_overlap,
                 "languages": languages,
-                "correction_family": [*RUN_KEYS, "variant", "mode", "metric"],
+                "correction_family": DELTA_FAMILY,
                 "correlation_correction_family": CORRELATION_FAMILY,
                 "null_contrast_correction_family": CONTRAST_FAMILY,
                 "operator_contrast_correction_family": OPERATOR_FAMILY,

@@ -1,8 +1,9 @@
 """Names and settings every analysis of :mod:`mrcbench.stats` shares.
 
-The metrics, the key columns of runs and grid cells, the columns each input file must have, the
-paper's four zones, the statistics settings (``stats`` in the config) with the seeded generator of each
-table key, and the language of an eval set (which question-type buckets apply, which sets are parallel).
+The metrics, the zone x layer cells of a grid, the order of the variants, when zones count as the most
+damaging, the statistics settings (``stats`` in the config) with the seeded generator of each table key,
+and the language of an eval set (which question-type buckets apply, which sets are parallel). The
+tables' columns and the run keys are declared in :mod:`mrcbench.tables`.
 Shown nowhere on its own; every statistics section of the report depends on it.
 """
 
@@ -20,18 +21,8 @@ from mrcbench import zones
 from mrcbench.config import Stats
 
 METRICS = ("em", "f1")
-RUN_KEYS = ["model", "train_set", "eval_set"]
-CELL_KEYS = ["mode", "layer", "head", "zone"]
-GRID_COLUMNS = [*RUN_KEYS, "seed", "variant", *CELL_KEYS, "qid", "article", "em", "f1"]
-SCORES_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "question", "em", "f1"]
-ZONE_STATS_COLUMNS = [*RUN_KEYS, "seed", "qid", "article", "layer", "head", "row_zone", "col_zone", "mass"]
 
-#: The four zones of the paper, as (query row zone, key column zone) of ``zone_stats.parquet``.
-FOUR_ZONES: dict[str, tuple[str, str]] = dict(zones.ZONE_SIDES)
-ZONE_SHORT = {"question": "q", "passage": "p", "special": "s"}
-#: Zone order of the heatmaps (paper order, our extra zones first).
-ZONE_ORDER = list(zones.ZONE_ORDER)
-PAPER_ZONES = zones.PAPER_ZONES
+
 def layer_grid(frame: pd.DataFrame) -> pd.DataFrame:
     """The zone x layer cells of a grid or deltas table (mode ``layer``, all heads): the paper's grid."""
     if frame.empty or "mode" not in frame:

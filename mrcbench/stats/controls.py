@@ -5,11 +5,11 @@ masking it removes?
 (``null_<zone>`` cells of the grid, mode ``layer``, operator ``renorm``; :mod:`mrcbench.masking.nulls`), the paired
 per-question difference *zone minus null* on the questions whose null draw matched the zone's mass within the
 tolerance (the unmasked baseline cancels, so for F1 it is ΔF1(zone) − ΔF1(null)), for F1/EM and the
-continuous measure (:data:`mrcbench.grid.table.EFFECT_COLUMNS`), averaged over seeds and, for the null, over its
+continuous measure (:data:`mrcbench.tables.EFFECT_COLUMNS`), averaged over seeds and, for the null, over its
 draws. A cell is a *valid control* when at least ``stats.min_null_feasible_share`` of its questions matched;
 beside the contrast it records the zone's effect on the matched questions and on all of them, so a reader
 sees whether restricting the questions changes the zone's effect. Bootstrap CI and sign-flip p as for the
-deltas (:mod:`mrcbench.stats.paired`); Holm and BH over the valid cells of each (run, variant, metric).
+deltas (:mod:`mrcbench.stats.resampling`); Holm and BH over the valid cells of each (run, variant, metric).
 
 :func:`compute_operator_contrasts` (``operator_contrasts``): each non-``renorm`` operator minus ``renorm``
 per (zone, layer) cell, same statistics, one correction family per (run, variant, metric).
@@ -27,9 +27,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import METRICS, RUN_KEYS, StatsSettings, seeded_rng
-from mrcbench.stats.paired import ResamplingDesign, correct_pvalues, summarize_paired
-from mrcbench.zones import NULL_PREFIX, NULL_ZONES, null_of
+from mrcbench.stats.common import METRICS, StatsSettings, seeded_rng
+from mrcbench.stats.multiple_testing import correct_pvalues
+from mrcbench.stats.resampling import ResamplingDesign, summarize_paired
+from mrcbench.tables import CONTROL_EFFECTS, NULL_CONTRASTS, OPERATOR_CONTRASTS, RUN_KEYS, SPECIFICITY
+from mrcbench.zones import FOUR_ZONES, NULL_PREFIX, null_of
 
 PRIMARY_CONTINUOUS = "logprob_delta"
 """The primary continuous measure: mean of ``start_logprob_delta`` and ``end_logprob_delta`` per question
@@ -47,12 +49,6 @@ def with_primary_continuous(grid: pd.DataFrame) -> pd.DataFrame:
         grid = grid.assign(**{PRIMARY_CONTINUOUS: (grid["start_logprob_delta"] + grid["end_logprob_delta"]) / 2})
     return grid
 
-NULL_CONTRAST_COLUMNS = [
-    *RUN_KEYS, "variant", "layer", "zone", "metric", "n_questions", "n_grid_questions", "n_clusters", "resampling",
-    "test", "n_seeds", "null_draws", "zone_value", "null_value", "zone_delta", "zone_delta_all", "null_delta",
-    "difference", "ci_low", "ci_high", "p_value", "p_holm", "p_bh", "significant_holm", "significant_bh",
-    "removed_mass", "null_removed_mass", "mass_match", "feasible_fraction", "valid_control",
-]
 CONTRAST_FAMILY = [*RUN_KEYS, "variant", "metric"]
 
 
@@ -92,7 +88,7 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
     ``stats.min_null_feasible_share``; only valid cells enter the Holm/BH family (run, variant, metric), the
     others keep their numbers with no corrected p-value (no null control there).
     """
-    empty = pd.DataFrame(columns=NULL_CONTRAST_COLUMNS)
+    empty = NULL_CONTRASTS.empty()
     if grid is None or "null_draw" not in grid.columns:
         return empty
     grid = with_primary_continuous(grid)
@@ -107,7 +103,7 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
         if nulls.empty:
             continue
         nulls["zone"] = nulls["zone"].map(null_of)
-        own = run[run["zone"].isin(NULL_ZONES)]
+        own = run[run["zone"].isin(FOUR_ZONES)]
         metrics = [metric for metric in CONTRAST_METRICS if metric in run.columns]
         index = ["layer", "zone", "qid"]
         zone_values = own.groupby(index)[[*metrics, "removed_mass"]].mean()
@@ -170,22 +166,17 @@ def compute_null_contrasts(grid: pd.DataFrame | None, settings: StatsSettings) -
         [correct_pvalues(frame[valid], CONTRAST_FAMILY, settings.alpha),
          frame[~valid].assign(p_holm=np.nan, p_bh=np.nan, significant_holm=False, significant_bh=False)],
     ).sort_index().astype({"significant_holm": bool, "significant_bh": bool})
-    order = {zone: i for i, zone in enumerate(NULL_ZONES)}
+    order = {zone: i for i, zone in enumerate(FOUR_ZONES)}
     frame = frame.sort_values(
         [*CONTRAST_FAMILY, "layer", "zone"], key=lambda column: column.map(order) if column.name == "zone" else column
     )
-    return frame[NULL_CONTRAST_COLUMNS].reset_index(drop=True)
+    return frame[NULL_CONTRASTS.names].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------------
 # Operators against renorm
 # --------------------------------------------------------------------------------------------------
 
-OPERATOR_CONTRAST_COLUMNS = [
-    *RUN_KEYS, "variant", "operator", "layer", "zone", "metric", "n_questions", "n_clusters", "resampling",
-    "test", "n_seeds", "operator_value", "renorm_value", "operator_delta", "renorm_delta", "difference", "ci_low", "ci_high", "p_value",
-    "p_holm", "p_bh", "significant_holm", "significant_bh", "removed_mass",
-]
 OPERATOR_FAMILY = [*RUN_KEYS, "variant", "metric"]
 
 
@@ -234,7 +225,7 @@ def compute_operator_contrasts(grid: pd.DataFrame | None, settings: StatsSetting
     not the nulls) and metric, the paired per-question difference *operator minus renorm* (same questions,
     values averaged over seeds). Holm/BH within (run, variant, metric), apart from every other table's
     family. Empty when the grid has no operator but ``renorm``."""
-    empty = pd.DataFrame(columns=OPERATOR_CONTRAST_COLUMNS)
+    empty = OPERATOR_CONTRASTS.empty()
     if grid is None or "operator" not in grid.columns:
         return empty
     grid = with_primary_continuous(grid)
@@ -277,7 +268,7 @@ def compute_operator_contrasts(grid: pd.DataFrame | None, settings: StatsSetting
         return empty
     frame = correct_pvalues(pd.concat(rows, ignore_index=True), OPERATOR_FAMILY, settings.alpha)
     frame = frame.sort_values([*OPERATOR_FAMILY, "operator", "layer", "zone"])
-    return frame[OPERATOR_CONTRAST_COLUMNS].reset_index(drop=True)
+    return frame[OPERATOR_CONTRASTS.names].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,20 +296,6 @@ VERDICTS: dict[str, str] = {
 """The verdict codes of the ``specificity`` table, each judged at the zone's most damaging layer (by ΔF1);
 the report words them (:mod:`mrcbench.report.controls`)."""
 
-CONTROL_EFFECT_COLUMNS = [
-    *RUN_KEYS, "variant", "zone", "measure", "layer", "zone_delta", "zone_ci_low", "zone_ci_high", "zone_p_holm",
-    "n_questions", "null_valid", "feasible_fraction", "null_n_questions", "zone_delta_matched", "null_delta",
-    "null_difference", "null_ci_low", "null_ci_high", "null_p_holm", "uniform", "uniform_delta", "uniform_ci_low",
-    "uniform_ci_high", "uniform_p_holm", "uniform_minus_removal", "uniform_minus_ci_low", "uniform_minus_ci_high",
-    "uniform_minus_p_holm", "control", "verdict",
-]
-"""The ``control_effects`` table: per (run, variant, zone, measure, layer) the zone's own effect, its null's
-(on the matched questions) and uniform's, and the verdict in that layer (:func:`compute_control_effects`)."""
-
-SPECIFICITY_COLUMNS = [
-    *RUN_KEYS, "variant", "zone", "measure", "worst_layer", "n_layers", "null_valid_layers", "layers_exceeding",
-    "n_exceeding", *CONTROL_EFFECT_COLUMNS[CONTROL_EFFECT_COLUMNS.index("zone_delta"):],
-]
 SPECIFICITY_FAMILY = [*RUN_KEYS, "variant", "measure"]
 """Families of the own-effect tests this table adds (the zone's continuous effect, uniform's effect): every
 layer and zone of one run, variant and measure. The null contrasts keep ``null_contrasts``' family."""
@@ -391,7 +368,7 @@ def compute_control_effects(
     grid: pd.DataFrame | None, deltas: pd.DataFrame, null_contrasts: pd.DataFrame,
     operator_contrasts: pd.DataFrame, settings: StatsSettings,
 ) -> pd.DataFrame:
-    """The ``control_effects`` table: per (run, variant, zone of :data:`mrcbench.zones.NULL_ZONES`, measure of
+    """The ``control_effects`` table: per (run, variant, zone of :data:`mrcbench.zones.FOUR_ZONES`, measure of
     :data:`SPECIFICITY_MEASURES`, layer) the zone's controls side by side.
 
     * ``zone_delta``/CI/``zone_p_holm``: the zone's own (renorm) effect: ΔF1 from ``deltas``; the continuous
@@ -403,7 +380,7 @@ def compute_control_effects(
       uniform cells) and uniform minus removal (``operator_contrasts``).
     * ``control``/``verdict``: :func:`_verdict` (codes in :data:`VERDICTS`).
     """
-    empty = pd.DataFrame(columns=CONTROL_EFFECT_COLUMNS)
+    empty = CONTROL_EFFECTS.empty()
     if grid is None or deltas is None or deltas.empty:
         return empty
     null_contrasts = null_contrasts if null_contrasts is not None else pd.DataFrame()
@@ -413,7 +390,7 @@ def compute_control_effects(
         return empty
     grid = with_primary_continuous(grid)
     layer_deltas = deltas[(deltas["mode"].astype(str) == "layer") & (deltas["head"] == -1)
-                          & (deltas["metric"] == "f1") & deltas["zone"].isin(NULL_ZONES)]
+                          & (deltas["metric"] == "f1") & deltas["zone"].isin(FOUR_ZONES)]
     rows = []
     for key, zone_deltas in layer_deltas.groupby([*RUN_KEYS, "variant"], sort=True):
         run = _of_key(grid, key)
@@ -426,7 +403,7 @@ def compute_control_effects(
             renorm_tests = (_effect_tests(renorm, measure, articles, settings, ("specificity_own", *key))
                             if measure != "f1" else None)
             uniform_tests = _effect_tests(uniform, measure, articles, settings, ("specificity_uniform", *key))
-            for zone in NULL_ZONES:
+            for zone in FOUR_ZONES:
                 cells = zone_deltas[zone_deltas["zone"] == zone].dropna(subset=["delta"]).sort_values("layer")
                 for _, own in cells.iterrows():
                     layer = int(own["layer"])
@@ -470,7 +447,7 @@ def compute_control_effects(
                     rows.append(row)
     if not rows:
         return empty
-    return _sorted(pd.DataFrame(rows), ["layer"])[CONTROL_EFFECT_COLUMNS]
+    return _sorted(pd.DataFrame(rows), ["layer"])[CONTROL_EFFECTS.names]
 
 
 def compute_specificity(effects: pd.DataFrame, settings: StatsSettings) -> pd.DataFrame:
@@ -479,7 +456,7 @@ def compute_specificity(effects: pd.DataFrame, settings: StatsSettings) -> pd.Da
     to the lower layer, as in the ``headline`` table; both measures are judged there) with its controls and
     verdict, plus ``null_valid_layers`` (where the null is a valid control) and ``layers_exceeding`` (those of
     them where zone minus null is negative with Holm p < alpha)."""
-    empty = pd.DataFrame(columns=SPECIFICITY_COLUMNS)
+    empty = SPECIFICITY.empty()
     if effects is None or effects.empty:
         return empty
     rows = []
@@ -499,11 +476,11 @@ def compute_specificity(effects: pd.DataFrame, settings: StatsSettings) -> pd.Da
                          "n_exceeding": len(exceeding)})
     if not rows:
         return empty
-    return _sorted(pd.DataFrame(rows), [])[SPECIFICITY_COLUMNS]
+    return _sorted(pd.DataFrame(rows), [])[SPECIFICITY.names]
 
 
 def _sorted(frame: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
-    order = {zone: i for i, zone in enumerate(NULL_ZONES)}
+    order = {zone: i for i, zone in enumerate(FOUR_ZONES)}
     measure_order = {measure: i for i, measure in enumerate(SPECIFICITY_MEASURES)}
     return frame.sort_values(
         [*RUN_KEYS, "variant", "measure", "zone", *extra],

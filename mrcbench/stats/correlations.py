@@ -16,42 +16,12 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats as sps
 
-from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, StatsSettings, layer_grid
-from mrcbench.stats.paired import QuestionMatrix, adjusted_p_values
+from mrcbench.stats.common import StatsSettings, layer_grid
+from mrcbench.stats.deltas import QuestionMatrix
+from mrcbench.stats.multiple_testing import adjusted_p_values
+from mrcbench.tables import CORRELATIONS, RUN_KEYS
+from mrcbench.zones import FOUR_ZONES
 
-CORRELATION_COLUMNS = [
-    "analysis",
-    *RUN_KEYS,
-    "variant",
-    "zone",
-    "layer",
-    "metric",
-    "x_quantity",
-    "y_quantity",
-    "n",
-    "pearson_r",
-    "pearson_ci_low",
-    "pearson_ci_high",
-    "pearson_p",
-    "spearman_rho",
-    "spearman_ci_low",
-    "spearman_ci_high",
-    "spearman_p",
-    "ols_coef",
-    "ols_se_cluster",
-    "ols_p_cluster",
-    "ols_se_naive",
-    "ols_cov_type",
-    "n_clusters",
-    "pearson_p_holm",
-    "pearson_p_bh",
-    "spearman_p_holm",
-    "spearman_p_bh",
-    "ols_p_holm",
-    "ols_p_bh",
-    "significant_holm",
-    "significant_bh",
-]
 #: One correction family of correlations: the cells of one C2/C3 map or the zones of one C1 grid.
 CORRELATION_FAMILY = ["analysis", *RUN_KEYS, "variant", "metric", "x_quantity"]
 
@@ -184,19 +154,17 @@ def compute_correlations(
     zone_layer = pd.Series(dtype=float)
     if not zone_mass.empty:
         zone_layer = (
-            zone_mass[zone_mass["zone"].isin(list(FOUR_ZONES))]
+            zone_mass[zone_mass["zone"].isin(FOUR_ZONES)]
             .groupby([*RUN_KEYS, "zone", "layer"])["mass"]
             .mean()
         )
     layer_deltas = layer_grid(deltas)
     # C1
-    for (model, train_set, eval_set, variant, metric, zone), cells in layer_deltas.groupby(
+    for (*run, variant, metric, zone), cells in layer_deltas.groupby(
         [*RUN_KEYS, "variant", "metric", "zone"], sort=True
     ):
         keys = {
-            "model": model,
-            "train_set": train_set,
-            "eval_set": eval_set,
+            **dict(zip(RUN_KEYS, run, strict=True)),
             "variant": variant,
             "zone": zone,
             "layer": -1,
@@ -205,9 +173,9 @@ def compute_correlations(
         }
         cells = cells.sort_values("layer")
         drop = -cells["delta"].to_numpy(dtype=float)
-        if zone in FOUR_ZONES and (model, train_set, eval_set, zone) in zone_layer.index:
+        if zone in FOUR_ZONES and (*run, zone) in zone_layer.index:
             mass = (
-                zone_layer.loc[(model, train_set, eval_set, zone)]
+                zone_layer.loc[(*run, zone)]
                 .reindex(cells["layer"])
                 .to_numpy(dtype=float)
             )
@@ -226,7 +194,7 @@ def compute_correlations(
     seen_c2: set[tuple[str, ...]] = set()
     runs_with_mass = set() if layer_mass.empty else set(layer_mass.index.droplevel("qid"))
     for matrix in matrices:
-        run = (matrix.model, matrix.train_set, matrix.eval_set)
+        run = matrix.run
         if run not in runs_with_mass:
             continue
         mass = layer_mass.loc[run].reindex(matrix.qids)
@@ -234,9 +202,7 @@ def compute_correlations(
             seen_c2.add((*run, matrix.metric))
             for layer, zone in mass.columns:
                 keys = {
-                    "model": matrix.model,
-                    "train_set": matrix.train_set,
-                    "eval_set": matrix.eval_set,
+                    **dict(zip(RUN_KEYS, run, strict=True)),
                     "variant": "n/a",
                     "zone": zone,
                     "layer": int(layer),
@@ -258,9 +224,7 @@ def compute_correlations(
         drop = -matrix.delta
         for _, cell in matrix.layer_cells().iterrows():
             keys = {
-                "model": matrix.model,
-                "train_set": matrix.train_set,
-                "eval_set": matrix.eval_set,
+                **dict(zip(RUN_KEYS, run, strict=True)),
                 "variant": matrix.variant,
                 "zone": cell["zone"],
                 "layer": int(cell["layer"]),
@@ -291,7 +255,7 @@ def compute_correlations(
                     )
                 )
     # C1 rows have no OLS fit: their OLS columns stay empty (nullable integer for the cluster count).
-    table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    table = pd.DataFrame(rows, columns=CORRELATIONS.names)
     table = correct_correlation_pvalues(table, settings.alpha)
     return table.astype({"n": "Int64", "layer": "Int64", "n_clusters": "Int64"})
 
@@ -303,9 +267,10 @@ def correct_correlation_pvalues(table: pd.DataFrame, alpha: float) -> pd.DataFra
     """
     table = table.copy()
     if table.empty:
-        for column in CORRELATION_COLUMNS[CORRELATION_COLUMNS.index("pearson_p_holm"):]:
+        columns = CORRELATIONS.names
+        for column in columns[columns.index("pearson_p_holm"):]:
             table[column] = pd.Series(dtype=bool if column.startswith("significant") else float)
-        return table[CORRELATION_COLUMNS]
+        return table[columns]
     for raw, prefix in (("pearson_p", "pearson_p"), ("spearman_p", "spearman_p"), ("ols_p_cluster", "ols_p")):
         table[raw] = pd.to_numeric(table[raw], errors="coerce").astype(float)
         grouped = table.groupby(CORRELATION_FAMILY, dropna=False, sort=False)[raw]
@@ -313,4 +278,4 @@ def correct_correlation_pvalues(table: pd.DataFrame, alpha: float) -> pd.DataFra
         table[f"{prefix}_bh"] = grouped.transform(adjusted_p_values, "fdr_bh", alpha)
     table["significant_holm"] = table["pearson_p_holm"] < alpha
     table["significant_bh"] = table["pearson_p_bh"] < alpha
-    return table[CORRELATION_COLUMNS]
+    return table[CORRELATIONS.names]

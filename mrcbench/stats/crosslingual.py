@@ -15,50 +15,11 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.inter_rater import cohens_kappa
 
-from mrcbench.stats.common import CELL_KEYS, METRICS, StatsSettings, seeded_rng
+from mrcbench.stats.common import METRICS, StatsSettings, seeded_rng
 from mrcbench.stats.correlations import correlation_summary
-from mrcbench.stats.paired import QuestionMatrix, ResamplingDesign
-
-CROSS_RANK_COLUMNS = [
-    "model",
-    "train_set",
-    "variant",
-    "metric",
-    "eval_a",
-    "eval_b",
-    "language_a",
-    "language_b",
-    "n_shared_questions",
-    "qid_overlap",
-    "n_cells",
-    "kendall_tau",
-    "p_permutation",
-    "tau_ci_low",
-    "tau_ci_high",
-    "resampling",
-    "n_clusters",
-]
-CROSS_QUESTION_COLUMNS = [
-    "model",
-    "train_set",
-    "variant",
-    "metric",
-    "eval_a",
-    "eval_b",
-    "language_a",
-    "language_b",
-    *CELL_KEYS,
-    "n_questions",
-    "delta_a",
-    "delta_b",
-    "pearson_r",
-    "spearman_rho",
-    "hurt_rate_a",
-    "hurt_rate_b",
-    "hurt_agreement",
-    "cohen_kappa",
-]
-
+from mrcbench.stats.deltas import QuestionMatrix
+from mrcbench.stats.resampling import ResamplingDesign
+from mrcbench.tables import CELL_KEYS, CROSSLINGUAL_QUESTION, CROSSLINGUAL_QUESTION_SUMMARY, CROSSLINGUAL_RANK
 
 # --------------------------------------------------------------------------------------------------
 # Cross-lingual consistency (parallel eval sets, e.g. XQuAD)
@@ -146,7 +107,7 @@ def compute_crosslingual(
                 if len(shared) < 3:
                     continue
                 cells_a, cells_b = a.layer_cells(), b.layer_cells()
-                cells = cells_a.merge(cells_b, on=CELL_KEYS, suffixes=("_a", "_b"))
+                cells = cells_a.merge(cells_b, on=list(CELL_KEYS), suffixes=("_a", "_b"))
                 if cells.empty:
                     continue
                 rows_a, rows_b = a.qids.get_indexer(shared), b.qids.get_indexer(shared)
@@ -180,8 +141,8 @@ def compute_crosslingual(
                         }
                     )
     return (
-        pd.DataFrame(rank_rows, columns=CROSS_RANK_COLUMNS),
-        pd.DataFrame(question_rows, columns=CROSS_QUESTION_COLUMNS),
+        pd.DataFrame(rank_rows, columns=CROSSLINGUAL_RANK.names),
+        pd.DataFrame(question_rows, columns=CROSSLINGUAL_QUESTION.names),
     )
 
 
@@ -268,14 +229,14 @@ def _question_agreement(delta_a: np.ndarray, delta_b: np.ndarray) -> dict[str, A
     return out
 
 
-CROSS_QUESTION_SUMMARY_KEYS = ["model", "variant", "metric", "eval_a", "eval_b", "zone"]
+#: The averaged columns of ``crosslingual_question_summary`` (its other columns are the key).
 CROSS_QUESTION_SUMMARY_VALUES = ["pearson_r", "hurt_agreement", "cohen_kappa"]
 
 
 def summarise_question_agreement(question: pd.DataFrame) -> pd.DataFrame:
     """The per-question agreement of ``crosslingual_question`` averaged over layers, per zone."""
-    columns = [*CROSS_QUESTION_SUMMARY_KEYS, *CROSS_QUESTION_SUMMARY_VALUES]
+    columns = CROSSLINGUAL_QUESTION_SUMMARY.names
     if question.empty:
-        return pd.DataFrame(columns=columns)
-    return (question.groupby(CROSS_QUESTION_SUMMARY_KEYS, sort=True)[CROSS_QUESTION_SUMMARY_VALUES]
-            .mean().reset_index()[columns])
+        return CROSSLINGUAL_QUESTION_SUMMARY.empty()
+    keys = [column for column in columns if column not in CROSS_QUESTION_SUMMARY_VALUES]
+    return question.groupby(keys, sort=True)[CROSS_QUESTION_SUMMARY_VALUES].mean().reset_index()[columns]

@@ -11,38 +11,16 @@ from typing import Any
 
 import pandas as pd
 
-from mrcbench.stats.common import FOUR_ZONES, PAPER_ZONES, RUN_KEYS, TIE_TOLERANCE, layer_grid, real_top_zones
-
-HEADLINE_COLUMNS = [
-    *RUN_KEYS,
-    "variant",
-    "metric",
-    "rank",
-    "zone",
-    "layer",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_holm",
-    "p_bh",
-    "significant_holm",
-    "ci_excludes_zero",
-    "n_questions",
-    "n_clusters",
-    "resampling",
-    "n_layers",
-    "paper_zones",
-    "agrees_with_paper",
-    "verdict",
-]
-
+from mrcbench.stats.common import TIE_TOLERANCE, layer_grid, real_top_zones
+from mrcbench.tables import HEADLINE, RUN_KEYS
+from mrcbench.zones import FOUR_ZONES, PAPER_ZONES
 
 # --------------------------------------------------------------------------------------------------
 # The answer per leg: which zones hurt most when masked (the abstract)
 # --------------------------------------------------------------------------------------------------
 
 
-def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES), top: int = 2) -> pd.DataFrame:
+def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = FOUR_ZONES, top: int = 2) -> pd.DataFrame:
     """Per grid (model, train set, eval set, variant, metric): the ``top`` zones whose masking hurts most.
 
     A zone's damage is its most damaging single-layer cell (zone x layer, all heads): the most negative
@@ -61,11 +39,11 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
     * ``differs``: another zone is among the top two and at least one top drop is significant.
     """
     if deltas.empty:
-        return pd.DataFrame(columns=HEADLINE_COLUMNS)
+        return HEADLINE.empty()
     layer_cells = layer_grid(deltas)
     layer_cells = layer_cells[layer_cells["zone"].isin(list(zones))]
     rows: list[dict[str, Any]] = []
-    for (model, train_set, eval_set, variant, metric), grid in layer_cells.groupby(
+    for (*run, variant, metric), grid in layer_cells.groupby(
         [*RUN_KEYS, "variant", "metric"], sort=True
     ):
         grid = grid[grid["delta"].notna()]
@@ -89,9 +67,7 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
         for rank, (_, cell) in enumerate(worst.iterrows(), start=1):
             rows.append(
                 {
-                    "model": model,
-                    "train_set": train_set,
-                    "eval_set": eval_set,
+                    **dict(zip(RUN_KEYS, run, strict=True)),
                     "variant": variant,
                     "metric": metric,
                     "rank": rank,
@@ -113,4 +89,4 @@ def headline_zones(deltas: pd.DataFrame, zones: Sequence[str] = tuple(FOUR_ZONES
                     "verdict": verdict,
                 }
             )
-    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+    return pd.DataFrame(rows, columns=HEADLINE.names)

@@ -12,37 +12,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from mrcbench.stats import paper_reference
-from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_ORDER, StatsSettings, layer_grid, real_top_zones
-
-PAPER_COLUMNS = [
-    *RUN_KEYS,
-    "variant",
-    "metric",
-    "run_layers",
-    "paper_layers",
-    "zones_compared",
-    "n_cells",
-    "spearman_rho",
-    "spearman_p",
-    "pearson_r",
-    "top2_run",
-    "top2_paper",
-    "top2_agree",
-    "layer_mapping",
-    "model_difference",
-    "provenance",
-]
-PAPER_CELL_COLUMNS = [
-    *RUN_KEYS,
-    "variant",
-    "metric",
-    "layer",
-    "paper_layers",
-    "zone",
-    "run_delta",
-    "paper_delta",
-]
-
+from mrcbench.stats.common import StatsSettings, layer_grid, real_top_zones
+from mrcbench.tables import PAPER_COMPARISON, PAPER_COMPARISON_CELLS, RUN_KEYS
+from mrcbench.zones import FOUR_ZONES, ZONE_ORDER
 
 # --------------------------------------------------------------------------------------------------
 # Comparison with the paper's grid (docs/method.md §4)
@@ -89,9 +61,9 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
     paper_zones = set(paper["zone"])
     rows, cell_rows = [], []
     if deltas.empty:
-        return pd.DataFrame(columns=PAPER_COLUMNS), pd.DataFrame(columns=PAPER_CELL_COLUMNS)
+        return PAPER_COMPARISON.empty(), PAPER_COMPARISON_CELLS.empty()
     layer_cells = layer_grid(deltas)
-    for (model, train_set, eval_set, variant, metric), grid in layer_cells.groupby(
+    for (*run_key, variant, metric), grid in layer_cells.groupby(
         [*RUN_KEYS, "variant", "metric"], sort=True
     ):
         run_layers = int(grid["layer"].max()) + 1
@@ -115,7 +87,7 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
             result = sps.spearmanr(matched["delta"], matched["paper_delta"])
             rho, p = float(result.statistic), float(result.pvalue)
             pearson = float(np.corrcoef(matched["delta"], matched["paper_delta"])[0, 1])
-        four = matched[matched["zone"].isin(list(FOUR_ZONES))]
+        four = matched[matched["zone"].isin(FOUR_ZONES)]
         top_run = _top2(four, "delta")
         top_paper = _top2(four, "paper_delta")
         layer_mapping = (
@@ -126,11 +98,10 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
                 for layer, paper_layers in mapping.items()
             )
         )
+        model, train_set, eval_set = run_key
         rows.append(
             {
-                "model": model,
-                "train_set": train_set,
-                "eval_set": eval_set,
+                **dict(zip(RUN_KEYS, run_key, strict=True)),
                 "variant": variant,
                 "metric": metric,
                 "run_layers": run_layers,
@@ -157,8 +128,8 @@ def compare_with_paper(deltas: pd.DataFrame, settings: StatsSettings) -> tuple[p
         )
         cell_rows.append(
             matched.rename(columns={"delta": "run_delta"}).assign(
-                model=model, train_set=train_set, eval_set=eval_set, variant=variant, metric=metric
-            )[PAPER_CELL_COLUMNS]
+                **dict(zip(RUN_KEYS, run_key, strict=True)), variant=variant, metric=metric
+            )[PAPER_COMPARISON_CELLS.names]
         )
-    cells = pd.concat(cell_rows, ignore_index=True) if cell_rows else pd.DataFrame(columns=PAPER_CELL_COLUMNS)
-    return pd.DataFrame(rows, columns=PAPER_COLUMNS), cells
+    cells = pd.concat(cell_rows, ignore_index=True) if cell_rows else PAPER_COMPARISON_CELLS.empty()
+    return pd.DataFrame(rows, columns=PAPER_COMPARISON.names), cells

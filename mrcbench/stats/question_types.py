@@ -11,26 +11,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from mrcbench.stats.common import CELL_KEYS, RUN_KEYS, StatsSettings, seeded_rng
-from mrcbench.stats.paired import QuestionMatrix, summarize_paired
-
-QUESTION_TYPE_COLUMNS = [
-    *RUN_KEYS,
-    "language",
-    "variant",
-    "metric",
-    "bucket",
-    "n_questions",
-    "reported",
-    *CELL_KEYS,
-    "baseline",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "n_clusters",
-    "resampling",
-]
-
+from mrcbench.stats.common import StatsSettings, seeded_rng
+from mrcbench.stats.deltas import QuestionMatrix
+from mrcbench.stats.resampling import summarize_paired
+from mrcbench.tables import CELL_KEYS, QUESTION_TYPES, RUN_KEYS
 
 # --------------------------------------------------------------------------------------------------
 # Question types (docs/method.md §5, our buckets)
@@ -122,7 +106,7 @@ def compute_question_types(
     are too noisy to interpret (docs/method.md §5).
     """
     if questions is None or questions.empty:
-        return pd.DataFrame(columns=QUESTION_TYPE_COLUMNS)
+        return QUESTION_TYPES.empty()
     text = questions.drop_duplicates(["eval_set", "qid"]).set_index(["eval_set", "qid"])["question"]
     rows: list[pd.DataFrame] = []
     for matrix in matrices:
@@ -151,11 +135,9 @@ def compute_question_types(
                 seeded_rng(settings, "question_types", *matrix.key, bucket),
                 with_tests=False,
             )
-            table = cells[CELL_KEYS].reset_index(drop=True).copy()
+            table = cells[list(CELL_KEYS)].reset_index(drop=True).copy()
             table = table.assign(
-                model=matrix.model,
-                train_set=matrix.train_set,
-                eval_set=matrix.eval_set,
+                **dict(zip(RUN_KEYS, matrix.run, strict=True)),
                 language=language,
                 variant=matrix.variant,
                 metric=matrix.metric,
@@ -169,7 +151,7 @@ def compute_question_types(
                 n_clusters=sub_design.n_articles,
                 resampling=sub_design.unit,
             )
-            rows.append(table[QUESTION_TYPE_COLUMNS])
+            rows.append(table[QUESTION_TYPES.names])
     if not rows:
-        return pd.DataFrame(columns=QUESTION_TYPE_COLUMNS)
+        return QUESTION_TYPES.empty()
     return pd.concat(rows, ignore_index=True)

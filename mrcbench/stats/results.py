@@ -2,8 +2,9 @@
 
 Masking grids (``grid.parquet``), per-question scores (``scores.parquet``), zone statistics
 (``zone_stats.parquet``) and the official metrics (``metrics.json``) of every run under a results
-directory, refusing two files for one run; and the grid's answerable questions
-(:func:`answerable_grid`). Feeds every table of :mod:`mrcbench.stats.command`.
+directory, refusing two files for one run and a table whose columns differ from its declaration
+(:mod:`mrcbench.tables`); and the grid's answerable questions (:func:`answerable_grid`). Feeds every
+table of :mod:`mrcbench.stats.command`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from mrcbench.errors import MrcbenchError
 from mrcbench.runtime import layout
 from mrcbench.runtime.files import read_json, read_parquet
-from mrcbench.stats.common import GRID_COLUMNS, RUN_KEYS, SCORES_COLUMNS, ZONE_STATS_COLUMNS
+from mrcbench.tables import GRID, RUN_KEYS, RUN_SEED_KEYS, SCORES, ZONE_STATS, Table, run_columns
 from mrcbench.zones import NULL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class ResultTables:
     grid: pd.DataFrame | None
     scores: pd.DataFrame | None
     zone_stats: pd.DataFrame | None
-    official: pd.DataFrame  # model, train_set, eval_set, seed, official_em, official_f1
+    official: pd.DataFrame  # OFFICIAL_COLUMNS
     controls: pd.DataFrame | None = None  # the whole grid: every operator and the null cells
 
 
@@ -74,22 +75,21 @@ def _refuse_duplicate_runs(owner: dict[tuple, Path], keys: Iterable[tuple], path
     """One run's results in one file only: a second file holding the same run is a copy or a stray."""
     for key in keys:
         if key in owner and owner[key].resolve() != Path(path).resolve():
-            run = ", ".join(f"{name}={value}" for name, value in zip([*RUN_KEYS, "seed"], key, strict=True))
+            run = ", ".join(f"{name}={value}" for name, value in zip(RUN_SEED_KEYS, key, strict=True))
             raise MrcbenchError(f"{path} and {owner[key]} both hold the results of {run}: keep one of them")
         owner[key] = path
 
 
-def _read_parquets(paths: list[Path], required: list[str]) -> pd.DataFrame | None:
+def _read_parquets(paths: list[Path], table: Table) -> pd.DataFrame | None:
     frames = []
     owner: dict[tuple, Path] = {}
     seen: dict[Path, Path] = {}
     for path in paths:
         _refuse_repeated_file(seen, Path(path))
+    for path in paths:
         frame = read_parquet(path)
-        missing = [column for column in required if column not in frame.columns]
-        if missing:
-            raise MrcbenchError(f"{path}: missing column(s) {', '.join(missing)} (see docs/architecture.md)")
-        runs = frame[[*RUN_KEYS, "seed"]].drop_duplicates().itertuples(index=False, name=None)
+        table.check(frame, path)
+        runs = frame[list(RUN_SEED_KEYS)].drop_duplicates().itertuples(index=False, name=None)
         _refuse_duplicate_runs(owner, [tuple(str(value) for value in run) for run in runs], Path(path))
         frames.append(frame)
     if not frames:
@@ -97,6 +97,8 @@ def _read_parquets(paths: list[Path], required: list[str]) -> pd.DataFrame | Non
     return pd.concat(frames, ignore_index=True)
 
 
+#: The columns of :attr:`ResultTables.official`: a run's official-equivalent EM and F1 (``metrics.json``).
+OFFICIAL_COLUMNS = [*RUN_SEED_KEYS, "official_em", "official_f1"]
 _EM_KEYS = ("exact", "exact_match", "EM", "em")
 _F1_KEYS = ("f1", "F1")
 
@@ -109,32 +111,23 @@ def _official_metrics(paths: list[Path]) -> pd.DataFrame:
     seen: dict[Path, Path] = {}
     for path in map(Path, paths):
         _refuse_repeated_file(seen, path)
-        run = layout.parse(path, "predict", "metrics.json")
-        _refuse_duplicate_runs(owner, [(run["model"], run["train"], run["eval"], str(run["seed"]))], path)
+        run = run_columns(layout.parse(path, "predict", "metrics.json"))
+        _refuse_duplicate_runs(owner, [tuple(str(value) for value in run.values())], path)
         payload = read_json(path)
         em = next((payload[key] for key in _EM_KEYS if isinstance(payload.get(key), (int, float))), None)
         f1 = next((payload[key] for key in _F1_KEYS if isinstance(payload.get(key), (int, float))), None)
-        rows.append(
-            {
-                "model": run["model"],
-                "train_set": run["train"],
-                "eval_set": run["eval"],
-                "seed": run["seed"],
-                "official_em": em,
-                "official_f1": f1,
-            }
-        )
-    return pd.DataFrame(rows, columns=[*RUN_KEYS, "seed", "official_em", "official_f1"])
+        rows.append({**run, "official_em": em, "official_f1": f1})
+    return pd.DataFrame(rows, columns=OFFICIAL_COLUMNS)
 
 
 def load_results(results_dir: Path, files: ResultFiles | None = None) -> ResultTables:
     """Read ``files`` (default: every grid, score, zone-statistics and metrics file under ``results_dir``),
     refusing two files that hold the same run."""
     files = files or ResultFiles.discover(results_dir)
-    controls = _read_parquets(files.grids, GRID_COLUMNS)
+    controls = _read_parquets(files.grids, GRID)
     grid = paper_cells(controls)
-    scores = _read_parquets(files.scores, SCORES_COLUMNS)
-    zone_stats = _read_parquets(files.zone_stats, ZONE_STATS_COLUMNS)
+    scores = _read_parquets(files.scores, SCORES)
+    zone_stats = _read_parquets(files.zone_stats, ZONE_STATS)
     return ResultTables(
         grid=grid, scores=scores, zone_stats=zone_stats, official=_official_metrics(files.metrics),
         controls=controls,
@@ -143,12 +136,11 @@ def load_results(results_dir: Path, files: ResultFiles | None = None) -> ResultT
 
 def paper_cells(grid: pd.DataFrame | None) -> pd.DataFrame | None:
     """The grid's rows of the paper's operator (``renorm``) and zones: no other operator, no null
-    (``null_<zone>``) cells. Grids written before the operator column existed hold only those."""
+    (``null_<zone>``) cells."""
     if grid is None:
         return None
     keep = ~grid["zone"].astype(str).str.startswith(NULL_PREFIX)
-    if "operator" in grid.columns:
-        keep &= grid["operator"].astype(str) == "renorm"
+    keep &= grid["operator"].astype(str) == "renorm"
     return grid.loc[keep].reset_index(drop=True)
 
 

@@ -1,27 +1,18 @@
 """Attention mass per zone, layer and head, from the zone statistics.
 
 Writes the ``zone_mass`` table, shown in the report's "Attention mass by layer and head" section
-(drawn by :mod:`mrcbench.report.mass`), and the per-question layer mass the correlations use.
+(drawn by :mod:`mrcbench.report.zone_mass`), and the per-question layer mass the correlations use.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from mrcbench.stats.common import FOUR_ZONES, RUN_KEYS, ZONE_SHORT
+from mrcbench.tables import ATTENTION_SINKS, RUN_KEYS, SINK_ZONES, ZONE_MASS
+from mrcbench.zones import ZONE_SIDES
 
-ZONE_MASS_COLUMNS = [
-    *RUN_KEYS,
-    "layer",
-    "head",
-    "zone",
-    "row_zone",
-    "col_zone",
-    "mass",
-    "mass_seed_sd",
-    "n_seeds",
-    "n_questions",
-]
+#: The one-letter name of each row/column zone of the zone statistics in a zone name (``q2s``).
+ZONE_SHORT = {"question": "q", "passage": "p", "special": "s"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -41,7 +32,7 @@ def compute_zone_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
     ``mass_seed_sd`` is the spread of the per-seed means.
     """
     if zone_stats is None or zone_stats.empty:
-        return pd.DataFrame(columns=ZONE_MASS_COLUMNS)
+        return ZONE_MASS.empty()
     keys = [*RUN_KEYS, "layer", "head", "row_zone", "col_zone"]
     per_seed = zone_stats.groupby([*keys, "seed"], sort=True)["mass"].mean()
     grouped = per_seed.groupby(level=keys)
@@ -52,7 +43,7 @@ def compute_zone_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
     table = table.merge(counts, on=keys)
     table["zone"] = [_zone_name(r, c) for r, c in zip(table["row_zone"], table["col_zone"], strict=True)]
     table = table.astype({"layer": "int64", "head": "int64"})
-    return table[ZONE_MASS_COLUMNS]
+    return table[ZONE_MASS.names]
 
 
 def question_layer_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
@@ -62,7 +53,7 @@ def question_layer_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
     """
     if zone_stats is None or zone_stats.empty:
         return pd.DataFrame()
-    pairs = {pair: zone for zone, pair in FOUR_ZONES.items()}
+    pairs = {pair: zone for zone, pair in ZONE_SIDES.items()}
     frame = zone_stats[
         [(r, c) in pairs for r, c in zip(zone_stats["row_zone"], zone_stats["col_zone"], strict=True)]
     ]
@@ -73,18 +64,14 @@ def question_layer_mass(zone_stats: pd.DataFrame | None) -> pd.DataFrame:
     return mass.unstack(["layer", "zone"])
 
 
-#: Zones of the special-token sinks: question rows (q2s) and passage rows (p2s) on [CLS]/[SEP] columns.
-SINK_ZONES = ("q2s", "p2s")
-ATTENTION_SINK_COLUMNS = [*RUN_KEYS, *SINK_ZONES]
-
 
 def attention_sinks(zone_mass: pd.DataFrame) -> pd.DataFrame:
     """Mean mass on special tokens ([CLS]/[SEP]) of question rows (``q2s``) and passage rows (``p2s``)
     per run, over layers and heads (of the zone-mass table): the sinks that absorb the renormalised mass
     when a zone is blanked."""
     if zone_mass.empty:
-        return pd.DataFrame(columns=ATTENTION_SINK_COLUMNS)
+        return ATTENTION_SINKS.empty()
     sinks = (zone_mass[zone_mass["zone"].isin(SINK_ZONES)]
              .groupby([*RUN_KEYS, "zone"], sort=True)["mass"].mean().unstack("zone"))
     sinks = sinks.reindex(columns=list(SINK_ZONES)).rename_axis(columns=None).reset_index()
-    return sinks[ATTENTION_SINK_COLUMNS]
+    return sinks[ATTENTION_SINKS.names]

@@ -11,12 +11,13 @@ from torch import nn
 from mrcbench.errors import MrcbenchError
 from mrcbench.grid.cells import BASELINE, Cell, grid_cells
 from mrcbench.grid.run import run_grid, run_grid_naive
-from mrcbench.grid.table import EFFECT_COLUMNS, GRID_COLUMNS, ablate
+from mrcbench.grid.table import ablate
 from mrcbench.masking.controller import ZoneAttention
 from mrcbench.masking.nulls import NullSettings
 from mrcbench.masking.plan import MaskPlan
 from mrcbench.qa.decoding import Predictions
 from mrcbench.qa.features import EvalFeatures
+from mrcbench.tables import EFFECT_COLUMNS, GRID_COLUMNS
 from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
 
 from support.grids import ARCHS, N_HEADS, N_LAYERS, _one_thread, make_batches, tiny_model  # noqa: F401 (autouse fixture)

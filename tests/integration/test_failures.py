@@ -11,6 +11,7 @@ import pytest
 
 from mrcbench import config as cfg
 from mrcbench import report, stats
+from mrcbench.tables import STATS_TABLES
 
 from support import REPO_ROOT
 
@@ -101,7 +102,7 @@ def test_abstract_of_a_flat_grid_names_no_cell_and_prints_no_nan(tmp_path):
     flat_em = _deltas({}, n_layers=12, metric="em")
     deltas = pd.concat([flat, flat_em], ignore_index=True)
     paper, _ = stats.paper_comparison.compare_with_paper(deltas, FAST)
-    tables = {name: pd.DataFrame() for name in stats.command.TABLES}
+    tables = {name: pd.DataFrame() for name in STATS_TABLES}
     rank = pd.DataFrame({"metric": ["f1"], "kendall_tau": [np.nan]})  # a flat profile has no tau
     tables.update(deltas=deltas, paper_comparison=paper, headline=stats.headline.headline_zones(deltas),
                   crosslingual_rank=rank)
@@ -435,11 +436,9 @@ def test_report_interrupted_is_one_line_and_leaves_no_kernel(tmp_path, signum, s
 
     qmd = tmp_path / "slow.qmd"
     qmd.write_text(SLOW_QMD)
-    from mrcbench.stats.command import TABLES
-
     stats = tmp_path / "results" / "stats"
     stats.mkdir(parents=True)
-    for table in TABLES:  # `mrcbench report` checks every table the report reads before rendering
+    for table in STATS_TABLES:  # `mrcbench report` checks every table the report reads before rendering
         pd.DataFrame({"x": []}).to_parquet(stats / f"{table}.parquet")
     (stats / "settings.json").write_text("{}")
     mark = tmp_path / "kernel.pid"

@@ -16,6 +16,7 @@ from mrcbench.cli import main as cli
 from mrcbench.provenance import environment, manifest
 from mrcbench.report import appendix
 from mrcbench.runtime import kernels
+from mrcbench.tables import STATS_TABLES
 
 from support import REPO_ROOT
 from support.synthetic_results import write_synthetic_results
@@ -195,7 +196,7 @@ def test_statistics_are_byte_identical_on_rerun(tmp_path, capsys):
     stats.command.run_stats(results, first)
     stats.command.run_stats(results, second)
     rows = manifest.result_files(first.parent)
-    assert len(rows) >= 2 * len(stats.command.TABLES)
+    assert len(rows) >= 2 * len(STATS_TABLES)
     assert compare(capsys, first.parent, second.parent) == (0, "identical\n")
 
 
@@ -231,7 +232,7 @@ def test_the_smoke_run_ends_with_its_manifest(smoke_run, capsys):
     written = json.loads((results / "manifest.json").read_text(encoding="utf-8"))
     paths = {row["path"] for row in written["files"]}
     assert paths == {row["path"] for row in manifest.result_files(results)}
-    assert {f"stats/{name}.parquet" for name in stats.command.TABLES} <= paths
+    assert {f"stats/{name}.parquet" for name in STATS_TABLES} <= paths
     assert any(path.endswith("checkpoint/model.safetensors") for path in paths)
     assert not any(path.startswith(("logs/", "benchmarks/")) for path in paths)
     assert written["environment"]["precision"] == "fp32"

@@ -416,7 +416,7 @@ def _headline(effects: dict[tuple[str, int], float], eval_set: str = "dev", n_ar
                                         "qid": qids, "article": articles, "em": 0.0, "f1": masked,
                                         "removed_mass": 0.5}))
     settings = cfg.stats_config({"stats": {"seed": 1, "bootstrap": 500, "permutations": 1999}})
-    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(pd.concat(frames)), settings)
+    deltas, _ = stats.deltas.compute_deltas(stats.deltas.build_question_matrices(pd.concat(frames)), settings)
     return stats.headline.headline_zones(deltas)
 
 
@@ -463,7 +463,7 @@ def _control_tables(grid=None, uniform: bool = True) -> dict[str, pd.DataFrame]:
     from support.planted_controls import FINE, grid_with_controls
 
     grid = grid_with_controls(uniform=uniform) if grid is None else grid
-    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(stats.results.paper_cells(grid)),
+    deltas, _ = stats.deltas.compute_deltas(stats.deltas.build_question_matrices(stats.results.paper_cells(grid)),
                                             FINE)
     nulls = stats.controls.compute_null_contrasts(grid, FINE)
     operators = stats.controls.compute_operator_contrasts(grid, FINE)

@@ -1,7 +1,7 @@
 """A small, schema-correct ``results/`` tree with planted effects, for the stats and report tests.
 
-The files follow docs/architecture.md (scores.parquet, metrics.json, zone_stats.parquet,
-case_studies.npz/json, grid.parquet) plus the side files the report reads (config.resolved.yaml,
+The files follow docs/output.md (scores.parquet, metrics.json, zone_stats.parquet, case_studies.npz/json,
+grid.parquet; each table with the columns and dtypes :mod:`mrcbench.tables` declares) plus the side files the report reads (config.resolved.yaml,
 benchmark TSVs, data summaries, provenance). The numbers are generated, not real, but they carry
 structure the statistics must find:
 
@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from mrcbench.runtime import layout
+from mrcbench.tables import GRID, SCORES
 
 MODEL = "tiny-bert"
 TRAIN_SET = "squad_train"
@@ -127,7 +128,7 @@ def _grid_and_scores(
     base_f1 = np.where(correct, 100.0, np.round(rng.uniform(0, 80, n), 1))
     base_em = np.where(base_f1 == 100.0, 100.0, 0.0)
     keys = {"model": MODEL, "train_set": TRAIN_SET, "eval_set": spec.name, "seed": seed}
-    scores = questions.assign(**keys, has_answer=True, predicted=True, em=base_em, f1=base_f1)
+    scores = questions.assign(**keys, has_answer=True, predicted=True, em=base_em, f1=base_f1)[SCORES.names]
 
     head_mean = masses.mean(axis=2)  # [q, layer, row, col]
     zone_index = {"q2q": (0, 0), "q2p": (0, 1), "p2q": (1, 0), "p2p": (1, 1)}
@@ -144,6 +145,7 @@ def _grid_and_scores(
                 em=base_em,
                 f1=base_f1,
                 removed_mass=0.0,
+                **_effects(np.zeros(n)),
             )
         )
         cells = [("layer", layer, -1, zone) for layer in range(n_layers) for zone in ZONES]
@@ -182,26 +184,19 @@ def _grid_and_scores(
                     em=em,
                     f1=f1,
                     removed_mass=mass,
+                    **_effects((f1 - base_f1) / 100.0),
                 )
             )
-    grid = pd.concat(frames, ignore_index=True)
-    columns = [
-        "model",
-        "train_set",
-        "eval_set",
-        "seed",
-        "variant",
-        "mode",
-        "layer",
-        "head",
-        "zone",
-        "qid",
-        "article",
-        "em",
-        "f1",
-        "removed_mass",
-    ]
-    return grid[columns], scores
+    grid = pd.concat(frames, ignore_index=True).assign(
+        operator="renorm", null_draw=-1, mass_match=np.nan, null_feasible=pd.NA, null_seed=-1, precision="fp32"
+    )
+    return grid.astype({"null_feasible": "boolean"})[GRID.names], scores
+
+
+def _effects(change: np.ndarray) -> dict[str, np.ndarray]:
+    """A continuous effect measure that follows the F1 change (log-probability down, KL up)."""
+    return {"start_logprob_delta": change, "end_logprob_delta": change, "start_kl": np.abs(change),
+            "end_kl": np.abs(change)}
 
 
 def _zone_stats(spec: EvalSpec, questions: pd.DataFrame, masses: np.ndarray, seed: int) -> pd.DataFrame:
@@ -209,19 +204,21 @@ def _zone_stats(spec: EvalSpec, questions: pd.DataFrame, masses: np.ndarray, see
     q, layer, head, row, col = np.meshgrid(
         np.arange(n), np.arange(n_layers), np.arange(n_heads), np.arange(3), np.arange(3), indexing="ij"
     )
+    size = q.size
     frame = pd.DataFrame(
         {
-            "model": MODEL,
-            "train_set": TRAIN_SET,
-            "eval_set": spec.name,
+            "model": pd.Categorical([MODEL] * size),
+            "train_set": pd.Categorical([TRAIN_SET] * size),
+            "eval_set": pd.Categorical([spec.name] * size),
             "seed": seed,
-            "qid": questions["qid"].to_numpy()[q.ravel()],
-            "article": questions["article"].to_numpy()[q.ravel()],
-            "layer": layer.ravel(),
-            "head": head.ravel(),
-            "row_zone": np.array(ROW_ZONES)[row.ravel()],
-            "col_zone": np.array(ROW_ZONES)[col.ravel()],
+            "qid": pd.Categorical(questions["qid"].to_numpy()[q.ravel()]),
+            "article": pd.Categorical(questions["article"].to_numpy()[q.ravel()]),
+            "layer": layer.ravel().astype(np.int16),
+            "head": head.ravel().astype(np.int16),
+            "row_zone": pd.Categorical.from_codes(row.ravel(), ROW_ZONES),
+            "col_zone": pd.Categorical.from_codes(col.ravel(), ROW_ZONES),
             "mass": masses.ravel(),
+            "precision": "fp32",
         }
     )
     return frame

@@ -1,14 +1,15 @@
 """Zone minus size-matched null contrasts (mrcbench.stats.controls) on a synthetic grid."""
 import numpy as np
 
-from mrcbench.stats.controls import NULL_CONTRAST_COLUMNS, compute_null_contrasts
+from mrcbench import tables
+from mrcbench.stats.controls import compute_null_contrasts
 
 from support.planted_controls import FAST, FINE, grid_with_controls, planted_grid, synthetic_grid
 
 
 def test_zone_minus_null_per_cell_with_feasibility():
     table = compute_null_contrasts(synthetic_grid(), FAST)
-    assert list(table.columns) == NULL_CONTRAST_COLUMNS
+    tables.NULL_CONTRASTS.check(table, "null_contrasts")
     f1 = table[table.metric == "f1"].set_index(["layer", "zone"])
     assert set(f1.index) == {(0, "p2q"), (1, "p2q"), (0, "q2q"), (1, "q2q")}
     assert f1.loc[(0, "p2q"), "difference"] < -15 and f1.loc[(0, "p2q"), "p_holm"] < 0.05
@@ -33,10 +34,10 @@ def test_no_nulls_no_rows():
 
 
 def test_operator_contrasts_each_operator_minus_renorm():
-    from mrcbench.stats.controls import OPERATOR_CONTRAST_COLUMNS, compute_operator_contrasts
+    from mrcbench.stats.controls import compute_operator_contrasts
 
     table = compute_operator_contrasts(grid_with_controls(), FINE)
-    assert list(table.columns) == OPERATOR_CONTRAST_COLUMNS
+    tables.OPERATOR_CONTRASTS.check(table, "operator_contrasts")
     assert set(table["operator"]) == {"zero", "uniform"} and not table["zone"].str.startswith("null_").any()
     f1 = table[table.metric == "f1"].set_index(["operator", "layer", "zone"])
     assert len(f1) == 2 * 2 * 3
@@ -59,7 +60,7 @@ def specificity_of(grid, settings=FINE):
         compute_operator_contrasts,
         compute_specificity,
     )
-    from mrcbench.stats.paired import build_question_matrices, compute_deltas
+    from mrcbench.stats.deltas import build_question_matrices, compute_deltas
     from mrcbench.stats.results import paper_cells
 
     deltas, _ = compute_deltas(build_question_matrices(paper_cells(grid)), settings)
@@ -69,10 +70,8 @@ def specificity_of(grid, settings=FINE):
 
 
 def test_specificity_judges_each_zone_at_its_most_damaging_layer():
-    from mrcbench.stats.controls import SPECIFICITY_COLUMNS
-
     table = specificity_of(grid_with_controls())
-    assert list(table.columns) == SPECIFICITY_COLUMNS
+    tables.SPECIFICITY.check(table, "specificity")
     rows = table.set_index(["zone", "measure"])
     assert set(rows.index) == {(z, m) for z in ("p2q", "q2p", "p2p") for m in ("f1", "logprob_delta")}
     for measure in ("f1", "logprob_delta"):

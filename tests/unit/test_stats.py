@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from mrcbench import config as cfg
-from mrcbench import stats
+from mrcbench import stats, tables
 from mrcbench.errors import MrcbenchError
 
 from support.synthetic_results import write_synthetic_results
@@ -88,7 +88,7 @@ def planted_grid(
 
 
 def deltas_for(grid: pd.DataFrame, settings: stats.common.StatsSettings = FAST) -> pd.DataFrame:
-    deltas, _ = stats.paired.compute_deltas(stats.paired.build_question_matrices(grid), settings)
+    deltas, _ = stats.deltas.compute_deltas(stats.deltas.build_question_matrices(grid), settings)
     return deltas
 
 
@@ -171,7 +171,7 @@ def test_min_clusters_setting_decides_the_unit():
     assert cfg.stats_config({"stats": {"min_clusters": 3}}).min_clusters == 3
     assert cfg.stats_config({}).min_clusters == 10
     # Subsets (question-type buckets) follow the same rule.
-    design = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60, min_clusters=10)
+    design = stats.resampling.ResamplingDesign.from_articles(np.repeat(np.arange(12), 5), 60, min_clusters=10)
     assert design.unit == "article" and design.n_articles == 12
     small = design.subset(np.arange(20))  # 4 articles
     assert small.unit == "question" and small.n_articles == 4 and small.n_clusters == 20
@@ -198,8 +198,8 @@ def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
         rng = np.random.default_rng(trial)
         articles = np.repeat(np.arange(15), 8)
         values = (rng.normal(-3.0, 5.0, 120) + np.repeat(rng.normal(0, 2.0, 15), 8))[:, None]
-        design = stats.paired.ResamplingDesign.from_articles(articles, 120, min_clusters=10)
-        summary = stats.paired.summarize_paired(values, design, settings, rng, with_tests=False)
+        design = stats.resampling.ResamplingDesign.from_articles(articles, 120, min_clusters=10)
+        summary = stats.resampling.summarize_paired(values, design, settings, rng, with_tests=False)
         covered += summary.ci_low[0] <= -3.0 <= summary.ci_high[0]
         widths.append(summary.ci_high[0] - summary.ci_low[0])
     # Coverage near 95%, and an interval as wide as the clustered design implies: the standard error
@@ -211,15 +211,15 @@ def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
 
 
 def test_sign_flip_exact_and_monte_carlo_p_values():
-    design = stats.paired.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4, min_clusters=2)
+    design = stats.resampling.ResamplingDesign.from_articles(["a", "a", "b", "c"], 4, min_clusters=2)
     values = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
-    p, test = stats.paired.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
+    p, test = stats.resampling.sign_flip_pvalues(values, design, n_permutations=99, rng=np.random.default_rng(0))
     # Three clusters, all positive: only the identity and the full flip reach |sum| = 7 -> 2/8.
     assert test.startswith("sign-flip, exact") and p[0] == pytest.approx(0.25)
     assert p[1] == pytest.approx(1.0)  # all-zero deltas
-    many = stats.paired.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120, min_clusters=10)
+    many = stats.resampling.ResamplingDesign.from_articles(np.repeat(np.arange(40), 3), 120, min_clusters=10)
     shifted = np.random.default_rng(1).normal(2.0, 1.0, (120, 1))
-    p, test = stats.paired.sign_flip_pvalues(shifted, many, n_permutations=999, rng=np.random.default_rng(2))
+    p, test = stats.resampling.sign_flip_pvalues(shifted, many, n_permutations=999, rng=np.random.default_rng(2))
     assert "999 random" in test and p[0] == pytest.approx(1 / 1000)
 
 
@@ -230,13 +230,13 @@ def test_holm_adjustment_equals_statsmodels():
     for size in (1, 2, 7, 60):
         p = rng.uniform(0, 0.2, size) ** 2
         p[: size // 3] = p[0]  # ties
-        assert stats.paired.holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
+        assert stats.multiple_testing.holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
 
 
 def test_wilcoxon_is_one_for_all_zero_columns_and_matches_scipy_otherwise():
     rng = np.random.default_rng(4)
     values = np.column_stack([np.zeros(30), rng.normal(1.0, 1.0, 30)])
-    p = stats.paired.wilcoxon_pvalues(values)
+    p = stats.resampling.wilcoxon_pvalues(values)
     assert p[0] == 1.0
     assert p[1] == pytest.approx(sps.wilcoxon(values[:, 1], zero_method="pratt").pvalue)
 
@@ -269,15 +269,15 @@ def test_wilcoxon_equals_scipy_to_the_last_bit_on_every_path():
             values = rng.integers(-3, 4, size=(n, columns)) * rng.choice([1.0, 0.5, 1 / 3])
         if trial % 7 == 0:
             values[:, 0] = 0.0
-        permutation_cases += stats.paired.wilcoxon_takes_permutation_path(values[:, np.any(values != 0, axis=0)])
-        assert np.array_equal(stats.paired.wilcoxon_pvalues(values), _scipy_wilcoxon_pvalues(values)), (n, values)
+        permutation_cases += stats.resampling.wilcoxon_takes_permutation_path(values[:, np.any(values != 0, axis=0)])
+        assert np.array_equal(stats.resampling.wilcoxon_pvalues(values), _scipy_wilcoxon_pvalues(values)), (n, values)
     assert permutation_cases >= 30
 
 
 def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
     grid = planted_grid(effects={("p2p", 1): -10.0}, seeds={1: 2.0, 2: 0.0, 3: -2.0}, noise_sd=0.0)
-    matrices = stats.paired.build_question_matrices(grid)
-    deltas, seed_rows = stats.paired.compute_deltas(matrices, FAST)
+    matrices = stats.deltas.build_question_matrices(grid)
+    deltas, seed_rows = stats.deltas.compute_deltas(matrices, FAST)
     cell = f1_cell(deltas, "p2p", 1)
     assert cell["n_seeds"] == 3
     assert cell["delta"] == pytest.approx(-10.0)
@@ -292,7 +292,7 @@ def test_seed_spread_of_deltas_and_baselines_on_three_seeds():
     scores = base.drop(columns=["variant", "mode", "layer", "head", "zone", "removed_mass"]).assign(
         question="What is it?"
     )
-    no_official = pd.DataFrame(columns=[*stats.common.RUN_KEYS, "seed", "official_em", "official_f1"])
+    no_official = pd.DataFrame(columns=stats.results.OFFICIAL_COLUMNS)
     tables = stats.results.ResultTables(grid=grid, scores=scores, zone_stats=None, official=no_official)
     baselines, baseline_seeds = stats.baselines.compute_baselines(tables, None, FAST)
     f1 = baselines[baselines["metric"] == "f1"].iloc[0]
@@ -384,8 +384,8 @@ def test_c1_and_c3_find_planted_relations_between_mass_and_damage():
             )
         )
     grid, zone_stats = pd.concat(rows), pd.concat(zone_rows)
-    matrices = stats.paired.build_question_matrices(grid)
-    deltas, _ = stats.paired.compute_deltas(matrices, FAST)
+    matrices = stats.deltas.build_question_matrices(grid)
+    deltas, _ = stats.deltas.compute_deltas(matrices, FAST)
     correlations = stats.correlations.compute_correlations(
         matrices, deltas, stats.zone_mass.compute_zone_mass(zone_stats), stats.zone_mass.question_layer_mass(zone_stats), FAST
     )
@@ -422,7 +422,7 @@ def test_correlation_p_values_are_corrected_within_each_family(synthetic_stats):
             assert (holm >= bh - 1e-12).all() and (bh >= p - 1e-12).all() and (holm <= 1).all()
             order = np.argsort(p, kind="stable")
             assert (np.diff(holm[order]) >= -1e-12).all() and (np.diff(bh[order]) >= -1e-12).all()
-            assert holm == pytest.approx(stats.paired.holm_adjust(p))
+            assert holm == pytest.approx(stats.multiple_testing.holm_adjust(p))
             sizes.append(len(rows))
         assert (family["significant_holm"] == (family["pearson_p_holm"] < 0.05)).all()
     # The families are the maps of layer x zone cells, so the corrections are not the identity.
@@ -459,7 +459,7 @@ def test_headline_without_effect_and_with_other_zones():
     # ALL is the union of the zones and does not compete.
     union = headline_for(planted_grid(effects={("all", 2): -30.0, ("p2q", 1): -9.0, ("p2p", 3): -8.0}))
     assert "all" not in set(union["zone"]) and set(union["zone"]) == {"p2q", "p2p"}
-    assert stats.headline.headline_zones(pd.DataFrame(columns=stats.paired.DELTA_COLUMNS)).empty
+    assert stats.headline.headline_zones(tables.DELTAS.empty()).empty
 
 
 def test_headline_table_of_the_synthetic_tree(synthetic_stats):
@@ -492,7 +492,7 @@ def test_identical_profiles_across_languages_give_tau_one():
     )
     chinese = english.assign(eval_set="xquad_zh")
     other = planted_grid(eval_set="squad_dev", qid_prefix="s")  # different questions: not parallel
-    matrices = stats.paired.build_question_matrices(pd.concat([english, chinese, other]))
+    matrices = stats.deltas.build_question_matrices(pd.concat([english, chinese, other]))
     languages = {"xquad_en": "en", "xquad_zh": "zh", "squad_dev": "en"}
     rank, question = stats.crosslingual.compute_crosslingual(matrices, None, languages, FAST)
     assert set(zip(rank["eval_a"], rank["eval_b"], strict=True)) == {("xquad_en", "xquad_zh")}
@@ -509,7 +509,7 @@ def test_identical_profiles_across_languages_give_tau_one():
 def test_unrelated_profiles_give_tau_near_zero():
     english = planted_grid(eval_set="xquad_en", noise_sd=8.0, rng_seed=1)
     chinese = planted_grid(eval_set="xquad_zh", noise_sd=8.0, rng_seed=2)
-    matrices = stats.paired.build_question_matrices(pd.concat([english, chinese]))
+    matrices = stats.deltas.build_question_matrices(pd.concat([english, chinese]))
     rank, _ = stats.crosslingual.compute_crosslingual(matrices, None, {}, FAST)
     f1 = rank[rank["metric"] == "f1"].iloc[0]
     assert abs(f1["kendall_tau"]) < 0.35 and f1["p_permutation"] > 0.01
@@ -579,7 +579,7 @@ def test_question_type_table_marks_small_buckets():
     questions = pd.DataFrame({"eval_set": "dev", "qid": qids, "question": texts})
     settings = cfg.stats_config({"stats": {"seed": 1, "bootstrap": 200, "min_bucket_size": 30}})
     table = stats.question_types.compute_question_types(
-        stats.paired.build_question_matrices(grid), questions, {"dev": "en"}, settings
+        stats.deltas.build_question_matrices(grid), questions, {"dev": "en"}, settings
     )
     sizes = table.drop_duplicates(["bucket"]).set_index("bucket")["n_questions"].to_dict()
     assert sizes == {"what": 40, "who": 20}
@@ -640,14 +640,38 @@ def synthetic_stats(tmp_path_factory):
 def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     results, written = synthetic_stats
     names = {path.name for path in written}
-    assert len(stats.command.TABLES) == 17
-    for table in stats.command.TABLES:
+    assert len(tables.STATS_TABLES) == 17
+    for table in tables.STATS_TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         # the synthetic grids have no null cells (ablation.null_draws 0) and no operator but renorm: the
         # controls' tables are written empty (their content: tests/test_controls.py)
         empty = pd.read_parquet(results / "stats" / f"{table}.parquet").empty
         assert empty == (table in ("null_contrasts", "operator_contrasts", "control_effects", "specificity")), table
     assert "settings.json" in names
+
+
+def test_every_table_written_matches_its_declaration(synthetic_stats):
+    """What mrcbench stats writes, read back, is what mrcbench/tables.py declares (non-empty tables with
+    their dtypes, the empty ones with their columns)."""
+    results, _ = synthetic_stats
+    for name, table in tables.STATS_TABLES.items():
+        table.check(pd.read_parquet(results / "stats" / f"{name}.parquet"), name)
+        assert list(pd.read_csv(results / "stats" / f"{name}.csv").columns) == table.names, name
+
+
+def test_the_stats_command_refuses_a_table_unlike_its_declaration_and_writes_none(tmp_path, synthetic_stats,
+                                                                                   monkeypatch):
+    results, _ = synthetic_stats
+    config = cfg.load(results / "config.resolved.yaml")
+    config["stats"] = {**config["stats"], "bootstrap": 20, "permutations": 19}
+    real = stats.command.headline_zones
+    monkeypatch.setattr(stats.command, "headline_zones", lambda deltas: real(deltas).astype({"rank": float}))
+    out = tmp_path / "stats"
+    with pytest.raises(MrcbenchError) as caught:
+        stats.command.run_stats(results, out, config)
+    assert str(caught.value) == (f"{out / 'headline.parquet'}: column 'rank' is float64, expected int64 "
+                                 "(the headline.parquet table of mrcbench/tables.py)")
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_run_stats_finds_the_planted_cells_of_the_synthetic_tree(synthetic_stats):
@@ -679,7 +703,7 @@ def test_cli_main_and_user_errors(tmp_path, synthetic_stats):
     broken = tmp_path / "broken" / "ablation" / "m" / "t" / "seed1" / "dev"
     broken.mkdir(parents=True)
     pd.DataFrame({"model": ["m"], "qid": ["q"]}).to_parquet(broken / "grid.parquet")
-    with pytest.raises(MrcbenchError, match=r"grid\.parquet: missing column"):
+    with pytest.raises(MrcbenchError, match=r"grid\.parquet: no column 'train_set' \(the grid\.parquet table"):
         stats.command.run_stats(tmp_path / "broken", out)
 
 
@@ -709,7 +733,7 @@ def test_a_stray_run_folder_beside_the_declared_files_changes_no_table(tmp_path,
             frame["seed"] = 9
             frame.to_parquet(parquet)
     assert stats.command.main(["--results", str(copy), "--out", str(copy / "stats"), *declared]) == 0
-    for table in stats.command.TABLES:
+    for table in tables.STATS_TABLES:
         pd.testing.assert_frame_equal(pd.read_parquet(copy / "stats" / f"{table}.parquet"),
                                       pd.read_parquet(results / "stats" / f"{table}.parquet"), obj=table)
     # Globbing the whole folder would have mixed the stray seed in.

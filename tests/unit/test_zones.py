@@ -222,17 +222,13 @@ def test_the_schema_enums_are_the_zone_vocabulary():
 
 def test_every_zone_has_a_label_and_the_four_zones_their_sides():
     from mrcbench import zones
-    from mrcbench.report import blocks
-    from mrcbench.stats import common, paper_reference
+    from mrcbench.stats import paper_reference
 
     assert set(zones.ZONE_LABELS) == set(zones.ALL_ZONE_OPTIONS)
-    assert tuple(zones.ZONE_SIDES) == zones.FOUR_ZONES == zones.NULL_ZONES
+    assert tuple(zones.ZONE_SIDES) == zones.FOUR_ZONES
     assert set(zones.ZONES) == {*zones.FOUR_ZONES, "all"}
     assert set(zones.PAPER_COLUMNS.values()) == {"all_paper_quirk", *zones.FOUR_ZONES}
     assert all(side in zones.STAT_ZONES for sides in zones.ZONE_SIDES.values() for side in sides)
-    # the statistics, the report and the paper's tables read the same vocabulary
-    assert common.ZONE_ORDER == blocks.ZONE_ORDER == list(zones.ZONE_ORDER)
-    assert common.FOUR_ZONES == zones.ZONE_SIDES and blocks.FOUR_ZONES == list(zones.FOUR_ZONES)
     assert paper_reference.PAPER_COLUMN_TO_ZONE == zones.PAPER_COLUMNS
 
 

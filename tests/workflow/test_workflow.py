@@ -128,9 +128,9 @@ def _snakemake_report(workdir, zip_path, env):
 
 
 def _assert_report_lists_every_flagged_output(index, files):
-    from mrcbench.stats.command import TABLES
+    from mrcbench.tables import STATS_TABLES
 
-    assert {f"{table}.csv" for table in TABLES} | {"report.html", "metrics.json"} <= set(files), sorted(files)
+    assert {f"{table}.csv" for table in STATS_TABLES} | {"report.html", "metrics.json"} <= set(files), sorted(files)
     assert "Statistics tables" in index and "Official scores" in index and "Report" in index
     flat = " ".join(index.replace("\\n", " ").split())  # captions sit in the page's JSON, newlines escaped
     assert "attention zone (P2P, P2Q, Q2P, Q2Q)" in flat  # rules/report/workflow.rst, the archive's front page

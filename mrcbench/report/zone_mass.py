@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mrcbench.report.blocks import FOUR_ZONES, zone_label
+from mrcbench.report.blocks import zone_label
+from mrcbench.zones import FOUR_ZONES
 
 
-def head_mass_figure(zone_mass: pd.DataFrame, zones: list[str] = FOUR_ZONES, title: str = ""):
+def head_mass_figure(zone_mass: pd.DataFrame, zones: tuple[str, ...] = FOUR_ZONES, title: str = ""):
     """Layer x head heatmaps of mean attention mass, one per zone (shared colour scale 0..max)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
