@@ -41,7 +41,6 @@ from mrcbench.qa.features import PAD_LOGIT as LOGIT_PAD
 from mrcbench.qa.features import model_inputs
 from mrcbench.zones import (
     NULL_ZONES,
-    ZONES,
     check_operator,
     check_variant,
     check_zone,
@@ -139,9 +138,8 @@ BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
 
 
 def grid_cells(
-    n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",),
-    operators: Sequence[str] = ("renorm",), null_draws: int = 0,
-    zone_operators: Mapping[str, Sequence[str]] | None = None,
+    n_layers: int, n_heads: int, zones: Sequence[str], modes: Sequence[str], operators: Sequence[str],
+    null_draws: int, zone_operators: Mapping[str, Sequence[str]],
 ) -> list[Cell]:
     """The baseline followed by every (mode, layer, [head,] operator, zone) cell (``all_paper_quirk``
     only with ``renorm``); in mode ``layer``, per layer, then the cells of ``zone_operators`` (operator ->
@@ -239,9 +237,11 @@ class _Collector:
 
 def _null_plan(
     batch: Mapping[str, object], cell: Cell, variant: str, mean_probs: torch.Tensor, n_layers: int,
-    settings: NullSettings,
+    settings: NullSettings | None,
 ) -> tuple[MaskPlan, NullMasks]:
     """The mask plan of a null cell for one batch, from the unmasked head-averaged probabilities of its layer."""
+    if settings is None:
+        raise MrcbenchError("null cells need their NullSettings (ablation.null_tolerance, ablation.null_seed)")
     if "qid" not in batch or "window" not in batch:
         raise MrcbenchError("null cells need each batch's 'qid' and 'window' (window ordinal) lists; see ablate")
     zone_ids = torch.as_tensor(batch["zone_ids"]).to(mean_probs.device)
@@ -286,7 +286,6 @@ def run_grid_naive(
     """Reference grid: one full forward pass per cell and batch, masking inside the attention function
     (a null cell: one unmasked pass for its layer's probabilities, then the masked one)."""
     check_variant(variant)
-    null = null or NullSettings()
     cells, batches = _unique_cells(cells), list(batches)
     device = next(model.parameters()).device
     collector = _Collector()
@@ -358,7 +357,6 @@ def run_grid(
             stacklevel=2,
         )
         return run_grid_naive(model, batches, cells, variant, progress=progress, null=null)
-    null = null or NullSettings()
     cells, batches = _unique_cells(cells), list(batches)
     collector = _Collector()
     model.eval()
@@ -426,8 +424,8 @@ def ablate(
     decode: Callable[[np.ndarray, np.ndarray], decoding.Predictions],
     score: Callable[[dict[str, str]], pd.DataFrame],
     keys: Mapping[str, object],
-    batch_size: int = 32,
-    cells_per_pass: int = 16,
+    batch_size: int,
+    cells_per_pass: int,
     max_stack: int | None = None,
     fast: bool = True,
     progress: bool = True,
