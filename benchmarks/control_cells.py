@@ -53,7 +53,8 @@ def _job_arguments(source: Path, config: Path, args: argparse.Namespace) -> list
     """What names the job: this tree's `mrcbench ablate` reads its job spec; a tree before the job specs
     (mrcbench/config/jobs.py) read the config file and the run's keys."""
     if source == ROOT:
-        wildcards = {"model": args.model, "train": args.train, "seed": str(args.seed), "eval": args.eval, "part": "all"}
+        wildcards = {"model": args.model, "train": args.train, "seed": str(args.seed), "eval": args.eval,
+                     "part": "all"}
         return ["--spec", job_spec(load(config), "ablate", wildcards).to_json()]
     return ["--config", str(config), "--model", args.model, "--train", args.train, "--seed", str(args.seed),
             "--eval", args.eval]

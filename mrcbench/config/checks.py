@@ -164,13 +164,17 @@ def check_init_from(config: Config, source: str) -> None:
         for model in models_of(config, exp):
             stage, chain = exp, [exp.train]
             while (first := init_from(config, model, stage.train)) is not None:
-                where = f"{source}: experiments.{experiment_of(config, model, stage.train).name}.training.init_from.train"
+                stage_name = experiment_of(config, model, stage.train).name
+                where = f"{source}: experiments.{stage_name}.training.init_from.train"
                 try:
                     first_stage = experiment_of(config, model, first)
                 except MrcbenchError:
-                    raise MrcbenchError(f"{where}: no experiment fine-tunes model '{model}' on split '{first}'") from None
+                    raise MrcbenchError(
+                        f"{where}: no experiment fine-tunes model '{model}' on split '{first}'"
+                    ) from None
                 if first in chain:
-                    raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({' -> '.join([*chain, first])})")
+                    cycle = " -> ".join([*chain, first])
+                    raise MrcbenchError(f"{where}: fine-tuning stages form a cycle ({cycle})")
                 missing = set(stage.seeds) - set(first_stage.seeds)
                 if missing:
                     raise MrcbenchError(

@@ -277,7 +277,9 @@ class AblateJob(EvalJob):
     part: str
 
     @classmethod
-    def of(cls, config: Mapping[str, Any], model: str, train: str, seed: str, eval: str, part: str) -> AblateJob:
+    def of(
+        cls, config: Mapping[str, Any], model: str, train: str, seed: str, eval: str, part: str
+    ) -> AblateJob:
         return cls(**cls._run(config, model, train, seed, eval), metric=split_metric(config, eval),
                    decoding=decoding_config(config), ablation=ablation_config(config),
                    sample_seed=sample_seed(config), part=part)

@@ -72,8 +72,8 @@ def _recipe(config: Mapping[str, Any], model: str, train: str, key: str) -> dict
     """Section ``key`` (``features`` or ``training``) of one fine-tuning: schema defaults < global <
     ``models.<model>.<key>`` < the experiment's."""
     exp = experiment_of(config, model, train)
-    out = deep_merge(section(config, key), thaw(getattr(Model.from_config(model, config["models"][model]), key)))
-    return deep_merge(out, thaw(getattr(exp, key)))
+    overlay = getattr(Model.from_config(model, config["models"][model]), key)
+    return deep_merge(deep_merge(section(config, key), thaw(overlay)), thaw(getattr(exp, key)))
 
 
 def features_config(config: Mapping[str, Any], model: str, train: str) -> Features:

@@ -142,7 +142,9 @@ def _cell_name(variant: str, mode: str, operator: str, layer: int, head: int, zo
     return f"{variant} {mode} {operator} {what} in {where}"
 
 
-def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: Ablation, n_layers: int | None) -> None:
+def check_grid_parts(
+    parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: Ablation, n_layers: int | None
+) -> None:
     """Refuse, in one line naming the part and the problem, parts that do not make one grid.
 
     The parts must come from one run (one model, train set, eval set and seed), hold disjoint cells
