@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = model.to(args.device).eval()
     config = model.config
     batches = synthetic_batches(config, args.n_seqs, args.seq_len, args.batch_size, cls_id, sep_id, args.seed)
-    cells = grid_cells(config.num_hidden_layers, config.num_attention_heads, args.zones, args.modes)
+    cells = grid_cells(config.num_hidden_layers, config.num_attention_heads, args.zones, args.modes, ["renorm"], 0,
+                       {})
 
     def timed(function):
         if args.device.startswith("cuda"):

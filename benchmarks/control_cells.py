@@ -30,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mrcbench.config import job_spec, load
 from mrcbench.runtime import layout
 
 NEW_KEYS = {"ablation": ("zone_operators",), "stats": ("min_null_feasible_share",)}
@@ -48,11 +49,21 @@ def _config(results: Path, max_questions: int, before: bool, out: Path) -> Path:
     return path
 
 
+def _job_arguments(source: Path, config: Path, args: argparse.Namespace) -> list[str]:
+    """What names the job: this tree's `mrcbench ablate` reads its job spec; a tree before the job specs
+    (mrcbench/config/jobs.py) read the config file and the run's keys."""
+    if source == ROOT:
+        wildcards = {"model": args.model, "train": args.train, "seed": str(args.seed), "eval": args.eval,
+                     "part": "all"}
+        return ["--spec", job_spec(load(config), "ablate", wildcards).to_json()]
+    return ["--config", str(config), "--model", args.model, "--train", args.train, "--seed", str(args.seed),
+            "--eval", args.eval]
+
+
 def _run(source: Path, config: Path, args: argparse.Namespace, out: Path) -> tuple[float, float]:
     finetuned = layout.finetune_dir(args.results, model=args.model, train=args.train, seed=args.seed)
     command = [
-        sys.executable, "-m", "mrcbench.cli", "ablate", "--config", str(config), "--model", args.model,
-        "--train", args.train, "--seed", str(args.seed), "--eval", args.eval,
+        sys.executable, "-m", "mrcbench.cli", "ablate", *_job_arguments(source, config, args),
         "--checkpoint", layout.checkpoint_dir(finetuned), "--eval-json", layout.split_json(args.results, args.eval),
         "--out", str(out),
     ]

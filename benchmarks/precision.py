@@ -38,6 +38,7 @@ from mrcbench import metrics
 from mrcbench.errors import MrcbenchError
 from mrcbench.grid import zone_stats
 from mrcbench.grid.cells import grid_cells
+from mrcbench.grid.command import CELLS_PER_PASS
 from mrcbench.grid.table import ablate
 from mrcbench.models.sources import load_for_qa, prepare_model
 from mrcbench.qa import decoding, predict
@@ -113,7 +114,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
         with precision.autocast(used, model.device), torch.inference_mode():  # warm-up (one batch)
             model(**feat_mod.model_inputs(next(features.batches(batch)), model.device))
         (start, end), seconds[used] = timed(
-            lambda used=used: predict.model_logits(model, features, batch, desc=f"predict {used}", precision=used)
+            lambda used=used: predict.model_logits(model, features, batch, used, desc=f"predict {used}")
         )
         answers[used] = decoding.decode(examples, features, start, end, metric, DECODING).answers
         f1[used] = float(metrics.scoring.per_question_scores(metric, dataset, answers[used])["f1"].mean())
@@ -130,7 +131,7 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     mass_diff = float(np.nanmax(np.abs(masses["fp32"] - masses["bf16"])))
 
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    cells = grid_cells(n_layers, n_heads, args.grid_zones, ["layer"])
+    cells = grid_cells(n_layers, n_heads, args.grid_zones, ["layer"], ["renorm"], 0, {})
     keys = {"model": name, "train_set": "none", "eval_set": eval_set, "seed": args.seed}
 
     def decode(start, end):
@@ -143,7 +144,8 @@ def compare(name: str, eval_set: str, model, tokenizer, head: str, args) -> dict
     for used in ("fp32", "bf16"):
         with precision.autocast(used, model.device):
             grids[used], grid_seconds[used] = timed(lambda: ablate(
-                model, grid_features, cells, "paper", decode, score, keys, batch_size=batch, progress=False
+                model, grid_features, cells, "paper", decode, score, keys, batch_size=batch,
+                cells_per_pass=CELLS_PER_PASS, progress=False
             ))
     cell_keys = ["mode", "layer", "zone"]
     per_cell = {used: grid.groupby(cell_keys)["f1"].mean() for used, grid in grids.items()}
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.data_dir = cfg.resolve_data_dir({"data_dir": str(args.data_dir) if args.data_dir else None})
+    args.data_dir = cfg.resolve_data_dir(args.data_dir)
     args.questions = {
         "xquad_en": args.xquad_questions or (32 if quick else 48),
         "cmrc_dev": args.cmrc_questions or (12 if quick else 24),

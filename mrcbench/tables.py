@@ -42,7 +42,7 @@ CELL_KEYS: tuple[str, ...] = ("mode", "layer", "head", "zone")
 no null)."""
 GRID_CELL_KEYS: tuple[str, ...] = ("variant", "mode", "operator", "layer", "head", "zone", "null_draw")
 """The grid columns naming a cell of the whole grid: the variant and the columns of
-:meth:`mrcbench.grid.ablation.Cell.columns`."""
+:meth:`mrcbench.grid.cells.Cell.columns`."""
 
 
 def run_columns(path_keys: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +165,7 @@ GRID = Table("grid", "grid.parquet", "cell and question", {
     "mass_match": FLOAT, "null_feasible": NULLABLE_BOOL, "null_seed": INT, "precision": STR,
 })
 GRID_COLUMNS: tuple[str, ...] = tuple(name for name in GRID.columns if name != "precision")
-"""The grid's columns as :func:`mrcbench.grid.ablation.ablate` computes them: all but the last,
+"""The grid's columns as :func:`mrcbench.grid.table.ablate` computes them: all but the last,
 ``precision`` (of the forward passes), which ``mrcbench ablate`` adds."""
 
 SCORES = Table("scores", "scores.parquet", "question", {

@@ -11,11 +11,7 @@ rule ablate:
         # A part lives until merge_grid has joined every part of its grid (temp), then is deleted.
         temp(mrc_layout.grid_part(RESULTS)),
     params:
-        config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
-        decoding=mrc_config.decoding_config(config).as_dict(),
-        inference=mrc_config.inference_config(config).as_dict(),
-        ablation=ABLATION.as_dict(),
+        spec=spec("ablate"),
     log:
         log_file("ablate"),
     benchmark:
@@ -29,9 +25,9 @@ rule ablate:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench ablate --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        f" --seed {{wildcards.seed}} --eval {{wildcards.eval}} --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
-        " --eval-json {input.eval:q} --part {wildcards.part} --out {output:q} > {log:q} 2>&1"
+        "mrcbench ablate --spec {params.spec:q}"
+        f" --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
+        " --eval-json {input.eval:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_grid:
@@ -40,7 +36,7 @@ rule merge_grid:
     output:
         mrc_layout.ablation(RESULTS, "grid.parquet"),
     params:
-        config=CONFIG,
+        spec=spec("merge_grid"),
     log:
         log_file("merge_grid"),
     threads: 1
@@ -50,4 +46,4 @@ rule merge_grid:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench merge-grid --config {params.config:q} --out {output:q} {input:q} > {log:q} 2>&1"
+        "mrcbench merge-grid --spec {params.spec:q} --out {output:q} {input:q} > {log:q} 2>&1"

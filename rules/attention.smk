@@ -12,10 +12,7 @@ rule extract_attention:
         maps=mrc_layout.attention(RESULTS, "case_studies.npz"),
         cases=mrc_layout.attention(RESULTS, "case_studies.json"),
     params:
-        config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
-        attention=mrc_config.attention_config(config).as_dict(),
-        inference=mrc_config.inference_config(config).as_dict(),
+        spec=spec("extract_attention"),
         out=lambda wc, output: os.path.dirname(output.stats),
     log:
         log_file("extract_attention"),
@@ -29,6 +26,6 @@ rule extract_attention:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench extract-attention --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        f" --seed {{wildcards.seed}} --eval {{wildcards.eval}} --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
+        "mrcbench extract-attention --spec {params.spec:q}"
+        f" --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
         " --eval-json {input.eval:q} --scores {input.scores:q} --out {params.out:q} > {log:q} 2>&1"

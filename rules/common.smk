@@ -4,6 +4,7 @@ import os
 import sys
 
 from mrcbench import config as mrc_config
+from mrcbench.errors import MrcbenchError
 from mrcbench.runtime import files as mrc_files
 from mrcbench.runtime import kernels as mrc_kernels
 from mrcbench.runtime import layout as mrc_layout
@@ -16,7 +17,7 @@ from mrcbench.tables import STATS_TABLES
 # line naming it.
 try:
     mrc_config.validate(config, source=" + ".join(map(str, workflow.configfiles)) or "config")
-except mrc_config.MrcbenchError as exc:
+except MrcbenchError as exc:
     sys.exit(f"error: {exc}")
 # Every job inherits Snakemake's environment: the CPU kernels it computes with (mrcbench/runtime/kernels.py).
 mrc_kernels.export(mrc_config.cpu_kernels(config))
@@ -28,7 +29,8 @@ if (mrc_process := mrc_supervisor.token()) is not None:
 RESULTS = mrc_layout.results_root(config)
 # Logs mirror the results folder (results -> logs, results/smoke -> logs/smoke; mrc_layout.logs_root).
 LOGS = mrc_layout.logs_root(RESULTS)
-# Every command reads this file: the config file(s) plus command-line overrides, validated.
+# The record of the config the run ran with (the config file(s) plus command-line overrides, validated),
+# read by the jobs that read the whole config (stats, manifest; every other job reads its spec).
 # Written when the run starts (onstart, in the Snakefile), never by a dry run or a lint.
 CONFIG = mrc_layout.config_file(RESULTS)
 # Digests of every result file and the environment (rules/manifest.smk, the DAG's last step).
@@ -65,19 +67,16 @@ def res(rule_name, key):
     return getattr(mrc_config.resources_for(config, rule_name), key)
 
 
-def model_source(model):
-    """Where a model's weights come from; its training/features recipe does not change them.
-
-    The entry as the config writes it, in its own key order: Snakemake records params by their repr,
-    so a reordered mapping would re-run every model's jobs."""
-    spec = config["models"][model]
-    return {key: value for key, value in spec.items() if key not in ("training", "features")}
-
-
 def path_keys(wildcards):
     """A job's wildcards as the path keys of mrcbench.runtime.layout's functions (mrcbench.tables.PATH_KEYS
     names the result column of each)."""
     return dict(wildcards.items())
+
+
+def spec(rule):
+    """The rule's job spec (mrcbench.config.jobs), as JSON: exactly what the job's command reads. As the
+    rule's params it decides re-runs (Snakemake's params trigger); as `--spec` it is the command's input."""
+    return lambda wildcards: mrc_config.job_spec(config, rule, path_keys(wildcards)).to_json()
 
 
 def log_file(rule):

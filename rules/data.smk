@@ -7,12 +7,8 @@ rule prepare_data:
         splits=[mrc_layout.split_json(RESULTS, split) for split in config["splits"]],
         summaries=[mrc_layout.split_summary(RESULTS, split) for split in config["splits"]],
     params:
-        config=CONFIG,
+        spec=spec("prepare_data"),
         out=lambda wc, output: os.path.dirname(output.splits[0]),
-        datasets=config["datasets"],
-        splits=config["splits"],
-        seed=config["sample_seed"],
-        validation=config["validation"],
     log:
         log_file("prepare_data"),
     benchmark:
@@ -24,4 +20,4 @@ rule prepare_data:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench prepare-data --config {params.config:q} --out {params.out:q} > {log:q} 2>&1"
+        "mrcbench prepare-data --spec {params.spec:q} --out {params.out:q} > {log:q} 2>&1"

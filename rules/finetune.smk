@@ -10,9 +10,7 @@ rule finetune:
     output:
         directory(mrc_layout.finetune_dir(RESULTS)),
     params:
-        config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
-        training=lambda wc: mrc_config.training_config(config, wc.model, wc.train).as_dict(),
+        spec=spec("finetune"),
         init=init_checkpoint_arg,
     log:
         log_file("finetune"),
@@ -29,6 +27,5 @@ rule finetune:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench finetune --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        " --seed {wildcards.seed} --model-dir {input.model:q} --train-json {input.train:q} --out {output:q}"
+        "mrcbench finetune --spec {params.spec:q} --model-dir {input.model:q} --train-json {input.train:q} --out {output:q}"
         " --init-checkpoint={params.init:q} > {log:q} 2>&1"

@@ -6,8 +6,7 @@ rule prepare_model:
     output:
         directory(mrc_layout.model_dir(RESULTS)),
     params:
-        config=CONFIG,
-        spec=lambda wc: model_source(wc.model),
+        spec=spec("prepare_model"),
     log:
         log_file("prepare_model"),
     benchmark:
@@ -19,4 +18,4 @@ rule prepare_model:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench prepare-model --config {params.config:q} --model {wildcards.model} --out {output:q} > {log:q} 2>&1"
+        "mrcbench prepare-model --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"

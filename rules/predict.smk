@@ -15,10 +15,7 @@ rule predict:
         scores=mrc_layout.predict(RESULTS, "scores.parquet"),
         predictions=mrc_layout.predict(RESULTS, "predictions.json"),
     params:
-        config=CONFIG,
-        features=lambda wc: mrc_config.features_config(config, wc.model, wc.train).as_dict(),
-        decoding=mrc_config.decoding_config(config).as_dict(),
-        inference=mrc_config.inference_config(config).as_dict(),
+        spec=spec("predict"),
         out=lambda wc, output: os.path.dirname(output.metrics),
     log:
         log_file("predict"),
@@ -32,6 +29,6 @@ rule predict:
     conda:
         "../envs/mrcbench.yaml"
     shell:
-        "mrcbench predict --config {params.config:q} --model {wildcards.model} --train {wildcards.train}"
-        f" --seed {{wildcards.seed}} --eval {{wildcards.eval}} --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
+        "mrcbench predict --spec {params.spec:q}"
+        f" --checkpoint {{input.finetuned:q}}/{mrc_layout.CHECKPOINT}"
         " --eval-json {input.eval:q} --out {params.out:q} > {log:q} 2>&1"

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import graphlib
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -92,15 +93,10 @@ class _DatasetLoader:
     """Loads, validates and article-splits each configured dataset once."""
 
     def __init__(
-        self,
-        config: Mapping[str, Any],
-        specs: Mapping[str, cfg.Dataset],
-        data_dir: Path | None,
-        on_bad: str,
-        realign_max_shift: int,
+        self, specs: Mapping[str, cfg.Dataset], data_dir: str | os.PathLike | None, validation: cfg.Validation
     ):
-        self.config, self.specs, self.data_dir = config, specs, data_dir
-        self.on_bad, self.realign_max_shift = on_bad, realign_max_shift
+        self.specs, self.data_dir_setting, self.validation = specs, data_dir, validation
+        self.data_dir: Path | None = None
         self.validated: dict[str, tuple[SquadDataset, ValidationReport, dict[str, Any]]] = {}
         self.parts: dict[str, tuple[SquadDataset, SquadDataset]] = {}
 
@@ -109,7 +105,7 @@ class _DatasetLoader:
         if path.is_absolute():
             return path
         if self.data_dir is None:
-            self.data_dir = cfg.resolve_data_dir(self.config)
+            self.data_dir = cfg.resolve_data_dir(self.data_dir_setting)
         return self.data_dir / path
 
     def load(self, key: str) -> tuple[SquadDataset, ValidationReport, dict[str, Any]]:
@@ -124,7 +120,9 @@ class _DatasetLoader:
                 raw = load_hub(spec.hub, key=key, metric=spec.metric)
                 provenance = {"source": "hub", "hub": dict(spec.hub)}
                 name = f"dataset '{key}' (hub {spec.hub['path']})"
-            clean, report = validate(raw, name, self.on_bad, self.realign_max_shift)
+            clean, report = validate(
+                raw, name, self.validation.on_bad_record, self.validation.realign_max_shift
+            )
             _say(report.summary())
             self.validated[key] = clean, report, provenance
         return self.validated[key]
@@ -148,24 +146,26 @@ def _final_dependencies(split: cfg.Split, splits: Mapping[str, cfg.Split]) -> se
 
 
 def prepare_splits(
-    config: Mapping[str, Any], data_dir: Path | None, out_dir: Path, splits: Sequence[str] | None = None
+    dataset_specs: Mapping[str, cfg.Dataset],
+    split_specs: Mapping[str, cfg.Split],
+    validation: cfg.Validation,
+    seed: int,
+    data_dir: str | os.PathLike | None,
+    out_dir: Path,
+    splits: Sequence[str] | None,
 ) -> dict[str, Path]:
-    """Resolve the config's splits (order: see the module docstring) and write the requested ones.
+    """Resolve the splits (order: see the module docstring) and write the requested ones (all when
+    ``splits`` is None); returns ``{split: out_dir/split.json}`` for them.
 
-    ``config`` is a validated config (:func:`mrcbench.config.load` or ``validate``): its datasets and
-    splits are read as the typed :class:`~mrcbench.config.Dataset` and :class:`~mrcbench.config.Split`,
-    not checked again. Returns ``{split: out_dir/split.json}`` for the requested splits (all when
-    ``splits`` is None).
-    ``data_dir`` may be None when no dataset reads a relative local file; it is then resolved from the
-    config or ``MRCBENCH_DATA_DIR`` only if needed.
+    The datasets and splits are the typed entries of a validated config (the ``prepare_data`` job
+    spec's); ``validation`` judges each dataset's answers and ``seed`` (``sample_seed``) draws the
+    sub-samples. ``data_dir`` is the folder of relative local files (config ``data_dir``; None: the
+    ``MRCBENCH_DATA_DIR`` variable), resolved only when a dataset reads one.
     """
-    dataset_specs, split_specs = cfg.datasets(config), cfg.splits(config)
     requested = list(split_specs) if splits is None else list(splits)
     for name in requested:
         if name not in split_specs:
             raise MrcbenchError(f"--splits: unknown split {name!r} (known: {sorted(split_specs)})")
-    validation = cfg.validation_config(config)
-    seed = cfg.sample_seed(config)
 
     # Which finals are needed: the requested splits and, transitively, their final dependencies.
     graph = {name: _final_dependencies(spec, split_specs) for name, spec in split_specs.items()}
@@ -185,7 +185,7 @@ def prepare_splits(
             "eval split, and same_questions_as needs the other split first)"
         ) from None
 
-    loader = _DatasetLoader(config, dataset_specs, data_dir, validation.on_bad_record, validation.realign_max_shift)
+    loader = _DatasetLoader(dataset_specs, data_dir, validation)
     states: dict[str, _SplitState] = {}
 
     def pool_of(name: str) -> _SplitState:
@@ -284,7 +284,7 @@ def prepare_splits(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mrcbench prepare-data`` (shared with ``mrcbench.cli``)."""
-    parser.add_argument("--config", required=True, type=Path, help="the YAML config")
+    parser.add_argument("--spec", required=True, help="the prepare_data job spec (JSON, mrcbench.config.jobs)")
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. results/data")
     parser.add_argument(
         "--splits",
@@ -295,13 +295,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Path]:
-    config = cfg.load(args.config)
-    # None: resolved from the config or MRCBENCH_DATA_DIR only if some dataset reads a relative local file.
-    return prepare_splits(config, None, args.out, splits=args.splits)
+    spec = cfg.PrepareDataJob.from_json(args.spec)
+    return prepare_splits(spec.datasets, spec.splits, spec.validation, spec.sample_seed, spec.data_dir, args.out,
+                          args.splits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``mrcbench prepare-data --config CONFIG.yaml --out results/data [--splits a b]``."""
+    """``mrcbench prepare-data --spec JSON --out results/data [--splits a b]``."""
     parser = argparse.ArgumentParser(
         prog="mrcbench prepare-data",
         description="Validate the configured datasets and write leakage-free SQuAD-JSON splits.",

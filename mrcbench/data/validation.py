@@ -46,7 +46,7 @@ class ValidationReport:
     realigned_ids: list[str] = field(default_factory=list)
     """Questions with an answer whose offset was off by at most ``realign_max_shift`` characters (fixed)."""
     dropped_answer_ids: list[str] = field(default_factory=list)
-    """With ``on_bad='drop_answer'``: questions kept after dropping some of their misaligned answers."""
+    """With ``on_bad_record='drop_answer'``: questions kept after dropping some of their misaligned answers."""
 
     @property
     def questions_removed(self) -> int:
@@ -85,7 +85,7 @@ def realign(context: str, text: str, start: int, max_shift: int) -> int | None:
 
 
 def validate(
-    dataset: SquadDataset, source_name: str, on_bad: str | None = None, realign_max_shift: int | None = None
+    dataset: SquadDataset, source_name: str, on_bad_record: str, realign_max_shift: int
 ) -> tuple[SquadDataset, ValidationReport]:
     """Check every question's content; return a cleaned copy and a report.
 
@@ -93,19 +93,16 @@ def validate(
     flag contradicts its answers, or an answer is not ``context[answer_start:answer_start+len(text)]``
     (after moving the offset by at most ``realign_max_shift`` characters to the nearest exact occurrence).
 
-    ``on_bad``: ``skip`` removes bad questions (ids in the report); ``fail`` raises listing the first ids;
-    ``drop_answer`` removes only misaligned *answers* and keeps the question if an aligned answer remains
-    (useful for CMRC 2018 dev, whose extra reference answers sometimes have ``answer_start = -1``: the
-    CMRC scorer matches answer text, and skipping those questions would drop 5 % of the dev set).
-    None takes the schema's default (config section ``validation``).
+    ``on_bad_record``: ``skip`` removes bad questions (ids in the report); ``fail`` raises listing the first
+    ids; ``drop_answer`` removes only misaligned *answers* and keeps the question if an aligned answer
+    remains (useful for CMRC 2018 dev, whose extra reference answers sometimes have ``answer_start = -1``:
+    the CMRC scorer matches answer text, and skipping those questions would drop 5 % of the dev set).
+    Both are the config's ``validation`` section.
     """
-    from mrcbench.config import validation_config
-
-    default = validation_config(None)
-    on_bad = default.on_bad_record if on_bad is None else on_bad
-    realign_max_shift = default.realign_max_shift if realign_max_shift is None else realign_max_shift
-    if on_bad not in ON_BAD_CHOICES:
-        raise MrcbenchError(f"validation.on_bad_record: expected one of {ON_BAD_CHOICES}, got {on_bad!r}")
+    if on_bad_record not in ON_BAD_CHOICES:
+        raise MrcbenchError(
+            f"validation.on_bad_record: expected one of {ON_BAD_CHOICES}, got {on_bad_record!r}"
+        )
     report = ValidationReport(source=source_name)
     seen_ids: set[str] = set()
     clean_articles = []
@@ -117,7 +114,7 @@ def validate(
             for qa in paragraph["qas"]:
                 report.questions_in += 1
                 qid = qa["id"]
-                problem, clean_qa = _check_question(qa, context, seen_ids, on_bad, realign_max_shift, report)
+                problem, clean_qa = _check_question(qa, context, seen_ids, on_bad_record, realign_max_shift, report)
                 seen_ids.add(qid)
                 if problem is not None:
                     report.bad_ids[problem].append(qid)
@@ -128,7 +125,7 @@ def validate(
                 clean_paragraphs.append(paragraph | {"qas": clean_qas})
         if clean_paragraphs:
             clean_articles.append(article | {"paragraphs": clean_paragraphs})
-    if on_bad == "fail" and report.questions_removed:
+    if on_bad_record == "fail" and report.questions_removed:
         listed = "; ".join(
             f"{problem}: {', '.join(ids[:MAX_IDS_IN_MESSAGE])}"
             + (" ..." if len(ids) > MAX_IDS_IN_MESSAGE else "")

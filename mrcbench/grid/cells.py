@@ -13,7 +13,6 @@ from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import (
     FOUR_ZONES,
-    ZONES,
     check_operator,
     check_zone,
     null_of,
@@ -96,9 +95,8 @@ BASELINE = Cell(zone=None, layer=None, head=None, mode="baseline")
 
 
 def grid_cells(
-    n_layers: int, n_heads: int, zones: Sequence[str] = ZONES, modes: Sequence[str] = ("layer",),
-    operators: Sequence[str] = ("renorm",), null_draws: int = 0,
-    zone_operators: Mapping[str, Sequence[str]] | None = None,
+    n_layers: int, n_heads: int, zones: Sequence[str], modes: Sequence[str], operators: Sequence[str],
+    null_draws: int, zone_operators: Mapping[str, Sequence[str]],
 ) -> list[Cell]:
     """The baseline followed by every (mode, layer, [head,] operator, zone) cell (``all_paper_quirk``
     only with ``renorm``); in mode ``layer``, per layer, then the cells of ``zone_operators`` (operator ->

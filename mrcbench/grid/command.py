@@ -1,9 +1,9 @@
-"""The grid's two commands: ``mrcbench ablate`` and ``mrcbench merge-grid``.
+"""The configured grid of one eval run, and its two commands.
 
-``mrcbench ablate`` (:func:`main_ablate`) runs the grid of the config's ``ablation`` section
+``mrcbench ablate`` (:func:`main_ablate`) runs the grid of its spec's ``ablation`` section
 (:func:`mrcbench.grid.cells.configured_cells`: modes, zones, head zones, operators, null draws) on one run
 (:class:`mrcbench.qa.eval_run.EvalRun`) narrowed to the grid's questions (:func:`grid_selection`), for
-every configured variant, through :func:`mrcbench.grid.table.ablate`; ``--part layerN`` runs only layer
+every configured variant, through :func:`mrcbench.grid.table.ablate`; part ``layerN`` runs only layer
 ``N``'s cells (one cluster job per layer with ``ablation.split_by_layer``). ``mrcbench merge-grid``
 (:func:`main_merge`) joins those parts into one ``grid.parquet`` after :func:`check_grid_parts` has
 checked that they make exactly one run's configured grid.
@@ -11,47 +11,51 @@ checked that they make exactly one run's configured grid.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mrcbench import config as cfg
 from mrcbench import data as data_mod
 from mrcbench import metrics
+from mrcbench.config import AblateJob, Ablation, Decoding, MergeGridJob
 from mrcbench.errors import MrcbenchError
 from mrcbench.grid.cells import configured_cells
 from mrcbench.grid.table import ablate
 from mrcbench.masking.nulls import NullSettings
 from mrcbench.qa import decoding
-from mrcbench.qa.eval_run import EvalRun, add_run_arguments
+from mrcbench.qa.eval_run import EvalRun, Selection, add_run_arguments
 from mrcbench.runtime import files
 from mrcbench.runtime import precision as precision_mod
 from mrcbench.tables import GRID, GRID_CELL_KEYS, RUN_SEED_KEYS
 
+CELLS_PER_PASS = 16
+"""Grid cells decoded per baseline pass (:func:`mrcbench.grid.table.ablate`): bounds the logits held
+in memory; the results do not depend on it."""
+
 
 def run_ablation(
-    run: EvalRun, ablation_cfg: cfg.Ablation, decoding_cfg: cfg.Decoding, layer: int | None = None
+    run: EvalRun, metric: str, ablation_cfg: Ablation, decoding_cfg: Decoding, layer: int | None
 ) -> pd.DataFrame:
-    """The configured grid of ``run`` (with ``layer``, only that layer's part), every configured variant,
-    in the run's precision: the ``grid.parquet`` table of :func:`mrcbench.grid.table.ablate` plus its
-    ``precision`` column."""
+    """The configured grid of ``run`` (with ``layer``, only that layer's part; None: the whole grid),
+    every configured variant, in the run's precision, scored with ``metric``: the ``grid.parquet`` table
+    of :func:`mrcbench.grid.table.ablate` plus its ``precision`` column."""
     if layer is not None and not 0 <= layer < run.n_layers:
         raise MrcbenchError(f"--part layer{layer}: the model has {run.n_layers} layers")
     cells = configured_cells(run.n_layers, run.n_heads, ablation_cfg, layer)
 
     def decode(start: np.ndarray, end: np.ndarray) -> decoding.Predictions:
-        return decoding.decode(run.examples, run.features, start, end, run.metric, decoding_cfg)
+        return decoding.decode(run.examples, run.features, start, end, metric, decoding_cfg)
 
     def score(answers: dict[str, str]) -> pd.DataFrame:
-        return metrics.scoring.per_question_scores(run.metric, run.dataset, answers, run.language)
+        return metrics.scoring.per_question_scores(metric, run.dataset, answers, run.language)
 
     with precision_mod.autocast(run.precision, run.model.device):
         frames = [
             ablate(run.model, run.features, cells, variant, decode, score, run.keys, batch_size=run.batch_size,
+                   cells_per_pass=CELLS_PER_PASS,
                    null=NullSettings(ablation_cfg.null_tolerance, ablation_cfg.null_seed))
             for variant in ablation_cfg.variants
         ]
@@ -74,34 +78,37 @@ def select_grid_questions(
     return data_mod.filters.subsample_across_articles(dataset, max_questions, seed)
 
 
-def grid_selection(ablation_cfg: cfg.Ablation) -> Callable[[dict, dict, str], dict] | None:
-    """The :class:`~mrcbench.qa.eval_run.EvalRun` selection of the grid's questions (``None``: the whole split)."""
+def grid_selection(ablation_cfg: Ablation, seed: int) -> Selection | None:
+    """The :class:`~mrcbench.qa.eval_run.EvalRun` selection of the grid's questions, drawn with ``seed``
+    (``sample_seed``); ``None``: the whole split."""
     max_questions, answerable_only = ablation_cfg.max_questions, ablation_cfg.answerable_only
     if not (answerable_only or max_questions):
         return None
 
-    def select(dataset: dict, config: dict, source: str) -> dict:
-        return select_grid_questions(dataset, max_questions, answerable_only, cfg.sample_seed(config), source)
+    def select(dataset: dict, source: str) -> dict:
+        return select_grid_questions(dataset, max_questions, answerable_only, seed, source)
 
     return select
+
+
+def grid_layer(part: str) -> int | None:
+    """The layer of grid part ``layerN`` (None: part ``all``, the whole grid)."""
+    if part == "all":
+        return None
+    if part.startswith("layer") and part[5:].isdigit():
+        return int(part[5:])
+    raise MrcbenchError(f"part {part!r}: expected 'all' or 'layerN'")
 
 
 def main_ablate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench ablate", description="The zone x layer (x head) masking grid.")
     add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="grid parquet file")
-    parser.add_argument("--part", default="all", help="'all', or 'layerN' for only layer N's cells (cluster split)")
     args = parser.parse_args(argv)
-    if args.part == "all":
-        layer = None
-    elif args.part.startswith("layer") and args.part[5:].isdigit():
-        layer = int(args.part[5:])
-    else:
-        raise MrcbenchError(f"--part {args.part!r}: expected 'all' or 'layerN'")
-    config = cfg.load(args.config)
-    ablation_cfg = cfg.ablation_config(config)
-    run = EvalRun(args, select=grid_selection(ablation_cfg))
-    frame = run_ablation(run, ablation_cfg, cfg.decoding_config(config), layer)
+    spec = AblateJob.from_json(args.spec)
+    layer = grid_layer(spec.part)
+    run = EvalRun(spec, args.checkpoint, args.eval_json, select=grid_selection(spec.ablation, spec.sample_seed))
+    frame = run_ablation(run, spec.metric, spec.ablation, spec.decoding, layer)
     GRID.check(frame, args.out)
     files.write_parquet(frame, args.out)
     baseline = frame[frame["mode"] == "baseline"]
@@ -120,14 +127,15 @@ def _cell_name(variant: str, mode: str, operator: str, layer: int, head: int, zo
     return f"{variant} {mode} {operator} {what} in {where}"
 
 
-def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: cfg.Ablation | None = None,
-                     n_layers: int | None = None) -> None:
+def check_grid_parts(
+    parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: Ablation, n_layers: int | None
+) -> None:
     """Refuse, in one line naming the part and the problem, parts that do not make one grid.
 
     The parts must come from one run (one model, train set, eval set and seed), hold disjoint cells
     (no part given twice, no cell in two parts, no question twice in a cell) and together cover the
-    whole configured grid: every variant x configured cell for ``n_layers`` layers (default: the
-    deepest layer seen). Without ``ablation_cfg`` the modes, zones and variants are those the parts hold.
+    whole configured grid: every variant x configured cell (``ablation_cfg``) for ``n_layers`` layers
+    (None: the deepest layer seen).
     """
     seen_paths: dict[Path, Path] = {}
     for path, _ in parts:
@@ -137,7 +145,7 @@ def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: c
         seen_paths[resolved] = Path(path)
     keys = list(RUN_SEED_KEYS)
     cell_keys = list(GRID_CELL_KEYS)
-    v_, mode_, op_, layer_, head_, zone_, draw_ = range(len(GRID_CELL_KEYS))
+    mode_, layer_, head_ = (GRID_CELL_KEYS.index(key) for key in ("mode", "layer", "head"))
     first_run, first_path = None, None
     owner: dict[tuple, Path] = {}
     for path, frame in parts:
@@ -169,32 +177,6 @@ def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: c
     if not owner:
         raise MrcbenchError(f"{parts[0][0]}: the grid parts hold no cells")
     found = set(owner)
-    if ablation_cfg is None:
-        grid_modes = sorted({c[mode_] for c in found} - {"baseline"})
-        plain = [c for c in found if c[draw_] < 0]
-        default = cfg.ablation_config(None)
-        # an operator found for every zone of its mode ran for all of them (ablation.operators); one
-        # found for fewer zones, only in mode layer, ran for those (ablation.zone_operators)
-        layer_cells = [c for c in plain if c[mode_] == "layer"]
-        all_zones = {c[zone_] for c in plain if c[mode_] not in ("baseline", "head")}
-        every_zone = {
-            op for op in {c[op_] for c in plain if c[mode_] != "baseline"}
-            if {c[zone_] for c in plain if c[op_] == op and c[mode_] not in ("baseline", "head")} == all_zones
-            or any(c[op_] == op and c[mode_] != "layer" for c in plain if c[mode_] != "baseline")
-        }
-        ablation_cfg = dataclasses.replace(
-            default,
-            modes=tuple(grid_modes),
-            zones=tuple(sorted({c[zone_] for c in plain if c[mode_] not in ("baseline", "head")})),
-            head_zones=tuple(sorted({c[zone_] for c in plain if c[mode_] == "head"})),
-            variants=tuple(sorted({c[v_] for c in found})),
-            operators=tuple(sorted(every_zone)) or default.operators,
-            zone_operators={
-                operator: tuple(sorted({c[zone_] for c in layer_cells if c[op_] == operator}))
-                for operator in sorted({c[op_] for c in layer_cells} - every_zone)
-            },
-            null_draws=max([c[draw_] for c in found], default=-1) + 1,
-        )
     deepest = max(c[layer_] for c in found) + 1
     n_layers = deepest if n_layers is None else n_layers
     n_heads = max([c[head_] for c in found if c[mode_] == "head"], default=-1) + 1 or 1
@@ -223,24 +205,17 @@ def check_grid_parts(parts: Sequence[tuple[Path, pd.DataFrame]], ablation_cfg: c
 
 def main_merge(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mrcbench merge-grid", description="Merge per-layer grid parts.")
+    parser.add_argument("--spec", required=True,
+                        help="the merge_grid job spec (JSON, mrcbench.config.jobs): the grid the parts must make")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="config whose ablation section (and models.<model>.num_layers) the parts must cover")
     parser.add_argument("parts", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    spec = MergeGridJob.from_json(args.spec)
     missing = [p for p in args.parts if not p.is_file()]
     if missing:
         raise MrcbenchError(f"grid part not found: {missing[0]}")
     parts = [(p, files.read_parquet(p)) for p in args.parts]
-    ablation_cfg, n_layers = None, None
-    if args.config is not None:
-        config = cfg.load(args.config)
-        ablation_cfg = cfg.ablation_config(config)
-        models = {str(m) for _, frame in parts if "model" in frame for m in frame["model"].unique()}
-        entry = cfg.models(config).get(next(iter(models))) if len(models) == 1 else None
-        if entry is not None and entry.num_layers is not None:
-            n_layers = int(entry.num_layers)
-    check_grid_parts(parts, ablation_cfg, n_layers)
+    check_grid_parts(parts, spec.ablation, spec.num_layers)
     frame = pd.concat([frame for _, frame in parts], ignore_index=True)
     files.write_parquet(frame, args.out)
     print(json.dumps({"parts": len(args.parts), "rows": len(frame)}))

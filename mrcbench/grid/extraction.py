@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrcbench import config as cfg
+from mrcbench.config import Attention, ExtractJob
 from mrcbench.errors import MrcbenchError
 from mrcbench.grid import zone_stats
 from mrcbench.qa.eval_run import EvalRun, add_run_arguments
@@ -41,7 +41,7 @@ def choose_case_studies(run: EvalRun, scores: pd.DataFrame | None, wanted: int, 
         if missing:
             # Ids may belong to another eval split (one list serves them all): say so, never drop silently.
             print(f"warning: attention.case_study_ids: {', '.join(map(repr, missing))} not in eval split "
-                  f"'{run.args.eval}' (no map stored for them)", file=sys.stderr)
+                  f"'{run.spec.eval}' (no map stored for them)", file=sys.stderr)
         return [first_window[q] for q in explicit if q in first_window]
     correct = set()
     if scores is not None and len(scores):
@@ -69,7 +69,8 @@ def _answer_tokens(run: EvalRun, feature: int) -> tuple[int, int] | None:
     return (tokens[0], tokens[-1]) if tokens else None
 
 
-def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: cfg.Attention) -> dict:
+def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, attention_cfg: Attention) -> dict:
+    """Zone statistics of every question and the case-study maps of one run, written into ``out_dir``."""
     cases = choose_case_studies(run, scores, attention_cfg.case_studies, list(attention_cfg.case_study_ids))
     with precision_mod.autocast(run.precision, run.model.device):
         result = zone_stats.collect_zone_stats(
@@ -112,16 +113,17 @@ def extract_attention(run: EvalRun, out_dir: Path, scores: pd.DataFrame | None, 
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mrcbench extract-attention", description=extract_attention.__doc__)
+    parser = argparse.ArgumentParser(prog="mrcbench extract-attention", description=__doc__.splitlines()[0])
     add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--scores", type=Path, help="the prediction step's scores.parquet (case-study choice)")
     args = parser.parse_args(argv)
-    run = EvalRun(args)
+    spec = ExtractJob.from_json(args.spec)
+    run = EvalRun(spec, args.checkpoint, args.eval_json)
     if args.scores is not None and not args.scores.is_file():
         raise MrcbenchError(f"--scores: file not found: {args.scores}")
     scores = files.read_parquet(args.scores) if args.scores is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = extract_attention(run, args.out, scores, cfg.attention_config(run.config))
+    summary = extract_attention(run, args.out, scores, spec.attention)
     print(json.dumps(summary))
     return 0

@@ -90,9 +90,11 @@ class _Collector:
 
 def _null_plan(
     batch: Mapping[str, object], cell: Cell, variant: str, mean_probs: torch.Tensor, n_layers: int,
-    settings: NullSettings,
+    settings: NullSettings | None,
 ) -> tuple[MaskPlan, NullMasks]:
     """The mask plan of a null cell for one batch, from the unmasked head-averaged probabilities of its layer."""
+    if settings is None:
+        raise MrcbenchError("null cells need their NullSettings (ablation.null_tolerance, ablation.null_seed)")
     if "qid" not in batch or "window" not in batch:
         raise MrcbenchError("null cells need each batch's 'qid' and 'window' (window ordinal) lists; see ablate")
     zone_ids = torch.as_tensor(batch["zone_ids"]).to(mean_probs.device)
@@ -125,7 +127,6 @@ def run_grid_naive(
     """Reference grid: one full forward pass per cell and batch, masking inside the attention function
     (a null cell: one unmasked pass for its layer's probabilities, then the masked one)."""
     check_variant(variant)
-    null = null or NullSettings()
     cells, batches = unique_cells(cells), list(batches)
     device = next(model.parameters()).device
     collector = _Collector()
@@ -197,7 +198,6 @@ def run_grid(
             stacklevel=2,
         )
         return run_grid_naive(model, batches, cells, variant, progress=progress, null=null)
-    null = null or NullSettings()
     cells, batches = unique_cells(cells), list(batches)
     collector = _Collector()
     model.eval()

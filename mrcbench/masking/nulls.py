@@ -45,8 +45,8 @@ REFILL_PASSES = 16
 class NullSettings:
     """``ablation.null_tolerance`` (relative) and ``ablation.null_seed`` (base seed)."""
 
-    tolerance: float = 0.1
-    seed: int = 0
+    tolerance: float
+    seed: int
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:

@@ -207,13 +207,10 @@ def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="mrcbench prepare-model", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--model", required=True, help="name of the entry under models:")
+    parser.add_argument("--spec", required=True, help="the prepare_model job spec (JSON, mrcbench.config.jobs)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    entries = cfg.models(cfg.load(args.config))
-    if args.model not in entries:
-        raise MrcbenchError(f"{args.config}: models: unknown model '{args.model}'")
-    out = prepare_model(args.model, entries[args.model], args.out)
-    print(f"model '{args.model}' ready in {out}")
+    model = cfg.PrepareModelJob.from_json(args.spec).model
+    out = prepare_model(model.name, model, args.out)
+    print(f"model '{model.name}' ready in {out}")
     return 0

@@ -97,7 +97,7 @@ def record(config: dict, results_dir: str | os.PathLike, cpuinfo: str | None = N
 
     flags = kernels.cpu_flags(cpuinfo)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    rules = [name for name in cfg.schema()["properties"]["resources"]["properties"] if name != "default"]
+    rules = [name for name in cfg.schema.read()["properties"]["resources"]["properties"] if name != "default"]
     threads = {rule: cfg.resources_for(config, rule).threads for rule in rules}
     setting = cfg.inference_config(config).precision
     recorded = recorded_precisions(results_dir)

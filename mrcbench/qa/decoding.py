@@ -25,17 +25,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from mrcbench.config import Decoding
 from mrcbench.errors import MrcbenchError
 from mrcbench.qa.features import EvalFeatures
 from mrcbench.runtime.files import write_json
 from mrcbench.zones import SPECIAL
-
-if TYPE_CHECKING:
-    from mrcbench.config import Decoding
 
 #: Position of the null answer ([CLS] for BERT-style models, <s> for RoBERTa/XLM-R).
 NULL_INDEX = 0
@@ -105,22 +103,14 @@ def postprocess(
     features: EvalFeatures,
     start_logits: np.ndarray,
     end_logits: np.ndarray,
-    n_best: int | None = None,
-    max_answer_length: int | None = None,
-    version_2_with_negative: bool = False,
-    null_score_diff_threshold: float | None = None,
+    n_best: int,
+    max_answer_length: int,
+    version_2_with_negative: bool,
+    null_score_diff_threshold: float,
 ) -> Predictions:
-    """Decode answers for ``examples`` from per-window logits ``[n_windows, T]`` (T >= window length).
-
-    ``n_best``, ``max_answer_length``, ``null_score_diff_threshold``: None takes the schema's default
-    (config section ``decoding``)."""
-    from mrcbench.config import decoding_config
-
-    default = decoding_config(None)
-    n_best = default.n_best if n_best is None else n_best
-    max_answer_length = default.max_answer_length if max_answer_length is None else max_answer_length
-    if null_score_diff_threshold is None:
-        null_score_diff_threshold = default.null_score_diff_threshold
+    """Decode answers for ``examples`` from per-window logits ``[n_windows, T]`` (T >= window length);
+    ``n_best``, ``max_answer_length`` and ``null_score_diff_threshold`` are a run's ``decoding``
+    section (:func:`decode`), and ``version_2_with_negative`` allows the null answer (SQuAD 2.0)."""
     if n_best < 1 or max_answer_length < 1:
         raise MrcbenchError("decoding: n_best and max_answer_length must be positive")
     starts = _logit_rows(start_logits, features, "start_logits")

@@ -31,18 +31,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mrcbench.config import Features, passage_room
 from mrcbench.data.validation import realign
 from mrcbench.errors import MrcbenchError
 from mrcbench.zones import PAD, zone_ids_from_sequence_ids
-
-if TYPE_CHECKING:
-    from mrcbench.config import Features
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +254,7 @@ def _check_lengths(
 ) -> None:
     if max_query_length < 1 or doc_stride < 1:
         raise MrcbenchError("features: max_query_length and doc_stride must be positive")
-    if max_seq_length - max_query_length - template.n_special < 1:
+    if passage_room(max_seq_length, max_query_length, template.n_special) < 1:
         raise MrcbenchError(
             f"features: max_seq_length={max_seq_length} leaves no room for the passage after a "
             f"{max_query_length}-token question and {template.n_special} special tokens"
@@ -300,7 +298,7 @@ def _tokenize_examples(
         for i, (question_ids, context) in enumerate(zip(q_ids, contexts)):
             passage_ids, passage_offsets = ctx_by_text[context]
             question_ids = question_ids[:max_query_length]
-            max_tokens_for_doc = max_seq_length - len(question_ids) - template.n_special
+            max_tokens_for_doc = passage_room(max_seq_length, len(question_ids), template.n_special)
             spans = doc_spans(len(passage_ids), max_tokens_for_doc, doc_stride)
             best_window = max_context_window(spans, len(passage_ids))
             passage_begin = template.passage_offset + len(question_ids)
@@ -416,7 +414,7 @@ class EvalFeatures:
     window_starts: list[int]
     pad_token_id: int
     max_seq_length: int
-    pad_to_max_length: bool = False
+    pad_to_max_length: bool
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -467,20 +465,15 @@ def prepare_eval_features(
     max_seq_length: int,
     doc_stride: int,
     max_query_length: int,
-    pad_to_max_length: bool | None = None,
+    pad_to_max_length: bool,
     progress: bool = True,
 ) -> EvalFeatures:
     """Windows, zone ids, offsets and max-context flags for every question of ``examples``.
 
     ``examples`` are flattened examples (``id``, ``question``, ``context``, ...). With
     ``pad_to_max_length`` every batch is padded to ``max_seq_length`` (the paper pads to 512, which
-    matters when the ``all`` zone is replicated with padding columns unmasked); None takes the
-    schema's default (``features.pad_to_max_length``).
+    matters when the ``all`` zone is replicated with padding columns unmasked).
     """
-    if pad_to_max_length is None:
-        from mrcbench.config import global_features
-
-        pad_to_max_length = global_features(None).pad_to_max_length
     _require_fast(tokenizer)
     with_types = _returns_token_type_ids(tokenizer)
     out = EvalFeatures(

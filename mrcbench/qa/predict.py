@@ -7,9 +7,9 @@ official-equivalent scorer's output, plus the best null threshold for SQuAD 2.0)
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,17 +17,17 @@ from tqdm.auto import tqdm
 
 from mrcbench import data as data_mod
 from mrcbench import metrics
+from mrcbench.config import Decoding, Features, PredictJob
 from mrcbench.errors import MrcbenchError
 from mrcbench.metrics.questions import iter_questions
+from mrcbench.models.sources import load_for_qa
 from mrcbench.qa import decoding
 from mrcbench.qa import features as feat_mod
+from mrcbench.qa.eval_run import add_run_arguments, run_keys, use_threads
 from mrcbench.qa.features import PAD_LOGIT
 from mrcbench.runtime import files
 from mrcbench.runtime import precision as precision_mod
-from mrcbench.tables import SCORES, run_columns
-
-if TYPE_CHECKING:
-    from mrcbench.config import Decoding, Features
+from mrcbench.tables import SCORES
 
 
 def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
@@ -40,8 +40,7 @@ def stack_logits(chunks: list[torch.Tensor], width: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: str = "predict",
-                 precision: str = "fp32"):
+def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, precision: str, desc: str = "predict"):
     """Start/end logits for every window, as [n_windows, max_len] float32 arrays.
 
     ``precision`` (``fp32`` or ``bf16``, see :mod:`mrcbench.runtime.precision`) is that of the forward
@@ -60,7 +59,7 @@ def model_logits(model, features: feat_mod.EvalFeatures, batch_size: int, desc: 
     return stack_logits(starts, width), stack_logits(ends, width)
 
 
-def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str | None = None) -> dict:
+def score(metric: str, dataset: dict, preds: decoding.Predictions, language: str | None) -> dict:
     """The official scorer's numbers for the thresholded answers (``language``: the dataset's answer
     language, used by the mlqa metric).
 
@@ -85,14 +84,11 @@ def write_scores(path: Path, frame, keys: dict) -> None:
     files.write_parquet(frame, path)
 
 
-def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, features_cfg: Features,
-            decoding_cfg: Decoding, batch_size: int, keys: dict, language: str | None = None,
-            precision: str = "fp32") -> dict:
+def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, language: str, features_cfg: Features,
+            decoding_cfg: Decoding, batch_size: int, precision: str, keys: dict) -> dict:
     """Predict, score and write one run's files; ``precision`` is ``inference.precision`` (``auto``
     is resolved for the model's device and the result recorded in ``metrics.json``); ``language``
     is the eval dataset's (the mlqa metric needs it)."""
-    from mrcbench.models.sources import load_for_qa
-
     out_dir = Path(out_dir)  # created by the first write: a failed load leaves no empty folder
     dataset = data_mod.loading.load_squad_json(eval_json)
     try:  # the scorer's checks (duplicate question ids, ...) before any model work
@@ -103,7 +99,7 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
     examples = data_mod.filters.flatten(dataset)
     features = feat_mod.eval_features(examples, tokenizer, features_cfg)
     used = precision_mod.resolve(precision, model.device)
-    start, end = model_logits(model, features, batch_size, precision=used)
+    start, end = model_logits(model, features, batch_size, used)
     preds = decoding.decode(examples, features, start, end, metric, decoding_cfg)
     decoding.save_predictions(preds, out_dir)
     result = score(metric, dataset, preds, language)
@@ -116,25 +112,15 @@ def predict(checkpoint: Path, eval_json: Path, out_dir: Path, metric: str, featu
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-
-    from mrcbench import config as cfg
-    from mrcbench.qa.eval_run import add_run_arguments
-
     parser = argparse.ArgumentParser(prog="mrcbench predict", description=__doc__.splitlines()[0])
     add_run_arguments(parser)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    config = cfg.load(args.config)
-    training_cfg = cfg.training_config(config, args.model, args.train)
-    if training_cfg.threads:
-        torch.set_num_threads(int(training_cfg.threads))
-    keys = run_columns(vars(args))
+    spec = PredictJob.from_json(args.spec)
+    use_threads(spec.threads)
     result = predict(
-        args.checkpoint, args.eval_json, args.out, cfg.split_metric(config, args.eval),
-        cfg.features_config(config, args.model, args.train), cfg.decoding_config(config),
-        training_cfg.eval_batch_size, keys, language=cfg.split_language(config, args.eval),
-        precision=cfg.inference_config(config).precision,
+        args.checkpoint, args.eval_json, args.out, spec.metric, spec.language, spec.features, spec.decoding,
+        spec.eval_batch_size, spec.inference.precision, run_keys(spec),
     )
     print(json.dumps(result, ensure_ascii=False))
     return 0

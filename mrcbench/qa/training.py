@@ -12,27 +12,25 @@ data give bit-identical weights for a fixed thread count (tested).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mrcbench import data as data_mod
+from mrcbench.config import Features, FinetuneJob, Recipe
 from mrcbench.errors import MrcbenchError
 from mrcbench.models.sources import load_for_qa
 from mrcbench.qa import features as feat_mod
 from mrcbench.runtime import files, layout
 from mrcbench.runtime.files import replace_directory, staging_dir
-
-if TYPE_CHECKING:
-    from mrcbench.config import Features, Training
 
 
 def set_seed(seed: int) -> None:
@@ -108,15 +106,16 @@ def finetune(
     train_json: Path,
     out_dir: Path,
     features_cfg: Features,
-    training_cfg: Training,
+    training_cfg: Recipe,
     seed: int,
-    init_checkpoint: Path | None = None,
+    init_checkpoint: Path | None,
 ) -> dict:
-    """Fine-tune ``model_dir`` on the SQuAD-format file ``train_json``; write ``out_dir``.
+    """Fine-tune ``model_dir`` on the SQuAD-format file ``train_json`` with the recipe ``training_cfg``
+    (the ``training`` keys fine-tuning reads); write ``out_dir``.
 
-    ``init_checkpoint`` (a fine-tuned QA checkpoint, config key ``training.init_from``) replaces the
-    pre-trained weights as the starting point: a second fine-tuning stage, e.g. CMRC 2018 after
-    English SQuAD. Its tokenizer must be the model's own.
+    ``init_checkpoint`` (a fine-tuned QA checkpoint, config key ``training.init_from``; None: the
+    pre-trained weights) replaces the pre-trained weights as the starting point: a second fine-tuning
+    stage, e.g. CMRC 2018 after English SQuAD. Its tokenizer must be the model's own.
 
     ``out_dir`` receives ``checkpoint/`` (``save_pretrained``: config, safetensors, tokenizer),
     ``training_log.jsonl`` (one line per optimizer step: step, epoch, loss, lr) and
@@ -241,15 +240,8 @@ def finetune(
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-
-    from mrcbench import config as cfg
-
     parser = argparse.ArgumentParser(prog="mrcbench finetune", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", required=True, help="train split name")
-    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--spec", required=True, help="the finetune job spec (JSON, mrcbench.config.jobs)")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--train-json", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
@@ -259,12 +251,9 @@ def main(argv: list[str]) -> int:
              "empty: the pre-trained model",
     )
     args = parser.parse_args(argv)
-    config = cfg.load(args.config)
+    spec = FinetuneJob.from_json(args.spec)
     summary = finetune(
-        args.model_dir, args.train_json, args.out,
-        cfg.features_config(config, args.model, args.train),
-        cfg.training_config(config, args.model, args.train),
-        args.seed,
+        args.model_dir, args.train_json, args.out, spec.features, spec.training, spec.seed,
         init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
     )
     print(json.dumps({k: summary[k] for k in ("questions", "features_used", "optimizer_steps", "final_loss", "seconds")}))

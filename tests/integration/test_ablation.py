@@ -18,9 +18,14 @@ from mrcbench.masking.plan import MaskPlan
 from mrcbench.qa.decoding import Predictions
 from mrcbench.qa.features import EvalFeatures
 from mrcbench.tables import EFFECT_COLUMNS, GRID_COLUMNS
-from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL
+from mrcbench.zones import ALL_ZONE_OPTIONS, PAD, PASSAGE, QUESTION, SPECIAL, ZONES
 
 from support.grids import ARCHS, N_HEADS, N_LAYERS, _one_thread, make_batches, tiny_model  # noqa: F401 (autouse fixture)
+
+
+def cells_of(n_layers, n_heads, zones=ZONES, modes=("layer",), operators=("renorm",), null_draws=0):
+    """:func:`grid_cells` of these tests: by default the five zones, mode layer, renorm, no nulls."""
+    return grid_cells(n_layers, n_heads, zones, modes, operators, null_draws, {})
 
 TIE = 1e-5
 """Two positions whose reference logits lie within this are a tie: float noise may pick either."""
@@ -56,7 +61,7 @@ def assert_same_grid(fast, naive):
 def test_fast_grid_equals_naive_grid(arch):
     model = tiny_model(arch)
     batches = make_batches(model.config)
-    cells = grid_cells(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, modes=("layer", "head", "from_layer"))
+    cells = cells_of(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, modes=("layer", "head", "from_layer"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the fast path must not fall back for these architectures
         fast = run_grid(model, batches, cells, "paper", max_stack=5)
@@ -73,7 +78,7 @@ def test_fast_grid_equals_naive_grid(arch):
 def test_fast_grid_equals_naive_grid_clean_variant(arch):
     model = tiny_model(arch, seed=3)
     batches = make_batches(model.config, seed=3)
-    cells = grid_cells(N_LAYERS, N_HEADS, ("q2p", "p2q", "all"), modes=("layer", "head", "from_layer"))
+    cells = cells_of(N_LAYERS, N_HEADS, ("q2p", "p2q", "all"), modes=("layer", "head", "from_layer"))
     assert_same_grid(run_grid(model, batches, cells, "clean", max_stack=1), run_grid_naive(model, batches, cells, "clean"))
 
 
@@ -113,7 +118,7 @@ def test_grid_leaves_the_model_as_it_was():
 
 
 def test_grid_cells_and_cell_validation():
-    cells = grid_cells(12, 12, modes=("layer", "head", "from_layer"))
+    cells = cells_of(12, 12, modes=("layer", "head", "from_layer"))
     assert cells[0] == BASELINE
     assert len(cells) == 1 + 5 * 12 + 5 * 12 * 12 + 5 * 12
     assert len(set(cells)) == len(cells)
@@ -153,7 +158,7 @@ def eval_features(batches, example_ids):
         token_type_ids=rows["token_type_ids"] or None, zone_ids=rows["zone_ids"],
         offset_mapping=[[None] * len(ids) for ids in rows["input_ids"]], example_ids=example_ids,
         token_is_max_context=[{} for _ in example_ids], window_starts=[0] * len(example_ids),
-        pad_token_id=0, max_seq_length=max(map(len, rows["input_ids"])),
+        pad_token_id=0, max_seq_length=max(map(len, rows["input_ids"])), pad_to_max_length=False,
     )
 
 
@@ -183,9 +188,10 @@ def test_ablate_returns_the_long_grid_table():
         return pd.DataFrame({"qid": list(predictions), "article": [articles[q] for q in predictions], "em": em,
                              "f1": em})
 
-    cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "p2p", "all_paper_quirk"), modes=("layer", "from_layer"))
+    cells = cells_of(N_LAYERS, N_HEADS, ("p2q", "p2p", "all_paper_quirk"), modes=("layer", "from_layer"))
     keys = {"model": "tiny-bert", "train_set": "squad", "eval_set": "squad-dev", "seed": 7}
-    frame = ablate(model, features, cells, "paper", decode, score, keys, cells_per_pass=4, progress=False)
+    frame = ablate(model, features, cells, "paper", decode, score, keys, batch_size=32, cells_per_pass=4,
+                   progress=False)
     assert tuple(frame.columns) == GRID_COLUMNS
     assert len(frame) == len(cells) * 3
     baseline = frame[frame["mode"] == "baseline"]
@@ -219,7 +225,8 @@ def test_ablate_returns_the_long_grid_table():
     assert q1.end_kl.item() > 0 and q1.start_kl.item() > 0
     masked = frame[frame["mode"] != "baseline"]
     assert (masked[["start_kl", "end_kl"]] >= 0).all().all() and masked.start_logprob_delta.notna().all()
-    naive = ablate(model, features, cells, "paper", decode, score, keys, fast=False, progress=False)
+    naive = ablate(model, features, cells, "paper", decode, score, keys, batch_size=32, cells_per_pass=16, fast=False,
+                   progress=False)
     floats = ["removed_mass", *EFFECT_COLUMNS]
     pd.testing.assert_frame_equal(frame.drop(columns=floats), naive.drop(columns=floats))
     for column in floats:
@@ -240,7 +247,7 @@ def test_ablate_returns_the_long_grid_table():
             return decode(start_logits, end_logits)
 
         pairs = ablate(model, features, cells, "paper", recording_decode, score, keys, batch_size=2,
-                       progress=False, sort_by_length=sort_by_length)
+                       cells_per_pass=16, progress=False, sort_by_length=sort_by_length)
         assert len(pairs) == len(frame)
         np.testing.assert_allclose(pairs.removed_mass, frame.removed_mass, atol=1e-6)
     for ours, reference in zip(seen[True], seen[False], strict=True):
@@ -264,7 +271,7 @@ def test_fast_grid_replays_unread_attention_with_fused_kernels(monkeypatch):
     monkeypatch.setattr(attention_function, "fused_attention", counting)
     model = tiny_model("bert")
     batches = make_batches(model.config)
-    cells = grid_cells(N_LAYERS, N_HEADS, ("p2q", "all"), modes=("layer",))
+    cells = cells_of(N_LAYERS, N_HEADS, ("p2q", "all"), modes=("layer",))
     naive = run_grid_naive(model, batches, cells, "paper")
     assert not calls
     eager = run_grid(model, batches, cells, "paper", fused=False)
@@ -287,8 +294,8 @@ def test_fast_grid_equals_naive_grid_for_every_operator(arch):
     through the eager path (never fused), the layers above may be fused; fast == naive for every operator."""
     model = tiny_model(arch, seed=1)
     batches = make_batches(model.config, seed=1)
-    cells = grid_cells(N_LAYERS, N_HEADS, ("q2p", "p2q", "p2p", "all"), modes=("layer", "head", "from_layer"),
-                       operators=("renorm", "zero", "uniform"))
+    cells = cells_of(N_LAYERS, N_HEADS, ("q2p", "p2q", "p2p", "all"), modes=("layer", "head", "from_layer"),
+                     operators=("renorm", "zero", "uniform"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fast = run_grid(model, batches, cells, "paper", max_stack=3)
@@ -300,7 +307,7 @@ def test_fast_grid_equals_naive_grid_for_every_operator(arch):
         np.testing.assert_allclose(zero.removed_mass, renorm.removed_mass, atol=1e-6)
         np.testing.assert_allclose(uniform.removed_mass, renorm.removed_mass, atol=1e-6)
     assert all(cell.zone != "all_paper_quirk" or cell.operator == "renorm"
-               for cell in grid_cells(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, operators=("renorm", "zero")))
+               for cell in cells_of(N_LAYERS, N_HEADS, ALL_ZONE_OPTIONS, operators=("renorm", "zero")))
     with pytest.raises(MrcbenchError, match="no 'zero' operator"):
         Cell("all_paper_quirk", 0, operator="zero")
 
@@ -317,7 +324,7 @@ def with_null_keys(batches):
 def test_fast_grid_equals_naive_grid_for_size_matched_nulls(arch):
     model = tiny_model(arch, seed=2)
     batches = with_null_keys(make_batches(model.config, seed=2))
-    cells = grid_cells(N_LAYERS, N_HEADS, ("q2q", "q2p", "p2q", "p2p", "all"), null_draws=2)
+    cells = cells_of(N_LAYERS, N_HEADS, ("q2q", "q2p", "p2q", "p2p", "all"), null_draws=2)
     null_cells = [cell for cell in cells if cell.null_zone is not None]
     assert {cell.zone for cell in null_cells} == {"null_q2q", "null_q2p", "null_p2q", "null_p2p"}
     assert len(null_cells) == 4 * 2 * N_LAYERS
@@ -404,11 +411,12 @@ def test_ablate_writes_null_rows_with_mass_match_and_feasibility(tmp_path):
     def score(answers):
         return pd.DataFrame({"qid": list(answers), "article": "A", "em": 1.0, "f1": 1.0})
 
-    cells = [cell for cell in grid_cells(N_LAYERS, N_HEADS, ("p2q", "q2q"), null_draws=1) if cell.layer in (None, 1)]
+    cells = [cell for cell in cells_of(N_LAYERS, N_HEADS, ("p2q", "q2q"), null_draws=1) if cell.layer in (None, 1)]
     keys = {"model": "tiny-bert", "train_set": "squad", "eval_set": "squad-dev", "seed": 7}
     settings = NullSettings(tolerance=0.2, seed=1)
-    frame = ablate(model, features, cells, "paper", decode, score, keys, progress=False, null=settings)
-    naive = ablate(model, features, cells, "paper", decode, score, keys, progress=False, null=settings, fast=False)
+    grid = {"batch_size": 32, "cells_per_pass": 16, "progress": False, "null": settings}
+    frame = ablate(model, features, cells, "paper", decode, score, keys, **grid)
+    naive = ablate(model, features, cells, "paper", decode, score, keys, **grid, fast=False)
     pd.testing.assert_frame_equal(frame, naive, atol=1e-5, check_exact=False)
     nulls = frame[frame.zone.str.startswith("null_")]
     assert set(nulls.zone) == {"null_p2q", "null_q2q"} and (nulls.null_draw == 0).all() and len(nulls) == 6

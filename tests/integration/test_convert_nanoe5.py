@@ -333,7 +333,7 @@ def _gold_round_trip(tokenizer, examples, max_seq_length, doc_stride):
         if tokenizer.unk_token in text:  # a rare character outside the vocabulary: can't compare text
             continue
         assert gold in text, (qid, gold, text)
-    evaluation = features.prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, 32, progress=False)
+    evaluation = features.prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, 32, False, progress=False)
     width = max(len(ids) for ids in evaluation.input_ids)
     start_logits = np.full((len(evaluation.input_ids), width), -10.0, dtype=np.float32)
     end_logits = start_logits.copy()
@@ -346,7 +346,7 @@ def _gold_round_trip(tokenizer, examples, max_seq_length, doc_stride):
         if tokens and evaluation.offset_mapping[i][tokens[0]][0] <= a_start + 1:
             start_logits[i, tokens[0]] = 10.0
             end_logits[i, tokens[-1]] = 10.0
-    preds = decoding.postprocess(examples, evaluation, start_logits, end_logits, max_answer_length=64)
+    preds = decoding.postprocess(examples, evaluation, start_logits, end_logits, 20, 64, False, 0.0)
     exact = sum(preds.answers[ex["id"]].strip() == ex["answers"]["text"][0].strip() for ex in examples)
     return labelled, exact, len(evaluation.input_ids)
 

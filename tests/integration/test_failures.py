@@ -265,7 +265,7 @@ def test_predict_refuses_duplicate_ids_before_loading_the_model(tmp_path):
     )
     out = tmp_path / "predict"
     with pytest.raises(MrcbenchError) as caught:  # the checkpoint does not exist: no model is loaded first
-        predict.predict(tmp_path / "no-checkpoint", eval_json, out, "squad", {}, {}, 8, {})
+        predict.predict(tmp_path / "no-checkpoint", eval_json, out, "squad", "en", {}, {}, 8, "fp32", {})
     message = str(caught.value)
     assert str(eval_json) in message and "duplicate question id 'dup1'" in message and "\n" not in message
     assert not out.exists()
@@ -276,12 +276,17 @@ def test_predict_refuses_duplicate_ids_before_loading_the_model(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
+def grid_settings(zones=("p2q", "p2p")) -> cfg.Ablation:
+    """The grid of the parts below: one variant, two operators, the default zone_operators, one null draw."""
+    return cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": list(zones), "head_zones": [],
+                                             "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}})
+
+
 def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p"), qids=("q1", "q2")) -> pd.DataFrame:
-    """One layer's grid part, shaped like `mrcbench ablate --part layerN` writes it."""
+    """One layer's grid part, shaped like `mrcbench ablate` writes part layerN."""
     from mrcbench.grid.cells import configured_cells
 
-    settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": list(zones), "head_zones": [],
-                                                 "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}})
+    settings = grid_settings(zones)
     rows = []
     for cell in configured_cells(n_layers, 1, settings, layer=layer):
         for qid in qids:
@@ -290,13 +295,16 @@ def grid_part(layer: int, n_layers: int = 3, seed: int = 1, zones=("p2q", "p2p")
     return pd.DataFrame(rows)
 
 
-def _merge(tmp_path, frames: dict[str, pd.DataFrame], order: list[str] | None = None, capsys=None):
+def _merge(tmp_path, frames: dict[str, pd.DataFrame], order: list[str] | None = None, capsys=None,
+           zones=("p2q", "p2p")):
     from mrcbench import cli
 
     for name, frame in frames.items():
         frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
     out = tmp_path / "grid.parquet"
-    status = cli.main(["merge-grid", "--out", str(out), *[str(tmp_path / f"{n}.parquet") for n in order or frames]])
+    spec = cfg.MergeGridJob(grid_settings(zones), num_layers=None).to_json()
+    status = cli.main(["merge-grid", "--spec", spec, "--out", str(out),
+                       *[str(tmp_path / f"{n}.parquet") for n in order or frames]])
     err = capsys.readouterr().err if capsys else ""
     return status, err, out
 
@@ -307,9 +315,10 @@ def test_merge_grid_accepts_a_complete_grid(tmp_path, capsys):
     # baseline + 3 layers x (2 zones x 2 operators + uniform for both (the default zone_operators) + 2
     # size-matched nulls), 2 questions each
     assert len(pd.read_parquet(out)) == (1 + 3 * (2 * 2 + 2 + 2)) * 2
-    # uniform for some zones only (P2Q and P2P of three): merge-grid without --config infers it per zone
+    # uniform for some zones only (P2Q and P2P of three): the default zone_operators
     zones = ("q2q", "p2q", "p2p")
-    status, err, out = _merge(tmp_path, {f"layer{i}": grid_part(i, zones=zones) for i in range(3)}, capsys=capsys)
+    status, err, out = _merge(tmp_path, {f"layer{i}": grid_part(i, zones=zones) for i in range(3)}, capsys=capsys,
+                              zones=zones)
     assert status == 0, err
     assert len(pd.read_parquet(out)) == (1 + 3 * (3 * 2 + 2 + 3)) * 2
 
@@ -359,21 +368,21 @@ def test_merge_grid_checks_the_configured_layer_count(tmp_path, capsys):
     for layer in range(3):
         frame = grid_part(layer, n_layers=3).assign(model=model)
         parts.append((tmp_path / f"layer{layer}.parquet", frame))
-    settings = cfg.ablation_config({"ablation": {"modes": ["layer"], "zones": ["p2q", "p2p"], "head_zones": [],
-                                                 "variants": ["paper"], "operators": ["renorm", "zero"],
-                                                 "null_draws": 1}})
+    settings = grid_settings()
     grid.check_grid_parts(parts, settings, 3)
     with pytest.raises(Exception, match=r"lack layer\(s\) 3 \(no cell at all\) of the configured 4-layer grid"):
         grid.check_grid_parts(parts, settings, 4)
-    # The command reads the layer count and the configured zones from --config.
+    # The command reads the layer count (models.<model>.num_layers) and the configured grid from its spec.
     config["ablation"] = {**(config.get("ablation") or {}), "modes": ["layer"], "zones": ["p2q", "p2p"],
                           "variants": ["paper"], "operators": ["renorm", "zero"], "null_draws": 1}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = next(run for run in cfg.runs(cfg.validate(config)) if run.model == model)
+    spec = cfg.job_spec(config, "merge_grid", {key: str(value) for key, value in run.keys.items()})
+    assert spec.num_layers == 4 and spec.ablation.zones == ("p2q", "p2p")
     for path, frame in parts:
         frame.to_parquet(path, index=False)
     from mrcbench import cli
 
-    argv = ["merge-grid", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "grid.parquet")]
+    argv = ["merge-grid", "--spec", spec.to_json(), "--out", str(tmp_path / "grid.parquet")]
     assert cli.main([*argv, *[str(p) for p, _ in parts]]) == 2
     assert "lack layer(s) 3 (no cell at all) of the configured 4-layer grid" in capsys.readouterr().err
     with pytest.raises(Exception, match=r"lack 9 cell\(s\), e.g. paper layer renorm null_q2q draw 0 in layer 0"):

@@ -62,20 +62,24 @@ def test_merge_grid_concatenates_parts_and_names_a_missing_one(tmp_path):
                  "qid": "q1", "f1": 50.0} for cell in configured_cells(2, 1, settings, layer=layer)]
         pd.DataFrame(rows).to_parquet(tmp_path / f"layer{layer}.parquet")
     out = tmp_path / "grid.parquet"
-    assert grid.main_merge(["--out", str(out), str(tmp_path / "layer0.parquet"), str(tmp_path / "layer1.parquet")]) == 0
+    spec = ["--spec", cfg.MergeGridJob(settings, num_layers=2).to_json()]
+    assert grid.main_merge([*spec, "--out", str(out), str(tmp_path / "layer0.parquet"),
+                            str(tmp_path / "layer1.parquet")]) == 0
     assert pd.read_parquet(out)["layer"].tolist() == [-1, 0, 1]
-    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "merge-grid", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "merge-grid", *spec, "--out", str(out),
                            str(tmp_path / "layer7.parquet")], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "layer7.parquet" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_part_name_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "ablate", "--config", "config/smoke.yaml",
-                           "--model", "minilm", "--train", "squad_train", "--seed", "7", "--eval", "xquad_en",
+    config = cfg.load(REPO_ROOT / "config" / "smoke.yaml")
+    wildcards = {"model": "minilm", "train": "squad_train", "seed": "7", "eval": "xquad_en", "part": "layers3"}
+    spec = cfg.job_spec(config, "ablate", wildcards).to_json()
+    proc = subprocess.run([sys.executable, "-m", "mrcbench.cli", "ablate", "--spec", spec,
                            "--checkpoint", str(tmp_path), "--eval-json", str(tmp_path / "x.json"),
-                           "--part", "layers3", "--out", str(tmp_path / "o.parquet")],
-                          capture_output=True, text=True, check=False, cwd=REPO_ROOT)
-    assert proc.returncode == 2 and "--part 'layers3'" in proc.stderr
+                           "--out", str(tmp_path / "o.parquet")],
+                          capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and "part 'layers3'" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("setting,expected", [(True, True), (False, False), (["xquad_en"], True), (["zh"], False)])

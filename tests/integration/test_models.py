@@ -86,16 +86,9 @@ def test_hub_without_network_is_one_line_naming_the_model(tmp_path):
 
 
 def test_cli_error_has_no_traceback(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        "datasets: {d: {local: x.json, metric: squad, language: en}}\n"
-        "splits: {t: {dataset: d, role: train}, e: {dataset: d, role: eval}}\n"
-        "models: {hubmodel: {source: hub, id: bert-base-cased}}\n"
-        "experiments: {x: {models: [hubmodel], train: t, eval: [e]}}\n"
-    )
+    spec = '{"model": {"name": "hubmodel", "source": "hub", "id": "bert-base-cased"}}'
     proc = subprocess.run(
-        [sys.executable, "-m", "mrcbench.cli", "prepare-model", "--config", str(cfg), "--model", "hubmodel",
-         "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "mrcbench.cli", "prepare-model", "--spec", spec, "--out", str(tmp_path / "out")],
         check=False, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2, proc.stderr
@@ -168,10 +161,10 @@ def test_truncated_checkpoint_is_one_line_and_predict_leaves_no_empty_folder(min
     (tmp_path / "eval.json").write_text(
         json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris.", "qas": [qa]}]}]})
     )
-    config = REPO_ROOT / "config.yaml"
+    wildcards = {"model": "minilm", "train": "squad_train", "seed": "1", "eval": "squad_heldout"}
+    spec = config.job_spec(config.load(REPO_ROOT / "config.yaml"), "predict", wildcards).to_json()
     proc = subprocess.run(
-        [sys.executable, "-m", "mrcbench.cli", "predict", "--config", str(config), "--model", "minilm",
-         "--train", "squad_train", "--seed", "1", "--eval", "squad_heldout", "--checkpoint",
+        [sys.executable, "-m", "mrcbench.cli", "predict", "--spec", spec, "--checkpoint",
          str(run_dir / "checkpoint"), "--eval-json", str(tmp_path / "eval.json"), "--out", str(out)],
         check=False, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )

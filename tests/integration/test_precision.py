@@ -12,7 +12,7 @@ from mrcbench.masking.plan import blanked_cells
 from mrcbench.masking.recorders import zone_mass_from_probs
 from mrcbench.qa.features import model_inputs
 from mrcbench.runtime import precision
-from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL
+from mrcbench.zones import PAD, PASSAGE, QUESTION, SPECIAL, ZONES
 
 from support import REPO_ROOT
 from support.grids import ARCHS, _one_thread, make_batches, tiny_model  # noqa: F401 (autouse fixture)
@@ -136,7 +136,8 @@ def test_blanked_cells_get_exactly_zero_probability_under_bf16(zone):
 def test_fast_and_naive_grid_pick_the_same_spans_under_bf16(arch):
     model = tiny_model(arch)
     batches = make_batches(model.config)
-    cells = grid_cells(model.config.num_hidden_layers, model.config.num_attention_heads, modes=["layer", "from_layer"])
+    cells = grid_cells(model.config.num_hidden_layers, model.config.num_attention_heads, ZONES, ["layer", "from_layer"],
+                       ["renorm"], 0, {})
     with precision.autocast("bf16", "cpu"):
         fast = run_grid(model, batches, cells, "paper", max_stack=1)
         naive = run_grid_naive(model, batches, cells, "paper")

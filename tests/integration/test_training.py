@@ -27,9 +27,9 @@ def _tiny_squad(path):
     return path
 
 
-def _training(**overrides) -> cfg.Training:
-    """The schema's training defaults with ``overrides``."""
-    return cfg.Training.from_mapping(cfg.defaults()["training"] | overrides)
+def _training(**overrides) -> cfg.Recipe:
+    """The fine-tuning recipe of the schema's training defaults with ``overrides``."""
+    return cfg.Recipe.of(cfg.Training.from_mapping(cfg.defaults()["training"] | overrides))
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def setup(tmp_path_factory):
 
 def test_same_seed_gives_identical_weights_and_other_seed_does_not(setup):
     root, model_dir, train_json, features, training = setup
-    first = finetune(model_dir, train_json, root / "a", features, training, seed=3)
-    second = finetune(model_dir, train_json, root / "b", features, training, seed=3)
-    other = finetune(model_dir, train_json, root / "c", features, training, seed=4)
+    first = finetune(model_dir, train_json, root / "a", features, training, seed=3, init_checkpoint=None)
+    second = finetune(model_dir, train_json, root / "b", features, training, seed=3, init_checkpoint=None)
+    other = finetune(model_dir, train_json, root / "c", features, training, seed=4, init_checkpoint=None)
     weights = [load_file(str(root / name / "checkpoint" / "model.safetensors")) for name in "abc"]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     # Byte-identical: checkpoint files and training log (train_summary.json holds the wall time).
@@ -126,7 +126,8 @@ def test_answerless_windows_are_downsampled_and_counted(setup):
 def test_second_stage_starts_from_first_stage_with_frozen_embeddings(setup):
     root, model_dir, train_json, features, training = setup
     # Stage 1 moves far from the pre-trained weights (large steps); stage 2 takes tiny steps.
-    finetune(model_dir, train_json, root / "stage1", features, dataclasses.replace(training, learning_rate=1e-2), seed=3)
+    finetune(model_dir, train_json, root / "stage1", features, dataclasses.replace(training, learning_rate=1e-2), seed=3,
+             init_checkpoint=None)
     recipe = dataclasses.replace(training, freeze_embeddings=True, epochs=1, learning_rate=1e-7)
     summary = finetune(model_dir, train_json, root / "stage2", features, recipe, seed=3,
                        init_checkpoint=root / "stage1" / "checkpoint")
@@ -149,10 +150,12 @@ def test_prediction_is_byte_identical_on_rerun(setup):
     checkpoint = root / "a" / "checkpoint"
     if not checkpoint.is_dir():
         finetune(model_dir, train_json, root / "a", features, _training(epochs=1, threads=1, train_batch_size=4,
-                                                                           micro_batch_size=2), seed=3)
+                                                                           micro_batch_size=2), seed=3,
+                 init_checkpoint=None)
     keys = {"model": "minilm", "train_set": "tiny", "eval_set": "tiny", "seed": 3}
     for name in ("p1", "p2"):
-        predict(checkpoint, train_json, root / name, "squad", features, cfg.decoding_config(None), 4, keys)
+        predict(checkpoint, train_json, root / name, "squad", "en", features, cfg.decoding_config(None), 4, "fp32",
+                keys)
     assert {"metrics.json", "scores.parquet", "predictions.json"} <= {row["path"] for row in manifest.result_files(root / "p1")}
     assert compare.compare(root / "p1", root / "p2").verdict == "identical"
 
@@ -172,7 +175,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
 
     root, model_dir, train_json, features, training = setup
     out = root / "full_disk"
-    finetune(model_dir, train_json, out, features, training, seed=3)
+    finetune(model_dir, train_json, out, features, training, seed=3, init_checkpoint=None)
     before = {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()}
 
     def full(*args, **kwargs):
@@ -180,7 +183,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
     with pytest.raises(OSError) as caught:
-        finetune(model_dir, train_json, out, features, training, seed=4)
+        finetune(model_dir, train_json, out, features, training, seed=4, init_checkpoint=None)
     line = os_error_line(caught.value)
     assert line == f"{out}.tmp/checkpoint: No space left on device"
     assert {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()} == before
@@ -194,7 +197,7 @@ def test_a_checkpoint_without_its_weights_is_incomplete_delete_and_rerun(setup):
 
     root, model_dir, train_json, features, training = setup
     out = root / "deleted"
-    finetune(model_dir, train_json, out, features, training, seed=3)
+    finetune(model_dir, train_json, out, features, training, seed=3, init_checkpoint=None)
     (out / "checkpoint" / "model.safetensors").unlink()
     with pytest.raises(MrcbenchError) as caught:
         load_for_qa(out / "checkpoint")
@@ -217,7 +220,7 @@ def test_a_checkpoint_whose_config_and_weights_disagree_is_refused(setup, layers
     root, model_dir, train_json, features, training = setup
     out = root / f"layers{layers}"
     if not out.exists():
-        finetune(model_dir, train_json, out, features, training, seed=3)
+        finetune(model_dir, train_json, out, features, training, seed=3, init_checkpoint=None)
     edited = root / f"edited{layers}"
     shutil.copytree(out / "checkpoint", edited)
     config = json.loads((edited / "config.json").read_text())

@@ -2,6 +2,7 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,12 +104,12 @@ def test_recipe_precedence(default_config):
 
 def test_data_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MRCBENCH_DATA_DIR", str(tmp_path))
-    assert cfg.resolve_data_dir({"data_dir": None}) == tmp_path.resolve()
+    assert cfg.resolve_data_dir(None) == tmp_path.resolve()
     monkeypatch.delenv("MRCBENCH_DATA_DIR")
     with pytest.raises(MrcbenchError, match="MRCBENCH_DATA_DIR"):
-        cfg.resolve_data_dir({"data_dir": None})
+        cfg.resolve_data_dir(None)
     with pytest.raises(MrcbenchError, match="data_dir: data directory not found"):
-        cfg.resolve_data_dir({"data_dir": str(tmp_path / "missing")})
+        cfg.resolve_data_dir(str(tmp_path / "missing"))
 
 
 def test_cli_prints_one_line_error(tmp_path):
@@ -222,7 +223,7 @@ def test_snakemake_dry_run_with_a_typo_prints_one_line_naming_the_key(tmp_path):
     proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
     assert proc.returncode != 0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
-    assert lines == [f"error: {path}: unknown key 'trainig' (see mrcbench/schemas/config.schema.json)"]
+    assert lines == [f"error: {path}: unknown key 'trainig' (see mrcbench/config/config.schema.json)"]
 
 
 def test_absolute_results_dir_keeps_its_logs_inside_and_paths_are_quoted(tmp_path):
@@ -244,10 +245,12 @@ def test_every_path_in_a_rule_shell_command_is_quoted():
 
     unquoted = []
     for smk in sorted((ROOT / "rules").glob("*.smk")):
-        for block in re.findall(r"shell:\n((?:\s+\".*\"\n)+)", smk.read_text()):
-            unquoted += [f"{smk.name}: {m}" for m in re.findall(r"\{(?:input|output|params|log)[^}:]*\}", block)]
+        text = smk.read_text()
+        blocks = re.findall(r"shell:\n((?:\s+f?\".*\"\n)+)", text)
+        assert len(blocks) == text.count("shell:\n"), smk.name  # every shell block was read
+        for block in blocks:
+            unquoted += [f"{smk.name}: {m}" for m in re.findall(r"\{+(?:input|output|params|log)[^}:]*\}", block)]
     assert unquoted == []
-    assert sum(len(re.findall(r"shell:\n", smk.read_text())) for smk in (ROOT / "rules").glob("*.smk")) == 10
 
 
 # --- one configuration: every default in the schema, typed sections ---------------------------------
@@ -277,36 +280,105 @@ def _node(schema, path):
     return schema
 
 
+def schema_knobs(schema: dict) -> set[str]:
+    """The names of the keys the schema gives a default for: every key of the settings sections
+    (``features.max_seq_length``, ``training.eval_batch_size``, ``ablation.null_draws``, ``stats.alpha``...),
+    the top-level settings (``sample_seed``, ``cpu_kernels``...) and the entry keys with a default
+    (``experiments.<e>.seeds``, ``splits.<s>.max_questions``, a package model's ``subdir``...)."""
+    definitions = schema["$defs"]
+
+    def properties(node: dict) -> dict:
+        ref = node.get("$ref", "").removeprefix("#/$defs/")
+        return {**definitions.get(ref, {}).get("properties", {}), **node.get("properties", {})}
+
+    names: set[str] = set()
+
+    def visit(node: dict) -> None:
+        for branch in ("additionalProperties", "then"):
+            if isinstance(node.get(branch), dict):
+                visit(node[branch])
+        for key, sub in properties(node).items():
+            if "default" in sub:
+                if not properties(sub):
+                    names.add(key)  # a setting (its default may be a list or a mapping: zone_operators)
+                elif isinstance(sub["default"], dict):
+                    names.update(sub["default"])  # a section's default object names settings
+            visit(sub)
+
+    visit(schema)
+    return names
+
+
+def knob_defaults(package: Path, knobs: set[str]) -> list[tuple[str, str, str]]:
+    """``(file, function or class, name)`` of every function parameter (functions, methods, lambdas,
+    nested ones included) and every class-level field (dataclasses, named tuples; ``ClassVar`` ones
+    excepted) under ``package`` that is named after a schema knob and has a default of its own."""
+    import ast
+
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package.parent).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                args = node.args
+                positional = [*args.posonlyargs, *args.args]
+                with_default = [*positional[len(positional) - len(args.defaults):],
+                                *(arg for arg, default in zip(args.kwonlyargs, args.kw_defaults) if default is not None)]
+                found += [(where, getattr(node, "name", "<lambda>"), arg.arg) for arg in with_default
+                          if arg.arg in knobs]
+            elif isinstance(node, ast.ClassDef):
+                found += [(where, node.name, item.target.id) for item in node.body
+                          if isinstance(item, ast.AnnAssign) and item.value is not None
+                          and isinstance(item.target, ast.Name) and item.target.id in knobs
+                          and "ClassVar" not in ast.unparse(item.annotation)]
+    return found
+
+
+#: Parameters named like a schema knob that are not that knob, as ``(function, parameter)``: reason.
+NOT_THE_KNOB = {
+    ("headline_zones", "zones"): "the zones a headline ranks (the paper's four), not ablation.zones",
+    ("verdict_table", "zones"): "the zones a report table shows, not ablation.zones",
+    ("overview_figure", "zones"): "the zones a report figure shows, not ablation.zones",
+    ("head_mass_figure", "zones"): "the zones a report figure shows, not ablation.zones",
+    ("headline_sentences", "min_clusters"): "as the statistics recorded it (None: not recorded), not stats.min_clusters",
+    ("grid_counts", "min_clusters"): "as the statistics recorded it (None: not recorded), not stats.min_clusters",
+    ("_display_date", "qmd"): "the report source being rendered (None: none), not report.qmd",
+    ("pandoc_html", "qmd"): "the report source being rendered (None: none), not report.qmd",
+}
+
+
 def test_no_default_lives_outside_the_schema():
-    """The old homes of defaults are gone: config.DEFAULT_*, the stats' own settings, signature defaults."""
-    import dataclasses
-    import inspect
+    """The schema is the one home of every default: no function parameter and no dataclass (or named
+    tuple) field named after a key the schema gives a default for has a default of its own (None
+    included: None standing for "the schema's default" is a second home too). Its value comes from the
+    config, through the job's spec and the command that reads it. The typed sections and entries are
+    dataclasses of such fields, so they have none either."""
+    found = knob_defaults(ROOT / "mrcbench", schema_knobs(cfg.schema.read()))
+    assert [f for f in found if f[1:] not in NOT_THE_KNOB] == []
+    assert {f[1:] for f in found} == set(NOT_THE_KNOB)  # every exception still exists
 
-    from mrcbench import stats
-    from mrcbench.data import validation
-    from mrcbench.qa import decoding, features
 
-    assert [name for name in dir(cfg) if name.startswith("DEFAULT")] == []
-    assert not hasattr(stats.common, "MIN_CLUSTERS")
-    assert stats.common.StatsSettings is cfg.Stats
-    for section in [*(s[0] for s in SECTIONS), *(e[0] for e in ENTRIES)]:
-        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(section)), section
-    for module in ("models/sources.py", "families.py"):  # a package model's subdir: the schema's default
-        assert '"subdir"' not in (ROOT / "mrcbench" / module).read_text(), module
-    for function, names in [
-        (features.prepare_eval_features, ["max_seq_length", "doc_stride", "max_query_length"]),
-        (features.prepare_train_features, ["max_seq_length", "doc_stride", "max_query_length"]),
-    ]:
-        parameters = inspect.signature(function).parameters
-        assert all(parameters[n].default is inspect.Parameter.empty for n in names), function
-    # Where a caller may leave a config value out, None means "the schema's default".
-    for function, names in [
-        (features.prepare_eval_features, ["pad_to_max_length"]),
-        (decoding.postprocess, ["n_best", "max_answer_length", "null_score_diff_threshold"]),
-        (validation.validate, ["on_bad", "realign_max_shift"]),
-    ]:
-        parameters = inspect.signature(function).parameters
-        assert all(parameters[n].default is None for n in names), function
+def test_the_default_scan_finds_a_planted_default(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "planted.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from typing import ClassVar\n\n\n"
+        "def grid(cells, null_tolerance=0.1, *, label=None, null_seed=None):\n"
+        "    return lambda batch, eval_batch_size=32: batch\n\n\n"
+        "@dataclass(frozen=True)\n"
+        "class Settings:\n"
+        "    seed: int = 0\n"
+        "    precision: ClassVar[str] = 'fp32'\n"
+        "    n_best: int\n"
+    )
+    knobs = schema_knobs(cfg.schema.read())
+    assert {"null_tolerance", "null_seed", "eval_batch_size", "seed", "precision", "n_best"} <= knobs
+    assert "default" not in knobs and "zone_operators" in knobs and "subdir" in knobs and "seeds" in knobs
+    assert sorted(knob_defaults(package, knobs)) == [
+        ("pkg/planted.py", "<lambda>", "eval_batch_size"), ("pkg/planted.py", "Settings", "seed"),
+        ("pkg/planted.py", "grid", "null_seed"), ("pkg/planted.py", "grid", "null_tolerance"),
+    ]
 
 
 @pytest.mark.parametrize(("section", "accessor", "path", "key"), SECTIONS, ids=[s[0].__name__ for s in SECTIONS])
@@ -314,7 +386,7 @@ def test_every_section_key_has_a_schema_default_and_a_typed_field(section, acces
     """A schema key without a default or without a field (or a field without a key) fails here."""
     import dataclasses
 
-    schema = cfg.schema()
+    schema = cfg.schema.read()
     properties = _node(schema, path)["properties"]
     assert [f.name for f in dataclasses.fields(section)] == list(properties)
     filled = cfg.defaults()[key] if key else cfg.defaults()["resources"]["default"]
@@ -327,7 +399,7 @@ def test_every_entry_key_has_a_typed_field(entry, section, default_config):
     """An entry's fields are its name, then exactly the schema's keys of the entry, in the schema's order."""
     import dataclasses
 
-    properties = cfg.schema()["properties"][section]["additionalProperties"]["properties"]
+    properties = cfg.schema.read()["properties"][section]["additionalProperties"]["properties"]
     assert [f.name for f in dataclasses.fields(entry)] == ["name", *properties]
     config = cfg.validate(copy.deepcopy(default_config))
     accessor = {"datasets": cfg.datasets, "splits": cfg.splits, "models": cfg.models, "experiments": cfg.experiments}
@@ -386,7 +458,7 @@ def test_a_mapping_without_a_key_or_with_an_unknown_one_names_it():
 
 def test_changing_a_schema_default_changes_every_typed_value(monkeypatch, default_config):
     """Changing a default is a one-file change: the schema's default is what every reader gets."""
-    schema = copy.deepcopy(cfg.schema())
+    schema = copy.deepcopy(cfg.schema.read())
     schema["properties"]["stats"]["properties"]["bootstrap"]["default"] = 2000
     schema["properties"]["stats"]["properties"]["min_layers_for_paper"]["default"] = 6
     schema["properties"]["ablation"]["properties"]["null_seed"]["default"] = 5
@@ -395,7 +467,7 @@ def test_changing_a_schema_default_changes_every_typed_value(monkeypatch, defaul
     schema["properties"]["resources"]["properties"]["default"]["default"]["mem_mb"] = 1234
     schema["properties"]["experiments"]["additionalProperties"]["properties"]["seeds"]["default"] = [1, 2]
     schema["properties"]["models"]["additionalProperties"]["then"]["properties"]["subdir"]["default"] = "ckpt"
-    monkeypatch.setattr(cfg, "schema", lambda: schema)
+    monkeypatch.setattr(cfg.schema, "read", lambda: schema)
     from mrcbench import stats
 
     assert cfg.stats_config(None).bootstrap == 2000 and cfg.stats_config(None).min_layers_for_paper == 6
@@ -452,22 +524,14 @@ def test_typed_sections_are_frozen_and_give_plain_mappings_back(default_config):
     assert cfg.ablation_config({"ablation": ablation.as_dict()}) == ablation
 
 
-def test_the_name_pattern_lives_in_the_schema_only():
-    schema = cfg.schema()
-    assert schema["$defs"]["name"]["pattern"] == f"^{cfg.name_pattern()}$"
-    for path in ["rules/common.smk", "Snakefile", "mrcbench/data/splits.py"]:
-        assert "A-Za-z0-9_.-" not in (ROOT / path).read_text(), path
+def test_the_name_pattern_is_the_schemas():
+    assert cfg.schema.read()["$defs"]["name"]["pattern"] == f"^{cfg.name_pattern()}$"
 
 
-def test_prepare_data_reads_the_validated_config_without_checking_it_again():
-    from mrcbench.data import splits
-
-    source = (ROOT / "mrcbench/data/splits.py").read_text()
-    assert "_DATASET_KEYS" not in source and "_SPLIT_KEYS" not in source and "def parse" not in source
+def test_the_datasets_and_splits_are_read_typed():
     config = cfg.load(ROOT / "config/smoke.yaml")
     assert cfg.splits(config)["xquad_en"].exclude_articles_of == ("squad_train",)
     assert cfg.datasets(config)["squad_v2_half"].article_split == cfg.ArticleSplit(0.25, 13)
-    assert splits.prepare_splits.__doc__ and "not checked again" in splits.prepare_splits.__doc__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -622,3 +686,110 @@ def test_snakemake_dry_run_refuses_an_alias_bomb_and_a_bad_results_dir_in_one_li
         proc = _snakemake(["-n", "--configfile", str(path)], tmp_path)
         out = (proc.stdout + proc.stderr).strip()
         assert proc.returncode != 0 and len(out.splitlines()) == 1 and needle in out and len(out) < 400
+
+
+# --------------------------------------------------------------------------------------------------
+# One channel from config to job: each job reads its spec, and the spec is the rule's params
+# --------------------------------------------------------------------------------------------------
+
+RUN = {"model": "minilm", "train": "squad_train", "seed": "7", "eval": "xquad_en"}
+#: The wildcards of one job of every rule with a spec (config/smoke.yaml).
+WILDCARDS = {
+    "prepare_data": {}, "prepare_model": {"model": "minilm"},
+    "finetune": {key: RUN[key] for key in ("model", "train", "seed")},
+    "predict": RUN, "extract_attention": RUN, "ablate": RUN | {"part": "all"}, "merge_grid": RUN,
+}
+INFERENCE = {"predict", "extract_attention", "ablate"}
+
+
+@pytest.fixture(scope="module")
+def smoke_config() -> dict:
+    return cfg.load(ROOT / "config" / "smoke.yaml")
+
+
+def _specs(config: dict) -> dict[str, str]:
+    return {rule: cfg.job_spec(config, rule, wildcards).to_json() for rule, wildcards in WILDCARDS.items()}
+
+
+@pytest.mark.parametrize(("edit", "rules"), [
+    (lambda c: c["training"].update(eval_batch_size=4), INFERENCE),
+    (lambda c: c["models"]["minilm"].update(training={"eval_batch_size": 4}), INFERENCE),
+    (lambda c: c["training"].update(threads=2), {"finetune", *INFERENCE}),
+    (lambda c: c["training"].update(learning_rate=5e-5), {"finetune"}),
+    (lambda c: c["features"].update(doc_stride=64), {"finetune", *INFERENCE}),
+    (lambda c: c["decoding"].update(n_best=5), {"predict", "ablate"}),
+    (lambda c: c["inference"].update(precision="bf16"), INFERENCE),
+    (lambda c: c["attention"].update(case_studies=3), {"extract_attention"}),
+    (lambda c: c["ablation"].update(null_draws=2), {"ablate", "merge_grid"}),
+    (lambda c: c.update(sample_seed=1), {"prepare_data", "ablate"}),
+    (lambda c: c["validation"].update(realign_max_shift=1), {"prepare_data"}),
+    (lambda c: c["models"]["minilm"].update(num_layers=6), {"prepare_model", "merge_grid"}),
+    (lambda c: c["models"]["minilm"].update(languages=["en", "de"]), set()),
+    (lambda c: c["stats"].update(bootstrap=500), set()),
+], ids=["eval_batch_size", "model eval_batch_size", "threads", "learning_rate", "doc_stride", "n_best",
+        "precision", "case_studies", "null_draws", "sample_seed", "realign_max_shift", "num_layers", "languages",
+        "bootstrap"])
+def test_a_job_spec_changes_exactly_when_a_value_its_job_reads_does(smoke_config, edit, rules):
+    """The spec is the rule's params: Snakemake re-runs a job exactly when its spec changes. An inference
+    setting (training.eval_batch_size) changes no fine-tuning spec, so it re-trains no model."""
+    before = _specs(smoke_config)
+    changed = copy.deepcopy(smoke_config)
+    edit(changed)
+    after = _specs(cfg.validate(changed))
+    assert {rule for rule in WILDCARDS if after[rule] != before[rule]} == rules
+
+
+def test_the_finetuning_recipe_is_training_without_its_inference_keys(smoke_config):
+    import dataclasses
+
+    fields = [f.name for f in dataclasses.fields(cfg.Recipe)]
+    assert fields == [f.name for f in dataclasses.fields(cfg.Training) if f.name not in ("eval_batch_size", "init_from")]
+    spec = cfg.job_spec(smoke_config, "finetune", WILDCARDS["finetune"])
+    training = cfg.training_config(smoke_config, "minilm", "squad_train")
+    assert spec.training == cfg.Recipe.of(training) and spec.seed == 7
+    assert all(getattr(spec.training, name) == getattr(training, name) for name in fields)
+
+
+def test_every_job_spec_round_trips_through_json_and_a_wrong_one_is_named(smoke_config):
+    for rule, wildcards in WILDCARDS.items():
+        spec = cfg.job_spec(smoke_config, rule, wildcards)
+        assert type(spec) is cfg.JOBS[rule]
+        assert type(spec).from_json(spec.to_json()) == spec, rule
+    finetune = cfg.job_spec(smoke_config, "finetune", WILDCARDS["finetune"]).to_json()
+    with pytest.raises(MrcbenchError, match=r"--spec \(predict\): no value for \['eval', 'language'"):
+        cfg.PredictJob.from_json(finetune)
+    with pytest.raises(MrcbenchError, match=r"--spec \(finetune\): not JSON"):
+        cfg.FinetuneJob.from_json(finetune[:-1])
+    with pytest.raises(MrcbenchError, match="rule 'stats' has no job spec"):
+        cfg.job_spec(smoke_config, "stats", {})
+
+
+def test_a_job_spec_holds_what_the_job_reads(smoke_config):
+    predict = cfg.job_spec(smoke_config, "predict", RUN)
+    assert (predict.metric, predict.language, predict.eval_batch_size, predict.threads) == ("mlqa", "en", 16, None)
+    assert predict.features == cfg.features_config(smoke_config, "minilm", "squad_train")
+    assert predict.decoding == cfg.decoding_config(smoke_config) and predict.inference.precision == "fp32"
+    ablate = cfg.job_spec(smoke_config, "ablate", WILDCARDS["ablate"])
+    assert (ablate.sample_seed, ablate.part, ablate.ablation) == (13, "all", cfg.ablation_config(smoke_config))
+    model = cfg.job_spec(smoke_config, "prepare_model", {"model": "minilm"}).model
+    assert model == cfg.models(smoke_config)["minilm"].weights_source() and model.languages is None
+    data = cfg.job_spec(smoke_config, "prepare_data")
+    assert list(data.splits) == list(smoke_config["splits"]) and list(data.datasets) == ["squad_v2_half", "xquad_en"]
+    assert data.validation == cfg.validation_config(smoke_config) and data.data_dir is None
+
+
+@pytest.mark.parametrize("command", ["prepare-data", "prepare-model", "finetune", "predict", "extract-attention",
+                                     "ablate", "merge-grid"])
+def test_a_job_command_reads_its_spec_and_no_config_file(command, capsys):
+    """Every command a rule with a spec runs takes `--spec` and no `--config` (the statistics, the report
+    and the manifest read the whole resolved config)."""
+    import importlib
+
+    from mrcbench import cli
+
+    module, function, _ = cli.COMMANDS[command]
+    with pytest.raises(SystemExit) as done:
+        getattr(importlib.import_module(module), function)(["--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert "--spec" in usage and "--config" not in usage

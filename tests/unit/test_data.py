@@ -157,7 +157,7 @@ def dataset_with_problems() -> dict[str, Any]:
 
 
 def test_validate_skips_bad_answers_and_reports_ids():
-    clean, report = data.validation.validate(dataset_with_problems(), "toy.json")
+    clean, report = data.validation.validate(dataset_with_problems(), "toy.json", "skip", 0)
     assert data.filters.question_ids(clean) == ["good", "fine"]
     assert report.bad_ids["misaligned_answer"] == ["shifted", "wrong", "bad_only"]
     assert report.bad_ids["duplicate_id"] == ["good"]
@@ -173,16 +173,16 @@ def test_validate_fail_mode_lists_ids_and_source():
     with pytest.raises(
         MrcbenchError, match=r"toy\.json: 5 invalid questions .*misaligned_answer: shifted, wrong"
     ):
-        data.validation.validate(dataset_with_problems(), "toy.json", on_bad="fail")
+        data.validation.validate(dataset_with_problems(), "toy.json", "fail", 0)
     clean, report = data.validation.validate(
-        squad(article("T", (CONTEXT, [("ok", "France")]))), "toy.json", on_bad="fail"
+        squad(article("T", (CONTEXT, [("ok", "France")]))), "toy.json", "fail", 0
     )
     assert report.questions_removed == 0 and data.filters.question_ids(clean) == ["ok"]
 
 
 def test_validate_realigns_small_offset_errors_only():
     dataset = squad(article("T", (CONTEXT, [("off_by_one", "Normandy", 30), ("far", "Normandy", 20)])))
-    clean, report = data.validation.validate(dataset, "toy", realign_max_shift=2)
+    clean, report = data.validation.validate(dataset, "toy", "skip", 2)
     assert data.filters.question_ids(clean) == ["off_by_one"]
     assert report.realigned_ids == ["off_by_one"] and report.bad_ids["misaligned_answer"] == ["far"]
     fixed = clean["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]
@@ -210,8 +210,8 @@ def test_validate_drop_answer_keeps_question_with_an_aligned_answer():
     question = qa("multi", "Where?", CONTEXT, "France")
     question["answers"].append({"text": "in France", "answer_start": -1})
     dataset = squad({"title": "T", "paragraphs": [{"context": CONTEXT, "qas": [question]}]})
-    assert data.validation.validate(dataset, "toy")[1].bad_ids["misaligned_answer"] == ["multi"]
-    clean, report = data.validation.validate(dataset, "toy", on_bad="drop_answer")
+    assert data.validation.validate(dataset, "toy", "skip", 0)[1].bad_ids["misaligned_answer"] == ["multi"]
+    clean, report = data.validation.validate(dataset, "toy", "drop_answer", 0)
     assert report.dropped_answer_ids == ["multi"]
     assert [a["text"] for a in clean["data"][0]["paragraphs"][0]["qas"][0]["answers"]] == ["France"]
 
@@ -227,7 +227,7 @@ def test_validate_flags_inconsistent_unanswerable_and_empty_question():
             "paragraphs": [{"context": CONTEXT, "qas": [answered, no_answers, blank, unanswerable]}],
         }
     )
-    clean, report = data.validation.validate(dataset, "toy")
+    clean, report = data.validation.validate(dataset, "toy", "skip", 0)
     assert data.filters.question_ids(clean) == ["unanswerable"]
     assert report.bad_ids["unanswerable_with_answers"] == ["imp_with_answer"]
     assert report.bad_ids["answerable_without_answers"] == ["no_answers"]
@@ -236,7 +236,7 @@ def test_validate_flags_inconsistent_unanswerable_and_empty_question():
 
 def test_validate_rejects_unknown_policy():
     with pytest.raises(MrcbenchError, match="on_bad_record"):
-        data.validation.validate(squad(), "toy", on_bad="ignore")
+        data.validation.validate(squad(), "toy", "ignore", 0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def test_load_hub_converts_rows_to_squad(monkeypatch):
         {"text": "in France", "answer_start": 50},
     ]
     assert [q["is_impossible"] for q in normans[0]["qas"]] == [False, True]
-    clean, report = data.validation.validate(converted, "hub")  # the converted dict is valid SQuAD JSON
+    clean, report = data.validation.validate(converted, "hub", "skip", 0)  # the converted dict is valid SQuAD JSON
     assert report.questions_removed == 0 and data.loading.structure_problem(clean) is None
 
 
@@ -477,6 +477,12 @@ def test_load_hub_without_dns_switches_to_offline_instead_of_retrying(monkeypatc
 # ---------------------------------------------------------------------------------------------------------
 
 
+def prepare(config: dict[str, Any], data_dir: Path | None, out_dir: Path, splits: list[str] | None = None) -> dict:
+    """:func:`mrcbench.data.splits.prepare_splits` of ``config``'s datasets, splits, validation and seed."""
+    return data.splits.prepare_splits(cfg.datasets(config), cfg.splits(config), cfg.validation_config(config),
+                                      cfg.sample_seed(config), data_dir, out_dir, splits)
+
+
 def toy_config(tmp_path: Path) -> dict[str, Any]:
     """A train file whose articles A0..A5 also appear (as titles) in a 10-article eval file."""
     write_json(tmp_path / "data" / "train.json", many_articles("A", 6, questions_per_article=5))
@@ -552,7 +558,7 @@ def test_subsample_across_articles_spreads_over_every_article_and_keeps_parallel
 
 def test_prepare_splits_excludes_against_the_train_pool_not_its_subsample(tmp_path, capsys):
     config = toy_config(tmp_path)
-    written = data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out")
+    written = prepare(config, tmp_path / "data", tmp_path / "out")
     assert set(written) == {"train", "heldout", "heldout_zh"}
     train, heldout, heldout_zh = (read(written[name]) for name in ("train", "heldout", "heldout_zh"))
     # Train keeps 5 questions, which come from at most 5 of its 6 articles...
@@ -579,7 +585,7 @@ def test_prepare_splits_excludes_against_the_train_pool_not_its_subsample(tmp_pa
 def test_prepare_splits_removes_leakage_from_train_splits_automatically(tmp_path):
     config = toy_config(tmp_path)
     config["splits"]["heldout"].pop("exclude_articles_of")  # now the eval split can hold train articles
-    data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out")
+    prepare(config, tmp_path / "data", tmp_path / "out")
     train = read(tmp_path / "out" / "train.json")
     heldout = read(tmp_path / "out" / "heldout.json")
     summary = read(tmp_path / "out" / "train.summary.json")
@@ -608,7 +614,7 @@ def test_prepare_splits_article_split_and_answerable_only(tmp_path):
             "ev": {"dataset": "v2", "part": "eval", "role": "eval"},
         },
     }
-    written = data.splits.prepare_splits(config, None, tmp_path / "out")  # absolute path: no data dir needed
+    written = prepare(config, None, tmp_path / "out")  # absolute path: no data dir needed
     train, evaluation = read(written["tr"]), read(written["ev"])
     assert train["version"] == "v2.0" and len(titles(train)) == 6 and len(titles(evaluation)) == 2
     assert data.filters.count(train)["unanswerable"] == 0 and data.filters.count(evaluation)["unanswerable"] == 2
@@ -617,13 +623,13 @@ def test_prepare_splits_article_split_and_answerable_only(tmp_path):
 
 def test_prepare_splits_only_writes_requested_splits_but_resolves_dependencies(tmp_path):
     config = toy_config(tmp_path)
-    written = data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "out", splits=["heldout_zh"])
+    written = prepare(config, tmp_path / "data", tmp_path / "out", splits=["heldout_zh"])
     assert list(written) == ["heldout_zh"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "heldout_zh.json",
         "heldout_zh.summary.json",
     ]
-    full = data.splits.prepare_splits(config, tmp_path / "data", tmp_path / "full")
+    full = prepare(config, tmp_path / "data", tmp_path / "full")
     assert read(written["heldout_zh"]) == read(full["heldout_zh"])
 
 
@@ -673,12 +679,12 @@ def test_prepare_splits_config_errors_name_the_key(tmp_path, change, expected):
     }
     change(config)
     with pytest.raises(MrcbenchError, match=expected):
-        data.splits.prepare_splits(cfg.validate(config), tmp_path / "data", tmp_path / "out")
+        prepare(cfg.validate(config), tmp_path / "data", tmp_path / "out")
 
 
 def test_prepare_splits_unknown_requested_split(tmp_path):
     with pytest.raises(MrcbenchError, match="--splits: unknown split 'nope'"):
-        data.splits.prepare_splits(toy_config(tmp_path), tmp_path / "data", tmp_path / "out", splits=["nope"])
+        prepare(toy_config(tmp_path), tmp_path / "data", tmp_path / "out", splits=["nope"])
 
 
 def test_data_dir_comes_from_config_then_environment(tmp_path, monkeypatch):
@@ -686,33 +692,29 @@ def test_data_dir_comes_from_config_then_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MRCBENCH_DATA_DIR", str(tmp_path))
     elsewhere = tmp_path / "configured"
     elsewhere.mkdir()
-    assert cfg.resolve_data_dir({"data_dir": str(elsewhere)}) == elsewhere.resolve()
-    assert cfg.resolve_data_dir({}) == tmp_path.resolve()
+    assert cfg.resolve_data_dir(str(elsewhere)) == elsewhere.resolve()
+    assert cfg.resolve_data_dir(None) == tmp_path.resolve()
 
 
 def test_relative_local_file_without_data_dir_asks_for_it(tmp_path, monkeypatch):
     monkeypatch.delenv("MRCBENCH_DATA_DIR", raising=False)
     with pytest.raises(MrcbenchError, match="MRCBENCH_DATA_DIR"):
-        data.splits.prepare_splits(toy_config(tmp_path), None, tmp_path / "out")
+        prepare(toy_config(tmp_path), None, tmp_path / "out")
 
 
-def test_main_writes_splits_and_reports_errors_in_one_line(tmp_path, capsys):
-    yaml = pytest.importorskip("yaml")
+def test_main_reads_its_job_spec_and_reports_errors_in_one_line(tmp_path, capsys):
     config = toy_config(tmp_path) | {
         "data_dir": str(tmp_path / "data"),
-        # The command validates the whole file, as every mrcbench command does.
         "models": {"m": {"source": "local", "path": "/models/m"}},
         "experiments": {"x": {"models": ["m"], "train": "train", "eval": ["heldout"]}},
     }
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    assert data.splits.main(["--config", str(config_path), "--out", str(tmp_path / "out"), "--splits", "train"]) == 0
+    spec = cfg.job_spec(cfg.validate(config), "prepare_data").to_json()
+    assert data.splits.main(["--spec", spec, "--out", str(tmp_path / "out"), "--splits", "train"]) == 0
     assert (tmp_path / "out" / "train.json").is_file() and not (tmp_path / "out" / "heldout.json").exists()
     capsys.readouterr()
-    config_path.write_text("splits: [unclosed", encoding="utf-8")
-    assert data.splits.main(["--config", str(config_path), "--out", str(tmp_path / "out")]) == 2
+    assert data.splits.main(["--spec", spec[:-1], "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "not valid YAML" in err and "\n" not in err
+    assert err.startswith("error: --spec (prepare_data): not JSON") and "\n" not in err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -766,7 +768,7 @@ MIRROR_CONFIG = {
 
 
 def test_mirror_splits_are_leakage_free_and_parallel(data_dir, tmp_path, capsys):
-    written = data.splits.prepare_splits(MIRROR_CONFIG, data_dir, tmp_path)
+    written = prepare(MIRROR_CONFIG, data_dir, tmp_path)
     splits = {name: read(path) for name, path in written.items()}
     train, heldout, xquad_en, xquad_zh = (
         splits[n] for n in ("squad_train", "squad_heldout", "xquad_en", "xquad_zh")
@@ -802,11 +804,11 @@ def test_mirror_splits_are_leakage_free_and_parallel(data_dir, tmp_path, capsys)
 
 def test_mirror_cmrc_trial_offsets(data_dir):
     raw = data.loading.load_squad_json(data_dir / "cmrc2018" / "cmrc2018_trial.json")
-    _, skipped = data.validation.validate(raw, "cmrc2018_trial")
+    _, skipped = data.validation.validate(raw, "cmrc2018_trial", "skip", 0)
     assert (skipped.questions_in, skipped.questions_removed) == (1002, 7)
     assert sorted(skipped.bad_ids["empty_question"]) == ["TRIAL_20_QUERY_0", "TRIAL_776_QUERY_4"]
     # Five answers (all of TRIAL_210) start one character early; a 1-character realignment repairs them.
     assert len(skipped.bad_ids["misaligned_answer"]) == 5
-    _, realigned = data.validation.validate(raw, "cmrc2018_trial", realign_max_shift=1)
+    _, realigned = data.validation.validate(raw, "cmrc2018_trial", "skip", 1)
     assert realigned.questions_removed == 2 and not realigned.bad_ids["misaligned_answer"]
     assert sorted(realigned.realigned_ids) == sorted(skipped.bad_ids["misaligned_answer"])

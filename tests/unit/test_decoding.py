@@ -7,12 +7,21 @@ import math
 import numpy as np
 import pytest
 
+from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.qa import decoding as D
 from mrcbench.qa import features as F
 from mrcbench.zones import PASSAGE, QUESTION
 
 LOW = -5.0
+DECODING = cfg.decoding_config(None)  # the schema's defaults
+
+
+def postprocess(examples, feats, start, end, n_best=DECODING.n_best, max_answer_length=DECODING.max_answer_length,
+                version_2_with_negative=False, null_score_diff_threshold=DECODING.null_score_diff_threshold):
+    """:func:`mrcbench.qa.decoding.postprocess`, with the schema's decoding defaults unless given."""
+    return D.postprocess(examples, feats, start, end, n_best, max_answer_length, version_2_with_negative,
+                         null_score_diff_threshold)
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +77,14 @@ CONTEXT = "Marie Curie was born in Warsaw in 1867 and died in Passy, France, in 
 @pytest.fixture(scope="module")
 def one_window(tokenizer):
     ex = example("q1", "Where was Marie Curie born?", CONTEXT, answer="Warsaw")
-    return ex, F.prepare_eval_features([ex], tokenizer, 384, 128, 64)
+    return ex, F.prepare_eval_features([ex], tokenizer, 384, 128, 64, False)
 
 
 def test_picks_the_peak_span_from_the_original_text(one_window):
     ex, feats = one_window
     start, end = flat_logits(feats)
     peak(start, end, 0, token_of(feats, 0, CONTEXT, "Passy, France"))
-    pred = D.postprocess([ex], feats, start, end)
+    pred = postprocess([ex], feats, start, end)
     assert pred.answers == {"q1": "Passy, France"}  # original casing and punctuation spacing
     assert pred.best_non_null == pred.answers
     nbest = pred.nbest["q1"]
@@ -95,10 +104,10 @@ def test_respects_max_answer_length(one_window):
     short = token_of(feats, 0, CONTEXT, "1934")
     peak(start, end, 0, short, 3.0, 3.0)
     n_tokens = long_last - long_first + 1
-    assert D.postprocess([ex], feats, start, end, max_answer_length=n_tokens).answers["q1"] == (
+    assert postprocess([ex], feats, start, end, max_answer_length=n_tokens).answers["q1"] == (
         "Warsaw in 1867 and died"
     )
-    assert D.postprocess([ex], feats, start, end, max_answer_length=n_tokens - 1).answers["q1"] == "1934"
+    assert postprocess([ex], feats, start, end, max_answer_length=n_tokens - 1).answers["q1"] == "1934"
 
 
 def test_rejects_spans_in_the_question_and_reversed_spans(one_window):
@@ -110,7 +119,7 @@ def test_rejects_spans_in_the_question_and_reversed_spans(one_window):
     france = token_of(feats, 0, CONTEXT, "France")
     start[0, france[0]], end[0, warsaw[1]] = 8.0, 8.0  # end before start
     peak(start, end, 0, warsaw, 2.0, 2.0)
-    assert D.postprocess([ex], feats, start, end).answers["q1"] == "Warsaw"
+    assert postprocess([ex], feats, start, end).answers["q1"] == "Warsaw"
 
 
 def test_padding_positions_beyond_a_window_are_ignored(tokenizer):
@@ -118,12 +127,12 @@ def test_padding_positions_beyond_a_window_are_ignored(tokenizer):
         example("short", "who?", "Ada wrote it.", "Ada"),
         example("long", "who?", CONTEXT, "Marie Curie"),
     ]
-    feats = F.prepare_eval_features(examples, tokenizer, 384, 128, 64)
+    feats = F.prepare_eval_features(examples, tokenizer, 384, 128, 64, False)
     start, end = flat_logits(feats, width=max(feats.lengths) + 7)
     start[0, feats.lengths[0] :] = end[0, feats.lengths[0] :] = 50.0  # padding of the short window
     peak(start, end, 0, token_of(feats, 0, examples[0]["context"], "Ada"))
     peak(start, end, 1, token_of(feats, 1, CONTEXT, "Marie Curie"))
-    assert D.postprocess(examples, feats, start, end).answers == {"short": "Ada", "long": "Marie Curie"}
+    assert postprocess(examples, feats, start, end).answers == {"short": "Ada", "long": "Marie Curie"}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +140,8 @@ def long_passage(tokenizer):
     """A 150-word passage cut into many overlapping windows of 40 tokens."""
     context = " ".join(f"w{i}" for i in range(150))  # "w12" -> "w", "##12": 2 tokens per word
     ex = example("long", "which word?", context)
-    feats = F.prepare_eval_features([ex], tokenizer, max_seq_length=40, doc_stride=16, max_query_length=16)
+    feats = F.prepare_eval_features([ex], tokenizer, max_seq_length=40, doc_stride=16, max_query_length=16,
+                                    pad_to_max_length=False)
     return ex, feats
 
 
@@ -171,9 +181,9 @@ def test_uses_the_max_context_window_when_windows_overlap(long_passage):
     start, end = flat_logits(feats)
     peak(start, end, 0, in_window_0, 9.0, 9.0)  # high, but its start lacks max context in window 0
     peak(start, end, 1, word_span(feats, 1, context, other), 4.0, 4.0)
-    assert D.postprocess([ex], feats, start, end).answers["long"] == other
+    assert postprocess([ex], feats, start, end).answers["long"] == other
     peak(start, end, 1, in_window_1, 5.0, 5.0)  # the same span where it has max context
-    assert D.postprocess([ex], feats, start, end).answers["long"] == word
+    assert postprocess([ex], feats, start, end).answers["long"] == word
 
 
 def test_finds_the_answer_in_the_third_window(long_passage):
@@ -191,7 +201,7 @@ def test_finds_the_answer_in_the_third_window(long_passage):
     peak(start, end, 2, word_span(feats, 2, context, target))
     for f in range(len(feats)):  # every window votes a little for the null answer
         start[f, 0] = end[f, 0] = 1.0
-    pred = D.postprocess([ex], feats, start, end)
+    pred = postprocess([ex], feats, start, end)
     assert pred.answers["long"] == target
     assert pred.null_score_diff["long"] == pytest.approx(2.0 - 10.0)
 
@@ -206,7 +216,7 @@ def test_null_answer_against_the_threshold(long_passage):
     for f in range(len(feats)):
         start[f, 0], end[f, 0] = 6.0, 6.0
     start[3, 0], end[3, 0] = 3.0, 2.0
-    pred = D.postprocess([ex], feats, start, end, version_2_with_negative=True)
+    pred = postprocess([ex], feats, start, end, version_2_with_negative=True)
     assert pred.null_score_diff["long"] == pytest.approx(5.0 - 3.0)
     assert pred.answers["long"] == ""  # 2.0 > threshold 0.0
     assert pred.best_non_null["long"] == "w2"
@@ -217,17 +227,17 @@ def test_null_answer_against_the_threshold(long_passage):
         "end_logit": 2.0,
     }
     assert (
-        D.postprocess(
+        postprocess(
             [ex], feats, start, end, version_2_with_negative=True, null_score_diff_threshold=2.5
         ).answers["long"]
         == "w2"
     )
     # Without SQuAD 2.0 mode the span is answered and no null entry is listed.
-    v1 = D.postprocess([ex], feats, start, end)
+    v1 = postprocess([ex], feats, start, end)
     assert v1.answers["long"] == "w2" and all(entry["text"] for entry in v1.nbest["long"])
     # A span that beats the null score gives a negative difference and is answered.
     peak(start, end, 0, span, 4.0, 4.0)
-    pred = D.postprocess([ex], feats, start, end, version_2_with_negative=True)
+    pred = postprocess([ex], feats, start, end, version_2_with_negative=True)
     assert pred.null_score_diff["long"] == pytest.approx(5.0 - 8.0)
     assert pred.answers["long"] == "w2"
     texts = [entry["text"] for entry in pred.nbest["long"]]
@@ -240,7 +250,7 @@ def test_null_is_appended_when_outside_the_n_best(one_window):
     start[0, 0] = end[0, 0] = -50.0
     for rank, word in enumerate(["Warsaw", "1867", "Passy", "1934"]):
         peak(start, end, 0, token_of(feats, 0, CONTEXT, word), 5.0 - rank, 5.0 - rank)
-    pred = D.postprocess([ex], feats, start, end, n_best=3, version_2_with_negative=True)
+    pred = postprocess([ex], feats, start, end, n_best=3, version_2_with_negative=True)
     texts = [entry["text"] for entry in pred.nbest["q1"]]
     assert len(texts) == 4 and texts[0] == "Warsaw" and texts[-1] == ""  # 3 best spans + the null answer
     assert pred.answers["q1"] == "Warsaw"
@@ -261,11 +271,12 @@ def test_whitespace_only_tokens_give_no_answer_text():
         window_starts=[0],
         pad_token_id=1,
         max_seq_length=16,
+        pad_to_max_length=False,
     )
     start, end = flat_logits(feats)
     start[0, 5] = end[0, 5] = 9.0  # the lone space token
     start[0, 6] = end[0, 6] = 3.0
-    pred = D.postprocess([{"id": "x", "context": context}], feats, start, end)
+    pred = postprocess([{"id": "x", "context": context}], feats, start, end)
     assert pred.answers["x"] == "is"
     assert "" not in [entry["text"] for entry in pred.nbest["x"]]
 
@@ -276,7 +287,7 @@ def test_no_valid_span_gives_an_empty_answer_and_infinite_difference(one_window)
     passage = [t for t, z in enumerate(feats.zone_ids[0]) if z == PASSAGE]
     end[0, passage[0]] = 9.0  # the only end candidate precedes every start candidate
     start[0, passage[-1]] = 9.0
-    pred = D.postprocess([ex], feats, start, end, n_best=1, version_2_with_negative=True)
+    pred = postprocess([ex], feats, start, end, n_best=1, version_2_with_negative=True)
     assert pred.answers["q1"] == "" and pred.null_score_diff["q1"] == math.inf
     assert [entry["text"] for entry in pred.nbest["q1"]] == [""]
 
@@ -285,18 +296,18 @@ def test_shape_errors_are_user_errors(one_window):
     ex, feats = one_window
     start, end = flat_logits(feats)
     with pytest.raises(MrcbenchError, match="rows"):
-        D.postprocess([ex], feats, np.vstack([start, start]), end)
+        postprocess([ex], feats, np.vstack([start, start]), end)
     with pytest.raises(MrcbenchError, match="positions"):
-        D.postprocess([ex], feats, start[:, :3], end)
+        postprocess([ex], feats, start[:, :3], end)
     with pytest.raises(MrcbenchError, match="no window"):
-        D.postprocess([ex, example("q2", "?", "x")], feats, start, end)
+        postprocess([ex, example("q2", "?", "x")], feats, start, end)
 
 
 def test_save_predictions(tmp_path, one_window):
     ex, feats = one_window
     start, end = flat_logits(feats)
     peak(start, end, 0, token_of(feats, 0, CONTEXT, "Warsaw"))
-    pred = D.postprocess([ex], feats, start, end, version_2_with_negative=True)
+    pred = postprocess([ex], feats, start, end, version_2_with_negative=True)
     pred.answers["zh"], pred.null_score_diff["zh"], pred.nbest["zh"] = "北京", math.inf, []
     paths = D.save_predictions(pred, tmp_path / "out")
     assert json.loads(paths["predictions"].read_text(encoding="utf-8")) == pred.answers
@@ -324,7 +335,7 @@ def round_trip(examples, tokenizer, max_seq_length, doc_stride, max_answer_lengt
     end, where the start token has more context: BERT's decoder cannot return such a span.
     """
     train = F.prepare_train_features(examples, tokenizer, max_seq_length, doc_stride, 64, progress=False)
-    feats = F.prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, 64, progress=False)
+    feats = F.prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, 64, False, progress=False)
     eval_windows, train_windows = feats.features_by_example(), {}
     for t, qid in enumerate(train.example_ids):
         train_windows.setdefault(qid, []).append(t)
@@ -337,7 +348,7 @@ def round_trip(examples, tokenizer, max_seq_length, doc_stride, max_answer_lengt
             if train.start_positions[t] != 0 and feats.token_is_max_context[f][train.start_positions[t]]:
                 start[f, train.start_positions[t]] = end[f, train.end_positions[t]] = 10.0
                 labelled.setdefault(qid, []).append(ordinal)
-    pred = D.postprocess(examples, feats, start, end, max_answer_length=max_answer_length)
+    pred = postprocess(examples, feats, start, end, max_answer_length=max_answer_length)
     return pred, feats, train, labelled
 
 

@@ -80,6 +80,11 @@ def example(qid, question, context, answer=None, answer_start=None, impossible=F
     }
 
 
+def eval_windows(examples, tokenizer, max_seq_length, doc_stride, max_query_length, pad_to_max_length=False):
+    """:func:`mrcbench.qa.features.prepare_eval_features`, dynamically padded unless asked."""
+    return F.prepare_eval_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, pad_to_max_length)
+
+
 def long_context(n_words: int) -> str:
     return " ".join(f"token{i}" for i in range(n_words))
 
@@ -133,7 +138,7 @@ def test_single_window_equals_tokenizer_pair_encoding(request, tok_name):
     tokenizer = request.getfixturevalue(tok_name)
     question = "What is the capital of France?"
     context = "The capital of France is  Paris. 北京是中国的首都, Café."
-    feats = F.prepare_eval_features([example("q", question, context)], tokenizer, 384, 128, 64)
+    feats = eval_windows([example("q", question, context)], tokenizer, 384, 128, 64)
     assert len(feats) == 1
     reference = tokenizer(question, context, return_offsets_mapping=True)
     assert feats.input_ids[0] == reference["input_ids"]
@@ -156,7 +161,7 @@ def test_windows_equal_hf_overflow_with_matching_overlap(bert_tokenizer):
     """BERT's step semantics = HF windows whose overlap is max_tokens_for_doc - doc_stride."""
     question, context = "which token comes last?", long_context(300)
     max_seq_length, doc_stride = 96, 40
-    feats = F.prepare_eval_features(
+    feats = eval_windows(
         [example("q", question, context)], bert_tokenizer, max_seq_length, doc_stride, 64
     )
     n_question = len(bert_tokenizer(question, add_special_tokens=False)["input_ids"])
@@ -197,7 +202,7 @@ def test_max_context_flags_in_features(bert_tokenizer):
     context = "the man went to the store and bought a gallon of"
     question = "what?"
     n_question = len(bert_tokenizer(question, add_special_tokens=False)["input_ids"])
-    feats = F.prepare_eval_features(
+    feats = eval_windows(
         [example("q", question, context)],
         bert_tokenizer,
         max_seq_length=n_question + 3 + 5,
@@ -215,7 +220,7 @@ def test_max_context_flags_in_features(bert_tokenizer):
 
 def test_question_is_truncated_to_max_query_length(bert_tokenizer):
     question = " ".join(["why"] * 100) + "?"
-    feats = F.prepare_eval_features(
+    feats = eval_windows(
         [example("q", question, long_context(200))], bert_tokenizer, 384, 128, max_query_length=64
     )
     question_ids = bert_tokenizer(question, add_special_tokens=False)["input_ids"][:64]
@@ -226,11 +231,11 @@ def test_question_is_truncated_to_max_query_length(bert_tokenizer):
 
 
 def test_zone_ids_on_hand_made_pairs(bert_tokenizer, metaspace_tokenizer):
-    bert = F.prepare_eval_features([example("q", "who is it?", "it is me.")], bert_tokenizer, 64, 32, 16)
+    bert = eval_windows([example("q", "who is it?", "it is me.")], bert_tokenizer, 64, 32, 16)
     s, q, p = SPECIAL, QUESTION, PASSAGE
     # [CLS] who is it ? [SEP] it is me . [SEP]
     assert bert.zone_ids == [[s, q, q, q, q, s, p, p, p, p, s]]
-    xlmr = F.prepare_eval_features([example("q", "the city?", "Paris.")], metaspace_tokenizer, 64, 32, 16)
+    xlmr = eval_windows([example("q", "the city?", "Paris.")], metaspace_tokenizer, 64, 32, 16)
     # <s> ▁the ▁city ? </s> </s> ▁Paris . </s>
     assert metaspace_tokenizer.convert_ids_to_tokens(xlmr.input_ids[0]) == [
         "<s>",
@@ -267,7 +272,7 @@ def label_texts(train, evaluation, examples_by_id):
 def test_train_labels_recover_english_answers(bert_tokenizer, data_dir):
     examples = squad_examples(data_dir, "squad_v2/dev-v2.0-half.json", 60)
     train = F.prepare_train_features(examples, bert_tokenizer, 384, 128, 64)
-    evaluation = F.prepare_eval_features(examples, bert_tokenizer, 384, 128, 64)
+    evaluation = eval_windows(examples, bert_tokenizer, 384, 128, 64)
     assert train.input_ids == evaluation.input_ids and train.example_ids == evaluation.example_ids
     by_id = {ex["id"]: ex for ex in examples}
     texts = label_texts(train, evaluation, by_id)
@@ -285,7 +290,7 @@ def test_answer_outside_a_window_points_at_cls(bert_tokenizer):
     train = F.prepare_train_features(
         [ex], bert_tokenizer, max_seq_length=64, doc_stride=24, max_query_length=16
     )
-    evaluation = F.prepare_eval_features([ex], bert_tokenizer, 64, 24, 16)
+    evaluation = eval_windows([ex], bert_tokenizer, 64, 24, 16)
     texts = label_texts(train, evaluation, {"q": ex})
     assert len(train) >= 4
     assert texts[-1] == "zebra"
@@ -302,7 +307,7 @@ def test_answer_cut_by_a_window_boundary_is_labelled_cls(bert_tokenizer):
     train = F.prepare_train_features(
         [ex], bert_tokenizer, max_seq_length=20, doc_stride=5, max_query_length=8
     )
-    evaluation = F.prepare_eval_features([ex], bert_tokenizer, 20, 5, 8)
+    evaluation = eval_windows([ex], bert_tokenizer, 20, 5, 8)
     texts = label_texts(train, evaluation, {"q": ex})
     passage_texts = [
         ex["context"][min(o for o in offs if o)[0] : max(o for o in offs if o)[1]]
@@ -333,7 +338,7 @@ def test_metaspace_offsets_include_the_space_and_are_trimmed(metaspace_tokenizer
     assert context[slice(*raw["offset_mapping"][paris])] == " Paris"  # the pitfall is really there
 
     train = F.prepare_train_features([ex], metaspace_tokenizer, 64, 32, 16)
-    evaluation = F.prepare_eval_features([ex], metaspace_tokenizer, 64, 32, 16)
+    evaluation = eval_windows([ex], metaspace_tokenizer, 64, 32, 16)
     assert label_texts(train, evaluation, {"q": ex}) == ["Paris"]
     tokens = metaspace_tokenizer.convert_ids_to_tokens(train.input_ids[0])
     assert tokens[train.start_positions[0]] == "▁Paris"
@@ -361,12 +366,12 @@ def test_chinese_answers_with_character_and_word_tokens(bert_tokenizer, metaspac
     ]
     # WordPiece splits every CJK character: both answers are exact.
     train = F.prepare_train_features(examples, bert_tokenizer, 64, 32, 16)
-    evaluation = F.prepare_eval_features(examples, bert_tokenizer, 64, 32, 16)
+    evaluation = eval_windows(examples, bert_tokenizer, 64, 32, 16)
     assert label_texts(train, evaluation, {ex["id"]: ex for ex in examples}) == ["中国", "首都"]
     # The SentencePiece vocabulary has the word "▁北京": an answer inside it maps to the whole token.
     inside = [example("c", "?", context, answer="京")]
     train = F.prepare_train_features(inside, metaspace_tokenizer, 64, 32, 16)
-    evaluation = F.prepare_eval_features(inside, metaspace_tokenizer, 64, 32, 16)
+    evaluation = eval_windows(inside, metaspace_tokenizer, 64, 32, 16)
     assert label_texts(train, evaluation, {"c": inside[0]}) == ["北京"]
     assert train.stats["answers_inexact"] == 1 and train.stats["answers_exact"] == 0
 
@@ -384,7 +389,7 @@ def test_misplaced_and_missing_answers_are_counted(bert_tokenizer):
     assert train.stats["answers_unaligned"] == 2
     assert train.unaligned_ids == ["missing", "blank"]
     assert train.example_ids == ["shifted", "spaced"]  # unaligned questions are dropped, not mislabelled
-    evaluation = F.prepare_eval_features([examples[0], examples[3]], bert_tokenizer, 64, 32, 16)
+    evaluation = eval_windows([examples[0], examples[3]], bert_tokenizer, 64, 32, 16)
     assert label_texts(train, evaluation, {ex["id"]: ex for ex in examples}) == ["gamma", "delta"]
 
 
@@ -393,7 +398,7 @@ def test_misplaced_and_missing_answers_are_counted(bert_tokenizer):
 # ------------------------------------------------------------------------------------------------
 def test_batches_pad_dynamically_or_to_max_length(bert_tokenizer, metaspace_tokenizer):
     examples = [example("a", "who?", "short."), example("b", "who is there?", long_context(40))]
-    feats = F.prepare_eval_features(examples, bert_tokenizer, 128, 64, 64)
+    feats = eval_windows(examples, bert_tokenizer, 128, 64, 64)
     (batch,) = list(feats.batches(8))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "zone_ids"}
     width = max(feats.lengths)
@@ -407,10 +412,10 @@ def test_batches_pad_dynamically_or_to_max_length(bert_tokenizer, metaspace_toke
     assert batch["zone_ids"][0, :n_short].tolist() == feats.zone_ids[0]
     assert [b["input_ids"].shape[0] for b in feats.batches(1)] == [1, 1]
 
-    padded = F.prepare_eval_features(examples, bert_tokenizer, 128, 64, 64, pad_to_max_length=True)
+    padded = eval_windows(examples, bert_tokenizer, 128, 64, 64, pad_to_max_length=True)
     assert next(padded.batches(8))["input_ids"].shape == (2, 128)
 
-    xlmr = F.prepare_eval_features(examples, metaspace_tokenizer, 128, 64, 64)
+    xlmr = eval_windows(examples, metaspace_tokenizer, 128, 64, 64)
     batch = next(xlmr.batches(8))
     assert "token_type_ids" not in batch
     assert batch["input_ids"][0, xlmr.lengths[0] :].eq(metaspace_tokenizer.pad_token_id).all()
@@ -460,17 +465,17 @@ def test_slow_tokenizer_is_rejected():
         is_fast = False
 
     with pytest.raises(MrcbenchError, match="not a fast"):
-        F.prepare_eval_features([example("q", "?", "a")], SlowTokenizer(), 64, 32, 16)
+        eval_windows([example("q", "?", "a")], SlowTokenizer(), 64, 32, 16)
 
 
 def test_too_short_max_seq_length_is_rejected(bert_tokenizer):
     with pytest.raises(MrcbenchError, match="max_seq_length"):
-        F.prepare_eval_features([example("q", "?", "a")], bert_tokenizer, 64, 32, 64)
+        eval_windows([example("q", "?", "a")], bert_tokenizer, 64, 32, 64)
 
 
 def test_missing_key_names_the_example(bert_tokenizer):
     with pytest.raises(MrcbenchError, match="q7.*context"):
-        F.prepare_eval_features([{"id": "q7", "question": "?"}], bert_tokenizer, 64, 32, 16)
+        eval_windows([{"id": "q7", "question": "?"}], bert_tokenizer, 64, 32, 16)
 
 
 def test_logits_of_shorter_windows_are_padded_with_the_one_pad_logit():

@@ -954,7 +954,7 @@ def test_predict_scores_mlqa_in_the_dataset_language() -> None:
     # whitespace tokens would make the Chinese answer one token: F1 (0 + 1) / 2
     assert predict.score("squad", dataset, preds, "zh")["f1"] == 50.0
     with pytest.raises(MrcbenchError, match="needs the answer language"):
-        predict.score("mlqa", dataset, preds)
+        predict.score("mlqa", dataset, preds, None)
 
 
 # The scorers as local `evaluate` modules

@@ -112,6 +112,39 @@ def test_stats_and_report(smoke_run):
     assert "Fine-tuning seeds: not recorded" not in text
 
 
+def _planned(workdir, override: dict | None = None, tmp_path=None) -> dict[str, int]:
+    """The jobs a dry run of the smoke profile in ``workdir`` plans, per rule, with ``override`` merged
+    over the profile (a second ``--configfile``: ``--config`` would pass nested numbers as strings)."""
+    configfiles = [str(SMOKE_CONFIG)]
+    if override is not None:
+        path = tmp_path / "override.yaml"
+        path.write_text(yaml.safe_dump(override))
+        configfiles.append(str(path))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", *configfiles],
+                          check=False, cwd=workdir, capture_output=True, text=True, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "MRCBENCH_DATA_DIR": "/nonexistent"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    if "Job stats:" not in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].strip().split("\n\n", 1)[0].splitlines()[2:]  # below its header
+    return {rule: int(count) for rule, count in map(str.split, table) if rule != "total"}
+
+
+@pytest.mark.slow
+def test_a_change_reruns_exactly_the_jobs_that_read_it(smoke_run, tmp_path):
+    """A rule's params are its job's spec (mrcbench/config/jobs.py): on the finished smoke run, an inference
+    setting plans prediction, attention statistics and the grid again but no fine-tuning; a setting of
+    the fine-tuning recipe plans fine-tuning."""
+    workdir, _ = smoke_run
+    assert _planned(workdir) == {}
+    inference = _planned(workdir, {"training": {"eval_batch_size": 4}}, tmp_path)
+    assert {"predict", "extract_attention", "ablate"} <= set(inference), inference
+    assert not {"finetune", "prepare_model", "prepare_data"} & set(inference), inference
+    recipe = _planned(workdir, {"training": {"learning_rate": 5.0e-5}}, tmp_path)
+    assert recipe.get("finetune") == 1 and "prepare_model" not in recipe, recipe
+
+
 def _snakemake_report(workdir, zip_path, env):
     """`snakemake --report` of the smoke profile in ``workdir``: the archive's entries and its index page."""
     import zipfile
