@@ -342,7 +342,7 @@ NOT_THE_KNOB = {
     ("head_mass_figure", "zones"): "the zones a report figure shows, not ablation.zones",
     ("headline_sentences", "min_clusters"): "as the statistics recorded it (None: not recorded), not stats.min_clusters",
     ("grid_counts", "min_clusters"): "as the statistics recorded it (None: not recorded), not stats.min_clusters",
-    ("_display_date", "qmd"): "the report source being rendered (None: none), not report.qmd",
+    ("display_date", "qmd"): "the report source being rendered (None: none), not report.qmd",
     ("pandoc_html", "qmd"): "the report source being rendered (None: none), not report.qmd",
 }
 
