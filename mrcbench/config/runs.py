@@ -20,6 +20,7 @@ from mrcbench.config.sections import (
     thaw,
 )
 from mrcbench.errors import MrcbenchError
+from mrcbench.tables import PATH_KEYS
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Run:
     @property
     def keys(self) -> dict:
         """The run keys of its files' paths (:mod:`mrcbench.runtime.layout`)."""
-        return {"model": self.model, "train": self.train, "seed": self.seed, "eval": self.eval}
+        return {key: getattr(self, key) for key in PATH_KEYS.values()}
 
 
 def models_of(config: Mapping[str, Any], experiment: Experiment) -> list[str]:
