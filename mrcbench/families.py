@@ -62,7 +62,7 @@ FAMILIES: dict[str, Family] = {
 }
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
-"""``model_type`` values whose masking and statistics are tested (tests/tiny_models.py)."""
+"""``model_type`` values whose masking and statistics are tested (tests/support/tiny_models.py)."""
 
 
 def check_model_type(model_type: str | None, model: str, where: str = "") -> Family:

@@ -6,7 +6,7 @@ modeling file's own ``eager_attention_forward``, and the fast grid replays unrea
 fused ``sdpa`` function (docs/pitfalls.md, docs/masking.md). Those names, the private
 ``config._attn_implementation`` and ModernBERT's sliding-window overlay are not a stable public API,
 so they are reached only from here; pyproject.toml pins the transformers range this module is tested
-on (tests/test_dependencies.py keeps the installed version inside it, tests/test_attention.py
+on (tests/unit/test_dependencies.py keeps the installed version inside it, tests/integration/test_attention.py
 exercises every function below on tiny models of each family).
 """
 from __future__ import annotations

@@ -457,7 +457,7 @@ def test_grid_counts_reads_the_tables():
 
 
 def _control_tables(grid=None, uniform: bool = True) -> dict[str, pd.DataFrame]:
-    """Every controls table of a planted grid (default: tests/test_controls.py's grid_with_controls: P2Q beyond
+    """Every controls table of a planted grid (default: tests/unit/test_controls.py's grid_with_controls: P2Q beyond
     its valid null at its worst layer 1 (1-based), Q2P no more than its null, P2P's null infeasible and
     uniform harmless at its worst layer), through the same chain as ``mrcbench stats``."""
     from support.planted_controls import FINE, grid_with_controls
@@ -489,7 +489,7 @@ def test_verdict_table_words_each_zone_at_its_most_damaging_layer():
 
 
 def test_abstract_states_the_planted_verdicts_in_a_few_sentences_and_a_table():
-    """Today's failure in miniature (tests/test_controls.py::planted_grid): P2Q specific in layers 2-4
+    """Today's failure in miniature (tests/unit/test_controls.py::planted_grid): P2Q specific in layers 2-4
     (1-based) where 5-8% of its null draws miss; the abstract must say specific, never "exceeds ... in none"."""
     from support.planted_controls import planted_grid
 

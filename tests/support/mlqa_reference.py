@@ -2,7 +2,7 @@
 
 This is a faithful transcription of the functions of ``mlqa_evaluation_v1.py`` (facebookresearch/MLQA,
 CC BY-SA 4.0), kept as close to the original's control flow as possible so that
-``tests/test_metrics.py`` can compare :mod:`mrcbench.metrics`' independent implementation with it on
+``tests/unit/test_metrics.py`` can compare :mod:`mrcbench.metrics`' independent implementation with it on
 random inputs. It is not used by the package. Changes from the original: the command-line part is left
 out, the Arabic pattern is written as a raw string (the original's ``'\\sال^|ال'`` is the same pattern
 with an invalid-escape warning), and the stderr message of an unanswered question is not printed.

@@ -222,7 +222,7 @@ def write_srun_wrapper(bin_dir: Path, conf_path: Path) -> Path:
     bin_dir.mkdir(exist_ok=True)
     wrapper = bin_dir / "srun"
     wrapper.write_text("#!/bin/sh\n"
-                       "# srun for the mrcbench test cluster; see tests/slurm_cluster.py:write_srun_wrapper\n"
+                       "# srun for the mrcbench test cluster; see tests/support/slurm_cluster.py:write_srun_wrapper\n"
                        f"SLURM_CONF='{conf_path}'\n"
                        "export SLURM_CONF\n"
                        f"exec '{_binary('srun')}' \"$@\"\n")

@@ -2,7 +2,7 @@
 
 Expected values are worked out by hand in the comments, following the official scripts
 (evaluate-v1.1.py, evaluate-v2.0.py, cmrc2018_evaluate.py, mlqa_evaluation_v1.py) step by step. The MLQA
-scorer is also compared with a transcription of the official script (tests/mlqa_reference.py) on random
+scorer is also compared with a transcription of the official script (tests/support/mlqa_reference.py) on random
 multilingual data.
 """
 

@@ -644,7 +644,7 @@ def test_run_stats_writes_every_table_as_parquet_and_csv(synthetic_stats):
     for table in tables.STATS_TABLES:
         assert {f"{table}.parquet", f"{table}.csv"} <= names
         # the synthetic grids have no null cells (ablation.null_draws 0) and no operator but renorm: the
-        # controls' tables are written empty (their content: tests/test_controls.py)
+        # controls' tables are written empty (their content: tests/unit/test_controls.py)
         empty = pd.read_parquet(results / "stats" / f"{table}.parquet").empty
         assert empty == (table in ("null_contrasts", "operator_contrasts", "control_effects", "specificity")), table
     assert "settings.json" in names

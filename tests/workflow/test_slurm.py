@@ -1,6 +1,6 @@
 """mrcbench's SLURM execution path, run against a real single-node SLURM cluster on this machine.
 
-The cluster comes from ``tests/slurm_cluster.py`` (skipped when SLURM/munge are not installed or the
+The cluster comes from ``tests/support/slurm_cluster.py`` (skipped when SLURM/munge are not installed or the
 tests do not run as root; ``.ci/setup_slurm.sh`` installs them). Snakemake talks to it through
 ``snakemake-executor-plugin-slurm`` with the repository's own ``profiles/slurm``. The cluster has no
 accounting database, so the tests add ``--slurm-status-command squeue`` (see docs/cluster.md) and a
@@ -13,7 +13,7 @@ accounting database, so the tests add ``--slurm-status-command squeue`` (see doc
   configuration through SLURM, up to one eval split's predictions and grid (data, model, fine-tuning,
   prediction, ablation: every kind of job the cluster runs, about half the smoke run); the
   checkpoint, the metrics and the grid are byte-identical to the shared local smoke run's (the
-  stages after them are the local run's business: tests/test_workflow.py, tests/test_resume.py).
+  stages after them are the local run's business: tests/workflow/test_workflow.py, tests/workflow/test_resume.py).
 """
 
 from __future__ import annotations
