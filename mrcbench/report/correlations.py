@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mrcbench.report.blocks import zone_label
 from mrcbench.tables import RUN_KEYS
@@ -16,8 +18,6 @@ from mrcbench.zones import ZONE_ORDER
 
 def correlation_figure(rows: pd.DataFrame, title: str):
     """Question-level correlations (C2 or C3): a layer x zone heatmap of Pearson r per run (eval set)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     runs = list(rows.groupby(list(RUN_KEYS), sort=True))
     fig = make_subplots(

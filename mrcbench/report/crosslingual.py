@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
 from mrcbench.report.blocks import ZONE_COLORS, fmt_ci, zone_label
 from mrcbench.zones import ZONE_ORDER
@@ -15,7 +16,6 @@ from mrcbench.zones import ZONE_ORDER
 
 def crosslingual_figure(question_rows: pd.DataFrame, rank_row: pd.Series):
     """Zone x layer profile of one language against the other (one point per cell, coloured by zone)."""
-    import plotly.graph_objects as go
 
     fig = go.Figure()
     for zone in [z for z in ZONE_ORDER if z in set(question_rows["zone"])]:

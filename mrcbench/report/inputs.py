@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow
+import pyarrow.parquet as pq
 import yaml
 
 from mrcbench import config as cfg
@@ -60,8 +62,6 @@ def check_tables(stats_dir: str | Path) -> None:
     """Refuse, in one line, a statistics folder that lacks a table the report reads (every table of
     :data:`mrcbench.tables.STATS_TABLES`, and ``settings.json``) or holds an unreadable one (a 0-byte parquet file),
     naming the file and the command that writes it; reads only each parquet file's footer."""
-    import pyarrow
-    import pyarrow.parquet as pq
 
     stats_dir = Path(stats_dir)
     for name in (*(f"{table}.parquet" for table in STATS_TABLES), SETTINGS):

@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from matplotlib import colormaps
+from plotly.subplots import make_subplots
 
 from mrcbench.report.blocks import DELTA_RANGE, zone_label
 from mrcbench.zones import ZONE_ORDER
@@ -27,7 +30,6 @@ def seismic_colorscale(
     Like seaborn's ``center=0``: the blue half spans [zmin, 0] and the red half [0, zmax], so blue
     means a drop and red a gain whatever the asymmetry of the range.
     """
-    from matplotlib import colormaps
 
     cmap = colormaps["seismic"]
     centre = -zmin / (zmax - zmin)
@@ -58,7 +60,6 @@ def zone_layer_heatmap_trace(
 
     Values beyond the colour range saturate; the hover and the tables carry the raw numbers.
     """
-    import plotly.graph_objects as go
 
     zones = [zone for zone in ZONE_ORDER if zone in set(cells["zone"])]
     layers = sorted(int(layer) for layer in cells["layer"].unique())
@@ -115,7 +116,6 @@ def zone_layer_heatmap_trace(
 
 def zone_layer_figure(deltas: pd.DataFrame, panels: list[tuple[str, str]], title: str = ""):
     """Heatmaps side by side, one per (variant, metric) panel, for one run."""
-    from plotly.subplots import make_subplots
 
     fig = make_subplots(
         rows=1,
@@ -143,8 +143,6 @@ def head_delta_figure(
     cells: pd.DataFrame, title: str = "", zmin: float = DELTA_RANGE[0], zmax: float = DELTA_RANGE[1]
 ):
     """Head-level masking: one layer x head heatmap of delta per zone (layer 1 at the bottom)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     zones = [zone for zone in ZONE_ORDER if zone in set(cells["zone"])]
     fig = make_subplots(

@@ -7,18 +7,18 @@ The paper's digitised grid beside the run's, from the ``paper_comparison_cells``
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mrcbench.report.blocks import ZONE_COLORS, zone_label
 from mrcbench.report.masking import zone_layer_heatmap_trace
+from mrcbench.stats import paper_reference
 from mrcbench.zones import ZONE_ORDER
 
 
 def paper_comparison_figure(cells: pd.DataFrame, run_title: str):
     """The paper's digitised grid beside the run's grid (same colour scale), and a cell scatter."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    from mrcbench.stats import paper_reference
 
     paper = paper_reference.paper_grid().rename(columns={"delta_em": "delta"})
     fig = make_subplots(

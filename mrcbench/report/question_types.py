@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mrcbench.report.blocks import zone_label
 from mrcbench.zones import ZONE_ORDER
@@ -15,8 +17,6 @@ from mrcbench.zones import ZONE_ORDER
 
 def question_type_figure(rows: pd.DataFrame, title: str):
     """Delta per layer for each question-type bucket, one panel per zone (reported buckets only)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     zones = [zone for zone in ZONE_ORDER if zone in set(rows["zone"])]
     fig = make_subplots(

@@ -7,6 +7,8 @@ Layer x head heatmaps of mean attention mass per zone, from the ``zone_mass`` ta
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mrcbench.report.blocks import zone_label
 from mrcbench.zones import FOUR_ZONES
@@ -14,8 +16,6 @@ from mrcbench.zones import FOUR_ZONES
 
 def head_mass_figure(zone_mass: pd.DataFrame, zones: tuple[str, ...] = FOUR_ZONES, title: str = ""):
     """Layer x head heatmaps of mean attention mass, one per zone (shared colour scale 0..max)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     zones = [zone for zone in zones if zone in set(zone_mass["zone"])]
     fig = make_subplots(

@@ -11,9 +11,11 @@ The readers turn a truncated or corrupt intermediate into one line naming the fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -129,10 +131,9 @@ def save_pretrained(obj: Any, folder: str | os.PathLike, **kwargs: Any) -> None:
     """``obj.save_pretrained(folder)`` (a model in safetensors, or a tokenizer); an I/O failure of the
     safetensors writer (a full disk: ``SafetensorError`` with the OS error inside) becomes the
     ``OSError`` it wraps, naming ``folder``: the CLI prints it as one line."""
-    import errno
-    import re
-
-    from safetensors import SafetensorError
+    from safetensors import (
+        SafetensorError,  # only where a checkpoint is saved: the workflow imports this module
+    )
 
     try:
         obj.save_pretrained(folder, **kwargs)
@@ -177,7 +178,7 @@ def corrupt(path: str | os.PathLike, exc: BaseException | str) -> MrcbenchError:
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None):
-    import pandas as pd
+    import pandas as pd  # here, as every heavy library of this module: the workflow imports it for its writers
     import pyarrow
 
     path = Path(path)
