@@ -126,7 +126,7 @@ def spec_model_type(model: ModelEntry) -> str | None:
         return checkpoint_model_type(root / model.subdir)
     if model.source == "hub" and model.id is not None:
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache  # hub models only
         except ImportError:
             return None
         cached = try_to_load_from_cache(model.id, "config.json", revision=model.revision)

@@ -145,7 +145,7 @@ def _hub_hosts_resolve() -> bool:
         for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
     ):
         return True
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # hub datasets only
 
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
@@ -159,7 +159,7 @@ def _hub_hosts_resolve() -> bool:
 def _forced_offline() -> Iterator[None]:
     """Run ``datasets`` in offline mode (cached copies still load, anything else fails immediately).
     Both libraries read ``HF_HUB_OFFLINE`` once at import, so the module constants are switched."""
-    import datasets.config
+    import datasets.config  # hub datasets only: a local JSON file needs neither
     from huggingface_hub import constants
 
     saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
@@ -186,7 +186,7 @@ def load_hub(hub_spec: Mapping[str, Any], key: str = "hub", metric: str | None =
     if "path" not in hub_spec or "split" not in hub_spec:
         raise MrcbenchError(f"datasets.{key}.hub: needs 'path' and 'split' (got {sorted(hub_spec)})")
     path, name, split = hub_spec["path"], hub_spec.get("name"), hub_spec["split"]
-    import datasets
+    import datasets  # hub datasets only (slow to import)
 
     offline = (
         contextlib.nullcontext()

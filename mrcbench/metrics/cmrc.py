@@ -41,7 +41,7 @@ def _word_tokenize() -> Callable[[str], list[str]]:
     Imported lazily: nltk takes about a second to import and only the CMRC metric needs it.
     """
     try:
-        from nltk.tokenize import word_tokenize
+        from nltk.tokenize import word_tokenize  # the CMRC scorer only (slow to import)
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise MrcbenchError("the cmrc2018 metric needs the 'nltk' package (pip install nltk)") from error
     return functools.partial(word_tokenize, preserve_line=True)

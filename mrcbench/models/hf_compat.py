@@ -23,7 +23,7 @@ def register_attention_function(name: str, function: Callable) -> str:
     """Register ``function`` as attention implementation ``name`` with transformers' eager (additive
     float) mask factory. Without the mask registration transformers treats ``name`` as a backend that
     needs no mask and silently drops the padding mask. Idempotent."""
-    from transformers import AttentionInterface
+    from transformers import AttentionInterface  # transformers when called (seconds to import)
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     AttentionInterface.register(name, function)
@@ -43,14 +43,14 @@ def eager_attention_for(module: torch.nn.Module) -> Callable:
     if eager is None:
         eager = getattr(sys.modules.get(module_name), "eager_attention_forward", None)
         if eager is None:
-            from transformers.models.bert.modeling_bert import eager_attention_forward as eager
+            from transformers.models.bert.modeling_bert import eager_attention_forward as eager  # when called
         _EAGER_CACHE[module_name] = eager
     return eager
 
 
 def sdpa_attention(module, query, key, value, attention_mask, *, dropout: float, scaling, **kwargs):
     """transformers' fused ``sdpa`` attention for a bidirectional encoder (never causal)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward  # when called
 
     return sdpa_attention_forward(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=False, **kwargs
@@ -60,7 +60,7 @@ def sdpa_attention(module, query, key, value, attention_mask, *, dropout: float,
 def sliding_window_band(sliding_window: int, length: int) -> torch.Tensor:
     """``[T, T]`` bool: the cells a bidirectional sliding-window layer may attend to (transformers' own
     overlay, the one ModernBERT's local-layer mask is built from)."""
-    from transformers.masking_utils import sliding_window_bidirectional_overlay
+    from transformers.masking_utils import sliding_window_bidirectional_overlay  # when called
 
     positions = torch.arange(length)
     return sliding_window_bidirectional_overlay(sliding_window)(0, 0, positions[:, None], positions)

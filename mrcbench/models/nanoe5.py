@@ -352,7 +352,7 @@ def hf_state_dict(e5: E5File) -> dict[str, np.ndarray]:
 
 def bert_config(e5: E5File):
     """A ``BertConfig`` for the encoder in the file (transformers is imported lazily: it is slow)."""
-    from transformers import BertConfig
+    from transformers import BertConfig  # when converting (seconds to import)
 
     header = e5.header
     return BertConfig(
@@ -408,7 +408,7 @@ def _normalizer(e5: E5File):
     and maps U+FF5E, which the map leaves alone.) The price is speed: about 4 ms per 800-character
     question/passage pair on one core, which batched calls spread over all cores.
     """
-    from tokenizers import Regex, normalizers
+    from tokenizers import Regex, normalizers  # when converting
 
     mapping = e5.normalization
     chained = sorted({cp for text in mapping.values() for cp in map(ord, text)} & set(mapping))
@@ -438,7 +438,7 @@ def build_tokenizer(e5: E5File):
     anywhere but at its start (checked). Leading and trailing spaces are kept (a trailing space becomes
     a lone "▁" token), as the engine does.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors  # when converting
     from tokenizers.models import Unigram
 
     inner = next((piece for piece in e5.pieces if METASPACE in piece[1:]), None)
@@ -478,7 +478,7 @@ def wrap_tokenizer(e5: E5File, tokenizer):
     normaliser and pre-tokeniser from scratch on loading, which would discard this pipeline. The model
     uses token type 0 everywhere, so ``token_type_ids`` are not among the model inputs (as in XLM-R).
     """
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # when converting
 
     vocab = tokenizer.get_vocab()
     return PreTrainedTokenizerFast(
@@ -539,7 +539,7 @@ def convert(bin_path: Path, out_dir: Path) -> Path:
     complete, so an interrupted conversion never leaves a half checkpoint behind. An existing earlier
     conversion at ``out_dir`` is replaced.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save_file  # when converting
 
     bin_path, out_dir = Path(bin_path), Path(out_dir)
     e5 = read_e5_file(bin_path)

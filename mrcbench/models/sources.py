@@ -72,7 +72,7 @@ def require_safetensors(folder: Path, what: str = "") -> None:
 
 def _load_pretrained(name: str, where: str, local_only: bool, revision: str | None = None):
     """Load (encoder, fast tokenizer) from a directory or hub id, safetensors only."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # when a model is prepared (seconds to import)
 
     kwargs = {"local_files_only": local_only, "trust_remote_code": False}
     if revision:
@@ -176,7 +176,7 @@ def best_device() -> torch.device:
 
 def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
     """Load (model, tokenizer) for span extraction from a prepared or fine-tuned checkpoint."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer  # when a model is loaded
 
     checkpoint = Path(checkpoint)
     # The step's output folder (fine-tuning writes DIR/checkpoint): what to delete to re-create it.
@@ -187,7 +187,7 @@ def load_for_qa(checkpoint: str | Path, attn_implementation: str = "eager"):
     if not pickles and (problem := files.checkpoint_problem(checkpoint)):
         raise files.incomplete(checkpoint, problem, folder)
     require_safetensors(checkpoint)
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError  # when a checkpoint is read
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, use_fast=True, local_files_only=True)

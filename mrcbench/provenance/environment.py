@@ -93,7 +93,7 @@ def record(config: dict, results_dir: str | os.PathLike, cpuinfo: str | None = N
     # torch (and precision, which imports it) only here: the workflow imports the manifest for its paths.
     import torch
 
-    from mrcbench.runtime import precision
+    from mrcbench.runtime import precision  # imports torch: see above
 
     flags = kernels.cpu_flags(cpuinfo)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -159,7 +159,7 @@ def finetune(
     total_steps = max(1, math.ceil(steps_per_epoch * epochs))
     warmup = int(training_cfg.warmup_ratio * total_steps)
 
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup  # when training (seconds to import)
 
     optimizer = torch.optim.AdamW(
         optimizer_groups(model, training_cfg.weight_decay),

@@ -25,7 +25,7 @@ def module_path(name: str) -> str:
 
 def features(with_no_answer_probability: bool = False):
     """The ``datasets.Features`` of the hub's squad (``squad_v2`` with the no-answer probability)."""
-    import datasets
+    import datasets  # when a metric is built (evaluate imports this module)
 
     prediction = {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")}
     if with_no_answer_probability:
