@@ -438,7 +438,14 @@ def build_tokenizer(e5: E5File):
     anywhere but at its start (checked). Leading and trailing spaces are kept (a trailing space becomes
     a lone "▁" token), as the engine does.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors  # when converting
+    from tokenizers import (  # when converting
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        pre_tokenizers,
+        processors,
+    )
     from tokenizers.models import Unigram
 
     inner = next((piece for piece in e5.pieces if METASPACE in piece[1:]), None)
